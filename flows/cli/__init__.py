@@ -1,0 +1,71 @@
+"""The `sae-sweep` command line. Each command group lives in its own module and registers on `app`.
+
+Errors caused by the user's input (`SaeSweepError`) print as one line on standard error and exit 2;
+anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+from flows.cli.app import app
+from sae_core.errors import SaeSweepError
+
+# Command modules; each imports `app` and registers its commands. Heavy imports (torch, prefect)
+# happen inside the commands so that `--help` and `config show` stay fast.
+_COMMAND_MODULES = [
+    "flows.cli.config_cmd",
+    "flows.cli.run_cmd",
+    "flows.cli.extract_cmd",
+    "flows.cli.train_cmd",
+    "flows.cli.analyze_cmd",
+    "flows.cli.label_cmd",
+    "flows.cli.report_cmd",
+    "flows.cli.runpod_cmd",
+]
+
+
+def _register() -> None:
+    for name in _COMMAND_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:  # a real missing dependency inside an existing module
+                raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    _register()
+    try:
+        app(args=argv, standalone_mode=False)
+    except SaeSweepError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, NotADirectoryError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    except Exception as exc:
+        import click
+
+        if isinstance(exc, click.exceptions.Exit):
+            return exc.exit_code
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return exc.exit_code
+        if isinstance(exc, click.exceptions.Abort):
+            print("aborted", file=sys.stderr)
+            return 1
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
