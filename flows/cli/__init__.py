@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     _register()
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv, prog_name="sae-sweep", standalone_mode=False)
     except SaeSweepError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,82 @@
+"""The `sae-sweep` command line: help on every command, one-line errors, config show."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from flows.cli import main
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_help_lists_the_commands():
+    result = run_cli("--help")
+    assert result.returncode == 0, result.stderr
+    commands = ["run", "config", "extract", "import-activations", "train", "analyze", "label", "report"]
+    commands += ["browse", "runpod"]
+    for command in commands:
+        assert f"│ {command} " in result.stdout, command
+
+
+def test_every_command_has_help(capsys):
+    from flows.cli import _register
+    from flows.cli.app import app
+
+    _register()
+    import typer.main
+
+    group = typer.main.get_command(app)
+    names = list(group.commands)
+    assert names, "no commands registered"
+    for name in names:
+        sub = group.commands[name]
+        subnames = list(getattr(sub, "commands", {}) or [])
+        for path in [[name]] + [[name, s] for s in subnames]:
+            assert main([*path, "--help"]) == 0, path
+            out = capsys.readouterr().out
+            assert "Usage" in out, path
+
+
+def test_config_show_seed_prints_the_16_cells():
+    result = run_cli("config", "show", "--preset", "seed")
+    assert result.returncode == 0, result.stderr
+    assert "# grid: 16 cells" in result.stdout
+    assert "model_weights_32x_0.0001_sampling.pth" in result.stdout
+    assert "model_weights_4x_0.01_nosampling.pth" in result.stdout
+
+
+def test_config_show_applies_set(capsys):
+    assert main(["config", "show", "--preset", "seed", "--set", "grid.expansion_factors=[4,8]"]) == 0
+    assert "# grid: 8 cells" in capsys.readouterr().out
+
+
+def test_config_explain_lists_descriptions(capsys):
+    assert main(["config", "show", "--explain"]) == 0
+    out = capsys.readouterr().out
+    assert "training.l1_scaling = 'sum'" in out and "averaged over the m features" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["config", "show", "--set", "grid.expansion_factors=[0]"], "grid.expansion_factors"),
+        (["config", "show", "--set", "training.nope=1"], "training.nope: unknown key"),
+        (["config", "show", "--preset", "nope"], "preset: unknown preset 'nope'"),
+        (["config", "show", "--set", "grid.l1_coefficients=[-1]"], "grid.l1_coefficients"),
+        (["config", "show", "--config", "/nonexistent.yaml"], "no such file"),
+    ],
+)
+def test_bad_input_exits_nonzero_with_one_line(args, expected):
+    result = run_cli(*args)
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and expected in lines[0]
+    assert "Traceback" not in result.stderr
