@@ -1,0 +1,358 @@
+"""Reading an activation store (`ActivationStore`) and writing one from your own arrays (`write_store`).
+
+The store is one row per token in Parquet shards plus a manifest (see `docs/architecture.md`). Reading
+is built for training throughput: row groups are the unit of I/O, shuffled batches permute the row-group
+order per epoch and mix rows through an in-memory buffer, float16 is widened to float32 in the same pass
+that fills the buffer, and each shard's checksum is verified once per process before its first use.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+
+from sae_core.errors import StoreError
+from sae_core.io import read_json, sha256_file
+from sae_core.store_format import MANIFEST, SPLITS, split_codes, split_of, write_store
+
+__all__ = ["ActivationStore", "RowBatch", "split_codes", "split_of", "write_store"]
+
+log = logging.getLogger(__name__)
+
+_VERIFIED: dict[tuple[str, str, int, int], bool] = {}
+"""Shards whose checksum this process has verified: (path, sha256, size, mtime_ns)."""
+_VERIFY_LOCK = threading.Lock()
+
+
+@dataclass
+class RowBatch:
+    """Rows in store order with their provenance (what analysis needs to find contexts)."""
+
+    acts: torch.Tensor  # float32 [B, d_model]
+    doc_id: np.ndarray  # int32 [B]
+    pos: np.ndarray  # int32 [B]
+    token_id: np.ndarray  # int32 [B]
+
+
+@dataclass
+class _Unit:
+    """One row group and the rows of it a read selects (None: all of them)."""
+
+    shard: int
+    group: int
+    rows: np.ndarray | None
+    count: int
+
+
+class ActivationStore:
+    """A complete store on disk. Open with `ActivationStore.open(path)`."""
+
+    def __init__(self, path: Path, manifest: dict[str, Any]) -> None:
+        self.path = path
+        self.manifest = manifest
+        self.d_model: int = int(manifest["d_model"])
+        self.num_tokens: int = int(manifest["num_tokens"])
+        self.store_dtype: str = manifest["store_dtype"]
+        self.drop_first_token: bool = bool(manifest["drop_first_token"])
+        model = manifest.get("model") or {}
+        self.tokenizer_path: str | None = model.get("resolved_path") or model.get("name")
+        self._index: dict[tuple[str, bool], list[_Unit]] = {}
+        self._index_lock = threading.Lock()
+
+    # -- opening -------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str | Path) -> ActivationStore:
+        """Refuse a folder without a manifest (incomplete store) or with missing shards."""
+        root = Path(path)
+        if not root.is_dir():
+            raise StoreError(f"store: no such directory {str(root)!r}")
+        manifest_path = root / MANIFEST
+        if not manifest_path.is_file():
+            raise StoreError(
+                f"store: {root} has no {MANIFEST}; the store is incomplete (re-run the extraction)"
+            )
+        try:
+            manifest = read_json(manifest_path)
+        except ValueError as exc:
+            raise StoreError(f"store: {manifest_path} is not valid JSON ({exc})") from None
+        for key in ("d_model", "num_tokens", "store_dtype", "drop_first_token", "splits", "shards"):
+            if key not in manifest:
+                raise StoreError(f"store: {manifest_path} lacks the key {key!r}")
+        for shard in manifest["shards"]:
+            if not (root / shard["file"]).is_file():
+                raise StoreError(f"store: shard {root / shard['file']} listed in the manifest is missing")
+        return cls(root, manifest)
+
+    def __repr__(self) -> str:
+        return f"ActivationStore({str(self.path)!r}, tokens={self.num_tokens}, d_model={self.d_model})"
+
+    # -- sizes ---------------------------------------------------------------------------------
+
+    def num_tokens_in(self, split: str, drop_first_token: bool | None = None) -> int:
+        info = self.manifest["splits"][_check_split(split)]
+        if self._drop(drop_first_token):
+            return int(info["tokens"]) - int(info["first_tokens"])
+        return int(info["tokens"])
+
+    def _drop(self, drop_first_token: bool | None) -> bool:
+        return self.drop_first_token if drop_first_token is None else bool(drop_first_token)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def batches(
+        self,
+        split: str = "train",
+        batch_size: int = 4096,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_first_token: bool | None = None,
+        prefetch: bool = False,
+        drop_last: bool = False,
+        shuffle_buffer: int | None = None,
+    ) -> Iterator[torch.Tensor]:
+        """One epoch of float32 [B, d_model] batches. Shuffled: the row groups' order is permuted with
+        `seed` and rows are mixed through a buffer of `shuffle_buffer` rows (default max(64k, 4 × B));
+        the same seed gives the same batches. `prefetch` reads ahead in a background thread."""
+        if batch_size <= 0:
+            raise StoreError(f"batch_size: must be > 0 (got {batch_size})")
+        units = self._units(split, self._drop(drop_first_token))
+        if shuffle:
+            buffer = shuffle_buffer or max(65_536, 4 * batch_size)
+            gen = self._shuffled(units, batch_size, seed, buffer, drop_last)
+        else:
+            gen = (b.acts for b in self._in_order(units, batch_size, drop_last, with_rows=False))
+        return _prefetched(gen) if prefetch else gen
+
+    def iter_rows(
+        self, split: str = "test", batch_size: int = 8192, drop_first_token: bool | None = None
+    ) -> Iterator[RowBatch]:
+        """Store order (documents in order, positions ascending), no shuffle, with provenance."""
+        units = self._units(split, self._drop(drop_first_token))
+        return self._in_order(units, batch_size, drop_last=False, with_rows=True)
+
+    def sample(
+        self, n: int, split: str = "train", seed: int = 0, drop_first_token: bool | None = None
+    ) -> torch.Tensor:
+        """`n` rows drawn uniformly without replacement, float32 [n, d_model], in random order."""
+        units = self._units(split, self._drop(drop_first_token))
+        total = sum(u.count for u in units)
+        if n > total:
+            raise StoreError(f"sample: n={n} exceeds the {total} tokens of split {split!r} in {self.path}")
+        picks = np.random.default_rng(seed).choice(total, size=n, replace=False)
+        starts = np.cumsum([0] + [u.count for u in units])
+        owner = np.searchsorted(starts, picks, side="right") - 1
+        out = torch.empty(n, self.d_model, dtype=torch.float32)
+        for unit_index in np.unique(owner):
+            where = np.nonzero(owner == unit_index)[0]
+            acts = self._read_unit(units[unit_index])
+            local = picks[where] - starts[unit_index]
+            out[torch.from_numpy(where)] = torch.from_numpy(acts[local].astype(np.float32))
+        return out
+
+    def load_split(
+        self,
+        split: str = "train",
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        drop_first_token: bool | None = None,
+    ) -> torch.Tensor:
+        """The whole split as one [N, d_model] tensor on `device` (shuffle by index there: the GPU path)."""
+        units = self._units(split, self._drop(drop_first_token))
+        out = torch.empty(sum(u.count for u in units), self.d_model, dtype=dtype, device=device)
+        at = 0
+        for unit in units:
+            acts = torch.from_numpy(self._read_unit(unit))
+            out[at : at + len(acts)].copy_(acts, non_blocking=False)
+            at += len(acts)
+        return out
+
+    def documents(self, split: str = "test") -> dict[int, np.ndarray]:
+        """doc_id → its token ids in position order (every token, the first included)."""
+        docs: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+        for unit in self._units(split, drop=False):
+            table = self._shard_file(unit.shard).read_row_group(
+                unit.group, columns=["doc_id", "pos", "token_id"]
+            )
+            cols = [table.column(c).to_numpy() for c in ("doc_id", "pos", "token_id")]
+            if unit.rows is not None:
+                cols = [c[unit.rows] for c in cols]
+            doc_id, pos, token_id = cols
+            bounds = np.flatnonzero(np.diff(doc_id)) + 1
+            for start, end in zip(np.r_[0, bounds], np.r_[bounds, len(doc_id)], strict=True):
+                docs.setdefault(int(doc_id[start]), []).append((pos[start:end], token_id[start:end]))
+        out: dict[int, np.ndarray] = {}
+        for doc, parts in docs.items():
+            pos = np.concatenate([p for p, _ in parts])
+            tok = np.concatenate([t for _, t in parts])
+            out[doc] = tok[np.argsort(pos, kind="stable")].astype(np.int32)
+        return out
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _shard_file(self, shard: int) -> pq.ParquetFile:
+        entry = self.manifest["shards"][shard]
+        path = self.path / entry["file"]
+        _verify(path, entry["sha256"])
+        return pq.ParquetFile(path, memory_map=True)
+
+    def _units(self, split: str, drop: bool) -> list[_Unit]:
+        """Row groups holding rows of `split` and which rows (cached per store object)."""
+        key = (_check_split(split), drop)
+        with self._index_lock:
+            if key not in self._index:
+                self._index[key] = self._build_units(*key)
+            return self._index[key]
+
+    def _build_units(self, split: str, drop: bool) -> list[_Unit]:
+        units: list[_Unit] = []
+        for shard, entry in enumerate(self.manifest["shards"]):
+            if entry.get("splits", {}).get(split, {}).get("tokens", 1) == 0:
+                continue
+            parquet = self._shard_file(shard)
+            for group in range(parquet.num_row_groups):
+                table = parquet.read_row_group(group, columns=["split", "pos"])
+                mask = pc.equal(table.column("split"), split).to_numpy(zero_copy_only=False)
+                if drop:
+                    mask &= table.column("pos").to_numpy() != 0
+                count = int(mask.sum())
+                if count == len(mask):
+                    units.append(_Unit(shard, group, None, count))
+                elif count:
+                    units.append(_Unit(shard, group, np.flatnonzero(mask).astype(np.int64), count))
+        return units
+
+    def _read_raw(self, unit: _Unit) -> np.ndarray:
+        """All rows of the unit's row group, [rows, d] in the store dtype (a view on Arrow's buffer)."""
+        column = self._shard_file(unit.shard).read_row_group(unit.group, columns=["act"]).column("act")
+        values = column.combine_chunks().flatten().to_numpy(zero_copy_only=True)
+        return values.reshape(-1, self.d_model)
+
+    def _read_unit(self, unit: _Unit) -> np.ndarray:
+        raw = self._read_raw(unit)
+        return raw if unit.rows is None else raw[unit.rows]
+
+    def _in_order(
+        self, units: list[_Unit], batch_size: int, drop_last: bool, with_rows: bool
+    ) -> Iterator[RowBatch]:
+        pending: list[tuple[np.ndarray, ...]] = []
+        pending_rows = 0
+        for unit in units:
+            acts = self._read_unit(unit).astype(np.float32)
+            parts: tuple[np.ndarray, ...] = (acts,)
+            if with_rows:
+                table = self._shard_file(unit.shard).read_row_group(
+                    unit.group, columns=["doc_id", "pos", "token_id"]
+                )
+                meta = [table.column(c).to_numpy() for c in ("doc_id", "pos", "token_id")]
+                parts += tuple(m if unit.rows is None else m[unit.rows] for m in meta)
+            pending.append(parts)
+            pending_rows += len(acts)
+            while pending_rows >= batch_size:
+                joined = [np.concatenate(col) for col in zip(*pending, strict=True)]
+                yield _row_batch([c[:batch_size] for c in joined], with_rows)
+                pending = [tuple(c[batch_size:] for c in joined)]
+                pending_rows -= batch_size
+        if pending_rows and not drop_last:
+            yield _row_batch([np.concatenate(col) for col in zip(*pending, strict=True)], with_rows)
+
+    def _shuffled(
+        self, units: list[_Unit], batch_size: int, seed: int, buffer_rows: int, drop_last: bool
+    ) -> Iterator[torch.Tensor]:
+        rng = np.random.default_rng(seed)
+        order = rng.permutation(len(units))
+        carry = np.empty((0, self.d_model), dtype=np.float32)
+        i = 0
+        while i < len(order):
+            parts, rows = [carry], len(carry)
+            while i < len(order) and rows < buffer_rows:
+                part = self._read_unit(units[order[i]])
+                parts.append(part)
+                rows += len(part)
+                i += 1
+            # One pass: concatenate and widen float16 → float32 together.
+            buffer = torch.from_numpy(np.concatenate(parts, dtype=np.float32))
+            perm = torch.from_numpy(rng.permutation(len(buffer)))
+            full = len(buffer) // batch_size * batch_size
+            for start in range(0, full, batch_size):
+                yield buffer.index_select(0, perm[start : start + batch_size])
+            carry = buffer.index_select(0, perm[full:]).numpy()
+        if len(carry) and not drop_last:
+            yield torch.from_numpy(carry)
+
+
+def _row_batch(cols: list[np.ndarray], with_rows: bool) -> RowBatch:
+    acts = torch.from_numpy(np.ascontiguousarray(cols[0], dtype=np.float32))
+    if not with_rows:
+        empty = np.empty(0, dtype=np.int32)
+        return RowBatch(acts, empty, empty, empty)
+    return RowBatch(acts, *(c.astype(np.int32, copy=False) for c in cols[1:]))
+
+
+def _check_split(split: str) -> str:
+    if split not in SPLITS:
+        raise StoreError(f"split: must be one of {', '.join(SPLITS)} (got {split!r})")
+    return split
+
+
+def _verify(path: Path, expected: str) -> None:
+    """Checksum a shard before its first use in this process; a mismatch is refused with the path."""
+    stat = path.stat()
+    key = (str(path.resolve()), expected, stat.st_size, stat.st_mtime_ns)
+    if key in _VERIFIED:
+        return
+    with _VERIFY_LOCK:
+        if key in _VERIFIED:
+            return
+        actual = sha256_file(path)
+        if actual != expected:
+            raise StoreError(
+                f"store: shard {path} does not match its checksum (sha256 {actual[:12]}…, manifest "
+                f"{expected[:12]}…); the store is corrupted, re-extract it"
+            )
+        _VERIFIED[key] = True
+
+
+def _prefetched(gen: Iterator[torch.Tensor], depth: int = 3) -> Iterator[torch.Tensor]:
+    """Run `gen` in a background thread, `depth` batches ahead (Arrow and torch release the GIL)."""
+    items: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def work() -> None:
+        try:
+            for item in gen:
+                while not stop.is_set():
+                    try:
+                        items.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            items.put(done)
+        except BaseException as exc:  # handed to the consumer, raised there
+            items.put(exc)
+
+    thread = threading.Thread(target=work, name="store-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = items.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()

@@ -1,0 +1,401 @@
+"""The activation store's on-disk format: schema, split assignment, shard planning and the shard writer.
+
+A store is a directory of `part-NNNNN.parquet` shards (one row per token, in document order) and a
+`manifest.json` written last. Readers live in `sae_core.activations`; writers are `write_store` (bring
+your own arrays), `sae_core.extract` (a model's residual stream) and `sae_core.import_pt` (the study's
+chunks). They all go through `ShardWriter`, so every store has the same layout and checks.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+
+from sae_core.errors import StoreError
+from sae_core.io import atomic_path, atomic_write_json, sha256_file
+from sae_core.version import code_version
+
+if TYPE_CHECKING:
+    from sae_core.activations import ActivationStore
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+SPLITS = ("train", "val", "test")
+FLOAT16_MAX = 65504.0
+DEFAULT_ROW_GROUP_TOKENS = 16_384
+"""Rows per Parquet row group: the unit that shuffled reading permutes (25 MB at d=768 in float16)."""
+
+_SHARD_RE = re.compile(r"^part-(\d{5})\.parquet$")
+_NUMPY_DTYPES = {"float16": np.float16, "float32": np.float32}
+
+
+def shard_name(index: int) -> str:
+    return f"part-{index:05d}.parquet"
+
+
+def store_schema(d_model: int, store_dtype: str) -> pa.Schema:
+    value_type = pa.float16() if store_dtype == "float16" else pa.float32()
+    return pa.schema(
+        [
+            ("doc_id", pa.int32()),
+            ("pos", pa.int32()),
+            ("token_id", pa.int32()),
+            ("split", pa.string()),
+            ("act", pa.list_(value_type, d_model)),
+        ]
+    )
+
+
+def check_store_dtype(store_dtype: str) -> np.dtype:
+    if store_dtype not in _NUMPY_DTYPES:
+        raise StoreError(f"extraction.store_dtype: must be float16 or float32 (got {store_dtype!r})")
+    return np.dtype(_NUMPY_DTYPES[store_dtype])
+
+
+# ---------------------------------------------------------------------------------------------
+# Splits: a document's split is a pure function of its id, so it never straddles splits and a
+# re-extraction (or another tool) assigns the same one.
+
+
+def _splitmix64(values: np.ndarray) -> np.ndarray:
+    z = values.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+    with np.errstate(over="ignore"):
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def split_codes(doc_ids: np.ndarray, val_fraction: float, test_fraction: float, seed: int = 0) -> np.ndarray:
+    """Index into `SPLITS` (0 train, 1 val, 2 test) for each doc id: a uniform draw u from a hash of
+    (seed, doc_id); u < test_fraction → test, u < test + val → val, else train."""
+    ids = np.asarray(doc_ids, dtype=np.int64).astype(np.uint64)
+    with np.errstate(over="ignore"):
+        mixed = _splitmix64(ids ^ _splitmix64(np.asarray([seed], dtype=np.int64))[0])
+    u = (mixed >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+    codes = np.zeros(len(ids), dtype=np.int8)
+    codes[u < test_fraction + val_fraction] = 1
+    codes[u < test_fraction] = 2
+    return codes
+
+
+def split_of(doc_id: int, val_fraction: float, test_fraction: float, seed: int = 0) -> str:
+    return SPLITS[int(split_codes(np.asarray([doc_id]), val_fraction, test_fraction, seed)[0])]
+
+
+def plan_shards(doc_lengths: list[int], shard_tokens: int) -> list[tuple[int, int]]:
+    """Group consecutive documents into shards of at most `shard_tokens` rows (a longer document gets a
+    shard of its own): [(first, end)) index ranges. Deterministic, so a resumed run re-plans the same."""
+    plans: list[tuple[int, int]] = []
+    start, rows = 0, 0
+    for i, length in enumerate(doc_lengths):
+        if rows and rows + length > shard_tokens:
+            plans.append((start, i))
+            start, rows = i, 0
+        rows += length
+    if rows or start < len(doc_lengths):
+        plans.append((start, len(doc_lengths)))
+    return [p for p in plans if p[1] > p[0]]
+
+
+def check_values(acts: np.ndarray, doc_ids: np.ndarray, store_dtype: str) -> None:
+    """NaN/Inf fail with the document id; so does a value that float16 cannot hold (|x| > 65504)."""
+    if acts.size == 0:
+        return
+    finite = np.isfinite(acts).all(axis=1)
+    if not finite.all():
+        row = int(np.argmin(finite))
+        raise StoreError(f"activations: NaN or Inf in document doc_id={int(doc_ids[row])} (row {row})")
+    if store_dtype == "float16" and acts.dtype != np.float16:
+        peak = np.abs(acts).max(axis=1)
+        if peak.max() > FLOAT16_MAX:
+            row = int(np.argmax(peak))
+            raise StoreError(
+                f"extraction.store_dtype: |activation| {float(peak[row]):.4g} in document "
+                f"doc_id={int(doc_ids[row])} overflows float16 (max 65504); use float32"
+            )
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+
+
+@dataclass
+class RowChunk:
+    """Consecutive rows of a shard; `acts` may be float32 (checked, then cast) or the store dtype."""
+
+    doc_id: np.ndarray
+    pos: np.ndarray
+    token_id: np.ndarray
+    split: np.ndarray  # int8 codes into SPLITS
+    acts: np.ndarray  # [n, d_model]
+
+
+class ShardWriter:
+    """Writes shards atomically (temporary name, then rename) and, last, the manifest."""
+
+    def __init__(self, path: str | Path, d_model: int, store_dtype: str, row_group_tokens: int) -> None:
+        self.path = Path(path)
+        self.d_model = int(d_model)
+        self.store_dtype = store_dtype
+        self.np_dtype = check_store_dtype(store_dtype)
+        self.row_group_tokens = int(row_group_tokens)
+        self.schema = store_schema(self.d_model, store_dtype)
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    def remove_temporaries(self) -> None:
+        """Temporary files a killed writer left behind (never visible as shards)."""
+        for tmp in self.path.glob(".part-*.tmp"):
+            tmp.unlink(missing_ok=True)
+
+    def existing_shards(self) -> list[int]:
+        return sorted(int(m.group(1)) for p in self.path.iterdir() if (m := _SHARD_RE.match(p.name)))
+
+    def write_shard(self, index: int, chunks: Iterable[RowChunk]) -> dict[str, Any]:
+        """Write one shard from row chunks in store order; return its manifest entry."""
+        target = self.path / shard_name(index)
+        with atomic_path(target) as tmp:
+            writer = pq.ParquetWriter(
+                tmp,
+                self.schema,
+                compression={c: ("none" if c == "act" else "zstd") for c in self.schema.names},
+                use_dictionary=["split"],
+                write_statistics=["doc_id", "pos", "token_id"],
+            )
+            try:
+                pending: list[RowChunk] = []
+                pending_rows = 0
+                for chunk in chunks:
+                    pending.append(self._checked(chunk))
+                    pending_rows += len(chunk.doc_id)
+                    if pending_rows >= self.row_group_tokens:
+                        self._write_group(writer, pending)
+                        pending, pending_rows = [], 0
+                if pending:
+                    self._write_group(writer, pending)
+            finally:
+                writer.close()
+        return shard_entry(target)
+
+    def _checked(self, chunk: RowChunk) -> RowChunk:
+        if chunk.acts.ndim != 2 or chunk.acts.shape[1] != self.d_model:
+            raise StoreError(
+                f"activations: expected shape [n, {self.d_model}] (got {list(chunk.acts.shape)})"
+            )
+        check_values(chunk.acts, chunk.doc_id, self.store_dtype)
+        return chunk
+
+    def _write_group(self, writer: pq.ParquetWriter, chunks: list[RowChunk]) -> None:
+        acts = np.ascontiguousarray(np.concatenate([c.acts for c in chunks]), dtype=self.np_dtype)
+        codes = np.concatenate([c.split for c in chunks]).astype(np.int8)
+        split = pa.DictionaryArray.from_arrays(pa.array(codes), pa.array(SPLITS)).dictionary_decode()
+        table = pa.Table.from_arrays(
+            [
+                pa.array(np.concatenate([c.doc_id for c in chunks]).astype(np.int32)),
+                pa.array(np.concatenate([c.pos for c in chunks]).astype(np.int32)),
+                pa.array(np.concatenate([c.token_id for c in chunks]).astype(np.int32)),
+                split,
+                pa.FixedSizeListArray.from_arrays(pa.array(acts.reshape(-1)), self.d_model),
+            ],
+            schema=self.schema,
+        )
+        writer.write_table(table, row_group_size=len(table))
+
+    def write_manifest(
+        self,
+        shards: list[dict[str, Any]],
+        *,
+        model: dict[str, Any],
+        data: dict[str, Any],
+        drop_first_token: bool,
+        split_rule: dict[str, Any],
+        extraction: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Totals from the shard entries; written atomically, last: its presence marks a complete store."""
+        splits: dict[str, dict[str, int]] = {}
+        for name in SPLITS:
+            docs: set[int] = set()
+            for shard in shards:
+                docs.update(shard["_docs"][name])
+            splits[name] = {
+                "tokens": sum(s["splits"][name]["tokens"] for s in shards),
+                "documents": len(docs),
+                "first_tokens": sum(s["splits"][name]["first_tokens"] for s in shards),
+            }
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "model": {**model, "d_model": self.d_model},
+            "data": data,
+            "extraction": extraction or {},
+            "d_model": self.d_model,
+            "store_dtype": self.store_dtype,
+            "drop_first_token": bool(drop_first_token),
+            "num_tokens": sum(s["rows"] for s in shards),
+            "num_documents": sum(v["documents"] for v in splits.values()),
+            "splits": splits,
+            "split_rule": split_rule,
+            "row_group_tokens": self.row_group_tokens,
+            "shards": [{k: v for k, v in s.items() if not k.startswith("_")} for s in shards],
+            "code_version": code_version(),
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        atomic_write_json(self.path / MANIFEST, manifest)
+        log.info("store complete: %s (%d tokens, %d shards)", self.path, manifest["num_tokens"], len(shards))
+        return manifest
+
+
+def shard_entry(path: Path) -> dict[str, Any]:
+    """The manifest entry of a complete shard: rows, checksum and per-split counts (read back from the
+    file, so a resumed run describes earlier shards exactly as the run that wrote them)."""
+    table = pq.read_table(path, columns=["doc_id", "pos", "split"])
+    doc_id = table.column("doc_id").to_numpy()
+    pos = table.column("pos").to_numpy()
+    split = table.column("split")
+    entry: dict[str, Any] = {
+        "file": path.name,
+        "rows": int(table.num_rows),
+        "sha256": sha256_file(path),
+        "doc_id_min": int(doc_id.min()) if len(doc_id) else None,
+        "doc_id_max": int(doc_id.max()) if len(doc_id) else None,
+        "splits": {},
+        "_docs": {},
+    }
+    for name in SPLITS:
+        mask = pc.equal(split, name).to_numpy(zero_copy_only=False)
+        entry["splits"][name] = {"tokens": int(mask.sum()), "first_tokens": int((pos[mask] == 0).sum())}
+        entry["_docs"][name] = set(np.unique(doc_id[mask]).tolist())
+    return entry
+
+
+# ---------------------------------------------------------------------------------------------
+# Bring your own activations
+
+
+def write_store(
+    path: str | Path,
+    activations: np.ndarray | torch.Tensor,
+    doc_ids: np.ndarray | torch.Tensor,
+    positions: np.ndarray | torch.Tensor | None = None,
+    token_ids: np.ndarray | torch.Tensor | None = None,
+    *,
+    splits: np.ndarray | list[str] | None = None,
+    store_dtype: str = "float32",
+    model: dict[str, Any] | None = None,
+    data: dict[str, Any] | None = None,
+    drop_first_token: bool = False,
+    shard_tokens: int = 262_144,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    seed: int = 0,
+    row_group_tokens: int = DEFAULT_ROW_GROUP_TOKENS,
+    overwrite: bool = False,
+) -> ActivationStore:
+    """Write a store from arrays: `activations` [N, d], `doc_ids` [N] (each document's rows contiguous).
+    `positions` default to the position within each document, `token_ids` to zeros, `splits` (an [N]
+    array of train/val/test) to the same hash of doc_id that extraction uses."""
+    root = Path(path)
+    if (root / MANIFEST).exists():
+        if not overwrite:
+            raise StoreError(f"store: {root} already holds a complete store (pass overwrite=True)")
+        (root / MANIFEST).unlink()
+    acts = _as_numpy(activations)
+    if acts.ndim != 2 or acts.shape[0] == 0:
+        raise StoreError(
+            f"activations: expected a non-empty [N, d_model] array (got shape {list(acts.shape)})"
+        )
+    n, d_model = acts.shape
+    check_store_dtype(store_dtype)
+    docs = _column("doc_ids", doc_ids, n)
+    bounds = np.flatnonzero(np.diff(docs)) + 1
+    starts, ends = np.r_[0, bounds], np.r_[bounds, n]
+    run_ids, run_counts = np.unique(docs[starts], return_counts=True)
+    if (run_counts > 1).any():
+        repeated = int(run_ids[np.argmax(run_counts > 1)])
+        raise StoreError(f"doc_ids: the rows of document {repeated} are not contiguous")
+    pos = (
+        _column("positions", positions, n)
+        if positions is not None
+        else (np.arange(n) - np.repeat(starts, ends - starts)).astype(np.int32)
+    )
+    toks = _column("token_ids", token_ids, n) if token_ids is not None else np.zeros(n, dtype=np.int32)
+    if splits is None:
+        codes = split_codes(docs, val_fraction, test_fraction, seed)
+    else:
+        names = np.asarray(splits).astype(str)
+        if names.shape != (n,):
+            raise StoreError(f"splits: expected {n} entries (got shape {list(names.shape)})")
+        bad = set(np.unique(names)) - set(SPLITS)
+        if bad:
+            raise StoreError(f"splits: values must be train/val/test (got {sorted(bad)})")
+        codes = np.select([names == s for s in SPLITS], [0, 1, 2]).astype(np.int8)
+
+    writer = ShardWriter(root, d_model, store_dtype, row_group_tokens)
+    writer.remove_temporaries()
+    for old in writer.existing_shards():
+        (root / f"part-{old:05d}.parquet").unlink()
+    shards = []
+    for index, (first, end) in enumerate(plan_shards((ends - starts).tolist(), shard_tokens)):
+        lo, hi = int(starts[first]), int(ends[end - 1])
+        cuts = [*range(lo, hi, row_group_tokens), hi]
+        chunks = (
+            RowChunk(docs[a:b], pos[a:b], toks[a:b], codes[a:b], acts[a:b])
+            for a, b in itertools.pairwise(cuts)
+        )
+        shards.append(writer.write_shard(index, chunks))
+    default_model = {
+        "name": "custom",
+        "resolved_path": None,
+        "revision": None,
+        "layer": None,
+        "layer_meaning": "activations supplied to write_store",
+        "num_layers": None,
+        "dtype": str(acts.dtype),
+    }
+    writer.write_manifest(
+        shards,
+        model={**default_model, **(model or {})},
+        data=data or {},
+        drop_first_token=drop_first_token,
+        split_rule={
+            "rule": "explicit" if splits is not None else "splitmix64(doc_id)",
+            "val_fraction": val_fraction,
+            "test_fraction": test_fraction,
+            "seed": seed,
+        },
+    )
+    from sae_core.activations import ActivationStore  # a cycle at import time otherwise
+
+    return ActivationStore.open(root)
+
+
+def _as_numpy(values: np.ndarray | torch.Tensor) -> np.ndarray:
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu()
+        if values.dtype == torch.bfloat16:
+            values = values.float()
+        return values.numpy()
+    return np.asarray(values)
+
+
+def _column(name: str, values: np.ndarray | torch.Tensor, n: int) -> np.ndarray:
+    array = _as_numpy(values)
+    if array.shape != (n,):
+        raise StoreError(f"{name}: expected shape [{n}] (got {list(array.shape)})")
+    if not np.issubdtype(array.dtype, np.integer):
+        raise StoreError(f"{name}: expected integers (got dtype {array.dtype})")
+    if array.size and (array.min() < np.iinfo(np.int32).min or array.max() > np.iinfo(np.int32).max):
+        raise StoreError(f"{name}: values must fit int32 (got range {array.min()}..{array.max()})")
+    return array.astype(np.int32)
