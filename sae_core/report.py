@@ -1,0 +1,460 @@
+"""The sweep report: the study's tables (rows λ, columns expansion) and plots from our own cells.
+
+`build_report(sweep_dir, cfg)` reads every cell directory of a sweep (`runs/<sweep>/<cell>/`, files as
+docs/architecture.md fixes them) and writes `runs/<sweep>/report/` with `report.md`, a self-contained
+`report.html` (plots embedded as base64), `tables.json` and the PNGs. A cell or file that is absent
+(a failed or skipped stage) shows as "missing" or "skipped (reason)" — never as zero.
+For the `seed` preset the published numbers (`sae_core/data/published.json`) stand beside ours.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from sae_core.config import SweepConfig
+from sae_core.errors import SaeSweepError
+from sae_core.io import atomic_write_json, atomic_write_text
+from sae_core.naming import Cell, format_l1, grid_cells
+from sae_core.progress import Progress, no_progress
+from sae_core.version import code_version
+
+log = logging.getLogger(__name__)
+
+REPORT_DIRNAME = "report"
+
+
+class ReportError(SaeSweepError):
+    """The report or browser cannot be built from the given directory."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One table value: a number, or None with the reason it is absent (`missing`, `skipped (…)`)."""
+
+    value: float | None
+    note: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"value": self.value, "note": self.note}
+
+
+@dataclass
+class CellData:
+    """What one cell directory holds; a file that is absent or unreadable is None plus a note."""
+
+    cell: Cell
+    path: Path
+    exists: bool
+    metrics: dict[str, Any] | None = None
+    analysis: dict[str, Any] | None = None
+    labels: dict[str, Any] | None = None
+    notes: dict[str, str] = field(default_factory=dict)
+
+    def missing(self, what: str) -> Entry:
+        if not self.exists:
+            return Entry(None, "missing (cell not run)")
+        return Entry(None, self.notes.get(what, f"missing ({what})"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading cells
+
+
+def load_published() -> dict[str, Any]:
+    """The study's published tables, with their source (`sae_core/data/published.json`)."""
+    return json.loads((resources.files("sae_core") / "data" / "published.json").read_text())
+
+
+def collect_cells(sweep_dir: str | Path, cfg: SweepConfig | None = None) -> list[CellData]:
+    """Every cell found under `sweep_dir`, plus the cells of `cfg.grid` that have no directory yet."""
+    root = Path(sweep_dir)
+    if not root.is_dir():
+        raise ReportError(f"sweep_dir: no such directory {str(root)!r}")
+    found: dict[Cell, Path] = {}
+    for child in sorted(root.iterdir()):
+        if child.is_dir() and child.name != REPORT_DIRNAME:
+            try:
+                found[Cell.parse(child.name)] = child
+            except ValueError:
+                log.debug("report: %s is not a cell directory, ignored", child)
+    expected = set(grid_cells(cfg.grid)) if cfg is not None else set()
+    if not found and not expected:
+        raise ReportError(f"sweep_dir: no cell directories (like 8x_0.0001_sampling) in {str(root)!r}")
+    cells = []
+    for cell in sorted(set(found) | expected):
+        path = found.get(cell, root / cell.name)
+        data = CellData(cell, path, exists=path.is_dir())
+        if data.exists:
+            data.metrics = _read_json(path / "metrics.json", "metrics.json", data.notes)
+            data.analysis = _read_json(path / "analysis.json", "analysis.json", data.notes)
+            data.labels = _read_json(path / "labels.json", "labels.json", data.notes)
+        cells.append(data)
+    return cells
+
+
+def _read_json(path: Path, what: str, notes: dict[str, str]) -> dict[str, Any] | None:
+    if not path.is_file():
+        notes[what] = f"missing (no {what})"
+        return None
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        log.warning("report: cannot read %s: %s", path, exc)
+        notes[what] = f"missing (unreadable {what})"
+        return None
+    if not isinstance(value, dict):
+        notes[what] = f"missing ({what} is not an object)"
+        return None
+    return value
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-cell metrics: each returns an Entry (a value, or why there is none)
+
+
+def _from(data: CellData, source: str, *keys: str, scale: float = 1.0) -> Entry:
+    doc = {"analysis.json": data.analysis, "metrics.json": data.metrics}[source]
+    if doc is None:
+        return data.missing(source)
+    value: Any = doc
+    for key in keys:
+        value = value.get(key) if isinstance(value, dict) else None
+    number = _number(value)
+    if number is None:
+        return Entry(None, f"missing ({'.'.join(keys)} absent)")
+    return Entry(number * scale)
+
+
+def dead_pct(data: CellData) -> Entry:
+    return _from(data, "analysis.json", "dead_fraction", scale=100.0)
+
+
+def training_dead_pct(data: CellData) -> Entry:
+    entry = _from(data, "metrics.json", "dead_fraction_train", scale=100.0)
+    if entry.value is None and data.analysis is not None:
+        fallback = _from(data, "analysis.json", "training_dead_fraction", scale=100.0)
+        return fallback if fallback.value is not None else entry
+    return entry
+
+
+def ce_recovered(data: CellData) -> Entry:
+    if data.analysis is None:
+        return data.missing("analysis.json")
+    if data.analysis.get("ce_loss") is None:
+        note = data.analysis.get("ce_loss_note")
+        return Entry(None, f"skipped ({note})" if note else "skipped")
+    return _from(data, "analysis.json", "ce_loss", "recovered")
+
+
+def monosemanticity_pct(data: CellData) -> Entry:
+    labels = data.labels
+    if labels is None:
+        return data.missing("labels.json")
+    if labels.get("skipped_reason"):
+        return Entry(None, f"skipped ({labels['skipped_reason']})")
+    rate = _number(labels.get("monosemanticity_rate"))
+    if rate is None:
+        failed = labels.get("failed")
+        return Entry(None, f"failed ({failed} labels failed)" if failed else "missing (no rate)")
+    return Entry(rate * 100.0)
+
+
+def resample_count(data: CellData) -> Entry:
+    if data.metrics is None:
+        return data.missing("metrics.json")
+    events = data.metrics.get("resample_events")
+    return Entry(float(len(events))) if isinstance(events, list) else Entry(None, "missing")
+
+
+CELL_METRICS: dict[str, tuple[str, Any, str]] = {
+    # key: (column title, how to read it, number format)
+    "dead_pct": ("dead % (held-out)", dead_pct, "{:.2f}%"),
+    "training_dead_pct": ("dead % (training)", training_dead_pct, "{:.2f}%"),
+    "l0": ("L0", lambda d: _from(d, "analysis.json", "l0"), "{:.1f}"),
+    "explained_variance": (
+        "explained var.",
+        lambda d: _from(d, "analysis.json", "explained_variance"),
+        "{:.3f}",
+    ),
+    "ce_recovered": ("CE loss recovered", ce_recovered, "{:.3f}"),
+    "monosemanticity_pct": ("monosemantic %", monosemanticity_pct, "{:.0f}%"),
+    "tokens_trained": ("tokens trained", lambda d: _from(d, "metrics.json", "tokens_trained"), "{:,.0f}"),
+    "wall_time_s": ("wall time (s)", lambda d: _from(d, "metrics.json", "wall_time_s"), "{:,.1f}"),
+    "resample_events": ("resamplings", resample_count, "{:.0f}"),
+}
+
+
+def format_entry(entry: Entry, fmt: str) -> str:
+    return fmt.format(entry.value) if entry.value is not None else (entry.note or "missing")
+
+
+# ---------------------------------------------------------------------------------------------
+# The study's grid tables: rows λ (largest first, as the blog), columns expansion
+
+
+GRID_TABLES: dict[str, tuple[str, str | None, Any]] = {
+    # key: (title, strategy, per-cell reader); the delta is derived from the other two
+    "dead_pct_nosampling": ("Dead neurons % without resampling", "nosampling", dead_pct),
+    "dead_pct_sampling": ("Dead neurons % with resampling", "sampling", dead_pct),
+    "dead_pct_delta": ("Dead neuron delta, percentage points (without − with)", None, None),
+    "monosemanticity_pct_nosampling": (
+        "Monosemanticity % without resampling",
+        "nosampling",
+        monosemanticity_pct,
+    ),
+    "monosemanticity_pct_sampling": ("Monosemanticity % with resampling", "sampling", monosemanticity_pct),
+}
+
+
+def grid_tables(cells: list[CellData], published: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """The study's five tables from our cells; `published` (or None) adds the blog's values beside."""
+    rows = sorted({c.cell.l1 for c in cells}, reverse=True)
+    cols = sorted({c.cell.expansion for c in cells})
+    by_key = {(c.cell.l1, c.cell.expansion, c.cell.strategy): c for c in cells}
+    strategies = {c.cell.strategy for c in cells}
+    tables: dict[str, dict[str, Any]] = {}
+    for key, (title, strategy, reader) in GRID_TABLES.items():
+        if strategy is None:
+            if not {"sampling", "nosampling"} <= strategies:
+                continue
+            entries = [
+                [_delta(by_key.get((l1, e, "nosampling")), by_key.get((l1, e, "sampling"))) for e in cols]
+                for l1 in rows
+            ]
+        else:
+            if strategy not in strategies:
+                continue
+            entries = [[_entry(by_key.get((l1, e, strategy)), reader) for e in cols] for l1 in rows]
+        tables[key] = {
+            "title": title,
+            "rows": rows,
+            "columns": cols,
+            "values": [[x.value for x in row] for row in entries],
+            "notes": [[x.note for x in row] for row in entries],
+            "published": _published_grid(published, key, rows, cols) if published else None,
+        }
+    return tables
+
+
+def _entry(data: CellData | None, reader: Any) -> Entry:
+    return Entry(None, "missing (not in grid)") if data is None else reader(data)
+
+
+def _delta(without: CellData | None, with_: CellData | None) -> Entry:
+    a, b = _entry(without, dead_pct), _entry(with_, dead_pct)
+    if a.value is None or b.value is None:
+        return Entry(None, "missing")
+    return Entry(a.value - b.value)
+
+
+def _published_grid(published: dict[str, Any], key: str, rows: list[float], cols: list[int]) -> list:
+    table = published["tables"].get(key)
+    if table is None:
+        return [[None for _ in cols] for _ in rows]
+    p_rows, p_cols = [float(r) for r in published["rows"]], [int(c) for c in published["columns"]]
+    return [
+        [table[p_rows.index(l1)][p_cols.index(e)] if l1 in p_rows and e in p_cols else None for e in cols]
+        for l1 in rows
+    ]
+
+
+def cell_rows(cells: list[CellData]) -> list[dict[str, Any]]:
+    """One JSON-able row per cell: its name, coordinates, each metric's value and absent-value notes."""
+    out = []
+    for data in cells:
+        row: dict[str, Any] = {"cell": data.cell.name, **data.cell.to_dict()}
+        notes = {}
+        for key, (_, reader, _) in CELL_METRICS.items():
+            entry = reader(data)
+            row[key] = entry.value
+            if entry.note:
+                notes[key] = entry.note
+        row["notes"] = notes
+        out.append(row)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Building the report
+
+
+def build_report(
+    sweep_dir: str | Path,
+    cfg: SweepConfig | None = None,
+    *,
+    compare_published: bool | None = None,
+    progress: Progress | None = None,
+) -> Path:
+    """Write `<sweep_dir>/report/` (report.md, report.html, tables.json, PNGs); return that directory.
+
+    `compare_published` None means: beside the published numbers when the sweep is the `seed` preset.
+    """
+    from sae_core import report_plots  # matplotlib is imported only when a report is built
+
+    progress = progress or no_progress
+    sweep_dir = Path(sweep_dir)
+    cells = collect_cells(sweep_dir, cfg)
+    name = cfg.name if cfg is not None else sweep_dir.name
+    if compare_published is None:
+        compare_published = name == "seed"
+    published = load_published() if compare_published else None
+    out = sweep_dir / REPORT_DIRNAME
+    out.mkdir(parents=True, exist_ok=True)
+
+    tables = grid_tables(cells, published)
+    rows = cell_rows(cells)
+    steps = report_plots.PLOT_STEPS + 1
+    progress(0, steps, {})
+    figures = report_plots.make_plots(cells, tables, out, progress=lambda i: progress(i, steps, {}))
+    doc = {
+        "sweep": name,
+        "sweep_dir": str(sweep_dir),
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "code_version": code_version(),
+        "published_source": published["source"] if published else None,
+        "grid_tables": tables,
+        "cells": rows,
+        "figures": [{"file": f.file, "title": f.title} for f in figures],
+    }
+    atomic_write_json(out / "tables.json", doc)
+    atomic_write_text(out / "report.md", render_markdown(doc, cells, figures))
+    atomic_write_text(out / "report.html", render_html(doc, cells, figures, out))
+    progress(steps, steps, {})
+    log.info("report: %d cells → %s", len(cells), out)
+    return out
+
+
+def _table_cell_text(value: float | None, note: str | None, pub: float | None, unit: str) -> str:
+    ours = f"{value:.2f}{unit}" if value is not None else (note or "missing")
+    return ours if pub is None else f"{ours} (study {pub:g}{unit})"
+
+
+def _grid_matrix(table: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    head = ["λ \\ expansion"] + [f"{c}x" for c in table["columns"]]
+    unit = " pp" if "delta" in table["title"] else "%"
+    body = []
+    for i, l1 in enumerate(table["rows"]):
+        pub = table["published"][i] if table["published"] else [None] * len(table["columns"])
+        cells = [
+            _table_cell_text(v, n, p, unit)
+            for v, n, p in zip(table["values"][i], table["notes"][i], pub, strict=True)
+        ]
+        body.append([format_l1(l1), *cells])
+    return head, body
+
+
+def _cell_matrix(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    head = ["cell"] + [title for title, _, _ in CELL_METRICS.values()]
+    body = []
+    for row in doc["cells"]:
+        texts = [
+            format_entry(Entry(row[key], row["notes"].get(key)), fmt)
+            for key, (_, _, fmt) in CELL_METRICS.items()
+        ]
+        body.append([row["cell"], *texts])
+    return head, body
+
+
+def _md_table(head: list[str], body: list[list[str]]) -> str:
+    def esc(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(map(esc, head)) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(map(esc, row)) + " |" for row in body]
+    return "\n".join(lines)
+
+
+def _intro(doc: dict[str, Any], cells: list[CellData]) -> list[str]:
+    """The report's opening paragraphs (shared by the markdown and the HTML)."""
+    present = sum(c.exists for c in cells)
+    paragraphs = [
+        f"Sweep `{doc['sweep']}`: {present} of {len(cells)} cells present. Generated "
+        f"{doc['generated_at']} by sae-sweep {doc['code_version']}.",
+        "Dead % counts features whose activation never exceeds the analysis threshold on held-out "
+        "tokens. A value that could not be measured reads `missing` or `skipped (reason)`, never 0.",
+    ]
+    if doc["published_source"]:
+        paragraphs.append(
+            f'Published values ("study …") are from {doc["published_source"]} The study measured '
+            "dead % over all tokens, training ones included, with its own code's choices (see README)."
+        )
+    return paragraphs
+
+
+def _browser_links(cells: list[CellData]) -> list[tuple[str, str]]:
+    return [
+        (c.cell.name, f"../{c.cell.name}/browser.html") for c in cells if (c.path / "browser.html").is_file()
+    ]
+
+
+def render_markdown(doc: dict[str, Any], cells: list[CellData], figures: list[Any]) -> str:
+    parts = [f"# Sweep report: {doc['sweep']}", ""]
+    for paragraph in _intro(doc, cells):
+        parts += [paragraph, ""]
+    for table in doc["grid_tables"].values():
+        parts += [f"## {table['title']}", "", _md_table(*_grid_matrix(table)), ""]
+    parts += ["## Per cell", "", _md_table(*_cell_matrix(doc)), ""]
+    if figures:
+        parts += ["## Plots", ""]
+        parts += [f"### {f.title}\n\n![{f.title}]({f.file})\n" for f in figures]
+    links = _browser_links(cells)
+    if links:
+        parts += ["## Feature browsers", ""] + [f"- [{name}]({href})" for name, href in links] + [""]
+    return "\n".join(parts)
+
+
+_CSS = """body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1.5em}
+th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}
+th:first-child,td:first-child{text-align:left}th{background:#f3f3f3}td.absent{color:#a33;font-style:italic}
+img{max-width:100%;border:1px solid #eee}code{background:#f5f5f5;padding:0 .2em}"""
+
+
+def _html_table(head: list[str], body: list[list[str]]) -> str:
+    def cell(text: str) -> str:
+        absent = text.startswith(("missing", "skipped", "failed"))
+        return f"<td{' class=absent' if absent else ''}>{html.escape(text)}</td>"
+
+    rows = "".join("<tr>" + "".join(cell(t) for t in row) + "</tr>" for row in body)
+    return f"<table><tr>{''.join(f'<th>{html.escape(h)}</th>' for h in head)}</tr>{rows}</table>"
+
+
+def render_html(doc: dict[str, Any], cells: list[CellData], figures: list[Any], out: Path) -> str:
+    """One self-contained page: the same content as report.md, PNGs embedded as data URIs."""
+    esc = html.escape
+    body = [f"<h1>Sweep report: {esc(doc['sweep'])}</h1>"]
+    body += [f"<p>{esc(p)}</p>" for p in _intro(doc, cells)]
+    for table in doc["grid_tables"].values():
+        body += [f"<h2>{esc(table['title'])}</h2>", _html_table(*_grid_matrix(table))]
+    body += ["<h2>Per cell</h2>", _html_table(*_cell_matrix(doc))]
+    if figures:
+        body.append("<h2>Plots</h2>")
+    for fig in figures:
+        data = base64.b64encode((out / fig.file).read_bytes()).decode("ascii")
+        body.append(
+            f"<h3>{esc(fig.title)}</h3><img alt='{esc(fig.title)}' src='data:image/png;base64,{data}'>"
+        )
+    links = _browser_links(cells)
+    if links:
+        items = "".join(f"<li><a href='{esc(h)}'>{esc(n)}</a></li>" for n, h in links)
+        body.append(f"<h2>Feature browsers</h2><ul>{items}</ul>")
+    return (
+        "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        f"<title>Sweep report: {esc(doc['sweep'])}</title><style>{_CSS}</style></head>"
+        f"<body>{''.join(body)}</body></html>\n"
+    )

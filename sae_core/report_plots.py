@@ -1,0 +1,254 @@
+"""The report's plots (matplotlib, PNG, no display needed): each returns None when it has no data.
+
+Figures are built with `matplotlib.figure.Figure` rather than pyplot, so nothing global (a backend, an
+open-figure registry) is touched and the report can be built from any thread.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from io import BytesIO
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from sae_core.io import atomic_write_bytes
+from sae_core.naming import format_l1
+
+if TYPE_CHECKING:
+    from sae_core.report import CellData
+
+log = logging.getLogger(__name__)
+
+PLOT_STEPS = 5
+
+
+@dataclass(frozen=True)
+class Plot:
+    file: str
+    title: str
+
+
+def make_plots(
+    cells: list[CellData], tables: dict[str, Any], out: Path, progress: Callable[[int], None]
+) -> list[Plot]:
+    """Draw every plot that has data into `out`; return them in report order."""
+    makers = [
+        (
+            "dead_vs_expansion.png",
+            "Dead % vs expansion, per λ and strategy",
+            lambda: _dead_vs_expansion(cells, tables),
+        ),
+        ("frontier.png", "Sparsity vs fidelity: L0 vs explained variance", lambda: _frontier(cells)),
+        ("loss_curves.png", "Training loss (× = resampling event)", lambda: _loss_curves(cells)),
+        (
+            "density.png",
+            "Feature density histograms (log10 firing rate, alive features)",
+            lambda: _density(cells),
+        ),
+    ]
+    plots = []
+    for i, (file, title, make) in enumerate(makers, start=1):
+        fig = make()
+        if fig is not None:
+            _save(fig, out / file)
+            plots.append(Plot(file, title))
+        progress(i)
+    plots += _copy_correlation_heatmaps(cells, out)
+    progress(PLOT_STEPS)
+    return plots
+
+
+def _save(fig: Figure, path: Path) -> None:
+    buffer = BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _style(strategy: str) -> dict[str, Any]:
+    return {"linestyle": "-", "marker": "o"} if strategy == "sampling" else {"linestyle": "--", "marker": "s"}
+
+
+def _dead_vs_expansion(cells: list[CellData], tables: dict[str, Any]) -> Figure | None:
+    from sae_core.report import dead_pct
+
+    series: dict[tuple[float, str], list[tuple[int, float]]] = {}
+    for data in cells:
+        value = dead_pct(data).value
+        if value is not None:
+            series.setdefault((data.cell.l1, data.cell.strategy), []).append((data.cell.expansion, value))
+    if not series:
+        return None
+    fig = Figure(figsize=(7, 4.2))
+    ax = fig.add_subplot()
+    colors = _colors(sorted({k[0] for k in series}, reverse=True))
+    for (l1, strategy), points in sorted(series.items()):
+        xs, ys = zip(*sorted(points), strict=True)
+        ax.plot(xs, ys, color=colors[l1], label=f"λ={format_l1(l1)} {strategy}", **_style(strategy))
+    for strategy in ("nosampling", "sampling"):
+        table = tables.get(f"dead_pct_{strategy}")
+        if not table or not table["published"]:
+            continue
+        for i, l1 in enumerate(table["rows"]):
+            pts = [
+                (c, p) for c, p in zip(table["columns"], table["published"][i], strict=True) if p is not None
+            ]
+            if pts:
+                xs, ys = zip(*pts, strict=True)
+                ax.plot(
+                    xs,
+                    ys,
+                    color=colors.get(l1, "grey"),
+                    alpha=0.35,
+                    linewidth=3,
+                    label=f"study λ={format_l1(l1)} {strategy}",
+                    **_style(strategy),
+                )
+    ax.set_xscale("log", base=2)
+    ticks = sorted({c.cell.expansion for c in cells})
+    ax.set_xticks(ticks, [f"{e}x" for e in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel("expansion factor")
+    ax.set_ylabel("dead features (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    return fig
+
+
+def _frontier(cells: list[CellData]) -> Figure | None:
+    from sae_core.report import _from
+
+    points = []
+    for data in cells:
+        l0 = _from(data, "analysis.json", "l0").value
+        ev = _from(data, "analysis.json", "explained_variance").value
+        if l0 is not None and ev is not None:
+            points.append((data.cell, l0, ev))
+    if not points:
+        return None
+    fig = Figure(figsize=(7, 4.2))
+    ax = fig.add_subplot()
+    colors = _colors(sorted({c.l1 for c, _, _ in points}, reverse=True))
+    for cell, l0, ev in points:
+        ax.scatter([l0], [ev], color=colors[cell.l1], marker=_style(cell.strategy)["marker"], s=40)
+        ax.annotate(f"{cell.expansion}x", (l0, ev), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    for l1, color in colors.items():
+        ax.scatter([], [], color=color, label=f"λ={format_l1(l1)}")
+    ax.scatter([], [], color="k", marker="o", label="sampling")
+    ax.scatter([], [], color="k", marker="s", label="nosampling")
+    if all(l0 > 0 for _, l0, _ in points):
+        ax.set_xscale("log")
+    ax.set_xlabel("L0 (active features per token)")
+    ax.set_ylabel("explained variance")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return fig
+
+
+def _read_log(data: CellData) -> Any:
+    path = data.path / "train_log.parquet"
+    if not path.is_file():
+        return None
+    try:
+        import pandas as pd
+
+        return pd.read_parquet(path, columns=["step", "kind", "loss"])
+    except Exception as exc:  # a corrupt or foreign file must not sink the whole report
+        log.warning("report: cannot read %s: %s", path, exc)
+        return None
+
+
+def _loss_curves(cells: list[CellData]) -> Figure | None:
+    logs = [(d, df) for d in cells if (df := _read_log(d)) is not None and len(df)]
+    if not logs:
+        return None
+    expansions = sorted({d.cell.expansion for d, _ in logs})
+    fig = Figure(figsize=(4.2 * min(len(expansions), 4), 3.6 * ((len(expansions) + 3) // 4)))
+    colors = _colors(sorted({d.cell.l1 for d, _ in logs}, reverse=True))
+    axes = {
+        e: fig.add_subplot((len(expansions) + 3) // 4, min(len(expansions), 4), i + 1)
+        for i, e in enumerate(expansions)
+    }
+    for data, df in logs:
+        ax = axes[data.cell.expansion]
+        train = df[df["kind"] == "train"].sort_values("step")
+        style = {"linestyle": _style(data.cell.strategy)["linestyle"], "color": colors[data.cell.l1]}
+        ax.plot(
+            train["step"],
+            train["loss"],
+            label=f"λ={format_l1(data.cell.l1)} {data.cell.strategy}",
+            linewidth=1,
+            **style,
+        )
+        steps = _resample_steps(data, df)
+        if len(steps) and len(train):
+            ys = np.interp(steps, train["step"].to_numpy(float), train["loss"].to_numpy(float))
+            ax.scatter(steps, ys, marker="x", color="k", s=30, zorder=3)
+    for e, ax in axes.items():
+        ax.set_title(f"{e}x", fontsize=9)
+        ax.set_xlabel("step")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    axes[expansions[0]].set_ylabel("training loss")
+    fig.tight_layout()
+    return fig
+
+
+def _resample_steps(data: CellData, df: Any) -> np.ndarray:
+    steps = df.loc[df["kind"] == "resample", "step"].to_numpy(float)
+    if not len(steps) and data.metrics and isinstance(data.metrics.get("resample_events"), list):
+        steps = np.array([e["step"] for e in data.metrics["resample_events"] if "step" in e], dtype=float)
+    return steps
+
+
+def _density(cells: list[CellData]) -> Figure | None:
+    import pyarrow.parquet as pq
+
+    densities = []
+    for data in cells:
+        path = data.path / "features" / "feature_stats.parquet"
+        if not path.is_file():
+            continue
+        try:
+            table = pq.read_table(path, columns=["density", "dead"])
+        except Exception as exc:  # see _read_log
+            log.warning("report: cannot read %s: %s", path, exc)
+            continue
+        density = table.column("density").to_numpy(zero_copy_only=False).astype(float)
+        dead = table.column("dead").to_numpy(zero_copy_only=False).astype(bool)
+        densities.append((data.cell, density[(~dead) & (density > 0)], int(dead.sum()), len(dead)))
+    if not densities:
+        return None
+    ncols = min(len(densities), 4)
+    nrows = (len(densities) + ncols - 1) // ncols
+    fig = Figure(figsize=(3.4 * ncols, 2.6 * nrows))
+    for i, (cell, alive, dead_count, total) in enumerate(densities):
+        ax = fig.add_subplot(nrows, ncols, i + 1)
+        if len(alive):
+            ax.hist(np.log10(alive), bins=40, color="#4477aa")
+        ax.set_title(f"{cell.name}\n{dead_count}/{total} dead", fontsize=8)
+        ax.set_xlabel("log10 density", fontsize=7)
+        ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def _copy_correlation_heatmaps(cells: list[CellData], out: Path) -> list[Plot]:
+    plots = []
+    for data in cells:
+        source = data.path / "features" / "correlation.png"
+        if source.is_file():
+            file = f"correlation_{data.cell.name}.png"
+            atomic_write_bytes(out / file, source.read_bytes())
+            plots.append(Plot(file, f"Feature correlation heatmap (selected features): {data.cell.name}"))
+    return plots
+
+
+def _colors(values: list[float]) -> dict[float, str]:
+    palette = ["#cc3311", "#0077bb", "#009988", "#ee7733", "#33bbee", "#aa3377", "#bbbbbb"]
+    return {v: palette[i % len(palette)] for i, v in enumerate(values)}
