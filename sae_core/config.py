@@ -227,6 +227,10 @@ class TrainingConfig(_Section):
     compile: bool = False
     """On CUDA, `torch.compile` the step; it keeps a GPU busy at small batch sizes such as the study's 32."""
 
+    max_memory_gb: float = Field(8.0, ge=0)
+    """Hold the training split in (device) memory as float32 when it needs at most this many GB, and
+    shuffle by index there; a larger split is streamed from the store (memory then stays bounded)."""
+
 
 class AnalysisConfig(_Section):
     split: Literal["train", "val", "test"] = "test"
@@ -258,6 +262,9 @@ class AnalysisConfig(_Section):
 
     ce_loss_documents: int = Field(64, ge=0)
     """Held-out documents used for CE-loss recovered and KL; 0 skips that evaluation."""
+
+    neighbors: int = Field(10, ge=0)
+    """Nearest features by decoder-direction cosine listed per feature (features/neighbors.parquet)."""
 
 
 class LabelingConfig(_Section):
@@ -294,6 +301,16 @@ class LabelingConfig(_Section):
 
     detection: bool = False
     """Also score each label: the model picks which held-out contexts fit it (costs extra requests)."""
+
+    detection_examples: int = Field(5, ge=1)
+    """Held-out activating contexts per detection request, mixed with as many non-activating ones."""
+
+    structured_output: bool = True
+    """Ask for a JSON-schema answer (OpenAI, vLLM, Ollama and Groq support it); an endpoint that refuses
+    `response_format` with a 400 falls back to the plain-text `Label:` format."""
+
+    retry_base_delay_s: float = Field(2.0, ge=0)
+    """First retry delay; each further retry doubles it (with jitter). A 429's Retry-After is waited first."""
 
 
 class UploadConfig(_Section):

@@ -1,0 +1,278 @@
+"""The labelling prompt, its worked examples, and the parsing of the model's answers.
+
+Written fresh in the spirit of the study's prompt: each context marks the activating token with
+`**…**`, evidence is ranked lexical identity > morphology > semantic role > syntax > context > topic,
+and the answer is a 2–8 word label or exactly `POLYSEMANTIC`, after a short reasoning, on a final
+`Label:` line. Endpoints that support structured output get the same instructions with a JSON schema.
+
+`PROMPT_VERSION` is stored with every label and is part of the label cache key: change it whenever the
+text below changes, so that cached labels from another prompt are not reused.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+PROMPT_VERSION = "label-v1"
+POLYSEMANTIC = "POLYSEMANTIC"
+MAX_LABEL_WORDS = 12
+"""Longer answers are not labels (the prompt asks for 2–8 words; a little slack avoids pointless retries)."""
+
+
+@dataclass(frozen=True)
+class LabelExample:
+    """One context shown to the model: the text with the activating token wrapped in `**…**`."""
+
+    context_text: str
+    activation: float
+
+
+@dataclass(frozen=True)
+class ParsedLabel:
+    label: str
+    reasoning: str
+    polysemantic: bool
+
+
+class MalformedAnswer(ValueError):
+    """The model's answer has no usable label (empty, no `Label:` line, broken JSON, not a label)."""
+
+
+SYSTEM_PROMPT = """\
+You label features of a sparse autoencoder trained on a language model's residual stream.
+You see numbered text contexts in which one feature activates strongly. In each context the token \
+where the feature fires is wrapped in double asterisks, like **this**, and its activation is given.
+
+Find what the marked tokens have in common. Weigh the evidence in this order, strongest first:
+1. lexical identity: the same token or word each time;
+2. morphology: a shared prefix, suffix, inflection or spelling pattern;
+3. semantic role: the same kind of meaning (a place, a year, a negation, a unit);
+4. syntax: the same grammatical position or function;
+5. the immediate context: what comes just before or after the marked token;
+6. the topic of the surrounding text.
+Prefer the strongest kind of evidence that explains most contexts (about four in five or more). \
+Higher activations matter more than lower ones.
+
+The label is 2 to 8 words and specific ("the word Washington", not "names"). If no single \
+explanation covers most contexts, the label is exactly POLYSEMANTIC.
+"""
+
+TEXT_FORMAT = """\
+Answer with a short reasoning (at most three sentences), then a final line of the form
+Label: <your label>"""
+
+JSON_FORMAT = """\
+Answer in JSON with two keys: "reasoning" (at most three sentences) and "label" (the label, or \
+POLYSEMANTIC)."""
+
+LABEL_SCHEMA = {
+    "name": "feature_label",
+    "strict": True,
+    "schema": {
+        "type": "object",
+        "properties": {"reasoning": {"type": "string"}, "label": {"type": "string"}},
+        "required": ["reasoning", "label"],
+        "additionalProperties": False,
+    },
+}
+
+# Worked examples (invented, one per kind of evidence, and one polysemantic feature).
+FEW_SHOT: list[tuple[list[LabelExample], str, str]] = [
+    (
+        [
+            LabelExample("the senator flew back to **Washington** on Monday to vote", 9.1),
+            LabelExample("George **Washington** crossed the Delaware in", 8.4),
+            LabelExample("protests in **Washington** and Oregon drew thousands", 8.0),
+            LabelExample("The **Washington** Post reported that the", 7.2),
+        ],
+        "Every marked token is the word Washington, whether it names the city, the state, the "
+        "president or a newspaper, so lexical identity explains all contexts.",
+        "the word Washington",
+    ),
+    (
+        [
+            LabelExample("she kept runn**ing** until the", 5.3),
+            LabelExample("we were think**ing** about moving", 5.0),
+            LabelExample("the build**ing** collapsed after", 4.6),
+            LabelExample("stop complain**ing** and start", 4.1),
+        ],
+        "The marked tokens are all the suffix 'ing' attached to a preceding stem, mostly verbs and "
+        "one noun; morphology is the shared pattern.",
+        "the suffix -ing after a stem",
+    ),
+    (
+        [
+            LabelExample("The war ended in **1945** and the", 6.2),
+            LabelExample("born on 3 May **1962**, she", 5.9),
+            LabelExample("sales fell in **2008** as the", 5.5),
+            LabelExample("a law passed in **1871** allowed", 5.1),
+        ],
+        "Different tokens, but every one is a four-digit year in running text; the semantic role is shared.",
+        "four-digit years in prose",
+    ),
+    (
+        [
+            LabelExample("Human rights groups said **Human** beings", 3.0),
+            LabelExample("orbiting the **Earth** at", 2.8),
+            LabelExample("a trip to **Disney** World", 2.7),
+            LabelExample("x = **(** y + 2", 2.5),
+            LabelExample("the **committee** voted", 2.4),
+        ],
+        "The marked tokens share no word, form, meaning, grammatical role or topic.",
+        POLYSEMANTIC,
+    ),
+]
+
+
+def format_examples(examples: Sequence[LabelExample]) -> str:
+    """The user message: numbered contexts, activation first, the token marked."""
+    lines = ["Contexts where the feature activates (highest first):"]
+    for i, ex in enumerate(examples, 1):
+        text = " ".join(ex.context_text.split())  # one context per line, whatever its newlines
+        lines.append(f"{i}. (activation {ex.activation:.2f}) {text}")
+    return "\n".join(lines)
+
+
+def _answer_text(reasoning: str, label: str, use_json_schema: bool) -> str:
+    if use_json_schema:
+        return json.dumps({"reasoning": reasoning, "label": label})
+    return f"{reasoning}\nLabel: {label}"
+
+
+def build_messages(
+    examples: Sequence[LabelExample], *, use_json_schema: bool = False
+) -> list[dict[str, str]]:
+    """System prompt, the worked examples as earlier turns, then this feature's contexts."""
+    fmt = JSON_FORMAT if use_json_schema else TEXT_FORMAT
+    messages = [{"role": "system", "content": f"{SYSTEM_PROMPT}\n{fmt}"}]
+    for shot_examples, reasoning, label in FEW_SHOT:
+        messages.append({"role": "user", "content": format_examples(shot_examples)})
+        messages.append({"role": "assistant", "content": _answer_text(reasoning, label, use_json_schema)})
+    messages.append({"role": "user", "content": format_examples(examples)})
+    return messages
+
+
+_LABEL_LINE = re.compile(r"^[\s*_#>`-]*label[\s*_`]*[:：][\s*_`]*(?P<label>.*?)\s*$", re.IGNORECASE)
+_FENCE = re.compile(r"^```[a-zA-Z]*\s*|\s*```$")
+
+
+def parse_label(text: str | None) -> ParsedLabel:
+    """Parse a JSON answer (`{"reasoning", "label"}`, fences allowed) or text ending in `Label: …`.
+
+    Raises `MalformedAnswer` for an empty answer, invalid JSON without a `Label:` line, a missing or
+    empty label, or one longer than `MAX_LABEL_WORDS` words.
+    """
+    if text is None or not text.strip():
+        raise MalformedAnswer("empty answer")
+    stripped = _FENCE.sub("", text.strip()).strip()
+    if stripped.startswith("{"):
+        try:
+            data = json.loads(stripped)
+        except json.JSONDecodeError:
+            data = None
+        if isinstance(data, dict) and isinstance(data.get("label"), str):
+            return _finish(data["label"], str(data.get("reasoning") or ""))
+        if not _find_label_line(text):
+            raise MalformedAnswer(f"answer is not the expected JSON and has no 'Label:' line: {_clip(text)}")
+    found = _find_label_line(text)
+    if found is None:
+        raise MalformedAnswer(f"no 'Label:' line in the answer: {_clip(text)}")
+    index, label = found
+    reasoning_lines = text.strip().splitlines()[:index]
+    reasoning = re.sub(r"^\s*\**reasoning\**\s*:\s*\**", "", "\n".join(reasoning_lines).strip(), flags=re.I)
+    return _finish(label, reasoning.strip())
+
+
+def _find_label_line(text: str) -> tuple[int, str] | None:
+    lines = text.strip().splitlines()
+    for index in range(len(lines) - 1, -1, -1):  # the last Label: line wins
+        match = _LABEL_LINE.match(lines[index])
+        if match:
+            return index, match.group("label")
+    return None
+
+
+def _finish(raw_label: str, reasoning: str) -> ParsedLabel:
+    label = raw_label
+    while label != (cleaned := label.strip().strip("*_`\"'“”‘’ ").rstrip(".")):
+        label = cleaned
+    if not label:
+        raise MalformedAnswer("the label is empty")
+    if re.fullmatch(r"\W*polysemantic\W*", label, flags=re.IGNORECASE):
+        return ParsedLabel(POLYSEMANTIC, reasoning, True)
+    if len(label.split()) > MAX_LABEL_WORDS:
+        raise MalformedAnswer(f"the label has more than {MAX_LABEL_WORDS} words: {_clip(label)}")
+    return ParsedLabel(label, reasoning, False)
+
+
+def _clip(text: str, limit: int = 120) -> str:
+    flat = " ".join(text.split())
+    return repr(flat if len(flat) <= limit else flat[:limit] + "…")
+
+
+# ---------------------------------------------------------------------------------------------
+# Detection: given a label, which contexts does the feature fire on?
+
+DETECTION_SYSTEM = """\
+A feature of a language model has been described by the label below. You see numbered text \
+contexts, each with one token wrapped in double asterisks. Decide for each context whether the \
+described feature would activate on the marked token. Some contexts fit the label and some do not."""
+
+DETECTION_TEXT_FORMAT = """\
+Answer with a final line listing the numbers of the fitting contexts, e.g.
+Matches: 2, 5, 7
+(or `Matches: none`)."""
+
+DETECTION_JSON_FORMAT = 'Answer in JSON: {"matches": [numbers of the fitting contexts]}.'
+
+DETECTION_SCHEMA = {
+    "name": "feature_detection",
+    "strict": True,
+    "schema": {
+        "type": "object",
+        "properties": {"matches": {"type": "array", "items": {"type": "integer"}}},
+        "required": ["matches"],
+        "additionalProperties": False,
+    },
+}
+
+
+def build_detection_messages(
+    label: str, contexts: Sequence[str], *, use_json_schema: bool = False
+) -> list[dict[str, str]]:
+    fmt = DETECTION_JSON_FORMAT if use_json_schema else DETECTION_TEXT_FORMAT
+    numbered = "\n".join(f"{i}. {' '.join(c.split())}" for i, c in enumerate(contexts, 1))
+    return [
+        {"role": "system", "content": f"{DETECTION_SYSTEM}\n{fmt}"},
+        {"role": "user", "content": f"Label: {label}\n\nContexts:\n{numbered}"},
+    ]
+
+
+_MATCHES_LINE = re.compile(r"^[\s*_#>`-]*matches[\s*_`]*[:：](?P<rest>.*)$", re.IGNORECASE)
+
+
+def parse_detection(text: str | None, n_contexts: int) -> set[int]:
+    """The 1-based context numbers the model picked; `MalformedAnswer` when there is no answer."""
+    if text is None or not text.strip():
+        raise MalformedAnswer("empty answer")
+    stripped = _FENCE.sub("", text.strip()).strip()
+    numbers: list[int] | None = None
+    if stripped.startswith("{"):
+        try:
+            data = json.loads(stripped)
+            if isinstance(data, dict) and isinstance(data.get("matches"), list):
+                numbers = [int(x) for x in data["matches"]]
+        except (json.JSONDecodeError, TypeError, ValueError):
+            numbers = None
+    if numbers is None:
+        for line in reversed(text.strip().splitlines()):
+            match = _MATCHES_LINE.match(line)
+            if match:
+                numbers = [int(x) for x in re.findall(r"\d+", match.group("rest"))]
+                break
+    if numbers is None:
+        raise MalformedAnswer(f"no 'Matches:' line in the answer: {_clip(text)}")
+    return {n for n in numbers if 1 <= n <= n_contexts}

@@ -1,0 +1,465 @@
+"""LLM labels for selected features and the monosemanticity rate, against any OpenAI-compatible endpoint.
+
+This module makes ONE attempt per call and classifies every failure (`TransientLabelError`: retry;
+`RejectedLabelError`: do not). Retries, backoff, concurrency and caching belong to the caller
+(`tasks/label.py`). The API key arrives as a string inside an `openai.OpenAI` client built by the
+caller; it is never logged, and every message that leaves this module is scrubbed of it.
+
+Monosemanticity rate = 1 − polysemantic / labelled, where `labelled` counts the features that got a
+label (status `ok`); failed features are reported beside the rate, never counted as either kind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from sae_core.errors import LabelingError
+from sae_core.io import atomic_write_json, atomic_write_with, read_json
+from sae_core.label_prompt import (
+    DETECTION_SCHEMA,
+    LABEL_SCHEMA,
+    POLYSEMANTIC,
+    PROMPT_VERSION,
+    LabelExample,
+    MalformedAnswer,
+    ParsedLabel,
+    build_detection_messages,
+    build_messages,
+    parse_detection,
+    parse_label,
+)
+
+__all__ = [
+    "POLYSEMANTIC",
+    "PROMPT_VERSION",
+    "DetectionSet",
+    "FeatureInputs",
+    "LabelAttemptError",
+    "LabelExample",
+    "LabelInputs",
+    "LabelResult",
+    "ParsedLabel",
+    "RejectedLabelError",
+    "TransientLabelError",
+    "build_messages",
+    "detect_feature",
+    "detection_set",
+    "examples_hash",
+    "label_feature",
+    "load_label_inputs",
+    "make_client",
+    "monosemanticity",
+    "parse_label",
+    "scrub",
+    "write_labels",
+]
+
+log = logging.getLogger(__name__)
+
+LABEL_COLUMNS = pa.schema(
+    [
+        ("feature_id", pa.int32()),
+        ("group", pa.string()),
+        ("label", pa.string()),
+        ("reasoning", pa.string()),
+        ("polysemantic", pa.bool_()),
+        ("model", pa.string()),
+        ("prompt_version", pa.string()),
+        ("attempts", pa.int32()),
+        ("status", pa.string()),
+        ("error", pa.string()),
+        ("examples_hash", pa.string()),
+        ("detection_accuracy", pa.float64()),
+    ]
+)
+EXAMPLE_COLUMNS = ("feature_id", "group", "kind", "rank", "activation", "context_text")
+MAX_RETRY_AFTER_S = 600.0
+"""A Retry-After longer than this is capped (a broken server must not park a worker for hours)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors of one attempt
+
+
+class LabelAttemptError(LabelingError):
+    """One request failed. `kind` names the failure; `attempts` is filled in by the retry layer."""
+
+    retryable = False
+
+    def __init__(self, message: str, kind: str, retry_after: float | None = None) -> None:
+        super().__init__(message, kind, retry_after)
+        self.kind = kind
+        self.retry_after = retry_after
+        self.attempts = 1
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class TransientLabelError(LabelAttemptError):
+    """Worth retrying: 429 (with its Retry-After), 5xx, timeout, connection error, malformed answer."""
+
+    retryable = True
+
+
+class RejectedLabelError(LabelAttemptError):
+    """Not worth retrying: 400, 401, 403, 404 and other 4xx — the request or the credentials are wrong."""
+
+    retryable = False
+
+
+def scrub(text: str, secret: str | None) -> str:
+    """Remove the key (and any prefix of it ≥ 8 chars an endpoint might echo) from a message."""
+    if not secret:
+        return text
+    out = text.replace(secret, "***")
+    if len(secret) >= 16:  # endpoints echo a masked prefix/suffix, e.g. "sk-abcd…wxyz"
+        out = out.replace(secret[:12], "***").replace(secret[-8:], "***")
+    return out
+
+
+def classify(exc: BaseException, secret: str | None = None) -> LabelAttemptError:
+    """Map an `openai` exception to a transient or rejected attempt error with a key-free message."""
+    import openai
+
+    def msg(text: str) -> str:
+        return scrub(" ".join(text.split())[:300], secret)
+
+    if isinstance(exc, openai.APITimeoutError):
+        return TransientLabelError("the request timed out", "timeout")
+    if isinstance(exc, openai.APIConnectionError):
+        return TransientLabelError(msg(f"cannot connect to the endpoint: {exc}"), "connection")
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        body = msg(str(exc.message))
+        if status == 429:
+            after = _retry_after(exc.response.headers)
+            return TransientLabelError(f"HTTP 429 rate limited: {body}", "rate_limited", after)
+        if status >= 500 or status in (408, 409):
+            return TransientLabelError(f"HTTP {status} from the endpoint: {body}", "server_error")
+        kind = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found"}.get(
+            status, "rejected"
+        )
+        return RejectedLabelError(f"HTTP {status} from the endpoint: {body}", kind)
+    if isinstance(exc, openai.APIResponseValidationError | json.JSONDecodeError):
+        return TransientLabelError(msg(f"unreadable response: {exc}"), "malformed")
+    return TransientLabelError(msg(f"{type(exc).__name__}: {exc}"), "unexpected")
+
+
+def _retry_after(headers: Any) -> float | None:
+    raw = headers.get("retry-after-ms")
+    if raw is not None:
+        try:
+            return min(float(raw) / 1000, MAX_RETRY_AFTER_S)
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
+    if raw is None:
+        return None
+    try:
+        return min(max(float(raw), 0.0), MAX_RETRY_AFTER_S)
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            when = parsedate_to_datetime(raw)
+        except (TypeError, ValueError):
+            return None
+        from datetime import UTC, datetime
+
+        return min(max((when - datetime.now(UTC)).total_seconds(), 0.0), MAX_RETRY_AFTER_S)
+
+
+# ---------------------------------------------------------------------------------------------
+# The client and one attempt
+
+
+def make_client(api_key: str, base_url: str | None, timeout: float) -> Any:
+    """An `openai.OpenAI` client with the library's own retries off: the task layer retries."""
+    import openai
+
+    return openai.OpenAI(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0)
+
+
+@dataclass(frozen=True)
+class LabelResult:
+    label: str
+    reasoning: str
+    polysemantic: bool
+    structured: bool
+    """Whether the answer came through the JSON schema (False: text format, or the fallback)."""
+
+
+def _chat(
+    client: Any,
+    model: str,
+    messages: list[dict[str, str]],
+    *,
+    temperature: float,
+    timeout: float,
+    schema: dict[str, Any] | None,
+) -> str | None:
+    secret = getattr(client, "api_key", None)
+    kwargs: dict[str, Any] = {"model": model, "messages": messages, "temperature": temperature}
+    if schema is not None:
+        kwargs["response_format"] = {"type": "json_schema", "json_schema": schema}
+    try:
+        response = client.chat.completions.create(timeout=timeout, **kwargs)
+    except Exception as exc:
+        raise classify(exc, secret if isinstance(secret, str) else None) from None
+    choices = getattr(response, "choices", None) or []
+    if not choices:
+        raise TransientLabelError("the response has no choices", "malformed")
+    return choices[0].message.content
+
+
+def _refuses_schema(err: RejectedLabelError) -> bool:
+    return err.kind == "bad_request" and bool(
+        re.search(r"response_format|json_schema|schema", str(err), re.I)
+    )
+
+
+def label_feature(
+    client: Any,
+    model: str,
+    examples: Sequence[LabelExample],
+    *,
+    temperature: float = 0.0,
+    timeout: float = 60.0,
+    use_json_schema: bool = True,
+) -> LabelResult:
+    """ONE attempt to label a feature from its examples (plus, at most, one plain-text fallback request
+    when the endpoint rejects `response_format` with a 400). Raises `TransientLabelError` or
+    `RejectedLabelError`; an unusable answer is a transient `malformed` error."""
+    if not examples:
+        raise RejectedLabelError("no examples to label", "no_examples")
+    structured = use_json_schema
+    try:
+        text = _chat(
+            client,
+            model,
+            build_messages(examples, use_json_schema=structured),
+            temperature=temperature,
+            timeout=timeout,
+            schema=LABEL_SCHEMA if structured else None,
+        )
+    except RejectedLabelError as err:
+        if not (structured and _refuses_schema(err)):
+            raise
+        log.info("endpoint refused response_format (%s); using the text format", err)
+        structured = False
+        text = _chat(
+            client, model, build_messages(examples), temperature=temperature, timeout=timeout, schema=None
+        )
+    try:
+        parsed = parse_label(text)
+    except MalformedAnswer as exc:
+        raise TransientLabelError(f"malformed answer: {exc}", "malformed") from None
+    return LabelResult(parsed.label, parsed.reasoning, parsed.polysemantic, structured)
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs: selected.json + examples.parquet
+
+
+@dataclass(frozen=True)
+class FeatureInputs:
+    feature_id: int
+    groups: tuple[str, ...]
+    """`top` and/or `bottom` (a feature can be in both when few features qualify)."""
+    examples: tuple[LabelExample, ...]
+    """Top-activating contexts shown in the prompt, highest first."""
+    heldout: tuple[LabelExample, ...] = field(default=())
+    """Activating contexts NOT shown in the prompt (quantile examples, extra top ones): for detection."""
+
+
+@dataclass(frozen=True)
+class LabelInputs:
+    run_dir: Path
+    features: tuple[FeatureInputs, ...]
+
+
+def load_label_inputs(run_dir: str | Path, examples_per_prompt: int = 25) -> LabelInputs:
+    """Read `features/selected.json` and `features/examples.parquet`; a missing file or column is a
+    `LabelingError` naming it. Features appear in selection order, top group first."""
+    run = Path(run_dir)
+    selected_path = run / "features" / "selected.json"
+    examples_path = run / "features" / "examples.parquet"
+    if not selected_path.is_file():
+        raise LabelingError(f"{selected_path}: missing — run the analysis stage on this run first")
+    try:
+        selected = read_json(selected_path)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise LabelingError(f"{selected_path}: not valid JSON ({exc})") from None
+    order: dict[int, list[str]] = {}
+    for group in ("top", "bottom"):
+        ids = selected.get(group) if isinstance(selected, dict) else None
+        if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
+            raise LabelingError(f"{selected_path}: '{group}' must be a list of feature ids (got {ids!r})")
+        for fid in ids:
+            order.setdefault(int(fid), []).append(group)
+    if not order:
+        return LabelInputs(run, ())
+    if not examples_path.is_file():
+        raise LabelingError(f"{examples_path}: missing — run the analysis stage on this run first")
+    try:
+        df = pq.read_table(examples_path).to_pandas()
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise LabelingError(f"{examples_path}: not a readable Parquet file ({exc})") from None
+    missing = [c for c in EXAMPLE_COLUMNS if c not in df.columns]
+    if missing:
+        raise LabelingError(f"{examples_path}: missing columns {missing} (has {list(df.columns)})")
+    df = df[df["feature_id"].isin(list(order))]
+    by_feature = {int(fid): part for fid, part in df.groupby("feature_id", sort=False)}
+    features = []
+    for fid, groups in order.items():
+        part = by_feature.get(fid)
+        if part is None:
+            features.append(FeatureInputs(fid, tuple(groups), ()))
+            continue
+        part = part.drop_duplicates(subset=["kind", "rank"])  # a feature listed in both groups
+        top = part[part["kind"] == "top"].sort_values(["activation", "rank"], ascending=[False, True])
+        rest = part[part["kind"] != "top"]
+        shown = [_example(r) for r in top.head(examples_per_prompt).itertuples()]
+        heldout = [_example(r) for r in top.iloc[examples_per_prompt:].itertuples()]
+        heldout += [_example(r) for r in rest.itertuples()]
+        features.append(FeatureInputs(fid, tuple(groups), tuple(shown), tuple(heldout)))
+    return LabelInputs(run, tuple(features))
+
+
+def _example(row: Any) -> LabelExample:
+    return LabelExample(str(row.context_text), float(row.activation))
+
+
+def examples_hash(examples: Sequence[LabelExample]) -> str:
+    """sha256 (16 hex) over exactly what the prompt shows: each context and its activation (2 d.p.)."""
+    payload = json.dumps([[e.context_text, f"{e.activation:.2f}"] for e in examples], ensure_ascii=False)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------
+# Detection scoring (optional): can the label tell activating from non-activating contexts?
+
+
+@dataclass(frozen=True)
+class DetectionSet:
+    contexts: tuple[str, ...]
+    truth: tuple[bool, ...]
+    """Whether each context is one where the feature fired."""
+
+
+def detection_set(inputs: LabelInputs, feature_id: int, n: int, seed: int = 0) -> DetectionSet | None:
+    """Up to n held-out activating contexts of the feature mixed with as many contexts taken from other
+    selected features' examples (assumed non-activating: features are sparse, and contexts with the
+    same text as one of this feature's are excluded). None when either side is empty."""
+    rng = random.Random(f"{seed}-{feature_id}")
+    target = next((f for f in inputs.features if f.feature_id == feature_id), None)
+    if target is None or not target.heldout:
+        return None
+    positives = [e.context_text for e in target.heldout]
+    rng.shuffle(positives)
+    positives = positives[:n]
+    own = {e.context_text for e in (*target.examples, *target.heldout)}
+    pool = sorted(
+        {e.context_text for f in inputs.features if f.feature_id != feature_id for e in f.examples} - own
+    )
+    if not pool:
+        return None
+    negatives = rng.sample(pool, min(len(positives), len(pool)))
+    mixed = [(c, True) for c in positives] + [(c, False) for c in negatives]
+    rng.shuffle(mixed)
+    return DetectionSet(tuple(c for c, _ in mixed), tuple(t for _, t in mixed))
+
+
+def detect_feature(
+    client: Any,
+    model: str,
+    label: str,
+    dset: DetectionSet,
+    *,
+    temperature: float = 0.0,
+    timeout: float = 60.0,
+    use_json_schema: bool = True,
+) -> float:
+    """ONE attempt: the model picks the contexts that fit the label; returns the balanced accuracy
+    (mean of the hit rate on activating and the correct-rejection rate on non-activating contexts)."""
+    schema = DETECTION_SCHEMA if use_json_schema else None
+    messages = build_detection_messages(label, dset.contexts, use_json_schema=use_json_schema)
+    try:
+        text = _chat(client, model, messages, temperature=temperature, timeout=timeout, schema=schema)
+    except RejectedLabelError as err:
+        if not (use_json_schema and _refuses_schema(err)):
+            raise
+        messages = build_detection_messages(label, dset.contexts)
+        text = _chat(client, model, messages, temperature=temperature, timeout=timeout, schema=None)
+    try:
+        picked = parse_detection(text, len(dset.contexts))
+    except MalformedAnswer as exc:
+        raise TransientLabelError(f"malformed detection answer: {exc}", "malformed") from None
+    pos = [i + 1 in picked for i, t in enumerate(dset.truth) if t]
+    neg = [i + 1 not in picked for i, t in enumerate(dset.truth) if not t]
+    return (sum(pos) / len(pos) + sum(neg) / len(neg)) / 2
+
+
+# ---------------------------------------------------------------------------------------------
+# The rate and the output files
+
+
+def _rate(rows: pd.DataFrame) -> dict[str, Any]:
+    ok = rows[rows["status"] == "ok"]
+    labelled = len(ok)
+    poly = int(ok["polysemantic"].fillna(False).astype(bool).sum())
+    return {
+        "rate": None if labelled == 0 else 1.0 - poly / labelled,
+        "labelled": labelled,
+        "polysemantic": poly,
+        "failed": int((rows["status"] == "failed").sum()),
+    }
+
+
+def monosemanticity(labels_df: pd.DataFrame) -> dict[str, Any]:
+    """1 − polysemantic / labelled overall and per group (None when nothing was labelled), with the
+    counts and the number failed; `detection_accuracy` is the mean over features that have one."""
+    overall = _rate(labels_df)
+    groups = {g: _rate(labels_df[labels_df["group"] == g]) for g in ("top", "bottom")}
+    det = labels_df.loc[labels_df["status"] == "ok", "detection_accuracy"].dropna()
+    return {
+        "monosemanticity_rate": overall["rate"],
+        "rate_top": groups["top"]["rate"],
+        "rate_bottom": groups["bottom"]["rate"],
+        "labelled": overall["labelled"],
+        "polysemantic": overall["polysemantic"],
+        "failed": overall["failed"],
+        "groups": groups,
+        "detection_accuracy": float(det.mean()) if len(det) else None,
+    }
+
+
+def labels_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """Rows (dicts with the labels.parquet columns) as a DataFrame in the contract's column order."""
+    table = pa.Table.from_pylist([{c: r.get(c) for c in LABEL_COLUMNS.names} for r in rows], LABEL_COLUMNS)
+    return table.to_pandas()
+
+
+def write_labels(run_dir: str | Path, rows: Sequence[dict[str, Any]], summary: dict[str, Any]) -> Path:
+    """Write `labels.parquet` (when there are rows) and `labels.json`, each atomically."""
+    run = Path(run_dir)
+    if rows:
+        table = pa.Table.from_pylist(
+            [{c: r.get(c) for c in LABEL_COLUMNS.names} for r in rows], LABEL_COLUMNS
+        )
+        atomic_write_with(run / "labels.parquet", lambda tmp: pq.write_table(table, tmp))
+    atomic_write_json(run / "labels.json", summary)
+    return run / "labels.json"

@@ -1,0 +1,283 @@
+"""sae_core.labeling without Prefect: prompt, parsing, one attempt against a real local HTTP server
+through the real `openai` client, the rate, inputs and outputs."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from sae_core.errors import LabelingError
+from sae_core.label_prompt import MalformedAnswer, parse_detection
+from sae_core.labeling import (
+    POLYSEMANTIC,
+    PROMPT_VERSION,
+    LabelExample,
+    RejectedLabelError,
+    TransientLabelError,
+    build_messages,
+    detect_feature,
+    detection_set,
+    examples_hash,
+    label_feature,
+    labels_frame,
+    load_label_inputs,
+    make_client,
+    monosemanticity,
+    parse_label,
+    write_labels,
+)
+from tests.fixtures_llm import answer, error, hang, write_analysis
+
+KEY = "sk-unit-test-4f7c1e9a2b6d8f0a3c5e"
+EXAMPLES = [LabelExample(f"went to **Paris** on day {i}", 9.0 - i) for i in range(5)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing
+
+
+@pytest.mark.parametrize(
+    ("text", "label", "poly"),
+    [
+        ("All tokens are Paris.\nLabel: the word Paris", "the word Paris", False),
+        ("Reasoning: same word\n**Label:** *the word Paris*.", "the word Paris", False),
+        ("thinking\nLabel: draft\nmore thought\nLabel: capital cities", "capital cities", False),
+        ('{"reasoning": "same word", "label": "the word Paris"}', "the word Paris", False),
+        ('```json\n{"reasoning": "r", "label": "POLYSEMANTIC"}\n```', POLYSEMANTIC, True),
+        ("No theme.\nLabel: Polysemantic.", POLYSEMANTIC, True),
+        ("No theme.\nlabel : **POLYSEMANTIC**", POLYSEMANTIC, True),
+    ],
+)
+def test_parse_label_accepts_text_and_json(text: str, label: str, poly: bool) -> None:
+    parsed = parse_label(text)
+    assert (parsed.label, parsed.polysemantic) == (label, poly)
+
+
+def test_parse_label_keeps_reasoning() -> None:
+    parsed = parse_label("Reasoning: every token is Paris.\nLabel: the word Paris")
+    assert parsed.reasoning == "every token is Paris."
+    assert parse_label('{"reasoning": "why", "label": "x y"}').reasoning == "why"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        None,
+        "",
+        "   \n",
+        "The tokens are all Paris, clearly.",
+        '{"label": "the word',
+        "Label:   ",
+        "Label: " + "w " * 20,
+    ],
+)
+def test_parse_label_rejects_unusable_answers(text: str | None) -> None:
+    with pytest.raises(MalformedAnswer):
+        parse_label(text)
+
+
+def test_parse_detection() -> None:
+    assert parse_detection("I think\nMatches: 1, 3, 9", 4) == {1, 3}
+    assert parse_detection('{"matches": [2]}', 4) == {2}
+    assert parse_detection("Matches: none", 4) == set()
+    with pytest.raises(MalformedAnswer):
+        parse_detection("1 and 3", 4)
+
+
+# ---------------------------------------------------------------------------------------------
+# Prompt
+
+
+def test_messages_mark_tokens_rank_evidence_and_carry_worked_examples() -> None:
+    messages = build_messages(EXAMPLES)
+    system = messages[0]["content"]
+    order = [
+        system.index(w)
+        for w in ("lexical", "morphology", "semantic role", "syntax", "immediate context", "topic")
+    ]
+    assert order == sorted(order)
+    assert "POLYSEMANTIC" in system and "Label:" in system
+    assert sum(m["role"] == "assistant" for m in messages) >= 3  # worked examples
+    assert any("POLYSEMANTIC" in m["content"] for m in messages if m["role"] == "assistant")
+    last = messages[-1]["content"]
+    assert "**Paris**" in last and "1. (activation 9.00)" in last and "5. (activation 5.00)" in last
+    json_messages = build_messages(EXAMPLES, use_json_schema=True)
+    assert '"label"' in json_messages[0]["content"]
+    json.loads(json_messages[2]["content"])  # worked answers in the JSON format too
+
+
+def test_examples_hash_follows_what_the_prompt_shows() -> None:
+    assert examples_hash(EXAMPLES) == examples_hash(list(EXAMPLES))
+    assert examples_hash(EXAMPLES) != examples_hash(EXAMPLES[:-1])
+    nudged = [LabelExample(EXAMPLES[0].context_text, EXAMPLES[0].activation + 0.1), *EXAMPLES[1:]]
+    assert examples_hash(nudged) != examples_hash(EXAMPLES)
+
+
+# ---------------------------------------------------------------------------------------------
+# One attempt through the real openai client
+
+
+def _client(fake_llm, timeout: float = 5.0):
+    return make_client(KEY, fake_llm.url, timeout)
+
+
+def test_label_feature_text_and_structured(fake_llm) -> None:
+    result = label_feature(_client(fake_llm), "test-model", EXAMPLES, use_json_schema=False)
+    assert (result.label, result.polysemantic, result.structured) == ("the token Paris", False, False)
+    result = label_feature(_client(fake_llm), "test-model", EXAMPLES, use_json_schema=True)
+    assert (result.label, result.structured) == ("the token Paris", True)
+    sent = fake_llm.requests[-1]
+    assert sent.body["response_format"]["type"] == "json_schema"
+    assert sent.body["temperature"] == 0.0 and sent.body["model"] == "test-model"
+    assert sent.headers["authorization"] == f"Bearer {KEY}"
+    assert len(fake_llm.requests) == 2  # the client's own retries are off
+
+
+def test_label_feature_falls_back_to_text_when_schema_is_refused(fake_llm) -> None:
+    fake_llm.script("Paris", error(400, "response_format json_schema is not supported by this model"))
+    result = label_feature(_client(fake_llm), "m", EXAMPLES, use_json_schema=True)
+    assert (result.label, result.structured) == ("the token Paris", False)
+    assert [bool(r.body.get("response_format")) for r in fake_llm.requests] == [True, False]
+
+
+@pytest.mark.parametrize(
+    ("reply", "kind"),
+    [
+        (error(500, "boom"), "server_error"),
+        (error(503, "overloaded"), "server_error"),
+        (answer(None), "malformed"),
+        (answer("The tokens are Paris."), "malformed"),
+        (answer('{"label": "Par'), "malformed"),
+    ],
+)
+def test_transient_failures_are_classified(fake_llm, reply, kind: str) -> None:
+    fake_llm.script("Paris", reply)
+    with pytest.raises(TransientLabelError) as info:
+        label_feature(_client(fake_llm), "m", EXAMPLES, use_json_schema=False)
+    assert info.value.kind == kind and info.value.retryable
+    assert len(fake_llm.requests) == 1
+
+
+def test_rate_limit_carries_retry_after(fake_llm) -> None:
+    fake_llm.script("Paris", error(429, "slow down", {"Retry-After": "7"}))
+    with pytest.raises(TransientLabelError) as info:
+        label_feature(_client(fake_llm), "m", EXAMPLES)
+    assert (info.value.kind, info.value.retry_after) == ("rate_limited", 7.0)
+
+
+def test_timeout_is_transient(fake_llm) -> None:
+    fake_llm.script("Paris", hang(3.0))
+    start = time.monotonic()
+    with pytest.raises(TransientLabelError) as info:
+        label_feature(_client(fake_llm), "m", EXAMPLES, timeout=0.3)
+    assert info.value.kind == "timeout"
+    assert time.monotonic() - start < 2.5
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"), [(400, "bad_request"), (401, "unauthorized"), (403, "forbidden")]
+)
+def test_rejections_are_not_retryable_and_never_show_the_key(fake_llm, status: int, kind: str) -> None:
+    fake_llm.script("Paris", error(status, "no"))
+    with pytest.raises(RejectedLabelError) as info:
+        label_feature(_client(fake_llm), "m", EXAMPLES, use_json_schema=False)
+    assert info.value.kind == kind and not info.value.retryable
+    assert KEY not in str(info.value) and KEY[:12] not in repr(info.value)
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+def test_detect_feature_scores_balanced_accuracy(fake_llm, tmp_path) -> None:
+    run = write_analysis(
+        tmp_path / "8x_0.0001_sampling", {1: ("top", "Paris"), 2: ("top", "Rome")}, n_quantile=3
+    )
+    inputs = load_label_inputs(run, examples_per_prompt=4)
+    dset = detection_set(inputs, 1, n=3)
+    assert dset is not None and sum(dset.truth) == 3 and len(dset.truth) == 6
+    assert detect_feature(_client(fake_llm), "m", "the token Paris", dset) == 1.0
+    assert (
+        detect_feature(_client(fake_llm), "m", "the token Rome", dset) == 0.0
+    )  # picks exactly the wrong ones
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs, the rate, outputs
+
+
+def test_load_label_inputs(tmp_path) -> None:
+    run = write_analysis(tmp_path / "run", {5: ("top", "Paris"), 9: ("bottom", "Rome")}, n_top=6)
+    inputs = load_label_inputs(run, examples_per_prompt=4)
+    assert [(f.feature_id, f.groups) for f in inputs.features] == [(5, ("top",)), (9, ("bottom",))]
+    first = inputs.features[0]
+    assert len(first.examples) == 4 and len(first.heldout) == 2 + 2
+    assert [e.activation for e in first.examples] == sorted(
+        (e.activation for e in first.examples), reverse=True
+    )
+    assert all("**Paris**" in e.context_text for e in first.examples)
+
+
+def test_bad_inputs_name_the_path(tmp_path) -> None:
+    with pytest.raises(LabelingError, match=r"selected\.json: missing"):
+        load_label_inputs(tmp_path)
+    run = write_analysis(tmp_path / "run", {5: ("top", "Paris")})
+    (run / "features" / "selected.json").write_text('{"top": "5", "bottom": []}')
+    with pytest.raises(LabelingError, match="'top' must be a list"):
+        load_label_inputs(run)
+    (run / "features" / "selected.json").write_text('{"top": [5], "bottom": []}')
+    table = pq.read_table(run / "features" / "examples.parquet").drop_columns(["context_text"])
+    pq.write_table(table, run / "features" / "examples.parquet")
+    with pytest.raises(LabelingError, match=r"examples.parquet: missing columns \['context_text'\]"):
+        load_label_inputs(run)
+
+
+def _row(
+    fid: int, group: str, status: str = "ok", poly: bool | None = False, det: float | None = None
+) -> dict:
+    return {
+        "feature_id": fid,
+        "group": group,
+        "label": None if status == "failed" else ("POLYSEMANTIC" if poly else "x y"),
+        "polysemantic": None if status == "failed" else poly,
+        "status": status,
+        "attempts": 1,
+        "model": "m",
+        "prompt_version": PROMPT_VERSION,
+        "detection_accuracy": det,
+    }
+
+
+def test_monosemanticity_rate() -> None:
+    rows = [
+        _row(1, "top"),
+        _row(2, "top", poly=True),
+        _row(3, "top", det=0.8),
+        _row(4, "top", status="failed"),
+        _row(5, "bottom", poly=True),
+        _row(6, "bottom", poly=True, det=0.4),
+    ]
+    rate = monosemanticity(labels_frame(rows))
+    assert rate["labelled"] == 5 and rate["polysemantic"] == 3 and rate["failed"] == 1
+    assert math.isclose(rate["monosemanticity_rate"], 1 - 3 / 5)
+    assert math.isclose(rate["rate_top"], 1 - 1 / 3) and rate["rate_bottom"] == 0.0
+    assert rate["groups"]["top"]["failed"] == 1 and rate["groups"]["bottom"]["labelled"] == 2
+    assert math.isclose(rate["detection_accuracy"], 0.6)
+    nothing = monosemanticity(labels_frame([_row(1, "top", status="failed")]))
+    assert nothing["monosemanticity_rate"] is None and nothing["failed"] == 1
+
+
+def test_write_labels_contract(tmp_path) -> None:
+    rows = [_row(1, "top"), _row(2, "bottom", status="failed")]
+    summary = {"monosemanticity_rate": 1.0, "skipped_reason": None}
+    write_labels(tmp_path, rows, summary)
+    df = pd.read_parquet(tmp_path / "labels.parquet")
+    assert list(df.columns) == [
+        "feature_id", "group", "label", "reasoning", "polysemantic", "model", "prompt_version",
+        "attempts", "status", "error", "examples_hash", "detection_accuracy",
+    ]  # fmt: skip
+    assert df["status"].tolist() == ["ok", "failed"]
+    assert json.loads((tmp_path / "labels.json").read_text()) == summary
+    assert not list(tmp_path.glob(".*tmp"))
