@@ -1,0 +1,117 @@
+"""Loading the model, tokenizer and documents a config names, with errors a user can act on.
+
+`builtin:` names resolve through `sae_core.demo`; everything else goes to `from_pretrained` /
+`load_dataset` exactly as a user would call them. A failure becomes one `ConfigError` naming the field
+and the value, and says so when the Hub was needed while the network is switched off.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sae_core.config import ConfigError, SweepConfig
+from sae_core.demo import resolve_dataset, resolve_model_name
+
+log = logging.getLogger(__name__)
+
+_OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
+
+
+def offline() -> bool:
+    """True when the Hugging Face libraries are told not to use the network."""
+    return any(os.environ.get(v, "").strip().lower() in {"1", "true", "yes", "on"} for v in _OFFLINE_VARS)
+
+
+def _why(field: str, value: str, exc: BaseException, local_hint: bool) -> ConfigError:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    reason = f"{type(exc).__name__}: {first[:300]}"
+    text = f"{field}: cannot load {value!r} ({reason})"
+    if local_hint and not Path(value).exists():
+        text += "; it is not a local directory either"
+    if offline() or isinstance(exc, ConnectionError):
+        text += "; it is not available locally and the network is off (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE)"
+    return ConfigError(text)
+
+
+def resolve_model(cfg: SweepConfig) -> str:
+    try:
+        return resolve_model_name(cfg.model.name, cfg.data_root)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _revision(cfg: SweepConfig) -> dict[str, Any]:
+    return {"revision": cfg.model.revision} if cfg.model.revision else {}
+
+
+def load_tokenizer(cfg: SweepConfig) -> tuple[Any, str]:
+    """The model's fast tokenizer and the resolved name/directory it came from."""
+    from transformers import AutoTokenizer
+
+    resolved = resolve_model(cfg)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(resolved, use_fast=True, **_revision(cfg))
+    except Exception as exc:  # transformers raises OSError, ValueError, HTTP errors, …
+        raise _why("model.name", cfg.model.name, exc, local_hint=True) from None
+    if not getattr(tokenizer, "is_fast", False):
+        log.warning("model.name: %s has no fast tokenizer; tokenisation will be slow", cfg.model.name)
+    return tokenizer, resolved
+
+
+def load_model(cfg: SweepConfig, resolved: str, dtype: torch.dtype) -> torch.nn.Module:
+    """The base model (`AutoModel`: no LM head, which extraction never needs)."""
+    from transformers import AutoModel
+
+    try:
+        return AutoModel.from_pretrained(resolved, dtype=dtype, **_revision(cfg))
+    except Exception as exc:
+        raise _why("model.name", cfg.model.name, exc, local_hint=True) from None
+
+
+def iter_documents(cfg: SweepConfig) -> Iterator[tuple[int, str]]:
+    """(index in the data set as loaded, text) for the first `data.num_documents` documents."""
+    import datasets
+
+    data = cfg.data
+    name, files = resolve_dataset(data.dataset, data.data_files, cfg.data_root)
+    try:
+        ds = datasets.load_dataset(name, data_files=files, split=data.split, streaming=data.streaming)
+    except ValueError as exc:
+        if "split" in str(exc).lower():
+            raise ConfigError(f"data.split: {data.dataset!r} has no split {data.split!r} ({exc})") from None
+        raise _why("data.dataset", data.dataset, exc, local_hint=False) from None
+    except FileNotFoundError as exc:
+        field = "data.data_files" if files else "data.dataset"
+        raise _why(field, str(files or data.dataset), exc, local_hint=False) from None
+    except Exception as exc:
+        raise _why("data.dataset", data.dataset, exc, local_hint=False) from None
+    if data.num_documents is not None:
+        ds = (
+            ds.take(data.num_documents)
+            if data.streaming
+            else ds.select(range(min(data.num_documents, len(ds))))
+        )
+    columns = ds.column_names
+    if columns is not None and data.text_column not in columns:
+        raise _missing_column(cfg, columns)
+    try:
+        for index, row in enumerate(ds):
+            if data.text_column not in row:
+                raise _missing_column(cfg, list(row))
+            text = row[data.text_column]
+            yield index, text if isinstance(text, str) else ("" if text is None else str(text))
+    except datasets.exceptions.DatasetsError as exc:
+        raise _why("data.dataset", data.dataset, exc, local_hint=False) from None
+
+
+def _missing_column(cfg: SweepConfig, columns: list[str]) -> ConfigError:
+    return ConfigError(
+        f"data.text_column: {cfg.data.dataset!r} has no column {cfg.data.text_column!r} "
+        f"(columns: {', '.join(columns)})"
+    )
