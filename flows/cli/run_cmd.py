@@ -1,0 +1,42 @@
+"""`sae-sweep run`: the whole sweep, through the same Prefect flow the UI triggers.
+
+Without `PREFECT_API_URL` Prefect starts a temporary local server for the run (SQLite under
+`PREFECT_HOME`); with it, the run shows in that server's UI. The config is validated before Prefect
+starts, so a wrong key costs no server start-up.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from flows.cli.app import ConfigOpt, PresetOpt, SetOpt, app, resolve_config
+from sae_core.config import parse_set
+
+
+@app.command("run")
+def run(preset: PresetOpt = None, config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Run the sweep (extract, train every cell, analyse, label, upload, report) as a Prefect flow."""
+    cfg = resolve_config(preset, config, set_)  # fail fast, before any server starts
+
+    from tasks.common import apply_prefect_defaults
+
+    apply_prefect_defaults()
+    from flows.sweep import sae_sweep
+
+    if config is None:
+        # Preset + overrides: the run's parameters read as the user typed them.
+        state = sae_sweep(preset=preset or "demo", overrides=parse_set(set_ or []), return_state=True)
+    else:
+        state = sae_sweep(preset=preset or cfg.name, config=cfg.model_dump(mode="json"), return_state=True)
+
+    from tasks.common import sweep_dir
+
+    report = sweep_dir(cfg) / "report" / "report.html"
+    if state.is_completed():
+        typer.echo(f"sweep {cfg.name} completed")
+        typer.echo(f"report: {report}")
+        return
+    typer.echo(f"sweep {cfg.name} {state.name.lower()}: {state.message}", err=True)
+    if report.exists():
+        typer.echo(f"report (partial): {report}")
+    raise typer.Exit(1)

@@ -1,0 +1,179 @@
+"""The sweep as a Prefect flow: extract once, then per grid cell train → analyze → label → upload, then
+the report. Triggered from the Prefect UI (the `sae-sweep` deployment) or by `sae-sweep run`.
+
+Parameters are the preset and dotted overrides (exactly like the CLI's `--set`), or a full config; the
+UI renders them as a form. Secrets are never parameters: tasks read them from the environment or from
+Prefect Secret blocks named in the config.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+from tasks.common import apply_prefect_defaults
+
+apply_prefect_defaults()
+
+from prefect import flow  # noqa: E402
+from prefect.artifacts import create_markdown_artifact, create_table_artifact  # noqa: E402
+from prefect.runtime import flow_run  # noqa: E402
+from prefect.states import Failed  # noqa: E402
+
+from flows.train_cell import run_cell_chain  # noqa: E402
+from sae_core.config import SweepConfig, apply_overrides, load_config, validate_config  # noqa: E402
+from sae_core.naming import Cell, grid_cells  # noqa: E402
+from tasks.common import artifact_key, run_logger, sweep_dir, with_absolute_root  # noqa: E402
+from tasks.summary import grid_rows, markdown_table  # noqa: E402
+
+
+def resolve_sweep_config(
+    preset: str = "demo", overrides: dict[str, Any] | None = None, config: dict[str, Any] | None = None
+) -> SweepConfig:
+    """`config` (a full mapping) replaces the preset when given; `overrides` apply on top of either."""
+    if config is not None:
+        cfg = validate_config(apply_overrides(config, overrides or {}))
+    else:
+        cfg = load_config(preset, None, overrides or {})
+    return with_absolute_root(cfg)
+
+
+def _sweep_run_name() -> str:
+    params = flow_run.parameters
+    label = (params.get("config") or {}).get("name") or params.get("preset") or "sweep"
+    return f"{label}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+
+
+def _guarded(fn: Any, cell: Cell) -> dict[str, Any]:
+    """Run one cell; a failure is recorded, not raised, so the other cells go on."""
+    try:
+        return fn(cell)
+    except Exception as exc:
+        run_logger().error("cell %s failed: %s: %s", cell.name, type(exc).__name__, exc)
+        return {"cell": cell.name, "status": "failed", "error": f"{type(exc).__name__}: {exc}", "work_s": 0.0}
+
+
+def _map_cells(fn: Any, cells: list[Cell], workers: int) -> list[dict[str, Any]]:
+    if workers <= 1:
+        return [_guarded(fn, cell) for cell in cells]
+    # Each thread runs in a copy of the flow run's context, so its tasks belong to this flow run.
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cell") as pool:
+        futures = [pool.submit(contextvars.copy_context().run, _guarded, fn, cell) for cell in cells]
+        return [f.result() for f in futures]
+
+
+def _run_on_pool(store: str, cfg: SweepConfig, cell: Cell) -> dict[str, Any]:
+    """One cell as a run of the `train-cell` deployment; the results are read back from data_root."""
+    from prefect.deployments import run_deployment
+
+    # The idempotency key makes a retried parent find the child it already created, never a duplicate
+    # (a new attempt gets new children; the cells they find complete are all cache hits).
+    key = f"{flow_run.id}:{flow_run.run_count}:{cell.name}"
+    child = run_deployment(
+        name=cfg.grid.cell_deployment,
+        parameters={"config": cfg.model_dump(mode="json"), "cell": cell.name, "store": store},
+        idempotency_key=key,
+        timeout=None,
+        poll_interval=2,
+        as_subflow=True,
+    )
+    state = child.state
+    if state is None or not state.is_completed():
+        name = state.name if state else "unknown"
+        raise RuntimeError(f"flow run {child.name} of {cfg.grid.cell_deployment} ended {name}")
+    return {"cell": cell.name, "status": "completed", "flow_run": str(child.id), "work_s": 0.0}
+
+
+@flow(name="sae-sweep", flow_run_name=_sweep_run_name)
+def sae_sweep(
+    preset: str = "demo", overrides: dict[str, Any] | None = None, config: dict[str, Any] | None = None
+) -> Any:
+    """Run a sweep: `preset` (`demo`, `seed`), `overrides` as dotted keys (`{"training.lr": 0.001}`),
+    or a full `config` mapping instead of the preset."""
+    wall_start = time.perf_counter()
+    logger = run_logger()
+    cfg = resolve_sweep_config(preset, overrides, config)
+    cells = grid_cells(cfg.grid)
+    logger.info(
+        "sweep %s: %d cells, placement %s, data_root %s",
+        cfg.name,
+        len(cells),
+        cfg.grid.placement,
+        cfg.data_root,
+    )
+
+    from tasks.extract import run_extract
+
+    extracted = run_extract(cfg)
+    store = extracted["store"]
+    if cfg.grid.placement == "local":
+        outcomes = _map_cells(lambda c: run_cell_chain(store, c, cfg), cells, cfg.grid.max_concurrency)
+    else:
+        outcomes = _map_cells(lambda c: _run_on_pool(store, cfg, c), cells, len(cells))
+
+    report: dict[str, Any] = {}
+    report_error = None
+    try:
+        from tasks.report import report_sweep
+
+        report = report_sweep(str(sweep_dir(cfg)), cfg) or {}
+    except Exception as exc:
+        report_error = f"{type(exc).__name__}: {exc}"
+        logger.error("report failed: %s", report_error)
+
+    failed = [o["cell"] for o in outcomes if o["status"] != "completed"]
+    work_s = extracted.get("work_s", 0.0) + sum(o.get("work_s", 0.0) for o in outcomes)
+    work_s += float(report.get("work_s", 0.0)) if isinstance(report, dict) else 0.0
+    summary = {
+        "sweep": cfg.name,
+        "sweep_dir": str(sweep_dir(cfg)),
+        "store": store,
+        "cells": {o["cell"]: o["status"] for o in outcomes},
+        "failed": failed,
+        "report": str(sweep_dir(cfg) / "report" / "report.html"),
+        "wall_s": time.perf_counter() - wall_start,
+        "work_s": work_s,
+    }
+    _publish(cfg, summary, outcomes, report_error)
+    if failed or report_error:
+        parts = []
+        if failed:
+            parts.append(f"{len(failed)} of {len(cells)} cells failed: {', '.join(failed)}")
+        if report_error:
+            parts.append(f"report failed: {report_error}")
+        return Failed(message="; ".join(parts), data=summary)
+    logger.info("sweep %s done in %.0f s; report: %s", cfg.name, summary["wall_s"], summary["report"])
+    return summary
+
+
+def _publish(
+    cfg: SweepConfig, summary: dict[str, Any], outcomes: list[dict[str, Any]], report_error: str | None
+) -> None:
+    rows = grid_rows(cfg)
+    create_table_artifact(
+        rows,
+        key=artifact_key("grid", cfg.name),
+        description=f"Sweep {cfg.name}: dead %, L0, explained variance, monosemanticity",
+    )
+    report_dir = sweep_dir(cfg) / "report"
+    lines = [f"# Sweep `{cfg.name}`", ""]
+    if (report_dir / "report.html").exists():
+        lines.append(
+            f"Report: [{report_dir / 'report.html'}]({(report_dir / 'report.html').as_uri()})"
+            f" · [report.md]({(report_dir / 'report.md').as_uri()})"
+        )
+    else:
+        lines.append(f"Report: missing ({report_error or 'not written'})")
+    lines += ["", f"Run dirs: `{summary['sweep_dir']}`", ""]
+    for outcome in outcomes:
+        status = outcome["status"] + (f" — {outcome['error']}" if outcome.get("error") else "")
+        lines.append(f"- `{outcome['cell']}`: {status}")
+    lines += ["", markdown_table(rows)]
+    create_markdown_artifact(
+        "\n".join(lines),
+        key=artifact_key("report", cfg.name),
+        description=f"Sweep {cfg.name}: the report and each cell's status",
+    )

@@ -1,0 +1,318 @@
+"""What every Prefect task of the sweep shares: where things live, cache keys, locks, secrets, progress.
+
+Cache keys are content keys: the config sections a stage depends on, the upstream artifact's checksums
+and `code_version()` (a hash of sae_core's sources — Prefect's TASK_SOURCE policy would not see a change
+in a helper module). Results are persisted under `data_root/.prefect/results`, so a second process (the
+next `sae-sweep run`, another worker on the same volume) sees the cache, and deleting `data_root` drops
+it with the data. A cached result whose files were deleted must be recomputed, not returned stale:
+`configured()` passes `refresh_cache=True` when a stage's outputs are missing on disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from sae_core.config import SweepConfig
+from sae_core.io import read_json
+from sae_core.naming import Cell
+from sae_core.version import code_version
+
+log = logging.getLogger(__name__)
+
+PREFECT_DIRNAME = ".prefect"
+
+
+# ---------------------------------------------------------------------------------------------
+# Prefect defaults for this project (applied before Prefect is imported: it reads them at import)
+
+PREFECT_DEFAULTS = {
+    # The embedded server otherwise reports usage to Prefect at start-up; offline (and on this
+    # project's air-gapped workers) that attempt fails with a traceback in the middle of a normal run.
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+    # sae_core logs through `logging`; route it into the run logs shown in the UI.
+    "PREFECT_LOGGING_EXTRA_LOGGERS": "sae_core,tasks,flows",
+    # The embedded server's own access log is noise in a terminal run.
+    "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+}
+
+
+def apply_prefect_defaults() -> None:
+    """Set the project's Prefect defaults where the user has not set them."""
+    for key, value in PREFECT_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Where things live
+
+
+def data_root(cfg: SweepConfig) -> Path:
+    return Path(cfg.data_root).expanduser().resolve()
+
+
+def sweep_dir(cfg: SweepConfig) -> Path:
+    return data_root(cfg) / "runs" / cfg.name
+
+
+def run_dir(cfg: SweepConfig, cell: Cell) -> Path:
+    return sweep_dir(cfg) / cell.name
+
+
+def result_storage(cfg: SweepConfig) -> Path:
+    """Where task results (and so the cache records) are persisted: beside the data they describe."""
+    return data_root(cfg) / PREFECT_DIRNAME / "results"
+
+
+def with_absolute_root(cfg: SweepConfig) -> SweepConfig:
+    """The same config with `data_root` made absolute, so every task and worker agrees on the paths."""
+    return cfg.model_copy(update={"data_root": str(data_root(cfg))})
+
+
+# ---------------------------------------------------------------------------------------------
+# Cache keys
+
+
+def stable_hash(*parts: Any) -> str:
+    """A short sha256 over JSON-encoded parts (sorted keys: dict order never changes a key)."""
+    text = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def sections(cfg: SweepConfig, *names: str) -> dict[str, Any]:
+    dumped = cfg.model_dump(mode="json")
+    return {name: dumped[name] for name in names}
+
+
+def store_fingerprint(store_path: str | Path) -> str:
+    """The store's content: its shards' checksums and row counts plus the meaning of its rows.
+
+    Not the whole manifest: `created_at` changes when an identical store is re-extracted, and that must
+    not retrain every cell.
+    """
+    manifest = read_json(Path(store_path) / "manifest.json")
+    content = {
+        "shards": [(s.get("file"), s.get("rows"), s.get("sha256")) for s in manifest.get("shards", [])],
+        "model": manifest.get("model"),
+        "store_dtype": manifest.get("store_dtype"),
+        "drop_first_token": manifest.get("drop_first_token"),
+    }
+    return stable_hash(content)
+
+
+def file_fingerprint(path: str | Path) -> str:
+    """sha256 of a file (weights are at most a few hundred MB: well under a second)."""
+    from sae_core.io import sha256_file
+
+    return sha256_file(path)
+
+
+def extract_cache_key(cfg: SweepConfig) -> str:
+    return "extract-" + stable_hash(
+        sections(cfg, "model", "data", "extraction"), str(data_root(cfg)), code_version()
+    )
+
+
+def train_cache_key(cfg: SweepConfig, cell: Cell, store_path: str | Path) -> str:
+    return "train-" + stable_hash(
+        cell.name,
+        sections(cfg, "training"),
+        store_fingerprint(store_path),
+        str(run_dir(cfg, cell)),
+        code_version(),
+    )
+
+
+def analyze_cache_key(cfg: SweepConfig, cell: Cell, store_path: str | Path) -> str:
+    weights = run_dir(cfg, cell) / cell.weights_filename
+    return "analyze-" + stable_hash(
+        cell.name,
+        sections(cfg, "analysis"),
+        store_fingerprint(store_path),
+        file_fingerprint(weights) if weights.exists() else "missing",
+        str(run_dir(cfg, cell)),
+        code_version(),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Are a stage's outputs still on disk?
+
+
+def store_complete(store_path: str | Path) -> bool:
+    path = Path(store_path)
+    manifest = path / "manifest.json"
+    if not manifest.is_file():
+        return False
+    try:
+        shards = read_json(manifest).get("shards", [])
+    except (OSError, ValueError):
+        return False
+    return all((path / s["file"]).is_file() for s in shards)
+
+
+def training_complete(cfg: SweepConfig, cell: Cell) -> bool:
+    out = run_dir(cfg, cell)
+    metrics = out / "metrics.json"
+    if not (metrics.is_file() and (out / cell.weights_filename).is_file()):
+        return False
+    try:
+        return bool(read_json(metrics).get("completed"))
+    except (OSError, ValueError):
+        return False
+
+
+ANALYSIS_OUTPUTS = (
+    "analysis.json",
+    "features/feature_stats.parquet",
+    "features/selected.json",
+    "features/examples.parquet",
+)
+
+
+def analysis_complete(cfg: SweepConfig, cell: Cell) -> bool:
+    out = run_dir(cfg, cell)
+    return all((out / name).is_file() for name in ANALYSIS_OUTPUTS)
+
+
+def configured(task: Any, cfg: SweepConfig, outputs_present: bool) -> Any:
+    """The task with its results persisted under data_root, and its cache refreshed (recomputed and
+    rewritten under the same key) when the files a cached result points to are gone."""
+    options: dict[str, Any] = {"persist_result": True, "result_storage": result_storage(cfg)}
+    if not outputs_present:
+        options["refresh_cache"] = True
+    return task.with_options(**options)
+
+
+# ---------------------------------------------------------------------------------------------
+# Locks: two sweeps of the same config at once must not write the same store or run dir together.
+
+
+@contextlib.contextmanager
+def stage_lock(cfg: SweepConfig, name: str) -> Iterator[None]:
+    """An exclusive `flock` on `data_root/.prefect/locks/<name>.lock`.
+
+    The kernel drops the lock when its holder dies, so a worker killed mid-cell never leaves a stale
+    lock behind (Prefect's file lock manager would: its locks have no expiry by default). The second
+    sweep waits here, then finds the work done (extraction and training return at once when their
+    outputs are complete).
+    """
+    lock_dir = data_root(cfg) / PREFECT_DIRNAME / "locks"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+    with open(lock_dir / f"{safe}.lock", "a+") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for another run holding the lock %s", safe)
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+# ---------------------------------------------------------------------------------------------
+# Secrets: from the environment, else a Prefect Secret block; never parameters, logs or artifacts.
+
+
+def resolve_secret(env_name: str | None, block_name: str | None) -> str | None:
+    """The secret's value, or None when neither the variable nor the block is set.
+
+    Called inside tasks only, so the value is never a task or flow parameter that Prefect records.
+    """
+    if env_name and os.environ.get(env_name):
+        return os.environ[env_name]
+    if block_name:
+        from prefect.blocks.system import Secret
+
+        try:
+            value = Secret.load(block_name).get()
+        except ValueError:
+            log.warning("Prefect Secret block %r not found", block_name)
+            return None
+        return str(value) if value else None
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Progress: the `Progress` callback as a Prefect progress artifact.
+
+
+def artifact_key(*parts: str) -> str:
+    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
+    text = "-".join(parts).lower()
+    return re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]", "-", text)).strip("-")
+
+
+class PrefectProgress:
+    """`progress(done, total, info)` → a progress artifact, updated at most every `min_interval_s`.
+
+    Rate-limited because every update is an API call; a training loop reports hundreds of times.
+    """
+
+    def __init__(self, key: str, description: str, min_interval_s: float = 2.0) -> None:
+        self.key = key
+        self.description = description
+        self.min_interval_s = min_interval_s
+        self._artifact_id: Any = None
+        self._last = 0.0
+        self._last_percent = -1.0
+
+    def __call__(self, done: int, total: int | None, info: dict[str, float]) -> None:
+        if not total:
+            return
+        percent = min(100.0, 100.0 * done / total)
+        now = time.monotonic()
+        final = percent >= 100.0
+        if not final and now - self._last < self.min_interval_s:
+            return
+        if percent == self._last_percent:
+            return
+        self._last, self._last_percent = now, percent
+        text = self.description + _format_info(info)
+        try:
+            self._publish(percent, text)
+        except Exception as exc:  # a UI nicety must never fail the stage
+            log.debug("progress artifact %s not updated: %s", self.key, exc)
+
+    def _publish(self, percent: float, text: str) -> None:
+        from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+        if self._artifact_id is None:
+            self._artifact_id = create_progress_artifact(percent, key=self.key, description=text)
+        else:
+            update_progress_artifact(self._artifact_id, percent, description=text)
+
+
+def _format_info(info: dict[str, float]) -> str:
+    if not info:
+        return ""
+    shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in info.items())
+    return f" ({shown})"
+
+
+def run_logger() -> logging.Logger | logging.LoggerAdapter:
+    """Prefect's run logger inside a run, the module logger outside one (tests calling helpers)."""
+    try:
+        from prefect import get_run_logger
+
+        return get_run_logger()
+    except Exception:
+        return log
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    start = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - start

@@ -1,0 +1,104 @@
+"""The grid at a glance, read back from the run dirs: for the UI's table artifact and the model card.
+
+Read from disk (not from task results) so that it is the same whether cells ran in this process or on
+a GPU pool, and so that a missing or skipped stage shows as such — never as a zero.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sae_core.config import SweepConfig
+from sae_core.io import read_json
+from sae_core.naming import Cell, grid_cells
+from tasks.common import run_dir
+
+MISSING = "missing"
+
+
+def _load(path: Path) -> dict[str, Any] | None:
+    try:
+        return read_json(path) if path.is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
+def cell_summary(cfg: SweepConfig, cell: Cell) -> dict[str, Any]:
+    """What the run dir says about one cell: the figures the grid table shows, None when absent."""
+    out = run_dir(cfg, cell)
+    metrics = _load(out / "metrics.json") or {}
+    analysis = _load(out / "analysis.json") or {}
+    labels = _load(out / "labels.json") or {}
+    mono = labels.get("monosemanticity_rate")
+    return {
+        "cell": cell.name,
+        "run_dir": str(out),
+        "trained": bool(metrics.get("completed")),
+        "analysed": bool(analysis),
+        "dead_fraction": analysis.get("dead_fraction"),
+        "dead_fraction_train": metrics.get("dead_fraction_train"),
+        "l0": analysis.get("l0"),
+        "explained_variance": analysis.get("explained_variance"),
+        "monosemanticity_rate": mono,
+        "labels_skipped": labels.get("skipped_reason"),
+    }
+
+
+def _pct(value: float | None) -> str:
+    return MISSING if value is None else f"{100 * value:.1f}"
+
+
+def _num(value: float | None, digits: int = 3) -> str:
+    return MISSING if value is None else f"{value:.{digits}g}"
+
+
+def _mono(summary: dict[str, Any] | None) -> str:
+    if summary is None:
+        return MISSING
+    if summary["monosemanticity_rate"] is not None:
+        return f"{100 * summary['monosemanticity_rate']:.0f}%"
+    if summary["labels_skipped"]:
+        return "skipped"
+    return MISSING
+
+
+def grid_rows(cfg: SweepConfig) -> list[dict[str, str]]:
+    """One row per (λ, expansion), as the study's tables: dead % without/with resampling and their
+    delta, L0, explained variance and monosemanticity per strategy."""
+    by_key = {(c.l1, c.expansion, c.strategy): cell_summary(cfg, c) for c in grid_cells(cfg.grid)}
+    rows = []
+    for l1 in cfg.grid.l1_coefficients:
+        for exp in cfg.grid.expansion_factors:
+            plain = by_key.get((float(l1), exp, "nosampling"))
+            resampled = by_key.get((float(l1), exp, "sampling"))
+            dead_plain = plain["dead_fraction"] if plain else None
+            dead_res = resampled["dead_fraction"] if resampled else None
+            delta = None if dead_plain is None or dead_res is None else dead_plain - dead_res
+            rows.append(
+                {
+                    "λ": str(float(l1)),
+                    "expansion": f"{exp}x",
+                    "dead % (no resampling)": _pct(dead_plain),
+                    "dead % (resampling)": _pct(dead_res),
+                    "Δ dead % (no − with)": _pct(delta),
+                    "L0 (no resampling)": _num(plain["l0"] if plain else None),
+                    "L0 (resampling)": _num(resampled["l0"] if resampled else None),
+                    "explained var (no resampling)": _num(plain["explained_variance"] if plain else None),
+                    "explained var (resampling)": _num(
+                        resampled["explained_variance"] if resampled else None
+                    ),
+                    "monosemanticity (no resampling)": _mono(plain),
+                    "monosemanticity (resampling)": _mono(resampled),
+                }
+            )
+    return rows
+
+
+def markdown_table(rows: list[dict[str, str]]) -> str:
+    if not rows:
+        return "(no cells)\n"
+    header = list(rows[0])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(row[h]) for h in header) + " |" for row in rows]
+    return "\n".join(lines) + "\n"

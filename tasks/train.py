@@ -1,0 +1,111 @@
+"""The training stage as a Prefect task: one SAE per grid cell, resumable, with a live progress artifact."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.runtime import task_run
+
+from sae_core.config import SweepConfig
+from sae_core.errors import SaeSweepError
+from sae_core.naming import Cell
+from tasks.common import (
+    PrefectProgress,
+    artifact_key,
+    configured,
+    run_dir,
+    run_logger,
+    stage_lock,
+    train_cache_key,
+    training_complete,
+)
+
+
+def _cache_key(context: Any, parameters: dict[str, Any]) -> str:
+    return train_cache_key(parameters["cfg"], Cell.parse(parameters["cell"]), parameters["store"])
+
+
+def _run_name() -> str:
+    return f"train-{Cell.parse(task_run.parameters['cell']).task_name}"
+
+
+def _retry_unless_user_error(task: Any, task_run: Any, state: Any) -> bool:
+    # A bad config or a NaN loss fails the same way again; a killed process or a flaky disk may not.
+    return not isinstance(state.data, SaeSweepError)
+
+
+def progress_callback(cell: Cell, sweep: str) -> Any:
+    """A `TrainCallback` that mirrors training into a Prefect progress artifact and the run log."""
+    from sae_core.train import TrainCallback
+
+    class PrefectTrainCallback(TrainCallback):
+        def __init__(self) -> None:
+            self.total_steps = 0
+            self.logger = run_logger()
+            self.progress = PrefectProgress(
+                artifact_key("train", sweep, cell.task_name), f"training {cell.name}"
+            )
+
+        def on_start(self, total_steps: int, info: dict) -> None:
+            self.total_steps = total_steps
+            start = int(info.get("resumed_from") or 0)
+            if start:
+                self.logger.info("%s resumes from its checkpoint at step %d", cell.name, start)
+            self.progress(start, total_steps, {})
+
+        def on_log(self, step: int, metrics: dict) -> None:
+            shown = {k: float(metrics[k]) for k in ("loss", "l0", "dead_fraction") if k in metrics}
+            self.progress(step, self.total_steps, shown)
+
+        def on_resample(self, step: int, neurons: int) -> None:
+            self.logger.info("%s: resampled %d dead neurons at step %d", cell.name, neurons, step)
+
+        def on_end(self, metrics: dict) -> None:
+            self.progress(self.total_steps, self.total_steps, {})
+
+    return PrefectTrainCallback()
+
+
+@task(
+    name="train_sae",
+    task_run_name=_run_name,
+    cache_key_fn=_cache_key,
+    retries=2,
+    retry_delay_seconds=2,
+    retry_condition_fn=_retry_unless_user_error,
+)
+def train_sae(store: str, cell: str, cfg: SweepConfig) -> dict[str, Any]:
+    """Train one cell into `runs/<sweep>/<cell>/`, resuming from its checkpoint after a crash."""
+    from sae_core.train import train_cell
+
+    the_cell = Cell.parse(cell)
+    out = run_dir(cfg, the_cell)
+    start = time.perf_counter()
+    with stage_lock(cfg, f"train-{cfg.name}-{the_cell.name}"):
+        metrics = train_cell(store, the_cell, cfg, out, callbacks=[progress_callback(the_cell, cfg.name)])
+    seconds = time.perf_counter() - start
+    final = metrics.get("final") or {}
+    run_logger().info(
+        "%s trained: %s steps, loss %s, L0 %s, dead %s",
+        the_cell.name,
+        metrics.get("steps"),
+        final.get("loss"),
+        final.get("l0"),
+        final.get("dead_fraction"),
+    )
+    return {
+        "cell": the_cell.name,
+        "run_dir": str(out),
+        "weights": str(Path(out) / the_cell.weights_filename),
+        "steps": metrics.get("steps"),
+        "dead_fraction_train": metrics.get("dead_fraction_train"),
+        "work_s": seconds,
+    }
+
+
+def run_train(store: str, cell: Cell, cfg: SweepConfig) -> dict[str, Any]:
+    """Call the task from a flow, retraining when a cached run's files were deleted."""
+    return configured(train_sae, cfg, training_complete(cfg, cell))(store, cell.name, cfg)
