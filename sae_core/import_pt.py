@@ -142,8 +142,12 @@ def _documents(files: list[Path], store_dtype: str) -> Iterator[_Doc]:
             have = sorted(chunk) if isinstance(chunk, dict) else type(chunk).__name__
             raise StoreError(f"chunk: {path} must be a dict with keys {', '.join(_KEYS)} (got {have})")
         acts = chunk["filtered_residual_activations"]
-        tokens = chunk["token_ids"].reshape(-1)
-        lengths = chunk["attention_mask"].bool().sum(dim=1).tolist()
+        mask = chunk["attention_mask"].bool()
+        tokens = chunk["token_ids"]
+        if tokens.ndim == 2 and tokens.shape == mask.shape:  # padded [n_docs, ctx]: keep the real ones
+            tokens = tokens[mask]
+        tokens = tokens.reshape(-1)
+        lengths = mask.sum(dim=1).tolist()
         if acts.ndim != 2 or acts.shape[0] != len(tokens) or sum(lengths) != len(tokens):
             raise StoreError(
                 f"chunk: {path} is inconsistent: activations {list(acts.shape)}, token_ids {len(tokens)}, "

@@ -1,0 +1,30 @@
+"""`sae-sweep extract`: the store path is the last line of stdout, progress with tokens/s on stderr."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from flows.cli import main
+from sae_core.activations import ActivationStore
+
+
+def test_cli_extract_prints_the_store_last_and_shows_progress(tmp_path, capsys, tiny_gpt2, tiny_corpus):
+    sets = [
+        f"data_root={tmp_path}",
+        f"model.name={tiny_gpt2}",
+        "model.layer=0",
+        "data.dataset=json",
+        f"data.data_files={tiny_corpus}",
+        "data.num_documents=20",
+        "data.context_length=64",
+    ]
+    argv = ["extract", "--preset", "demo"] + [x for s in sets for x in ("--set", s)]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    path = captured.out.strip().splitlines()[-1]
+    store = ActivationStore.open(path)
+    assert store.manifest["model"]["layer"] == 0 and "embeddings" in store.manifest["model"]["layer_meaning"]
+    assert "tok/s" in captured.err
+    assert np.all([len(t) <= 64 for t in store.documents("train").values()])
+    assert main([*argv[:-2], "--set", "model.layer=9"]) == 2
+    assert "model.layer" in capsys.readouterr().err
