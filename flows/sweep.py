@@ -116,24 +116,27 @@ def sae_sweep(
 
     report: dict[str, Any] = {}
     report_error = None
+    report_s = 0.0
     try:
         from tasks.report import report_sweep
 
+        report_start = time.perf_counter()
         report = report_sweep(str(sweep_dir(cfg)), cfg) or {}
+        report_s = time.perf_counter() - report_start
     except Exception as exc:
         report_error = f"{type(exc).__name__}: {exc}"
         logger.error("report failed: %s", report_error)
 
     failed = [o["cell"] for o in outcomes if o["status"] != "completed"]
     work_s = extracted.get("work_s", 0.0) + sum(o.get("work_s", 0.0) for o in outcomes)
-    work_s += float(report.get("work_s", 0.0)) if isinstance(report, dict) else 0.0
+    work_s += report_s  # the report task publishes its own artifacts: counted as stage work
     summary = {
         "sweep": cfg.name,
         "sweep_dir": str(sweep_dir(cfg)),
         "store": store,
         "cells": {o["cell"]: o["status"] for o in outcomes},
         "failed": failed,
-        "report": str(sweep_dir(cfg) / "report" / "report.html"),
+        "report": report.get("report_html") or str(sweep_dir(cfg) / "report" / "report.html"),
         "wall_s": time.perf_counter() - wall_start,
         "work_s": work_s,
     }

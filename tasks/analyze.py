@@ -15,7 +15,7 @@ from tasks.common import (
     analysis_complete,
     analyze_cache_key,
     artifact_key,
-    configured,
+    call_stage,
     run_dir,
     run_logger,
 )
@@ -60,4 +60,4 @@ def analyze_features(store: str, cell: str, cfg: SweepConfig) -> dict[str, Any]:
 
 def run_analyze(store: str, cell: Cell, cfg: SweepConfig) -> dict[str, Any]:
     """Call the task from a flow, re-analysing when a cached analysis's files were deleted."""
-    return configured(analyze_features, cfg, analysis_complete(cfg, cell))(store, cell.name, cfg)
+    return call_stage(analyze_features, cfg, analysis_complete(cfg, cell), store, cell.name, cfg)

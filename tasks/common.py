@@ -185,6 +185,17 @@ def analysis_complete(cfg: SweepConfig, cell: Cell) -> bool:
     return all((out / name).is_file() for name in ANALYSIS_OUTPUTS)
 
 
+def call_stage(task: Any, cfg: SweepConfig, outputs_present: bool, *args: Any) -> dict[str, Any]:
+    """Run a stage task from a flow; its result says whether it was a cache hit (then `work_s` is 0:
+    the stored figure belongs to the run that computed it)."""
+    state = configured(task, cfg, outputs_present)(*args, return_state=True)
+    result = dict(state.result())
+    result["cached"] = state.name == "Cached"
+    if result["cached"]:
+        result["work_s"] = 0.0
+    return result
+
+
 def configured(task: Any, cfg: SweepConfig, outputs_present: bool) -> Any:
     """The task with its results persisted under data_root, and its cache refreshed (recomputed and
     rewritten under the same key) when the files a cached result points to are gone."""

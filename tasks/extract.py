@@ -12,7 +12,7 @@ from sae_core.io import read_json
 from tasks.common import (
     PrefectProgress,
     artifact_key,
-    configured,
+    call_stage,
     extract_cache_key,
     run_logger,
     stage_lock,
@@ -53,7 +53,6 @@ def extract_stage(cfg: SweepConfig) -> dict[str, Any]:
 
 def expected_store(cfg: SweepConfig) -> str:
     from sae_core.extract import store_key
-
     from tasks.common import data_root
 
     return str(data_root(cfg) / "activations" / store_key(cfg))
@@ -61,4 +60,4 @@ def expected_store(cfg: SweepConfig) -> str:
 
 def run_extract(cfg: SweepConfig) -> dict[str, Any]:
     """Call the task from a flow, recomputing it when a cached store was deleted."""
-    return configured(extract_stage, cfg, store_complete(expected_store(cfg)))(cfg)
+    return call_stage(extract_stage, cfg, store_complete(expected_store(cfg)), cfg)

@@ -15,7 +15,7 @@ from sae_core.naming import Cell
 from tasks.common import (
     PrefectProgress,
     artifact_key,
-    configured,
+    call_stage,
     run_dir,
     run_logger,
     stage_lock,
@@ -108,4 +108,4 @@ def train_sae(store: str, cell: str, cfg: SweepConfig) -> dict[str, Any]:
 
 def run_train(store: str, cell: Cell, cfg: SweepConfig) -> dict[str, Any]:
     """Call the task from a flow, retraining when a cached run's files were deleted."""
-    return configured(train_sae, cfg, training_complete(cfg, cell))(store, cell.name, cfg)
+    return call_stage(train_sae, cfg, training_complete(cfg, cell), store, cell.name, cfg)

@@ -1,0 +1,80 @@
+"""The demo sweep through Prefect (the session's test harness): every cell's files, skipped labels, the
+report and the artifacts; a second run is all cache hits; deleted outputs are recomputed; a failing
+cell does not sink the others and the final state names it."""
+
+from __future__ import annotations
+
+import pytest
+
+from sae_core.config import load_config
+from sae_core.naming import Cell
+from tasks.common import run_dir, sweep_dir
+
+pytestmark = pytest.mark.slow
+
+CELLS = [Cell(2, 0.01, "nosampling"), Cell(2, 0.01, "sampling")]
+
+
+def task_states(client, flow_run_id) -> dict[str, str]:
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    return {run.name: run.state.name for run in runs}
+
+
+def test_demo_sweep_caches_recomputes_and_isolates_failures(prefect_client, tiny_sweep_factory, tmp_path):
+    from flows.sweep import sae_sweep
+
+    overrides = tiny_sweep_factory(tmp_path / "data")
+    cfg = load_config("demo", None, overrides)
+
+    first = sae_sweep(preset="demo", overrides=overrides, return_state=True)
+    assert first.is_completed(), first.message
+    summary = first.result()
+    assert summary["failed"] == [] and set(summary["cells"]) == {c.name for c in CELLS}
+    for cell in CELLS:
+        out = run_dir(cfg, cell)
+        assert (out / cell.weights_filename).is_file()  # model_weights_2x_0.01_sampling.pth, …
+        assert (out / "saelens" / "cfg.json").is_file() and (out / "analysis.json").is_file()
+        assert (out / "labels.json").is_file()  # skipped: no endpoint configured
+    report = sweep_dir(cfg) / "report"
+    assert (report / "report.md").is_file() and (report / "report.html").is_file()
+    artifacts = {a.key: a for a in prefect_client.read_artifacts() if a.key}
+    assert "grid-demo" in artifacts and "report-demo" in artifacts
+    grid = artifacts["grid-demo"].data
+    assert "dead % (no resampling)" in str(grid) and "skipped" in str(grid)
+    progress = [a for a in prefect_client.read_artifacts() if a.type == "progress"]
+    assert any(a.data == 100.0 for a in progress)
+    first_states = task_states(prefect_client, first.state_details.flow_run_id)
+    assert first_states["train-2x-0.01-sampling"] == "Completed"
+
+    # Second run of the same config: every stage with a cache is a hit, nothing is trained.
+    log_mtimes = {c: (run_dir(cfg, c) / "train_log.parquet").stat().st_mtime_ns for c in CELLS}
+    second = sae_sweep(preset="demo", overrides=overrides, return_state=True)
+    assert second.is_completed(), second.message
+    states = task_states(prefect_client, second.state_details.flow_run_id)
+    cached = {
+        name: state for name, state in states.items() if name.startswith(("extract", "train", "analyze"))
+    }
+    assert len(cached) == 5 and set(cached.values()) == {"Cached"}, states
+    assert {c: (run_dir(cfg, c) / "train_log.parquet").stat().st_mtime_ns for c in CELLS} == log_mtimes
+
+    # A deleted weights file is not served stale from the cache: that cell retrains, the other does not.
+    gone = CELLS[1]
+    (run_dir(cfg, gone) / gone.weights_filename).unlink()
+    third = sae_sweep(preset="demo", overrides=overrides, return_state=True)
+    assert third.is_completed(), third.message
+    states = task_states(prefect_client, third.state_details.flow_run_id)
+    assert states["train-2x-0.01-sampling"] == "Completed" and states["train-2x-0.01-nosampling"] == "Cached"
+    assert (run_dir(cfg, gone) / gone.weights_filename).is_file()
+
+    # A cell that cannot be written fails alone; the report still comes; the final state names it.
+    broken = {**overrides, "name": "broken"}
+    bad_cfg = load_config("demo", None, broken)
+    run_dir(bad_cfg, CELLS[0]).parent.mkdir(parents=True)
+    run_dir(bad_cfg, CELLS[0]).write_text("a file where the run dir should be")
+    fourth = sae_sweep(preset="demo", overrides=broken, return_state=True)
+    assert fourth.is_failed()
+    assert "1 of 2 cells failed: 2x_0.01_nosampling" in fourth.message
+    assert (run_dir(bad_cfg, CELLS[1]) / CELLS[1].weights_filename).is_file()
+    assert (sweep_dir(bad_cfg) / "report" / "report.md").is_file()
