@@ -175,10 +175,25 @@ def monosemanticity_pct(data: CellData) -> Entry:
 
 
 def resample_count(data: CellData) -> Entry:
+    """Resampling checks that revived at least one neuron (a check finding none dead is not counted)."""
+    events = _events(data)
+    return events if isinstance(events, Entry) else Entry(float(sum(1 for e in events if e["neurons"] > 0)))
+
+
+def neurons_resampled(data: CellData) -> Entry:
+    events = _events(data)
+    return events if isinstance(events, Entry) else Entry(float(sum(e["neurons"] for e in events)))
+
+
+def _events(data: CellData) -> list[dict[str, Any]] | Entry:
     if data.metrics is None:
         return data.missing("metrics.json")
     events = data.metrics.get("resample_events")
-    return Entry(float(len(events))) if isinstance(events, list) else Entry(None, "missing")
+    if not isinstance(events, list):
+        return Entry(None, "missing (resample_events absent)")
+    return [
+        {"step": e.get("step"), "neurons": int(e.get("neurons") or 0)} for e in events if isinstance(e, dict)
+    ]
 
 
 CELL_METRICS: dict[str, tuple[str, Any, str]] = {
@@ -196,6 +211,7 @@ CELL_METRICS: dict[str, tuple[str, Any, str]] = {
     "tokens_trained": ("tokens trained", lambda d: _from(d, "metrics.json", "tokens_trained"), "{:,.0f}"),
     "wall_time_s": ("wall time (s)", lambda d: _from(d, "metrics.json", "wall_time_s"), "{:,.1f}"),
     "resample_events": ("resamplings", resample_count, "{:.0f}"),
+    "neurons_resampled": ("neurons resampled", neurons_resampled, "{:,.0f}"),
 }
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pyarrow.parquet as pq
 from matplotlib.figure import Figure
 
 from sae_core.io import atomic_write_bytes
@@ -154,9 +155,12 @@ def _read_log(data: CellData) -> Any:
     if not path.is_file():
         return None
     try:
-        import pandas as pd
-
-        return pd.read_parquet(path, columns=["step", "kind", "loss"])
+        table = pq.read_table(path)
+        if not {"step", "kind", "loss"} <= set(table.column_names):
+            log.warning("report: %s lacks step/kind/loss columns, no loss curve", path)
+            return None
+        wanted = [c for c in ("step", "kind", "loss", "neurons_resampled") if c in table.column_names]
+        return table.select(wanted).to_pandas()
     except Exception as exc:  # a corrupt or foreign file must not sink the whole report
         log.warning("report: cannot read %s: %s", path, exc)
         return None
@@ -200,15 +204,18 @@ def _loss_curves(cells: list[CellData]) -> Figure | None:
 
 
 def _resample_steps(data: CellData, df: Any) -> np.ndarray:
-    steps = df.loc[df["kind"] == "resample", "step"].to_numpy(float)
-    if not len(steps) and data.metrics and isinstance(data.metrics.get("resample_events"), list):
-        steps = np.array([e["step"] for e in data.metrics["resample_events"] if "step" in e], dtype=float)
-    return steps
+    """Steps at which resampling revived neurons (checks that found none dead are not marked)."""
+    if "neurons_resampled" in df.columns:
+        rows = df[(df["kind"] == "resample") & (df["neurons_resampled"].fillna(0) > 0)]
+        if len(rows):
+            return rows["step"].to_numpy(float)
+    events = data.metrics.get("resample_events") if data.metrics else None
+    if not isinstance(events, list):
+        return np.array([])
+    return np.array([e["step"] for e in events if e.get("neurons", 0) > 0 and "step" in e], dtype=float)
 
 
 def _density(cells: list[CellData]) -> Figure | None:
-    import pyarrow.parquet as pq
-
     densities = []
     for data in cells:
         path = data.path / "features" / "feature_stats.parquet"

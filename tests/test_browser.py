@@ -218,7 +218,7 @@ def test_browser_list_search_click_and_keyboard(chromium, small_page):
     assert len(marks) == len(expected) > 0
     assert all(text == " Washington" for text, _, _ in marks)
     # rgba(255, 120, 0, a); at full strength the browser reports rgb(255, 120, 0).
-    alphas = [float((re.findall(r"[\d.]+", color) + ["1"])[3]) for _, _, color in marks]
+    alphas = [float([*re.findall(r"[\d.]+", color), "1"][3]) for _, _, color in marks]
     acts = [act for _, act, _ in marks]
     top = max(range(len(acts)), key=acts.__getitem__)
     low = min(range(len(acts)), key=acts.__getitem__)

@@ -64,6 +64,7 @@ def test_per_cell_rows_equal_the_cells_files(demo_report):
         assert row["tokens_trained"] == metrics["tokens_trained"]
         assert row["wall_time_s"] == pytest.approx(metrics["wall_time_s"])
         assert row["resample_events"] == len(metrics["resample_events"])
+        assert row["neurons_resampled"] == sum(e["neurons"] for e in metrics["resample_events"])
     labels = json.loads((sweep / "2x_0.01_sampling" / "labels.json").read_text())
     assert rows["2x_0.01_sampling"]["monosemanticity_pct"] == pytest.approx(
         100 * labels["monosemanticity_rate"]
