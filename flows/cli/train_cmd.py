@@ -1,0 +1,48 @@
+"""`sae-sweep train`: train one SAE (one grid cell) from an activation store, with a progress bar."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from flows.cli.app import ConfigOpt, PresetOpt, SetOpt, app, resolve_config
+
+
+@app.command("train")
+def train(
+    activations: Annotated[Path, typer.Option("--activations", "-a", help="Activation store directory.")],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Run directory to write (resumes if it holds one).")
+    ],
+    expansion: Annotated[int, typer.Option(help="SAE width as a multiple of d_model.")] = 8,
+    l1: Annotated[float, typer.Option("--l1", help="Sparsity penalty λ (see training.l1_scaling).")] = 1e-4,
+    strategy: Annotated[
+        str, typer.Option(help="`sampling` (resample dead neurons) or `nosampling`.")
+    ] = "sampling",
+    preset: PresetOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Train one SAE cell; writes the .pth, the SAELens export, metrics.json and train_log.parquet."""
+    from sae_core.errors import TrainingError
+    from sae_core.naming import Cell
+    from sae_core.progress import TqdmProgress
+    from sae_core.train import train_cell
+
+    cfg = resolve_config(preset, config, set_)
+    try:
+        cell = Cell(expansion, float(l1), strategy)
+    except ValueError as exc:
+        raise TrainingError(str(exc)) from None
+    with TqdmProgress(f"train {cell.name}") as bar:
+        metrics = train_cell(activations, cell, cfg, out, progress=bar)
+    summary = {
+        k: metrics[k] for k in ("cell", "steps", "tokens_trained", "tokens_per_s", "dead_fraction_train")
+    }
+    summary["final"] = metrics["final"]
+    summary["resample_events"] = len(metrics["resample_events"])
+    typer.echo(json.dumps(summary, indent=2))
+    typer.echo(f"wrote {out / cell.weights_filename}")

@@ -1,0 +1,93 @@
+"""Atomic, resumable training checkpoints.
+
+A checkpoint holds everything a resumed run needs to continue exactly where the killed one stopped:
+weights, Adam state, the step, RNG states, the data position (the step alone: batch order is a pure
+function of seed and epoch), the firing counters, the log so far and the resample events. It also holds
+the hash and the dict of the config it was trained under, so a run with another config refuses to resume
+from it and says which keys differ.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sae_core.errors import TrainingError
+from sae_core.io import atomic_write_with
+
+CHECKPOINT_NAME = "checkpoint.pt"
+FORMAT_VERSION = 1
+
+# Training keys that do not change the trained weights: a run may resume with different values.
+NON_SEMANTIC_KEYS = ("log_every", "val_every", "checkpoint_every", "device", "compile", "max_memory_gb")
+
+
+def resume_identity(training: dict[str, Any], cell: dict[str, Any], d_in: int, data_fingerprint: str) -> dict:
+    """What must match for a checkpoint (or a completed run) to count as the same training."""
+    return {
+        "cell": cell,
+        "d_in": d_in,
+        "data": data_fingerprint,
+        "training": {k: v for k, v in training.items() if k not in NON_SEMANTIC_KEYS},
+    }
+
+
+def config_hash(identity: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def describe_difference(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
+    """`['training.lr: 0.001 in the checkpoint, 0.0001 now', ...]`."""
+    out: list[str] = []
+    for key in sorted(set(saved) | set(current)):
+        a, b = saved.get(key), current.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.extend(describe_difference(a, b, f"{prefix}{key}."))
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} in the checkpoint, {b!r} now")
+    return out
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
+    """Write `state` (plus the format version) atomically: a crash mid-write leaves the previous one."""
+    path = Path(path)
+    payload = {"format_version": FORMAT_VERSION, **state}
+    atomic_write_with(path, lambda tmp: torch.save(payload, tmp))
+    return path
+
+
+def load_checkpoint(
+    path: str | Path, identity: dict[str, Any], map_location: str | torch.device = "cpu"
+) -> dict:
+    """Load a checkpoint trained under `identity`; refuse (TrainingError naming the keys) otherwise."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:  # a truncated or foreign file: say so instead of a pickle traceback
+        raise TrainingError(f"checkpoint: cannot read {path} ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
+        raise TrainingError(f"checkpoint: {path} is not a sae-sweep checkpoint of format {FORMAT_VERSION}")
+    if state.get("config_hash") != config_hash(identity):
+        diffs = describe_difference(state.get("identity", {}), identity) or ["(unknown)"]
+        raise TrainingError(
+            f"checkpoint: {path} was trained under another config, refusing to resume "
+            f"({'; '.join(diffs)}); delete it or use another output directory"
+        )
+    return state
+
+
+def rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])

@@ -1,0 +1,84 @@
+"""Dead-neuron resampling as in Anthropic's "Towards Monosemanticity", with the study's parameters.
+
+Neurons that fired in no step of the window are dead. A large random pool of training inputs (never just
+the current batch, the study's mistake) is scored by squared reconstruction error; one input per dead
+neuron is drawn with probability ∝ loss²; the neuron's decoder row becomes the normalised `x − b_dec`, its
+encoder column the same direction scaled to `enc_scale` × the mean alive encoder norm, its bias is drawn
+from U(bias_low, 0), and the Adam moments of exactly those rows/columns are zeroed. All vectorised.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from sae_core.sae import SparseAutoencoder
+
+log = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def reconstruction_loss(sae: SparseAutoencoder, pool: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
+    """Per-input squared reconstruction error `‖x̂ − x‖²` over the pool, chunked to bound memory."""
+    out = torch.empty(pool.shape[0], dtype=torch.float32, device=pool.device)
+    for start in range(0, pool.shape[0], chunk):
+        xb = pool[start : start + chunk].float()
+        x_hat, _ = sae(xb)
+        out[start : start + chunk] = (x_hat - xb).pow(2).sum(dim=1)
+    return out
+
+
+@torch.no_grad()
+def resample_dead(
+    sae: SparseAutoencoder,
+    optimizer: torch.optim.Optimizer | None,
+    dead: torch.Tensor,
+    pool: torch.Tensor,
+    *,
+    enc_scale: float,
+    bias_low: float,
+    generator: torch.Generator,
+) -> int:
+    """Reinitialise the neurons flagged in the bool mask `dead` [m] from `pool` [N, d]; returns how many."""
+    dead_idx = torch.nonzero(dead.to(sae.W_enc.device), as_tuple=False).flatten()
+    n_dead = int(dead_idx.numel())
+    if n_dead == 0:
+        return 0
+    pool = pool.to(sae.W_enc.device, torch.float32)
+    weights = reconstruction_loss(sae, pool).pow(2)
+    if not torch.isfinite(weights).all() or float(weights.sum()) <= 0:
+        weights = torch.ones_like(weights)  # perfect (or broken) reconstruction: draw uniformly
+    weights = weights.cpu().double()  # multinomial with the CPU generator: reproducible on any device
+    replacement = n_dead > int((weights > 0).sum())
+    chosen = torch.multinomial(weights, n_dead, replacement=replacement, generator=generator)
+    inputs = pool[chosen.to(pool.device)] - sae.b_dec
+    directions = inputs / inputs.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+    alive = ~dead.to(sae.W_enc.device)
+    alive_norm = sae.W_enc[:, alive].norm(dim=0).mean() if bool(alive.any()) else torch.tensor(1.0)
+    sae.W_dec[dead_idx] = directions
+    sae.W_enc[:, dead_idx] = directions.t() * (alive_norm * enc_scale)
+    bias = torch.rand(n_dead, generator=generator, dtype=torch.float32) * bias_low  # U(bias_low, 0)
+    sae.b_enc[dead_idx] = bias.to(sae.b_enc.device)
+    if optimizer is not None:
+        zero_adam_moments(sae, optimizer, dead_idx)
+    log.info("resampled %d dead neurons from a pool of %d inputs", n_dead, pool.shape[0])
+    return n_dead
+
+
+@torch.no_grad()
+def zero_adam_moments(sae: SparseAutoencoder, optimizer: torch.optim.Optimizer, idx: torch.Tensor) -> None:
+    """Zero Adam's first and second moments for exactly the resampled rows/columns."""
+    for param, view in ((sae.W_enc, "col"), (sae.b_enc, "row"), (sae.W_dec, "row")):
+        state = optimizer.state.get(param)
+        if not state:
+            continue
+        for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
+            moment = state.get(key)
+            if moment is None:
+                continue
+            if view == "col":
+                moment[:, idx] = 0
+            else:
+                moment[idx] = 0

@@ -1,0 +1,159 @@
+"""`train_cell`: one grid cell from an activation store into its run directory.
+
+Writes (see docs/architecture.md, "runs/<sweep>/<cell>/"): `model_weights_<cell>.pth`, `saelens/`,
+`metrics.json`, `train_log.parquet`, and `checkpoint.pt` while training. A completed run with the same
+config is returned as is; a checkpoint of the same config is resumed; one of another config is refused.
+Re-exported as `sae_core.train.train_cell`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sae_core.checkpoint import CHECKPOINT_NAME, config_hash, load_checkpoint, resume_identity
+from sae_core.config import SweepConfig
+from sae_core.device import resolve_device
+from sae_core.errors import TrainingError
+from sae_core.export import SAELENS_DIR, export_saelens, save_pth
+from sae_core.io import atomic_write_json, atomic_write_with, read_json
+from sae_core.naming import Cell
+from sae_core.progress import Progress
+from sae_core.version import code_version
+
+log = logging.getLogger(__name__)
+
+LOG_COLUMNS = (
+    "step",
+    "tokens",
+    "kind",
+    "loss",
+    "mse",
+    "l1",
+    "l0",
+    "explained_variance",
+    "dead_fraction",
+    "lr",
+)
+
+
+def train_cell(
+    store_path: str | Path,
+    cell: Cell,
+    cfg: SweepConfig,
+    out_dir: str | Path,
+    *,
+    callbacks: Sequence[Any] = (),
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Train `cell` on the store at `store_path` into `out_dir`; return the `metrics.json` dict."""
+    from sae_core.sae import SparseAutoencoder
+    from sae_core.tracking import WandbCallback
+    from sae_core.train import ProgressCallback, Trainer
+    from sae_core.train_data import open_store_data
+
+    if not math.isfinite(cell.l1) or cell.l1 < 0:
+        raise TrainingError(f"l1: λ must be finite and >= 0 (got {cell.l1})")
+    out_dir = Path(out_dir)
+    training = cfg.training
+    device = resolve_device(training.device)
+    data, store = open_store_data(store_path, device, training.max_memory_gb)
+    d_hidden = data.d_model * cell.expansion
+    identity = resume_identity(
+        training.model_dump(mode="json"), cell.to_dict(), data.d_model, data.fingerprint()
+    )
+    chash = config_hash(identity)
+
+    done = _completed_run(out_dir, cell, chash)
+    if done is not None:
+        log.info("%s: already trained with this config, nothing to do", cell.name)
+        return done
+
+    sae = SparseAutoencoder(data.d_model, d_hidden, seed=training.seed)
+    tracker = WandbCallback(
+        cfg.tracking,
+        name=cell.wandb_name,
+        group=cfg.name,
+        config={
+            "cell": cell.to_dict(),
+            "training": training.model_dump(mode="json"),
+            "store": str(store_path),
+        },
+        run_dir=out_dir,
+    )
+    all_callbacks = [*callbacks, tracker]
+    if progress is not None:
+        all_callbacks.append(ProgressCallback(progress))
+    ckpt_path = out_dir / CHECKPOINT_NAME
+    trainer = Trainer(
+        sae, data, training, l1=cell.l1, strategy=cell.strategy, device=device,
+        checkpoint_path=ckpt_path, identity=identity, callbacks=all_callbacks,
+    )  # fmt: skip
+    if ckpt_path.exists():
+        saved = load_checkpoint(ckpt_path, identity, map_location=device)
+        trainer.restore(saved)
+        log.info("%s: resuming from %s at step %d", cell.name, ckpt_path, trainer.state.step)
+    try:
+        result = trainer.run()
+    except BaseException:
+        tracker.close(failed=True)
+        raise
+
+    metrics = {
+        "cell": cell.name,
+        "d_in": data.d_model,
+        "d_hidden": d_hidden,
+        "store": str(store_path),
+        **result,
+        "training": training.model_dump(mode="json"),
+        "config_hash": chash,
+        "code_version": code_version(),
+        "completed": True,
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_pth(trainer.sae, out_dir / cell.weights_filename)
+    export_saelens(
+        trainer.sae, out_dir / SAELENS_DIR, getattr(store, "manifest", None),
+        l1_coefficient=cell.l1, l1_scaling=training.l1_scaling, strategy=cell.strategy, cell=cell.name,
+    )  # fmt: skip
+    write_train_log(out_dir / "train_log.parquet", trainer.state.log_rows)
+    atomic_write_json(out_dir / "metrics.json", metrics)  # last: its presence marks the run complete
+    ckpt_path.unlink(missing_ok=True)
+    for cb in all_callbacks:
+        cb.on_end(metrics)
+    return metrics
+
+
+def _completed_run(out_dir: Path, cell: Cell, chash: str) -> dict[str, Any] | None:
+    metrics_file = out_dir / "metrics.json"
+    if not metrics_file.is_file() or not (out_dir / cell.weights_filename).is_file():
+        return None
+    metrics = read_json(metrics_file)
+    if metrics.get("completed") is True and metrics.get("config_hash") == chash:
+        return metrics
+    log.info("%s: %s holds a run of another config; training again", cell.name, out_dir)
+    return None
+
+
+def write_train_log(path: Path, rows: list[dict[str, Any]]) -> None:
+    """`train_log.parquet`: one row per logged train step, validation and resample event."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema(
+        [("step", pa.int64()), ("tokens", pa.int64()), ("kind", pa.string())]
+        + [(c, pa.float64()) for c in LOG_COLUMNS[3:]]
+        + [("neurons_resampled", pa.int64())]
+    )
+    table = pa.Table.from_pylist(rows, schema=schema)
+    atomic_write_with(path, lambda tmp: pq.write_table(table, tmp))
+
+
+def load_train_log(run_dir: str | Path) -> Any:
+    """`train_log.parquet` of a run directory as a pandas DataFrame."""
+    import pandas as pd
+
+    return pd.read_parquet(Path(run_dir) / "train_log.parquet")

@@ -1,0 +1,225 @@
+"""The study's sparse autoencoder, its loss, the decoder constraint and a hand-written training step.
+
+`h = ReLU((x − b_dec) W_enc + b_enc)`, `x̂ = h W_dec + b_dec`, parameters stored as the study stored them
+(`W_enc [d, m]`, `b_enc [m]`, `W_dec [m, d]`, `b_dec [d]`), so its `.pth` files load unchanged.
+
+`fused_step_grads` computes the loss and every gradient by hand instead of through autograd. It is exactly
+the gradient autograd would give (tests compare them), but it does 5 matmuls per step instead of autograd's
+6: autograd propagates a full `[B, d]` gradient into `x − b_dec` only to sum it for `b_dec`, while the sum
+can be taken first (`Σ_b g_pre @ W_encᵀ`, a matrix-vector product). It also fuses the ReLU mask with the
+L1 gradient and writes the weight gradients in place.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+
+L1Scaling = Literal["seed", "sum"]
+PARAM_NAMES = ("W_enc", "b_enc", "W_dec", "b_dec")
+
+
+class SparseAutoencoder(nn.Module):
+    """One hidden layer of `d_hidden` ReLU features over `d_in`-dimensional activations."""
+
+    def __init__(self, d_in: int, d_hidden: int, *, seed: int | None = None) -> None:
+        super().__init__()
+        if d_in <= 0 or d_hidden <= 0:
+            raise ValueError(f"d_in and d_hidden must be > 0 (got {d_in}, {d_hidden})")
+        self.d_in = d_in
+        self.d_hidden = d_hidden
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        # The study's initialisation: Gaussian encoder scaled by 1/sqrt(d), decoder by 1/sqrt(m), zero biases
+        # (decoder rows become unit-norm after the first step, as in its code).
+        self.W_enc = nn.Parameter(torch.randn(d_in, d_hidden, generator=gen) / math.sqrt(d_in))
+        self.b_enc = nn.Parameter(torch.zeros(d_hidden))
+        self.W_dec = nn.Parameter(torch.randn(d_hidden, d_in, generator=gen) / math.sqrt(d_hidden))
+        self.b_dec = nn.Parameter(torch.zeros(d_in))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(torch.addmm(self.b_enc, x - self.b_dec, self.W_enc))
+
+    def decode(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.addmm(self.b_dec, h, self.W_dec)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.encode(x)
+        return self.decode(h), h
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, torch.Tensor]) -> SparseAutoencoder:
+        missing = [k for k in PARAM_NAMES if k not in state]
+        if missing or set(state) != set(PARAM_NAMES):
+            raise ValueError(f"state dict must hold exactly {PARAM_NAMES} (got {sorted(state)})")
+        d_in, d_hidden = state["W_enc"].shape
+        sae = cls(d_in, d_hidden, seed=0)
+        sae.load_state_dict({k: v.float() for k, v in state.items()})
+        return sae
+
+    @classmethod
+    def from_pth(cls, path: str | Path, device: str | torch.device = "cpu") -> SparseAutoencoder:
+        """Load a `.pth` state dict with the study's keys (`W_enc`, `b_enc`, `W_dec`, `b_dec`)."""
+        state = torch.load(Path(path), map_location=device, weights_only=True)
+        return cls.from_state_dict(state).to(device)
+
+
+def l1_factor(scaling: L1Scaling, d_hidden: int) -> float:
+    """What λ is multiplied by per unit of summed activation per token: `seed` averages over m features."""
+    if scaling == "seed":
+        return 1.0 / d_hidden
+    if scaling == "sum":
+        return 1.0
+    raise ValueError(f"training.l1_scaling: must be seed or sum (got {scaling!r})")
+
+
+@dataclass
+class LossParts:
+    loss: torch.Tensor
+    mse: torch.Tensor
+    l1: torch.Tensor
+
+
+def sae_loss(
+    x: torch.Tensor, x_hat: torch.Tensor, h: torch.Tensor, l1_coef: float, scaling: L1Scaling
+) -> LossParts:
+    """`MSE(x, x̂)` (mean over batch × d, as `F.mse_loss`) `+ λ·L1(h)`; the L1 term is the mean over
+    batch × m (`seed`, the study's `F.l1_loss(h, 0)`) or the per-token sum averaged over the batch (`sum`)."""
+    mse = (x_hat - x).pow(2).mean()
+    l1 = h.abs().sum(dim=-1).mean() * l1_factor(scaling, h.shape[-1])
+    return LossParts(loss=mse + l1_coef * l1, mse=mse, l1=l1)
+
+
+@torch.no_grad()
+def project_decoder_grad(sae: SparseAutoencoder) -> None:
+    """Remove from each decoder row's gradient its component along the row (the row's norm is fixed)."""
+    grad, w = sae.W_dec.grad, sae.W_dec
+    if grad is None:
+        return
+    coef = (grad * w).sum(dim=1, keepdim=True) / (w * w).sum(dim=1, keepdim=True).clamp_min(1e-12)
+    grad.sub_(coef * w)
+
+
+@torch.no_grad()
+def normalize_decoder(sae: SparseAutoencoder) -> None:
+    """Renormalise decoder rows to unit L2 norm (after every optimizer step)."""
+    sae.W_dec.div_(sae.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12))
+
+
+@dataclass
+class StepStats:
+    """Tensors (no host sync) describing one training step; `fired` is a per-feature bool."""
+
+    loss: torch.Tensor
+    mse: torch.Tensor
+    l1: torch.Tensor
+    fired: torch.Tensor
+    l0: torch.Tensor | None = None
+    explained_variance: torch.Tensor | None = None
+
+
+def _ensure_grad(p: nn.Parameter) -> torch.Tensor:
+    if p.grad is None:
+        p.grad = torch.empty_like(p)
+    return p.grad
+
+
+@torch.no_grad()
+def fused_step_grads(
+    sae: SparseAutoencoder, x: torch.Tensor, l1_coef: float, scaling: L1Scaling, *, full_stats: bool = False
+) -> StepStats:
+    """Forward pass, loss and all four gradients (written into `.grad`), equal to autograd's."""
+    batch, d = x.shape
+    m = sae.d_hidden
+    x_c = x - sae.b_dec
+    h = torch.addmm(sae.b_enc, x_c, sae.W_enc).relu_()
+    x_hat = torch.addmm(sae.b_dec, h, sae.W_dec)
+    err = x_hat.sub_(x)  # x̂ is not needed past this point: reuse its memory for the error
+    mse = err.pow(2).mean()
+    l1_per = l1_factor(scaling, m)
+    l1 = h.sum() * (l1_per / batch)  # h >= 0, so |h| = h
+    # dLoss/dx̂ = 2(x̂ − x)/(B·d); dLoss/dh = that @ W_decᵀ + λ·l1_per/B on h > 0 (ReLU gate).
+    g_out = err.mul_(2.0 / (batch * d))
+    torch.mm(h.t(), g_out, out=_ensure_grad(sae.W_dec))
+    g_h = torch.addmm(g_out.new_full((1, 1), l1_coef * l1_per / batch), g_out, sae.W_dec.t())
+    g_pre = torch.ops.aten.threshold_backward(g_h, h, 0.0)
+    g_benc = g_pre.sum(dim=0)
+    _ensure_grad(sae.b_enc).copy_(g_benc)
+    torch.mm(x_c.t(), g_pre, out=_ensure_grad(sae.W_enc))
+    # b_dec enters twice: added in the decoder, subtracted before the encoder.
+    torch.sub(g_out.sum(dim=0), sae.W_enc @ g_benc, out=_ensure_grad(sae.b_dec))
+    fired = h.amax(dim=0) > 0
+    stats = StepStats(loss=mse + l1_coef * l1, mse=mse, l1=l1, fired=fired)
+    if full_stats:
+        stats.l0 = (h > 0).sum(dim=1, dtype=torch.float32).mean()
+        stats.explained_variance = explained_variance_from_error(x, g_out, scale=batch * d / 2.0)
+    return stats
+
+
+def explained_variance_from_error(x: torch.Tensor, err: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """`1 − Σ‖x − x̂‖² / Σ‖x − mean(x)‖²` over the batch; `err` is `(x̂ − x) / scale`."""
+    resid = (err * scale).pow(2).sum()
+    total = (x - x.mean(dim=0, keepdim=True)).pow(2).sum().clamp_min(1e-12)
+    return 1.0 - resid / total
+
+
+def autograd_step_grads(
+    sae: SparseAutoencoder,
+    x: torch.Tensor,
+    l1_coef: float,
+    scaling: L1Scaling,
+    *,
+    full_stats: bool = False,
+    forward: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
+) -> StepStats:
+    """The same step through autograd (used under bf16 autocast / torch.compile on CUDA, and as the
+    reference the fused step is tested against); `forward` may be a compiled `sae.forward`."""
+    x_hat, h = (forward or sae)(x)
+    parts = sae_loss(x, x_hat.float(), h.float(), l1_coef, scaling)
+    sae.zero_grad(set_to_none=False)
+    parts.loss.backward()
+    with torch.no_grad():
+        hd = h.detach()
+        stats = StepStats(
+            loss=parts.loss.detach(), mse=parts.mse.detach(), l1=parts.l1.detach(), fired=hd.amax(dim=0) > 0
+        )
+        if full_stats:
+            stats.l0 = (hd > 0).sum(dim=1, dtype=torch.float32).mean()
+            stats.explained_variance = explained_variance_from_error(x, x_hat.detach().float() - x)
+    return stats
+
+
+@torch.no_grad()
+def evaluate(
+    sae: SparseAutoencoder, x: torch.Tensor, l1_coef: float, scaling: L1Scaling, chunk: int = 8192
+) -> dict[str, float]:
+    """Loss, MSE, L1, L0 and explained variance over `x` (chunked), plus per-feature firing."""
+    n = x.shape[0]
+    sq_err = 0.0
+    l1_sum = 0.0
+    l0_sum = 0.0
+    fired = torch.zeros(sae.d_hidden, dtype=torch.bool, device=x.device)
+    mean = x.mean(dim=0, keepdim=True)
+    total_var = float((x - mean).pow(2).sum())
+    for start in range(0, n, chunk):
+        xb = x[start : start + chunk]
+        x_hat, h = sae(xb)
+        sq_err += float((x_hat - xb).pow(2).sum())
+        l1_sum += float(h.sum())
+        l0_sum += float((h > 0).sum())
+        fired |= h.amax(dim=0) > 0
+    mse = sq_err / (n * sae.d_in)
+    l1 = l1_sum / n * l1_factor(scaling, sae.d_hidden)
+    return {
+        "loss": mse + l1_coef * l1,
+        "mse": mse,
+        "l1": l1,
+        "l0": l0_sum / n,
+        "explained_variance": 1.0 - sq_err / max(total_var, 1e-12),
+        "dead_fraction": float((~fired).float().mean()),
+    }

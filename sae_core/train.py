@@ -1,0 +1,378 @@
+"""Training one SAE: shuffled batches, the fused step, the decoder constraint, resampling, metrics,
+validation, checkpoints and callbacks. `train_cell` trains one grid cell from a store into its run dir.
+
+Callers attach a progress bar, Prefect progress or tracking through `TrainCallback`s; `sae_core` knows
+none of them. Nothing here syncs the device every step: the loss is checked for NaN/Inf through a
+device-side flag read at log steps, before every checkpoint and at the end.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sae_core.checkpoint import config_hash, rng_state, save_checkpoint, set_rng_state
+from sae_core.config import TrainingConfig
+from sae_core.errors import TrainingError
+from sae_core.progress import Progress
+from sae_core.resample import resample_dead
+from sae_core.sae import (
+    SparseAutoencoder,
+    StepStats,
+    autograd_step_grads,
+    evaluate,
+    fused_step_grads,
+    normalize_decoder,
+    project_decoder_grad,
+)
+from sae_core.train_data import TrainingData, geometric_median, steps_per_epoch
+
+log = logging.getLogger(__name__)
+
+
+class TrainCallback:
+    """Hooks into a training run; every method is a no-op here, override the ones you need."""
+
+    def on_start(self, total_steps: int, info: dict) -> None: ...
+    def on_log(self, step: int, metrics: dict) -> None: ...
+    def on_validation(self, step: int, metrics: dict) -> None: ...
+    def on_resample(self, step: int, neurons: int) -> None: ...
+    def on_checkpoint(self, step: int, path: Path) -> None: ...
+    def on_end(self, metrics: dict) -> None: ...
+
+
+class ProgressCallback(TrainCallback):
+    """Feeds a `Progress` (tqdm in the CLI, a Prefect artifact in tasks): tokens, tok/s, loss, L0, dead %."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.total_tokens: int | None = None
+
+    def on_start(self, total_steps: int, info: dict) -> None:
+        self.total_tokens = total_steps * int(info["batch_size"])
+        self.progress(int(info.get("tokens", 0)), self.total_tokens, {})
+
+    def on_log(self, step: int, metrics: dict) -> None:
+        self.progress(
+            int(metrics["tokens"]),
+            self.total_tokens,
+            {
+                "tok/s": round(metrics.get("tokens_per_s", 0.0)),
+                "loss": metrics["loss"],
+                "L0": metrics["l0"],
+                "dead%": 100 * metrics["dead_fraction"],
+            },
+        )
+
+
+@dataclass
+class TrainState:
+    """Everything beyond weights and optimizer that a resumed run needs."""
+
+    step: int = 0
+    last_fired: torch.Tensor | None = None  # [m] int64: last step a feature fired (0 = never since start)
+    resample_events: list[dict] = field(default_factory=list)
+    log_rows: list[dict] = field(default_factory=list)
+    wall_time_s: float = 0.0
+
+
+def total_steps_for(training: TrainingConfig, train_tokens: int) -> int:
+    batch = min(training.batch_size, train_tokens)
+    if training.max_tokens is not None:
+        return max(1, math.ceil(training.max_tokens / batch))
+    return max(1, math.ceil((training.epochs or 1.0) * steps_per_epoch(train_tokens, training.batch_size)))
+
+
+class Trainer:
+    """Trains `sae` on `data` with the settings of `training`, λ = `l1` and `strategy`."""
+
+    def __init__(
+        self,
+        sae: SparseAutoencoder,
+        data: TrainingData,
+        training: TrainingConfig,
+        *,
+        l1: float,
+        strategy: str,
+        device: torch.device,
+        checkpoint_path: Path | None = None,
+        identity: dict[str, Any] | None = None,
+        callbacks: Sequence[TrainCallback] = (),
+    ) -> None:
+        if not math.isfinite(l1) or l1 < 0:
+            raise TrainingError(f"l1: λ must be finite and >= 0 (got {l1})")
+        if strategy not in ("sampling", "nosampling"):
+            raise TrainingError(f"strategy: must be sampling or nosampling (got {strategy!r})")
+        if data.d_model != sae.d_in:
+            raise TrainingError(
+                f"activations: the store's d_model is {data.d_model} but the SAE's d_in is {sae.d_in}"
+            )
+        if data.train_tokens <= 0:
+            raise TrainingError(f"activations: the train split is empty (got {data.train_tokens} tokens)")
+        self.sae = sae.to(device)
+        self.data = data
+        self.cfg = training
+        self.l1 = float(l1)
+        self.strategy = strategy
+        self.device = device
+        self.checkpoint_path = checkpoint_path
+        self.identity = identity
+        self.callbacks = list(callbacks)
+        self.batch_size = min(training.batch_size, data.train_tokens)
+        self.total_steps = total_steps_for(training, data.train_tokens)
+        if strategy == "sampling" and training.resample_every >= self.total_steps:
+            raise TrainingError(
+                f"training.resample_every: {training.resample_every} steps is not before the end of training "
+                f"({self.total_steps} steps), so the `sampling` strategy would never resample"
+            )
+        self.optimizer = torch.optim.Adam(
+            self.sae.parameters(),
+            lr=training.lr,
+            betas=(training.adam_beta1, training.adam_beta2),
+            fused=device.type in ("cpu", "cuda"),
+        )
+        self.state = TrainState(last_fired=torch.zeros(sae.d_hidden, dtype=torch.int64, device=device))
+        self._step_fn = self._make_step_fn()
+        self._val_x: torch.Tensor | None = None
+
+    # ---- setup ------------------------------------------------------------------------------------
+
+    def _make_step_fn(self) -> Callable[[torch.Tensor, bool], StepStats]:
+        cfg, sae, scaling = self.cfg, self.sae, self.cfg.l1_scaling
+        if self.device.type == "cuda" and (cfg.autocast_bf16 or cfg.compile):
+            forward = torch.compile(sae.forward) if cfg.compile else sae.forward
+
+            def autograd_step(x: torch.Tensor, full: bool) -> StepStats:
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.autocast_bf16):
+                    return autograd_step_grads(sae, x, self.l1, scaling, full_stats=full, forward=forward)
+
+            return autograd_step
+        return lambda x, full: fused_step_grads(sae, x, self.l1, scaling, full_stats=full)
+
+    @torch.no_grad()
+    def init_b_dec(self) -> None:
+        """`training.b_dec_init`: zeros (the study), or the mean / geometric median of a training sample."""
+        if self.cfg.b_dec_init == "zeros":
+            return
+        sample = self.data.sample(min(self.cfg.resample_pool_tokens, 65_536), self.cfg.seed + 17).float()
+        value = sample.mean(dim=0) if self.cfg.b_dec_init == "mean" else geometric_median(sample[:8192])
+        self.sae.b_dec.copy_(value.to(self.sae.b_dec.device))
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        """Continue from a loaded checkpoint dict (see `checkpoint_state`)."""
+        self.sae.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.state = TrainState(
+            step=int(saved["step"]),
+            last_fired=saved["last_fired"].to(self.device),
+            resample_events=list(saved["resample_events"]),
+            log_rows=list(saved["log_rows"]),
+            wall_time_s=float(saved["wall_time_s"]),
+        )
+        set_rng_state(saved["rng"])
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {
+            "config_hash": config_hash(self.identity or {}),
+            "identity": self.identity or {},
+            "step": self.state.step,
+            "tokens": self.state.step * self.batch_size,
+            "data_position": {"step": self.state.step, "batch_size": self.batch_size},
+            "model": {k: v.detach().clone() for k, v in self.sae.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "last_fired": self.state.last_fired,
+            "resample_events": self.state.resample_events,
+            "log_rows": self.state.log_rows,
+            "wall_time_s": self.state.wall_time_s,
+            "rng": rng_state(),
+        }
+
+    # ---- the loop ---------------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        """Train to the end (from the restored step, if any) and return the final metrics dict."""
+        cfg, st = self.cfg, self.state
+        if st.step == 0:
+            self.init_b_dec()
+        self._val_x = self.data.validation(cfg.val_tokens, cfg.seed + 1)
+        start_info = {
+            "batch_size": self.batch_size,
+            "tokens": st.step * self.batch_size,
+            "resumed_from": st.step,
+        }
+        for cb in self.callbacks:
+            cb.on_start(self.total_steps, start_info)
+        first_bad = torch.full((), -1, dtype=torch.int64, device=self.device)
+        loss_seen = torch.zeros((), device=self.device)
+        batches = self.data.batches(self.batch_size, cfg.seed, st.step)
+        t0, tokens0 = time.perf_counter(), st.step * self.batch_size
+        wall0 = st.wall_time_s
+        stop_after = cfg.stop_resampling_after * self.total_steps if cfg.stop_resampling_after else math.inf
+        while st.step < self.total_steps:
+            x = next(batches)
+            is_log = (st.step + 1) % cfg.log_every == 0 or st.step + 1 == self.total_steps
+            stats = self._step_fn(x, is_log)
+            project_decoder_grad(self.sae)
+            self.optimizer.step()
+            normalize_decoder(self.sae)
+            st.step += 1
+            bad = ~torch.isfinite(stats.loss)
+            first_bad = torch.where(bad & (first_bad < 0), st.step, first_bad)
+            loss_seen = stats.loss.detach()
+            st.last_fired = torch.where(stats.fired, st.step, st.last_fired)
+            st.wall_time_s = wall0 + time.perf_counter() - t0
+            s = st.step
+            if is_log:
+                self._check_finite(first_bad, loss_seen)
+                elapsed = max(st.wall_time_s - wall0, 1e-9)
+                self._log_train(stats, tokens_per_s=(s * self.batch_size - tokens0) / elapsed)
+            if (
+                self.strategy == "sampling"
+                and s % cfg.resample_every == 0
+                and s < self.total_steps
+                and s <= stop_after
+            ):
+                self._check_finite(first_bad, loss_seen)
+                self._resample()
+            if s % cfg.val_every == 0 and s < self.total_steps:
+                self._validate()
+            if s % cfg.checkpoint_every == 0 and s < self.total_steps:
+                self._check_finite(first_bad, loss_seen, params=True)
+                self._save_checkpoint()
+        self._check_finite(first_bad, loss_seen, params=True)
+        return self._final_metrics()
+
+    def _check_finite(self, first_bad: torch.Tensor, loss: torch.Tensor, params: bool = False) -> None:
+        bad_step = int(first_bad)
+        if bad_step < 0 and params and not all(bool(torch.isfinite(p).all()) for p in self.sae.parameters()):
+            bad_step = self.state.step
+        if bad_step >= 0:
+            kept = self.checkpoint_path if self.checkpoint_path and self.checkpoint_path.exists() else None
+            where = (
+                f"the last good checkpoint {kept} is kept" if kept else "no checkpoint had been written yet"
+            )
+            raise TrainingError(
+                f"training: the loss became non-finite ({float(loss)}) at step {bad_step} "
+                f"(training.lr={self.cfg.lr}, l1={self.l1}); {where}"
+            )
+
+    def _window_dead_fraction(self) -> float:
+        window = min(self.cfg.resample_every, self.state.step)
+        return float((self.state.last_fired <= self.state.step - window).float().mean())
+
+    def _row(self, kind: str, metrics: dict[str, float], neurons: int | None = None) -> dict[str, Any]:
+        row = {
+            "step": self.state.step,
+            "tokens": self.state.step * self.batch_size,
+            "kind": kind,
+            **{k: metrics.get(k, math.nan) for k in ("loss", "mse", "l1", "l0", "explained_variance")},
+            "dead_fraction": metrics.get("dead_fraction", math.nan),
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "neurons_resampled": neurons,
+        }
+        self.state.log_rows.append(row)
+        return row
+
+    def _log_train(self, stats: StepStats, tokens_per_s: float) -> None:
+        metrics = {
+            "loss": float(stats.loss),
+            "mse": float(stats.mse),
+            "l1": float(stats.l1),
+            "l0": float(stats.l0) if stats.l0 is not None else math.nan,
+            "explained_variance": float(stats.explained_variance)
+            if stats.explained_variance is not None
+            else math.nan,
+            "dead_fraction": self._window_dead_fraction(),
+        }
+        row = self._row("train", metrics)
+        for cb in self.callbacks:
+            cb.on_log(self.state.step, {**row, "tokens_per_s": tokens_per_s})
+
+    def _validate(self) -> dict[str, float] | None:
+        if self._val_x is None:
+            return None
+        metrics = evaluate(self.sae, self._val_x, self.l1, self.cfg.l1_scaling)
+        row = self._row("val", metrics)
+        for cb in self.callbacks:
+            cb.on_validation(self.state.step, row)
+        return metrics
+
+    def _resample(self) -> None:
+        s = self.state.step
+        dead = self.state.last_fired <= s - self.cfg.resample_every
+        n_dead = int(dead.sum())
+        if n_dead:
+            pool = self.data.sample(self.cfg.resample_pool_tokens, self.cfg.seed + 1000 + s)
+            gen = torch.Generator().manual_seed(self.cfg.seed * 7_777 + s)
+            resample_dead(
+                self.sae, self.optimizer, dead, pool,
+                enc_scale=self.cfg.resample_enc_scale, bias_low=self.cfg.resample_bias, generator=gen,
+            )  # fmt: skip
+            self.state.last_fired = torch.where(dead, s, self.state.last_fired)
+        self.state.resample_events.append({"step": s, "neurons": n_dead})
+        self._row("resample", {}, neurons=n_dead)
+        for cb in self.callbacks:
+            cb.on_resample(s, n_dead)
+
+    def _save_checkpoint(self) -> None:
+        if self.checkpoint_path is None:
+            return
+        save_checkpoint(self.checkpoint_path, self.checkpoint_state())
+        for cb in self.callbacks:
+            cb.on_checkpoint(self.state.step, self.checkpoint_path)
+
+    def _final_metrics(self) -> dict[str, Any]:
+        sample = self.data.sample(self.cfg.val_tokens, self.cfg.seed + 2)
+        final = evaluate(self.sae, sample, self.l1, self.cfg.l1_scaling)
+        val = self._validate()
+        st = self.state
+        return {
+            "steps": st.step,
+            "tokens_trained": st.step * self.batch_size,
+            "wall_time_s": round(st.wall_time_s, 3),
+            "tokens_per_s": st.step * self.batch_size / max(st.wall_time_s, 1e-9),
+            "final": final,
+            "val": val,
+            "dead_fraction_train": self._window_dead_fraction(),
+            "resample_events": list(st.resample_events),
+        }
+
+
+def train_sae(
+    data: TrainingData,
+    d_hidden: int,
+    training: TrainingConfig,
+    *,
+    l1: float,
+    strategy: str,
+    device: str | torch.device = "cpu",
+    callbacks: Sequence[TrainCallback] = (),
+) -> tuple[SparseAutoencoder, dict[str, Any]]:
+    """Train an SAE on in-memory data without a run directory (notebooks, benchmarks, tests)."""
+    sae = SparseAutoencoder(data.d_model, d_hidden, seed=training.seed)
+    trainer = Trainer(
+        sae, data, training, l1=l1, strategy=strategy, device=torch.device(device), callbacks=callbacks
+    )
+    return trainer.sae, trainer.run()
+
+
+# `train_cell` (the run-directory entry point) lives in sae_core.run_cell and is re-exported here so
+# that callers use the contract's name `sae_core.train.train_cell`.
+from sae_core.run_cell import train_cell  # noqa: E402
+
+__all__ = [
+    "ProgressCallback",
+    "TrainCallback",
+    "TrainState",
+    "Trainer",
+    "total_steps_for",
+    "train_cell",
+    "train_sae",
+]

@@ -1,0 +1,199 @@
+"""Training: the known answer on superposition data, run-dir outputs, completed-run reuse, resume equal to
+an uninterrupted run, NaN handling, refusing another config's checkpoint, bad inputs, tracking."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from sae_core.checkpoint import CHECKPOINT_NAME
+from sae_core.config import TrainingConfig
+from sae_core.errors import TrainingError
+from sae_core.io import read_json
+from sae_core.naming import Cell
+from sae_core.sae import SparseAutoencoder
+from sae_core.train import TrainCallback, Trainer, train_cell, train_sae
+from sae_core.train_data import InMemoryData, epoch_seed
+from tests.fixtures_sae import make_store, small_config
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+CELL = Cell(4, 0.02, "sampling")
+
+
+def test_known_answer_recovers_ground_truth_directions(superposition_data):
+    x_train, x_val, directions = superposition_data
+    cfg = TrainingConfig(
+        lr=1e-2, batch_size=1024, epochs=None, max_tokens=1024 * 600, l1_scaling="sum", seed=0,
+        resample_every=250, resample_pool_tokens=4096, log_every=100, val_every=300, device="cpu",
+    )  # fmt: skip
+    sae, metrics = train_sae(InMemoryData(x_train, x_val), 64, cfg, l1=0.02, strategy="sampling")
+    best_cos = (directions @ sae.W_dec.detach().T).max(dim=1).values
+    assert (best_cos > 0.9).float().mean() >= 0.9, best_cos
+    assert metrics["val"]["explained_variance"] > 0.8
+    assert metrics["final"]["l0"] < 8  # sparse: ~1.9 true features per token
+    torch.testing.assert_close(sae.W_dec.norm(dim=1), torch.ones(64))
+
+
+def test_train_cell_writes_the_run_dir_and_reuses_a_completed_run(sae_store, tmp_path):
+    cfg = small_config()
+    out = tmp_path / CELL.name
+    metrics = train_cell(sae_store, CELL, cfg, out)
+    assert (out / "model_weights_4x_0.02_sampling.pth").is_file()
+    assert (out / "saelens" / "cfg.json").is_file() and (
+        out / "saelens" / "sae_weights.safetensors"
+    ).is_file()
+    assert not (out / CHECKPOINT_NAME).exists()
+    on_disk = read_json(out / "metrics.json")
+    for key in (
+        "cell",
+        "d_in",
+        "d_hidden",
+        "store",
+        "steps",
+        "tokens_trained",
+        "wall_time_s",
+        "tokens_per_s",
+        "final",
+        "val",
+        "dead_fraction_train",
+        "resample_events",
+        "training",
+        "code_version",
+        "completed",
+    ):
+        assert key in on_disk, key
+    assert on_disk["completed"] is True and on_disk["d_hidden"] == 64
+    assert set(on_disk["final"]) == {"loss", "mse", "l1", "l0", "explained_variance", "dead_fraction"}
+    assert [e["step"] for e in on_disk["resample_events"]] == [20, 40, 60]
+    log = pd.read_parquet(out / "train_log.parquet")
+    assert list(log.columns) == [
+        "step",
+        "tokens",
+        "kind",
+        "loss",
+        "mse",
+        "l1",
+        "l0",
+        "explained_variance",
+        "dead_fraction",
+        "lr",
+        "neurons_resampled",
+    ]
+    assert set(log["kind"]) == {"train", "val", "resample"}
+    assert log[log.kind == "train"]["loss"].notna().all()
+
+    class Counter(TrainCallback):
+        starts = 0
+
+        def on_start(self, total_steps, info):
+            Counter.starts += 1
+
+    again = train_cell(sae_store, CELL, cfg, out, callbacks=[Counter()])
+    assert again == metrics and Counter.starts == 0
+
+
+class _Kill(TrainCallback):
+    """Simulates a killed process right after the checkpoint at `step`."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_checkpoint(self, step, path):
+        if step == self.step:
+            raise KeyboardInterrupt
+
+
+def test_resume_equals_uninterrupted(sae_store, tmp_path):
+    cfg = small_config()
+    whole = train_cell(sae_store, CELL, cfg, tmp_path / "whole")
+    with pytest.raises(KeyboardInterrupt):
+        train_cell(sae_store, CELL, cfg, tmp_path / "killed", callbacks=[_Kill(50)])
+    assert (tmp_path / "killed" / CHECKPOINT_NAME).exists()
+    assert not (tmp_path / "killed" / "metrics.json").exists()
+    resumed = train_cell(sae_store, CELL, cfg, tmp_path / "killed")
+    a = torch.load(tmp_path / "whole" / CELL.weights_filename)
+    b = torch.load(tmp_path / "killed" / CELL.weights_filename)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert resumed["final"] == whole["final"] and resumed["resample_events"] == whole["resample_events"]
+    log_a = pd.read_parquet(tmp_path / "whole" / "train_log.parquet").drop(columns=[])
+    log_b = pd.read_parquet(tmp_path / "killed" / "train_log.parquet")
+    pd.testing.assert_frame_equal(log_a, log_b)
+
+
+def test_refuses_a_checkpoint_of_another_config(sae_store, tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        train_cell(sae_store, CELL, small_config(), tmp_path / "run", callbacks=[_Kill(25)])
+    with pytest.raises(
+        TrainingError, match=r"another config.*training\.lr: 0\.003 in the checkpoint, 0\.001 now"
+    ):
+        train_cell(sae_store, CELL, small_config(lr=1e-3), tmp_path / "run")
+
+
+def test_nan_loss_stops_with_error_and_keeps_last_good_checkpoint(superposition_data, tmp_path):
+    x_train = superposition_data[0][:4096].clone()
+    cfg = TrainingConfig(
+        lr=1e-3, batch_size=64, epochs=1, l1_scaling="sum", seed=0, log_every=5, checkpoint_every=10,
+        resample_every=10**6, device="cpu",
+    )  # fmt: skip
+    order = torch.randperm(4096, generator=torch.Generator().manual_seed(epoch_seed(0, 0)))
+    poison_step = 35  # the batch trained at step 35 (1-based) holds a NaN row
+    x_train[order[(poison_step - 1) * 64]] = float("nan")
+    ckpt = tmp_path / CHECKPOINT_NAME
+    trainer = Trainer(
+        SparseAutoencoder(16, 32, seed=0), InMemoryData(x_train), cfg, l1=0.01, strategy="nosampling",
+        device=torch.device("cpu"), checkpoint_path=ckpt, identity={"test": 1},
+    )  # fmt: skip
+    with pytest.raises(TrainingError, match=r"non-finite \(nan\) at step 35.*last good checkpoint"):
+        trainer.run()
+    saved = torch.load(ckpt, weights_only=False)
+    assert saved["step"] == 30
+    assert all(torch.isfinite(v).all() for v in saved["model"].values())
+
+
+def test_bad_inputs_are_clear_errors(superposition_data, tmp_path):
+    data = InMemoryData(superposition_data[0][:2048])
+    cfg = TrainingConfig(batch_size=256, epochs=1, resample_every=4, device="cpu")
+    cpu = torch.device("cpu")
+    with pytest.raises(TrainingError, match=r"d_model is 16 but the SAE's d_in is 8"):
+        Trainer(SparseAutoencoder(8, 32), data, cfg, l1=0.01, strategy="sampling", device=cpu)
+    with pytest.raises(TrainingError, match=r"λ must be finite and >= 0 \(got -0.1\)"):
+        Trainer(SparseAutoencoder(16, 32), data, cfg, l1=-0.1, strategy="sampling", device=cpu)
+    with pytest.raises(TrainingError, match=r"training.resample_every: 25000 steps .* \(8 steps\)"):
+        Trainer(
+            SparseAutoencoder(16, 32),
+            data,
+            TrainingConfig(batch_size=256, epochs=1),
+            l1=0.01,
+            strategy="sampling",
+            device=cpu,
+        )
+    empty = tmp_path / "no-train"
+    n = 400
+    make_store(empty, n=n, splits=np.array(["val"] * (n // 2) + ["test"] * (n - n // 2)))
+    with pytest.raises(TrainingError, match=r"empty train split \(got 0 tokens\)"):
+        train_cell(empty, CELL, small_config(), tmp_path / "run")
+
+
+def test_wandb_offline_writes_a_local_run_and_disabled_never_imports_it(sae_store, tmp_path):
+    cfg = small_config().model_copy(
+        update={"tracking": small_config().tracking.model_copy(update={"mode": "offline"})}
+    )
+    train_cell(sae_store, Cell(2, 0.02, "nosampling"), cfg, tmp_path / "tracked")
+    runs = list((tmp_path / "tracked" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
+    code = (
+        "import sys; from tests.fixtures_sae import small_config; from sae_core.naming import Cell; "
+        "from sae_core.train import train_cell; "
+        f"train_cell({str(sae_store)!r}, Cell(2, 0.02, 'nosampling'), small_config(), "
+        f"{str(tmp_path / 'off')!r}); "
+        "assert 'wandb' not in sys.modules, 'wandb imported in disabled mode'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parent.parent)
