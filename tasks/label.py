@@ -1,0 +1,410 @@
+"""Prefect layer of the labelling stage: one task run per feature, retried, bounded, cached.
+
+- Retries: Prefect's own (`retries`, exponential `retry_delay_seconds` with jitter), allowed by
+  `retry_condition_fn` only for `TransientLabelError` (429, 5xx, timeouts, malformed answers); a 429's
+  Retry-After is waited inside the attempt before it fails, so the next try never comes early. 400/401/
+  403 fail at once. A feature that still fails is recorded `status=failed`; the other features go on.
+- Concurrency: a thread-pool task runner of `labeling.concurrency` workers per cell, plus a process-wide
+  semaphore per endpoint, so cells labelled at the same time still respect the bound.
+- Cache: the task's cache key is (prompt version, model, examples hash) and results persist under
+  `data_root/.prefect/results` (`tasks.common.result_storage`), so a re-run (a new process included)
+  sends no request already answered. Failed attempts are not cached.
+- The API key travels inside an `Endpoint` as a pydantic `SecretStr` (shown as `**********` wherever
+  Prefect or a log prints it), is never part of a cache key, and is scrubbed from every error message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.runtime import task_run as runtime_task_run
+from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import SecretStr
+
+from sae_core.config import LabelingConfig, SweepConfig
+from sae_core.labeling import (
+    PROMPT_VERSION,
+    DetectionSet,
+    FeatureInputs,
+    LabelAttemptError,
+    LabelExample,
+    detect_feature,
+    detection_set,
+    examples_hash,
+    label_feature,
+    labels_frame,
+    load_label_inputs,
+    make_client,
+    monosemanticity,
+    scrub,
+    write_labels,
+)
+from sae_core.naming import Cell
+from tasks.common import resolve_secret, result_storage
+
+NO_KEY_PLACEHOLDER = "no-key"
+"""Sent as the key to a configured `base_url` when no key is set (Ollama, vLLM and llama.cpp ignore it)."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where and how to ask; the key is a SecretStr so that reprs and logs show `**********`."""
+
+    base_url: str | None
+    api_key: SecretStr
+    model: str
+    temperature: float
+    timeout: float
+    use_json_schema: bool
+    concurrency: int
+
+
+# ---------------------------------------------------------------------------------------------
+# Process-wide shared state: clients and per-endpoint slots (threads of this process share them)
+
+_lock = threading.Lock()
+_clients: dict[tuple[str | None, float, str], Any] = {}
+_slots: dict[tuple[str | None, int], threading.BoundedSemaphore] = {}
+
+
+def _client(endpoint: Endpoint) -> Any:
+    secret = endpoint.api_key.get_secret_value()
+    key = (endpoint.base_url, endpoint.timeout, hashlib.sha256(secret.encode()).hexdigest())
+    with _lock:
+        if key not in _clients:
+            _clients[key] = make_client(secret, endpoint.base_url, endpoint.timeout)
+        return _clients[key]
+
+
+def _slot(endpoint: Endpoint) -> threading.BoundedSemaphore:
+    with _lock:
+        return _slots.setdefault(
+            (endpoint.base_url, endpoint.concurrency), threading.BoundedSemaphore(endpoint.concurrency)
+        )
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter:
+    from prefect.exceptions import MissingContextError
+    from prefect.logging import get_run_logger
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("tasks.label")
+
+
+# ---------------------------------------------------------------------------------------------
+# Cache keys and retry policy
+
+
+def _slug(model: str) -> str:
+    """Model names such as `meta-llama/Llama-3-8B` made safe as a file name, kept unambiguous."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", model)[:60] + "-" + hashlib.sha256(model.encode()).hexdigest()[:6]
+
+
+def label_cache_key(model: str, ex_hash: str) -> str:
+    """(prompt version, model, examples hash): nothing else, the key above all, goes into it."""
+    return f"label-{PROMPT_VERSION}-{_slug(model)}-{ex_hash}"
+
+
+def _label_key_fn(context: Any, parameters: dict[str, Any]) -> str:
+    return label_cache_key(parameters["endpoint"].model, parameters["examples_hash"])
+
+
+def _detect_key_fn(context: Any, parameters: dict[str, Any]) -> str:
+    dset: DetectionSet = parameters["dset"]
+    payload = repr((parameters["label"], dset.contexts, dset.truth)).encode()
+    digest = hashlib.sha256(payload).hexdigest()[:16]
+    return f"detect-{PROMPT_VERSION}-{_slug(parameters['endpoint'].model)}-{digest}"
+
+
+def _retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
+    exc = state.data
+    return isinstance(exc, LabelAttemptError) and exc.retryable
+
+
+def _attempt(endpoint: Endpoint, call: Any) -> Any:
+    """Run one request inside the endpoint's slot; on failure record the attempt number and, for a 429,
+    wait its Retry-After before failing (the slot is released while waiting)."""
+    attempt = runtime_task_run.get_run_count() or 1
+    try:
+        with _slot(endpoint):
+            return call(_client(endpoint)), attempt
+    except LabelAttemptError as err:
+        err.attempts = attempt
+        if err.retry_after:
+            _logger().info(
+                "rate limited: waiting %.1f s (Retry-After) before the next attempt", err.retry_after
+            )
+            time.sleep(err.retry_after)
+        raise
+
+
+@task(
+    name="label-feature",
+    persist_result=True,
+    cache_key_fn=_label_key_fn,
+    retry_condition_fn=_retry_if_transient,
+)
+def label_feature_task(
+    feature_id: int, examples: list[LabelExample], examples_hash: str, endpoint: Endpoint
+) -> dict[str, Any]:
+    """Label one feature (one attempt per task try). Returns the label fields and the attempt count."""
+    result, attempt = _attempt(
+        endpoint,
+        lambda client: label_feature(
+            client,
+            endpoint.model,
+            examples,
+            temperature=endpoint.temperature,
+            timeout=endpoint.timeout,
+            use_json_schema=endpoint.use_json_schema,
+        ),
+    )
+    _logger().info("feature %d: %s", feature_id, result.label)
+    return {
+        "label": result.label,
+        "reasoning": result.reasoning,
+        "polysemantic": result.polysemantic,
+        "attempts": attempt,
+    }
+
+
+@task(
+    name="detect-feature",
+    persist_result=True,
+    cache_key_fn=_detect_key_fn,
+    retry_condition_fn=_retry_if_transient,
+)
+def detect_feature_task(feature_id: int, label: str, dset: DetectionSet, endpoint: Endpoint) -> float:
+    """Detection score of one label: balanced accuracy over held-out activating / other contexts."""
+    accuracy, _ = _attempt(
+        endpoint,
+        lambda client: detect_feature(
+            client,
+            endpoint.model,
+            label,
+            dset,
+            temperature=endpoint.temperature,
+            timeout=endpoint.timeout,
+            use_json_schema=endpoint.use_json_schema,
+        ),
+    )
+    return accuracy
+
+
+# ---------------------------------------------------------------------------------------------
+# Key resolution and skipping
+
+
+def skip_reason(lab: LabelingConfig, key: str | None) -> str | None:
+    if not lab.enabled:
+        return "labeling.enabled is false"
+    if lab.base_url is None and key is None:
+        where = f"${lab.api_key_env}"
+        if lab.api_key_secret_block:
+            where += f" or the Prefect Secret block {lab.api_key_secret_block!r}"
+        return f"no LLM endpoint or API key configured (set labeling.base_url, or put a key in {where})"
+    return None
+
+
+def _empty_summary(lab: LabelingConfig, reason: str | None) -> dict[str, Any]:
+    return {
+        "monosemanticity_rate": None,
+        "rate_top": None,
+        "rate_bottom": None,
+        "labelled": 0,
+        "polysemantic": 0,
+        "failed": 0,
+        "skipped_reason": reason,
+        "model": lab.model,
+        "prompt_version": PROMPT_VERSION,
+    }
+
+
+def _cell_label(run_dir: Path) -> str:
+    try:
+        return Cell.parse(run_dir.name).task_name
+    except ValueError:
+        return re.sub(r"[^A-Za-z0-9._-]+", "-", run_dir.name)
+
+
+# ---------------------------------------------------------------------------------------------
+# The cell
+
+
+def label_cell(run_dir: str, cfg: SweepConfig) -> dict[str, Any]:
+    """Label a cell's selected features (call inside a Prefect flow); writes labels.parquet and
+    labels.json and returns the labels.json dict. Skips with one log line when not configured."""
+    lab = cfg.labeling
+    run = Path(run_dir)
+    logger = _logger()
+    # Resolved here, inside the flow: never a flow or task parameter that Prefect would record.
+    key = resolve_secret(lab.api_key_env, lab.api_key_secret_block) if lab.enabled else None
+    reason = skip_reason(lab, key)
+    if reason:
+        logger.info("labels skipped for %s: %s", run.name, reason)
+        summary = _empty_summary(lab, reason)
+        write_labels(run, [], summary)
+        return summary
+
+    inputs = load_label_inputs(run, lab.examples_per_prompt)
+    endpoint = Endpoint(
+        base_url=lab.base_url,
+        api_key=SecretStr(key or NO_KEY_PLACEHOLDER),
+        model=lab.model,
+        temperature=lab.temperature,
+        timeout=lab.timeout_s,
+        use_json_schema=lab.structured_output,
+        concurrency=lab.concurrency,
+    )
+    secret = endpoint.api_key.get_secret_value()
+    cell = _cell_label(run)
+    options: dict[str, Any] = {
+        "retries": lab.max_retries,
+        "retry_delay_seconds": [lab.retry_base_delay_s * 2**i for i in range(max(lab.max_retries, 1))],
+        "retry_jitter_factor": 0.5 if lab.retry_base_delay_s > 0 else None,
+        "result_storage": result_storage(cfg),
+    }
+    logger.info("labelling %d features of %s with %s", len(inputs.features), run.name, lab.model)
+    outcomes: dict[int, dict[str, Any]] = {}
+    with ThreadPoolTaskRunner(max_workers=lab.concurrency) as runner:
+        futures = {}
+        for feat in inputs.features:
+            if not feat.examples:
+                outcomes[feat.feature_id] = _failed(1, "no examples in features/examples.parquet")
+                continue
+            ex_hash = examples_hash(feat.examples)
+            named = label_feature_task.with_options(
+                task_run_name=f"label-{cell}-f{feat.feature_id}", **options
+            )
+            params = {
+                "feature_id": feat.feature_id,
+                "examples": list(feat.examples),
+                "examples_hash": ex_hash,
+                "endpoint": endpoint,
+            }
+            futures[feat.feature_id] = (ex_hash, runner.submit(named, parameters=params))
+        for fid, (ex_hash, future) in futures.items():
+            outcomes[fid] = {**_collect(future, secret), "examples_hash": ex_hash}
+        if lab.detection:
+            _detect(runner, inputs, outcomes, endpoint, cell, options, lab.detection_examples, secret)
+
+    rows = _rows(inputs.features, outcomes, lab.model)
+    summary = {**_empty_summary(lab, None), **monosemanticity(labels_frame(rows))}
+    summary["cached"] = sum(1 for o in outcomes.values() if o.get("cached"))
+    write_labels(run, rows, summary)
+    logger.info(
+        "labels for %s: %d labelled, %d polysemantic, %d failed, %d from cache; monosemanticity rate %s",
+        run.name,
+        summary["labelled"],
+        summary["polysemantic"],
+        summary["failed"],
+        summary["cached"],
+        "n/a" if summary["monosemanticity_rate"] is None else f"{summary['monosemanticity_rate']:.3f}",
+    )
+    _publish(run, rows, summary)
+    return summary
+
+
+def _failed(attempts: int, error: str) -> dict[str, Any]:
+    return {"status": "failed", "attempts": attempts, "error": error}
+
+
+def _collect(future: Any, secret: str) -> dict[str, Any]:
+    """The outcome of one task run: its result, or `failed` with the scrubbed error and attempt count."""
+    future.wait()
+    state = future.state
+    if state.is_completed():
+        return {**state.result(), "status": "ok", "error": None, "cached": state.name == "Cached"}
+    exc = state.result(raise_on_failure=False)
+    if isinstance(exc, LabelAttemptError):
+        return _failed(exc.attempts, scrub(str(exc), secret))
+    return _failed(
+        1,
+        scrub(
+            f"{type(exc).__name__}: {exc}" if isinstance(exc, BaseException) else str(state.message), secret
+        ),
+    )
+
+
+def _detect(
+    runner: ThreadPoolTaskRunner,
+    inputs: Any,
+    outcomes: dict[int, dict[str, Any]],
+    endpoint: Endpoint,
+    cell: str,
+    options: dict[str, Any],
+    n: int,
+    secret: str,
+) -> None:
+    futures = {}
+    for fid, out in outcomes.items():
+        if out["status"] != "ok" or out.get("polysemantic"):
+            continue
+        dset = detection_set(inputs, fid, n)
+        if dset is None:
+            continue
+        named = detect_feature_task.with_options(task_run_name=f"detect-{cell}-f{fid}", **options)
+        params = {"feature_id": fid, "label": out["label"], "dset": dset, "endpoint": endpoint}
+        futures[fid] = runner.submit(named, parameters=params)
+    for fid, future in futures.items():
+        future.wait()
+        state = future.state
+        if state.is_completed():
+            outcomes[fid]["detection_accuracy"] = float(state.result())
+        else:  # a detection failure does not fail the label
+            exc = state.result(raise_on_failure=False)
+            _logger().warning("detection for feature %d failed: %s", fid, scrub(str(exc), secret))
+
+
+def _rows(features: tuple[FeatureInputs, ...], outcomes: dict[int, dict[str, Any]], model: str) -> list[dict]:
+    rows = []
+    for feat in features:
+        out = outcomes[feat.feature_id]
+        for group in feat.groups:
+            rows.append(
+                {
+                    "feature_id": feat.feature_id,
+                    "group": group,
+                    "label": out.get("label"),
+                    "reasoning": out.get("reasoning"),
+                    "polysemantic": out.get("polysemantic"),
+                    "model": model,
+                    "prompt_version": PROMPT_VERSION,
+                    "attempts": out["attempts"],
+                    "status": out["status"],
+                    "error": out.get("error"),
+                    "examples_hash": out.get("examples_hash"),
+                    "detection_accuracy": out.get("detection_accuracy"),
+                }
+            )
+    return rows
+
+
+def _publish(run: Path, rows: list[dict[str, Any]], summary: dict[str, Any]) -> None:
+    """A table artifact of the labels when running inside a flow (none from a plain script)."""
+    from prefect.artifacts import create_table_artifact
+    from prefect.context import FlowRunContext
+
+    if FlowRunContext.get() is None:
+        return
+    slug = re.sub(r"[^a-z0-9-]+", "-", run.name.lower()).strip("-")
+    rate = summary["monosemanticity_rate"]
+    create_table_artifact(
+        key=f"labels-{slug}"[:100],
+        table=[{k: r[k] for k in ("feature_id", "group", "label", "status", "attempts")} for r in rows],
+        description=(
+            f"Labels of {run.name} ({summary['model']}, {PROMPT_VERSION}): monosemanticity rate "
+            f"{'n/a' if rate is None else f'{rate:.3f}'}, {summary['labelled']} labelled, "
+            f"{summary['failed']} failed."
+        ),
+    )

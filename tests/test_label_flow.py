@@ -1,0 +1,214 @@
+"""tasks.label through Prefect (one test harness per session) against the fake OpenAI-compatible server:
+retries and where they stop, failures recorded, the rate, the cache across runs and processes, skips,
+and the key never leaking into files, logs, task parameters or artifacts."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from prefect import flow
+
+from sae_core.config import load_config
+from tasks.label import label_cell
+from tests.fixtures_llm import answer, error, hang, write_analysis
+
+KEY = "sk-flow-test-9d2e7b1c4a6f8e0d3b5a"
+CELL = "8x_0.0001_sampling"
+FEATURES = {
+    11: ("top", "tokA"),  # 429 with Retry-After, then fine
+    12: ("top", "tokB"),  # 500, 503, then fine
+    13: ("top", "tokC"),  # hangs past the timeout, then fine
+    14: ("top", "tokD"),  # empty content, no Label: line, invalid JSON, then POLYSEMANTIC
+    21: ("bottom", "tokE"),  # 401: no retry
+    22: ("bottom", "tokF"),  # 500 for ever: failed after the last retry
+    23: ("bottom", "tokG"),  # fine
+}
+MAX_RETRIES = 3
+
+
+def _cfg(data_root: Path, url: str | None, **extra: object):
+    overrides = {
+        "data_root": str(data_root),
+        "labeling.base_url": url,
+        "labeling.model": "test-model",
+        "labeling.max_retries": MAX_RETRIES,
+        "labeling.retry_base_delay_s": 0.01,
+        "labeling.timeout_s": 0.5,
+        "labeling.concurrency": 2,
+        "labeling.examples_per_prompt": 5,
+        "labeling.structured_output": False,
+        **extra,
+    }
+    return load_config("demo", overrides=overrides)
+
+
+@flow(name="label-test")
+def _label_flow(run_dir: str, cfg_dict: dict) -> dict:
+    from sae_core.config import validate_config
+
+    return label_cell(run_dir, validate_config(cfg_dict))
+
+
+def _script_failures(fake) -> None:
+    fake.script("tokA", error(429, "slow down", {"Retry-After": "0.4"}))
+    fake.script("tokB", error(500, "boom"), error(503, "busy"))
+    fake.script("tokC", hang(3.0))
+    fake.script(
+        "tokD",
+        answer(""),
+        answer("I am not sure what this is."),
+        answer('{"label": "x'),
+        answer("Label: POLYSEMANTIC"),
+    )
+    fake.script("tokE", error(401, "bad key"))
+    fake.script("tokF", *[error(500, "down")] * 10)
+
+
+@pytest.fixture
+def labelled(label_prefect, fake_llm, tmp_path, monkeypatch, caplog):
+    """One labelled cell with every kind of failure scripted; returns what the tests inspect."""
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    caplog.set_level(logging.DEBUG)
+    run = write_analysis(tmp_path / "runs" / "sweep" / CELL, FEATURES, n_top=6, n_quantile=2)
+    cfg = _cfg(tmp_path / "data", fake_llm.url)
+    _script_failures(fake_llm)
+    summary = _label_flow(str(run), cfg.model_dump(mode="json"))
+    return {"run": run, "cfg": cfg, "summary": summary, "requests": list(fake_llm.requests), "tmp": tmp_path}
+
+
+def test_retries_failures_rate_and_cache(labelled, fake_llm, label_prefect, monkeypatch) -> None:
+    run, summary, reqs = labelled["run"], labelled["summary"], labelled["requests"]
+    count = {marker: sum(r.marker == marker for r in reqs) for _, marker in FEATURES.values()}
+    assert count == {
+        "tokA": 2,
+        "tokB": 3,
+        "tokC": 2,
+        "tokD": 4,
+        "tokE": 1,  # 401: no retry
+        "tokF": MAX_RETRIES + 1,  # stops after the last retry
+        "tokG": 1,
+    }
+    a_first, a_second = (r for r in reqs if r.marker == "tokA")
+    assert a_second.started - a_first.finished >= 0.4  # Retry-After honoured
+    assert fake_llm.max_in_flight <= 2  # labeling.concurrency
+    assert all(r.headers["authorization"] == f"Bearer {KEY}" for r in reqs)
+
+    df = pd.read_parquet(run / "labels.parquet").set_index("feature_id")
+    assert df.loc[11, "label"] == "the token tokA" and df.loc[11, "attempts"] == 2
+    assert df.loc[12, "attempts"] == 3 and df.loc[13, "attempts"] == 2
+    assert bool(df.loc[14, "polysemantic"]) and df.loc[14, "label"] == "POLYSEMANTIC"
+    assert df.loc[21, "status"] == "failed" and df.loc[21, "attempts"] == 1 and "401" in df.loc[21, "error"]
+    assert df.loc[22, "status"] == "failed" and df.loc[22, "attempts"] == MAX_RETRIES + 1
+    assert "500" in df.loc[22, "error"]
+    assert set(df["group"]) == {"top", "bottom"} and (df["model"] == "test-model").all()
+    assert df["examples_hash"].str.len().eq(16).all()
+
+    # the rate: top 4 labelled, 1 polysemantic; bottom 1 labelled (23), 2 failed
+    assert (summary["labelled"], summary["polysemantic"], summary["failed"]) == (5, 1, 2)
+    assert summary["monosemanticity_rate"] == pytest.approx(1 - 1 / 5)
+    assert summary["rate_top"] == pytest.approx(0.75) and summary["rate_bottom"] == 1.0
+    assert summary["skipped_reason"] is None and summary["prompt_version"]
+    assert json.loads((run / "labels.json").read_text()) == summary
+
+    # second run in the same process: only the failed features are asked again
+    fake_llm.reset()
+    again = _label_flow(str(run), labelled["cfg"].model_dump(mode="json"))
+    assert {r.marker for r in fake_llm.requests} == {"tokE", "tokF"}
+    assert again["cached"] == 5 and again["labelled"] == 7 and again["failed"] == 0
+
+
+def test_second_process_sends_no_repeated_request_and_key_never_leaks(
+    labelled, fake_llm, label_prefect, caplog
+) -> None:
+    run, cfg = labelled["run"], labelled["cfg"]
+    fake_llm.reset()
+    fake_llm.script("tokE", error(401, "still bad"))
+    fake_llm.script("tokF", *[error(500, "down")] * 10)
+    env = {
+        **os.environ,
+        "OPENAI_API_KEY": KEY,
+        "PREFECT_API_URL": label_prefect.api_url,
+        "PREFECT_HOME": str(label_prefect.home),
+    }
+    sets = [
+        f"data_root={cfg.data_root}",
+        f"labeling.base_url={cfg.labeling.base_url}",
+        "labeling.model=test-model",
+        f"labeling.max_retries={MAX_RETRIES}",
+        "labeling.retry_base_delay_s=0.01",
+        "labeling.structured_output=false",
+        "labeling.examples_per_prompt=5",
+    ]
+    args = [sys.executable, "-m", "flows.cli", "label", "--run", str(run)]
+    for item in sets:
+        args += ["--set", item]
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    # a new process: answered features come from the cache, only the failed ones are asked again
+    assert {r.marker for r in fake_llm.requests} == {"tokE", "tokF"}
+    assert "monosemanticity rate 0.800" in done.stdout
+
+    # the key never leaks: files of the run, the cache, PREFECT_HOME, the API's database
+    from prefect.logging.handlers import APILogHandler
+
+    APILogHandler().flush()  # logs reach the API's database before it is searched
+    roots = [labelled["tmp"], label_prefect.home]
+    files = [p for root in roots for p in Path(root).rglob("*") if p.is_file()]
+    if label_prefect.db_path is not None:
+        files += [p for p in label_prefect.db_path.parent.glob(label_prefect.db_path.name + "*")]
+    assert any(p.name == "labels.parquet" for p in files) and len(files) > 5
+    leaks = [p for p in files if KEY.encode() in p.read_bytes() or KEY[:12].encode() in p.read_bytes()]
+    assert leaks == []
+    assert label_prefect.db_path is not None and label_prefect.db_path.is_file()
+    assert KEY not in caplog.text and KEY not in done.stdout + done.stderr
+    # the API: task runs (parameters are recorded as inputs), logs, artifacts
+    stored = _api_dump()
+    assert "label-8x-0.0001-sampling-f11" in stored  # the dump really holds our task runs
+    assert KEY not in stored and KEY[:12] not in stored
+
+
+def _api_dump() -> str:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs()
+        logs = client.read_logs()
+        artifacts = client.read_artifacts()
+    return "\n".join(x.model_dump_json() for x in [*runs, *logs, *artifacts])
+
+
+def test_skipped_without_endpoint_or_key(label_prefect, fake_llm, tmp_path, monkeypatch, caplog) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    run = write_analysis(tmp_path / CELL, {1: ("top", "tokA")})
+    caplog.set_level(logging.INFO)
+    summary = label_cell(str(run), _cfg(tmp_path, None))
+    assert summary["skipped_reason"].startswith("no LLM endpoint or API key configured")
+    assert "$OPENAI_API_KEY" in summary["skipped_reason"]
+    assert summary["monosemanticity_rate"] is None and summary["labelled"] == 0
+    assert json.loads((run / "labels.json").read_text())["skipped_reason"] == summary["skipped_reason"]
+    assert not (run / "labels.parquet").exists() and fake_llm.requests == []
+    assert sum("labels skipped" in r.getMessage() for r in caplog.records) == 1
+
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    disabled = label_cell(str(run), _cfg(tmp_path, fake_llm.url, **{"labeling.enabled": False}))
+    assert disabled["skipped_reason"] == "labeling.enabled is false" and fake_llm.requests == []
+
+
+def test_detection_scores_labels(label_prefect, fake_llm, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    run = write_analysis(tmp_path / CELL, {1: ("top", "tokP"), 2: ("top", "tokQ"), 3: ("bottom", "tokR")})
+    cfg = _cfg(
+        tmp_path / "data", fake_llm.url, **{"labeling.detection": True, "labeling.detection_examples": 2}
+    )
+    summary = _label_flow(str(run), cfg.model_dump(mode="json"))
+    df = pd.read_parquet(run / "labels.parquet")
+    assert df["detection_accuracy"].tolist() == [1.0, 1.0, 1.0]  # the fake picks exactly the right ones
+    assert summary["detection_accuracy"] == 1.0
+    assert sum("Label:" in (r.body["messages"][-1]["content"]) for r in fake_llm.requests) == 3
