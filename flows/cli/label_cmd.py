@@ -7,6 +7,7 @@ read from `$<labeling.api_key_env>` (or the Secret block) inside the flow, never
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -33,6 +34,8 @@ def label(
     from tasks.common import apply_prefect_defaults, with_absolute_root
 
     apply_prefect_defaults()
+    # One line per HTTP call (Prefect's API, the endpoint) drowns the labels in a terminal.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     summary = _label_flow()(str(run.resolve()), with_absolute_root(cfg).model_dump(mode="json"))
     if summary.get("skipped_reason"):
         typer.echo(f"labels skipped: {summary['skipped_reason']}")
