@@ -1,0 +1,390 @@
+"""Feature analysis of one trained cell: exact statistics, dead %, selectivity, examples, correlation.
+
+`analyze_run(store_path, run_dir, cfg)` makes two streaming passes over `cfg.analysis.split` of the store
+(memory bounded by the batch, the m-wide accumulators and the selected features' buffers, never by the
+token count):
+
+1. Encode every token with the SAE. From the positive entries of h (gathered once per chunk of rows) it
+   accumulates per feature the exact count of activations strictly above `dead_threshold`, their sum and
+   a log-spaced histogram, and the maximum activation; it decodes the same sparse entries (an
+   `embedding_bag` over the active features, or a dense matmul when h is dense) for the reconstruction
+   metrics. Counts are exact: no top-k-per-token cap (the study kept 25 features per token).
+2. Selectivity = mean activation over firing tokens / ln(count + 1) — the natural log, where the study's
+   DuckDB `LOG` was log10 (the ranking is the same, the values are log(10) ≈ 2.3× smaller in the study) —
+   for features firing at least `min_activations` times; the `top_k_features` most and least selective
+   are selected. The second pass encodes only those features' columns and keeps a streaming top-k and a
+   reservoir sample per feature (examples) and the centred co-moments for their Pearson matrix.
+
+Features are selected only once the counts are known, hence two passes; the second costs a store read
+and an encode of 2k columns instead of m.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from sae_core.config import AnalysisConfig, SweepConfig
+from sae_core.correlation import (
+    PearsonAccumulator,
+    cluster_order,
+    decoder_cosine,
+    nearest_neighbors,
+    plot_correlation,
+    plot_density,
+)
+from sae_core.device import resolve_device
+from sae_core.errors import AnalysisError
+from sae_core.evaluation import ReconstructionStats, ce_loss_recovered, finite_or_none
+from sae_core.feature_examples import ExampleCollector, TokenDecoder, attach_contexts
+from sae_core.feature_stats import FeatureStats, histogram_edges, select_features
+from sae_core.io import atomic_write_json, atomic_write_with, read_json
+from sae_core.naming import Cell
+from sae_core.progress import Progress, no_progress
+from sae_core.version import code_version
+
+log = logging.getLogger(__name__)
+
+NEIGHBORS_SCHEMA = pa.schema(
+    [("feature_id", pa.int32()), ("neighbor_ids", pa.list_(pa.int32())), ("cosine", pa.list_(pa.float32()))]
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
+def analyze_run(
+    store_path: str | Path, run_dir: str | Path, cfg: SweepConfig, progress: Progress | None = None
+) -> dict[str, Any]:
+    """Analyse the SAE in `run_dir` on `cfg.analysis.split` of the store; write `features/…` and
+    `analysis.json` (last) as docs/architecture.md specifies; return the analysis.json dict."""
+    from sae_core.activations import ActivationStore
+
+    acfg = cfg.analysis
+    progress = progress or no_progress
+    _check_config(acfg)
+    run_dir = Path(run_dir)
+    store = ActivationStore.open(store_path)
+    sae, metrics = load_sae(run_dir)
+    if sae.d_in != store.d_model:
+        raise AnalysisError(
+            f"run: the SAE in {run_dir} takes d_in={sae.d_in} but the store {store.path} has "
+            f"d_model={store.d_model}"
+        )
+    available = store.num_tokens_in(acfg.split)
+    if available == 0:
+        raise AnalysisError(f"analysis.split: the store {store.path} has no tokens in split {acfg.split!r}")
+    n_tokens = min(available, acfg.max_tokens or available)
+    device = resolve_device(cfg.training.device)
+    sae = sae.to(device).eval()
+    timings: dict[str, float] = {}
+    docs = store.documents(acfg.split)
+    ce_docs = [docs[k] for k in sorted(docs)[: acfg.ce_loss_documents]]
+    total = 2 * n_tokens + sum(len(d) for d in ce_docs)
+    cell_name = _cell_name(run_dir, metrics)
+    log.info("analysing %s on %d %s tokens of %s", cell_name, n_tokens, acfg.split, store.path)
+
+    with torch.inference_mode():
+        start = time.perf_counter()
+        stats, recon = _first_pass(store, sae, acfg, n_tokens, device, progress, total)
+        timings["pass1_s"] = time.perf_counter() - start
+        stats_table, cols = stats.table(acfg.min_activations)
+        top, bottom = select_features(cols["selectivity"], acfg.top_k_features)
+        selected, groups = top + bottom, ["top"] * len(top) + ["bottom"] * len(bottom)
+        start = time.perf_counter()
+        collector, pearson = _second_pass(
+            store, sae, acfg, selected, n_tokens, device, progress, total, cfg.training.seed
+        )
+        timings["pass2_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        neighbor_ids, neighbor_cos = nearest_neighbors(sae.W_dec, acfg.neighbors)
+        timings["neighbors_s"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    examples = attach_contexts(
+        collector.examples(selected, groups), docs, acfg.context_window, TokenDecoder(store.tokenizer_path)
+    )
+    corr = pearson.correlation()
+    cosine = decoder_cosine(sae.W_dec.detach(), selected) if selected else np.zeros((0, 0))
+    order, clusters = cluster_order(corr)
+    timings["examples_correlation_s"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    ce, ce_note = _ce_loss(sae, store, cfg, ce_docs, progress, done=2 * n_tokens, total=total)
+    timings["ce_loss_s"] = time.perf_counter() - start
+
+    features = run_dir / "features"
+    title = f"{cell_name} — {acfg.split}, {n_tokens} tokens"
+    atomic_write_with(features / "feature_stats.parquet", lambda p: pq.write_table(stats_table, p))
+    atomic_write_json(
+        features / "selected.json",
+        {
+            "top": top,
+            "bottom": bottom,
+            "min_activations": acfg.min_activations,
+            "threshold": acfg.dead_threshold,
+            "top_k_features": acfg.top_k_features,
+            "eligible": int(np.count_nonzero(~np.isnan(cols["selectivity"]))),
+            "selectivity": "mean activation over firing tokens / ln(count + 1)",
+            "split": acfg.split,
+            "tokens_analyzed": n_tokens,
+        },
+    )
+    atomic_write_with(features / "examples.parquet", lambda p: pq.write_table(examples, p))
+    atomic_write_json(
+        features / "correlation.json",
+        {
+            "ids": selected,
+            "groups": groups,
+            "pearson": _json_matrix(corr),
+            "decoder_cosine": _json_matrix(cosine),
+            "order": order,
+            "ordered_ids": [selected[i] for i in order],
+            "clusters": clusters,
+            "clustering": "average linkage on 1 − Pearson, optimal leaf order; clusters cut at 2",
+            "tokens": n_tokens,
+        },
+    )
+    neighbors = pa.Table.from_arrays(
+        [
+            pa.array(np.arange(sae.d_hidden, dtype=np.int32)),
+            pa.array(list(neighbor_ids), type=pa.list_(pa.int32())),
+            pa.array(list(neighbor_cos), type=pa.list_(pa.float32())),
+        ],
+        schema=NEIGHBORS_SCHEMA,
+    )
+    atomic_write_with(features / "neighbors.parquet", lambda p: pq.write_table(neighbors, p))
+    if selected:
+        plot_correlation(features / "correlation.png", selected, groups, corr, cosine, order, title)
+    plot_density(
+        features / "density.png",
+        cols["density"],
+        cols["dead"],
+        cols["hist"].sum(0),
+        histogram_edges(acfg.dead_threshold),
+        title,
+    )
+
+    recon_summary = recon.summary()
+    dead_count = int(cols["dead"].sum())
+    summary: dict[str, Any] = {
+        "cell": cell_name,
+        "split": acfg.split,
+        "tokens_analyzed": n_tokens,
+        "d_in": sae.d_in,
+        "d_hidden": sae.d_hidden,
+        "dead_threshold": acfg.dead_threshold,
+        "dead_count": dead_count,
+        "dead_fraction": dead_count / sae.d_hidden,
+        "training_dead_fraction": metrics.get("dead_fraction_train"),
+        **{k: finite_or_none(v) for k, v in recon_summary.items()},
+        "ce_loss": None if ce is None else {k: _json_value(v) for k, v in ce.items()},
+        "ce_loss_note": ce_note,
+        "histogram_edges": histogram_edges(acfg.dead_threshold).tolist(),
+        "selected": {"top": top, "bottom": bottom},
+        "store": str(store.path),
+        "drop_first_token": store.drop_first_token,
+        "timings_s": timings,
+        "code_version": code_version(),
+    }
+    atomic_write_json(run_dir / "analysis.json", summary)
+    log.info(
+        "%s: dead %.1f%%, L0 %.1f, explained variance %s, CE recovered %s",
+        cell_name,
+        100 * summary["dead_fraction"],
+        summary["l0"] or 0,
+        summary["explained_variance"],
+        None if ce is None else ce["recovered"],
+    )
+    return summary
+
+
+def _first_pass(
+    store: Any,
+    sae: Any,
+    acfg: AnalysisConfig,
+    n_tokens: int,
+    device: torch.device,
+    progress: Progress,
+    total: int,
+) -> tuple[FeatureStats, ReconstructionStats]:
+    stats = FeatureStats(sae.d_hidden, acfg.dead_threshold, device)
+    recon = ReconstructionStats(sae.d_in)
+    start = time.perf_counter()
+    for acts in _limited(store, acfg, n_tokens):
+        x = acts.acts.to(device, non_blocking=True)
+        x_hat, l0, l1 = stats.encode_and_update(sae, x)
+        recon.update(x, x_hat, l0, l1)
+        elapsed = time.perf_counter() - start
+        progress(
+            stats.tokens,
+            total,
+            {"tok/s": stats.tokens / max(elapsed, 1e-9), "L0": recon.l0_sum / recon.tokens},
+        )
+    return stats, recon
+
+
+def _second_pass(
+    store: Any,
+    sae: Any,
+    acfg: AnalysisConfig,
+    selected: list[int],
+    n_tokens: int,
+    device: torch.device,
+    progress: Progress,
+    total: int,
+    seed: int,
+) -> tuple[ExampleCollector, PearsonAccumulator]:
+    pearson = PearsonAccumulator(len(selected))
+    collector = ExampleCollector(
+        len(selected), acfg.examples_per_feature, acfg.quantile_examples, acfg.dead_threshold, seed, device
+    )
+    if not selected:
+        progress(2 * n_tokens, total, {})
+        return collector, pearson
+    # An SAE made of the selected features' encoder columns: the same encode, 2k columns instead of m.
+    from sae_core.sae import SparseAutoencoder
+
+    index = torch.as_tensor(selected, dtype=torch.long, device=device)
+    sub = SparseAutoencoder(sae.d_in, len(selected), seed=0).to(device)
+    sub.load_state_dict(
+        {
+            "W_enc": sae.W_enc[:, index],
+            "b_enc": sae.b_enc[index],
+            "W_dec": sae.W_dec[index],
+            "b_dec": sae.b_dec,
+        }
+    )
+    done = n_tokens
+    for batch in _limited(store, acfg, n_tokens):
+        acts = sub.encode(batch.acts.to(device, non_blocking=True))
+        pearson.update(acts)
+        collector.update(acts, batch.doc_id, batch.pos, batch.token_id)
+        done += acts.shape[0]
+        progress(done, total, {})
+    return collector, pearson
+
+
+def _limited(store: Any, acfg: AnalysisConfig, n_tokens: int) -> Any:
+    """The split's rows in store order, cut at `n_tokens` (the same tokens on both passes)."""
+    seen = 0
+    for batch in store.iter_rows(acfg.split, batch_size=acfg.batch_size):
+        if seen >= n_tokens:
+            return
+        take = min(len(batch.doc_id), n_tokens - seen)
+        if take < len(batch.doc_id):
+            batch = type(batch)(
+                batch.acts[:take], batch.doc_id[:take], batch.pos[:take], batch.token_id[:take]
+            )
+        seen += take
+        yield batch
+
+
+def _ce_loss(
+    sae: Any, store: Any, cfg: SweepConfig, docs: list[np.ndarray], progress: Progress, done: int, total: int
+) -> tuple[dict[str, Any] | None, str]:
+    if cfg.analysis.ce_loss_documents == 0:
+        return None, "skipped: analysis.ce_loss_documents is 0"
+    model = store.manifest.get("model") or {}
+    layer = model.get("layer")
+    if layer is None:
+        return None, "skipped: the store's manifest names no model layer"
+
+    def shifted(d: int, t: int | None, info: dict[str, float]) -> None:
+        progress(done + d, total, info)
+
+    result, note = ce_loss_recovered(
+        sae,
+        store.tokenizer_path,
+        int(layer),
+        docs,
+        revision=model.get("revision"),
+        device=cfg.model.device,
+        dtype=cfg.model.dtype,
+        skip_first_position=store.drop_first_token,
+        progress=shifted,
+    )
+    log.info("CE loss: %s", note)
+    return result, note
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs
+
+
+def load_sae(run_dir: Path) -> tuple[Any, dict[str, Any]]:
+    """The SAE (`model_weights_*.pth`, the study's keys) and metrics.json (empty when absent) of a run
+    dir; AnalysisError naming the path when either is unusable."""
+    from sae_core.sae import SparseAutoencoder
+
+    if not run_dir.is_dir():
+        raise AnalysisError(f"run: no such run directory {str(run_dir)!r}")
+    weights = _weights_file(run_dir)
+    try:
+        sae = SparseAutoencoder.from_pth(weights)
+    except (OSError, RuntimeError, ValueError, KeyError, EOFError, pickle.UnpicklingError) as exc:
+        raise AnalysisError(f"run: cannot load the SAE weights {weights} ({exc})") from None
+    metrics_path = run_dir / "metrics.json"
+    metrics: dict[str, Any] = {}
+    if metrics_path.is_file():
+        try:
+            loaded = read_json(metrics_path)
+        except ValueError as exc:
+            raise AnalysisError(f"run: {metrics_path} is not valid JSON ({exc})") from None
+        metrics = loaded if isinstance(loaded, dict) else {}
+    return sae, metrics
+
+
+def _weights_file(run_dir: Path) -> Path:
+    """The cell's own weights name when the directory is named after a cell, else the only .pth."""
+    try:
+        named = run_dir / Cell.parse(run_dir.name).weights_filename
+        if named.is_file():
+            return named
+    except ValueError:
+        pass
+    found = sorted(run_dir.glob("model_weights_*.pth"))
+    if not found:
+        raise AnalysisError(f"run: {run_dir} holds no model_weights_*.pth (train the cell first)")
+    if len(found) > 1:
+        names = ", ".join(p.name for p in found)
+        raise AnalysisError(f"run: {run_dir} holds several weight files ({names}); which cell is it?")
+    return found[0]
+
+
+def _check_config(acfg: AnalysisConfig) -> None:
+    # The config model already refuses these; a config built without validation must not slip through.
+    if not acfg.dead_threshold >= 0:
+        raise AnalysisError(f"analysis.dead_threshold: must be >= 0 (got {acfg.dead_threshold})")
+    if acfg.batch_size <= 0:
+        raise AnalysisError(f"analysis.batch_size: must be > 0 (got {acfg.batch_size})")
+
+
+def _cell_name(run_dir: Path, metrics: dict[str, Any]) -> str:
+    try:
+        return Cell.parse(run_dir.name).name
+    except ValueError:
+        cell = metrics.get("cell")
+        return cell if isinstance(cell, str) else run_dir.name
+
+
+def _json_value(value: Any) -> Any:
+    return finite_or_none(value) if isinstance(value, float) else value
+
+
+def _json_matrix(matrix: np.ndarray) -> list[list[float | None]]:
+    return [[finite_or_none(float(v)) for v in row] for row in matrix]
+
+
+def read_analysis(run_dir: str | Path) -> dict[str, Any]:
+    """analysis.json of a run dir (written last: its presence means the analysis completed)."""
+    return read_json(Path(run_dir) / "analysis.json")

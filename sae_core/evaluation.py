@@ -1,0 +1,319 @@
+"""How well an SAE reconstructs held-out activations, and what its reconstruction costs the model.
+
+Two measurements:
+
+- `ReconstructionStats`: streaming sums over analysed tokens → MSE, explained variance, L0, L1, cosine
+  similarity and l2 ratio (the numbers SAELens and SAEBench report), exact whatever the token count.
+- `ce_loss_recovered`: run the language model on held-out documents three times — clean, with
+  `hidden_states[layer]` replaced by the SAE's reconstruction, and with it zero-ablated — and report
+  CE-loss recovered `(CE_zero − CE_sae) / (CE_zero − CE_clean)` and the KL divergence of each patched
+  run from the clean one.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from sae_core.device import resolve_device, resolve_dtype
+from sae_core.progress import Progress, no_progress
+
+log = logging.getLogger(__name__)
+
+CE_BATCH_TOKENS = 2048
+"""Padded tokens per model forward in the CE evaluation: bounds the [tokens, vocab] logits in memory."""
+
+_BLOCK_LISTS = ("h", "layers", "layer", "blocks")
+_FINAL_NORMS = ("ln_f", "norm", "final_layer_norm", "final_layernorm")
+
+
+# ---------------------------------------------------------------------------------------------
+# Reconstruction metrics
+
+
+@dataclass
+class ReconstructionStats:
+    """Streaming sums for reconstruction metrics; feed it every analysed batch with `update`."""
+
+    d_in: int
+    tokens: int = 0
+    squared_error: float = 0.0
+    l0_sum: float = 0.0
+    l1_sum: float = 0.0
+    cosine_sum: float = 0.0
+    l2_ratio_sum: float = 0.0
+    sum_sq_x: float = 0.0
+    sum_x: np.ndarray | None = None
+
+    def update(self, x: torch.Tensor, x_hat: torch.Tensor, l0: float, l1: float) -> None:
+        """`x`, `x_hat` [B, d]; `l0`, `l1`: the batch's totals of active features and of activations."""
+        err = (x - x_hat).pow(2).sum(1)
+        x_norm = x.norm(dim=1)
+        xh_norm = x_hat.norm(dim=1)
+        # A zero vector has no direction: its cosine counts as 0, its l2 ratio as 0 (never NaN).
+        cos = (x * x_hat).sum(1) / (x_norm * xh_norm).clamp_min(1e-12)
+        ratio = xh_norm / x_norm.clamp_min(1e-12)
+        self.tokens += int(x.shape[0])
+        self.squared_error += float(err.double().sum())
+        self.l0_sum += float(l0)
+        self.l1_sum += float(l1)
+        self.cosine_sum += float(cos.double().sum())
+        self.l2_ratio_sum += float(ratio.double().sum())
+        self.sum_sq_x += float(x.double().pow(2).sum())
+        batch_sum = x.double().sum(0).cpu().numpy()
+        self.sum_x = batch_sum if self.sum_x is None else self.sum_x + batch_sum
+
+    def summary(self) -> dict[str, float | None]:
+        """`mse` (mean over tokens and dimensions, as `F.mse_loss`), `explained_variance`
+        (1 − Σ‖x − x̂‖² / Σ‖x − x̄‖²), `l0` (active features per token), `l1` (sum of activations per
+        token), `cosine_similarity` and `l2_ratio` (‖x̂‖/‖x‖), each averaged over tokens."""
+        n = self.tokens
+        if n == 0 or self.sum_x is None:
+            return dict.fromkeys(
+                ("mse", "explained_variance", "l0", "l1", "cosine_similarity", "l2_ratio"), None
+            )
+        total_var = self.sum_sq_x - float(np.dot(self.sum_x, self.sum_x)) / n
+        return {
+            "mse": self.squared_error / (n * self.d_in),
+            "explained_variance": 1.0 - self.squared_error / total_var if total_var > 0 else None,
+            "l0": self.l0_sum / n,
+            "l1": self.l1_sum / n,
+            "cosine_similarity": self.cosine_sum / n,
+            "l2_ratio": self.l2_ratio_sum / n,
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# CE-loss recovered
+
+
+@dataclass
+class _Totals:
+    ce: float = 0.0
+    kl: float = 0.0
+
+
+def ce_loss_recovered(
+    sae: nn.Module,
+    model_path: str | None,
+    layer: int,
+    documents: Sequence[np.ndarray],
+    *,
+    revision: str | None = None,
+    device: str = "auto",
+    dtype: str = "float32",
+    skip_first_position: bool = True,
+    progress: Progress | None = None,
+) -> tuple[dict[str, Any] | None, str]:
+    """Splice `sae` into the causal LM at `hidden_states[layer]` on `documents` (token-id arrays).
+
+    Returns `(result, note)`. `result` holds `clean`, `sae`, `zero` (mean next-token CE in nats),
+    `recovered`, `kl_sae`, `kl_zero` (mean KL(clean ‖ patched) per predicted token), `documents` and
+    `tokens`; it is None when the evaluation cannot run (no model path, no LM head, no documents), and
+    `note` then says why. With `skip_first_position` position 0 is left unpatched — the SAE never saw
+    it (`drop_first_token`) — and its prediction is not counted.
+    """
+    progress = progress or no_progress
+    if not model_path:
+        return None, "skipped: the store's manifest names no model to splice the SAE into"
+    docs = [np.asarray(d, dtype=np.int64) for d in documents]
+    first = 1 if skip_first_position else 0
+    docs = [d for d in docs if len(d) >= first + 2]
+    if not docs:
+        return None, "skipped: no held-out document is long enough (≥ 2 predicted tokens)"
+    model, why = _load_causal_lm(model_path, revision, device, dtype)
+    if model is None:
+        return None, f"skipped: {why}"
+    num_layers = int(model.config.num_hidden_layers)
+    if not 0 <= layer <= num_layers:
+        return None, f"skipped: layer {layer} is outside 0..{num_layers} of {model_path}"
+    max_len = int(getattr(model.config, "max_position_embeddings", 0) or 1 << 30)
+    docs = [d[:max_len] for d in docs]
+    dev = next(model.parameters()).device
+    sae = sae.to(dev).eval()
+
+    def reconstruct(hidden: torch.Tensor) -> torch.Tensor:
+        return sae(hidden.float())[0].to(hidden.dtype)
+
+    splice = _Splice()
+    handle = _register_splice(model, layer, num_layers, splice)
+    if handle is None:
+        return None, f"skipped: cannot find the blocks of {type(model).__name__} to splice into"
+    clean_t, sae_t, zero_t = _Totals(), _Totals(), _Totals()
+    counted = 0
+    done, total = 0, sum(len(d) for d in docs)
+    try:
+        with torch.inference_mode():
+            for batch in _length_batches(docs, CE_BATCH_TOKENS):
+                ids, attn, patch_mask, loss_mask = _pad(batch, first, dev)
+                splice.replace = None
+                clean_logp = _log_probs(model, ids, attn)
+                targets = ids[:, 1:]
+                clean_t.ce += _ce(clean_logp, targets, loss_mask)
+                splice.mask = patch_mask
+                for totals, replace in ((sae_t, reconstruct), (zero_t, torch.zeros_like)):
+                    splice.replace = replace
+                    logp = _log_probs(model, ids, attn)
+                    totals.ce += _ce(logp, targets, loss_mask)
+                    totals.kl += _kl(clean_logp, logp, loss_mask)
+                    del logp
+                counted += int(loss_mask.sum())
+                done += sum(len(d) for d in batch)
+                progress(done, total, {"ce_docs": len(batch)})
+    finally:
+        handle.remove()
+    clean, with_sae, zero = (t.ce / counted for t in (clean_t, sae_t, zero_t))
+    gap = zero - clean
+    result = {
+        "clean": clean,
+        "sae": with_sae,
+        "zero": zero,
+        "recovered": (zero - with_sae) / gap if abs(gap) > 1e-12 else None,
+        "kl_sae": sae_t.kl / counted,
+        "kl_zero": zero_t.kl / counted,
+        "documents": len(docs),
+        "tokens": counted,
+    }
+    where = f"input of block {layer}" if layer < num_layers else "output of the final norm"
+    note = (
+        f"hidden_states[{layer}] ({where}) replaced on {len(docs)} documents, {counted} predicted tokens"
+        + ("; position 0 left clean and not counted (drop_first_token)" if first else "")
+    )
+    return result, note
+
+
+class _Splice:
+    """What the hook does: nothing (`replace` None), or replace the hidden state where `mask` is set."""
+
+    def __init__(self) -> None:
+        self.replace: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self.mask: torch.Tensor | None = None
+
+    def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
+        if self.replace is None or self.mask is None:
+            return hidden
+        out = hidden.clone()
+        out[self.mask] = self.replace(hidden[self.mask])
+        return out
+
+
+def _register_splice(model: nn.Module, layer: int, num_layers: int, splice: _Splice) -> Any:
+    """`hidden_states[L]` is the input of block L for L < num_layers and, for L = num_layers, the output
+    of the final norm (checked against `output_hidden_states=True` for GPT-2 in the tests)."""
+    base = getattr(model, "base_model", model)
+    blocks = next(
+        (
+            getattr(base, n)
+            for n in _BLOCK_LISTS
+            if isinstance(getattr(base, n, None), nn.ModuleList) and len(getattr(base, n)) == num_layers
+        ),
+        None,
+    )
+    if blocks is None:
+        return None
+    if layer < num_layers:
+
+        def pre_hook(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+            if args:
+                return (splice(args[0]), *args[1:]), kwargs
+            return args, {**kwargs, "hidden_states": splice(kwargs["hidden_states"])}
+
+        return blocks[layer].register_forward_pre_hook(pre_hook, with_kwargs=True)
+    norm = next(
+        (getattr(base, n) for n in _FINAL_NORMS if isinstance(getattr(base, n, None), nn.Module)), None
+    )
+    if norm is None:
+        return None
+
+    def post_hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+        return splice(output)
+
+    return norm.register_forward_hook(post_hook)
+
+
+def _load_causal_lm(
+    model_path: str, revision: str | None, device: str, dtype: str
+) -> tuple[nn.Module | None, str]:
+    """The model with a trained LM head, or (None, why not). A head whose weights are neither in the
+    checkpoint nor tied to the embeddings would be random: that counts as no head."""
+    from transformers import AutoModelForCausalLM
+
+    try:
+        model, info = AutoModelForCausalLM.from_pretrained(
+            model_path,
+            revision=revision,
+            dtype=resolve_dtype(dtype),
+            output_loading_info=True,
+            local_files_only=True,  # extraction fetched it; analysis never downloads
+        )
+    except ValueError as exc:  # the architecture has no causal-LM class
+        return None, f"{model_path} has no language-model head ({str(exc).splitlines()[0]})"
+    except OSError as exc:
+        return None, f"cannot load the model {model_path!r} locally ({str(exc).splitlines()[0]})"
+    missing = [k for k in info.get("missing_keys", []) if k]
+    if missing:
+        return None, f"{model_path} has no trained language-model head (missing weights: {missing[:3]})"
+    model.to(resolve_device(device)).eval()
+    return model, ""
+
+
+def _length_batches(docs: list[np.ndarray], budget: int) -> list[list[np.ndarray]]:
+    """Documents sorted by length, grouped so that a padded batch stays within `budget` tokens."""
+    batches: list[list[np.ndarray]] = []
+    current: list[np.ndarray] = []
+    for doc in sorted(docs, key=len):
+        if current and len(doc) * (len(current) + 1) > budget:
+            batches.append(current)
+            current = []
+        current.append(doc)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _pad(
+    batch: list[np.ndarray], first: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded ids and attention mask (causal attention never looks right, so padding cannot
+    change real positions), the positions to patch, and the predictions to count ([B, T-1])."""
+    width = max(len(d) for d in batch)
+    ids = torch.zeros(len(batch), width, dtype=torch.long)
+    attn = torch.zeros(len(batch), width, dtype=torch.long)
+    for i, doc in enumerate(batch):
+        ids[i, : len(doc)] = torch.from_numpy(doc)
+        attn[i, : len(doc)] = 1
+    patch = attn.bool().clone()
+    patch[:, :first] = False
+    loss_mask = attn[:, 1:].bool().clone()
+    loss_mask[:, :first] = False
+    return ids.to(device), attn.to(device), patch.to(device), loss_mask.to(device)
+
+
+def _log_probs(model: nn.Module, ids: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+    logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1]
+    return torch.log_softmax(logits.float(), dim=-1)
+
+
+def _ce(logp: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> float:
+    picked = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    return float(-(picked[mask]).double().sum())
+
+
+def _kl(clean_logp: torch.Tensor, logp: torch.Tensor, mask: torch.Tensor) -> float:
+    p, q = clean_logp[mask], logp[mask]
+    kl = (p.exp() * (p - q)).sum(-1)
+    return float(kl.double().sum())
+
+
+def finite_or_none(value: float | None) -> float | None:
+    """JSON has no NaN/Infinity: such values are written as null."""
+    if value is None or not math.isfinite(value):
+        return None
+    return float(value)

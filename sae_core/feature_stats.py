@@ -1,0 +1,154 @@
+"""Exact per-feature statistics from one streaming pass: firing counts, sums, maxima, histograms.
+
+The SAE encodes a batch densely (one matmul); everything after that works on the positive entries of h,
+gathered once per chunk of rows: counts of activations strictly above the threshold, their float64 sums,
+maxima, log-spaced histograms, and the decode `x̂ = h W_dec + b_dec` for the reconstruction metrics —
+an `embedding_bag` over the active features when h is sparse (a trained SAE's L0 is a few dozen out of
+thousands), a dense matmul otherwise. Counts are exact: no cap of features per token.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+import torch.nn.functional as F
+
+HIST_BINS = 64
+HIST_MAX = 1e3
+"""Per-feature histograms of firing activations use HIST_BINS log-spaced bins from max(threshold, 1e-3)
+to HIST_MAX; values outside fall in the first/last bin, so a feature's histogram sums to its count."""
+
+CHUNK_ELEMENTS = 1 << 22
+"""Rows of h are post-processed in chunks of about this many elements: bounds the index tensors."""
+
+SPARSE_DECODE_DENSITY = 0.05
+"""Below this fraction of active entries a chunk is decoded sparsely (embedding_bag), else densely."""
+
+STATS_SCHEMA = pa.schema(
+    [
+        ("feature_id", pa.int32()),
+        ("count", pa.int64()),
+        ("sum", pa.float64()),
+        ("mean", pa.float64()),
+        ("max", pa.float32()),
+        ("density", pa.float64()),
+        ("selectivity", pa.float64()),
+        ("dead", pa.bool_()),
+        ("hist", pa.list_(pa.int64())),
+    ]
+)
+
+
+def histogram_edges(threshold: float) -> np.ndarray:
+    low = max(threshold, 1e-3)
+    return np.logspace(np.log10(low), np.log10(max(HIST_MAX, low * 10)), HIST_BINS + 1)
+
+
+class FeatureStats:
+    """Per-feature accumulators over the positive entries of h (cols, vals)."""
+
+    def __init__(self, d_hidden: int, threshold: float, device: torch.device) -> None:
+        self.m, self.threshold = d_hidden, threshold
+        self.count = torch.zeros(d_hidden, dtype=torch.int64, device=device)
+        self.sum = torch.zeros(d_hidden, dtype=torch.float64, device=device)
+        self.max = torch.zeros(d_hidden, dtype=torch.float32, device=device)
+        self.hist = torch.zeros(d_hidden * HIST_BINS, dtype=torch.int64, device=device)
+        self.edges = torch.as_tensor(histogram_edges(threshold)[1:-1], dtype=torch.float32, device=device)
+        self.tokens = 0
+
+    def encode_and_update(self, sae: Any, x: torch.Tensor) -> tuple[torch.Tensor, float, float]:
+        """Encode `x` [B, d], accumulate; return (x̂, active entries, sum of activations) of the batch."""
+        h = sae.encode(x)
+        x_hat = torch.empty_like(x)
+        l0 = l1 = 0.0
+        for offset, chunk, rows, cols, vals in sparse_chunks(h):
+            self.update(cols, vals)
+            x_hat[offset : offset + chunk.shape[0]] = decode_chunk(
+                chunk, rows, cols, vals, sae.W_dec, sae.b_dec
+            )
+            l0 += vals.numel()
+            l1 += float(vals.double().sum())
+        self.tokens += int(x.shape[0])
+        return x_hat, l0, l1
+
+    def update(self, cols: torch.Tensor, vals: torch.Tensor) -> None:
+        # The threshold is compared in float32, strictly: an activation equal to it does not fire.
+        fire = vals > self.threshold
+        fc, fv = cols[fire], vals[fire]
+        self.count += torch.bincount(fc, minlength=self.m)
+        self.sum.index_add_(0, fc, fv.double())
+        self.max.scatter_reduce_(0, cols, vals, reduce="amax")
+        bins = torch.bucketize(fv, self.edges)
+        self.hist += torch.bincount(fc * HIST_BINS + bins, minlength=self.m * HIST_BINS)
+
+    def table(self, min_activations: int) -> tuple[pa.Table, dict[str, np.ndarray]]:
+        count = self.count.cpu().numpy()
+        total = self.sum.cpu().numpy()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mean = np.where(count > 0, total / count, np.nan)
+            sel = selectivity(mean, count, min_activations)
+        cols = {
+            "feature_id": np.arange(self.m, dtype=np.int32),
+            "count": count,
+            "sum": total,
+            "mean": mean,
+            "max": self.max.cpu().numpy(),
+            "density": count / max(self.tokens, 1),
+            "selectivity": sel,
+            "dead": count == 0,
+        }
+        hist = self.hist.view(self.m, HIST_BINS).cpu().numpy()
+        arrays = [pa.array(cols[f.name], type=f.type) for f in STATS_SCHEMA if f.name != "hist"]
+        hist_array = pa.FixedSizeListArray.from_arrays(pa.array(hist.ravel()), HIST_BINS).cast(
+            pa.list_(pa.int64())
+        )
+        table = pa.Table.from_arrays([*arrays, hist_array], schema=STATS_SCHEMA)
+        cols["hist"] = hist
+        return table, cols
+
+
+def selectivity(mean: np.ndarray, count: np.ndarray, min_activations: int) -> np.ndarray:
+    """mean / ln(count + 1) for features with count ≥ min_activations, NaN otherwise."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        value = mean / np.log(count.astype(np.float64) + 1.0)
+    return np.where(count >= min_activations, value, np.nan)
+
+
+def select_features(sel: np.ndarray, k: int) -> tuple[list[int], list[int]]:
+    """The k most and k least selective features (ties by feature id). Disjoint: with fewer than 2k
+    eligible features, the top takes its k (or all) and the bottom the rest."""
+    ids = np.flatnonzero(~np.isnan(sel))
+    by_desc = ids[np.lexsort((ids, -sel[ids]))]
+    top = [int(i) for i in by_desc[:k]]
+    taken = set(top)
+    rest = [int(i) for i in by_desc[::-1] if int(i) not in taken]
+    return top, rest[:k]
+
+
+def sparse_chunks(h: torch.Tensor) -> Any:
+    """Yield (row offset, rows, cols, vals) of the positive entries of h, chunk by chunk of rows."""
+    rows_per_chunk = max(1, CHUNK_ELEMENTS // max(h.shape[1], 1))
+    for start in range(0, h.shape[0], rows_per_chunk):
+        chunk = h[start : start + rows_per_chunk]
+        index = chunk.nonzero()
+        rows, cols = index[:, 0], index[:, 1]
+        yield start, chunk, rows, cols, chunk[rows, cols]
+
+
+def decode_chunk(
+    chunk: torch.Tensor,
+    rows: torch.Tensor,
+    cols: torch.Tensor,
+    vals: torch.Tensor,
+    w_dec: torch.Tensor,
+    b_dec: torch.Tensor,
+) -> torch.Tensor:
+    """x̂ = h W_dec + b_dec; sparse when few entries are active (same sum, fewer FLOPs)."""
+    if vals.numel() >= SPARSE_DECODE_DENSITY * chunk.numel():
+        return torch.addmm(b_dec, chunk, w_dec)
+    offsets = torch.searchsorted(rows, torch.arange(chunk.shape[0], device=rows.device))
+    out = F.embedding_bag(cols, w_dec, offsets, mode="sum", per_sample_weights=vals)
+    return out + b_dec

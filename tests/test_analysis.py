@@ -1,0 +1,359 @@
+"""Feature analysis against brute force on small synthetic stores: exact counts, sums, means, maxima,
+histograms, selectivity, selection, examples and their contexts, Pearson, neighbours, outputs, bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from sae_core import feature_stats
+from sae_core.analysis import analyze_run
+from sae_core.config import load_config
+from sae_core.errors import AnalysisError
+from sae_core.feature_stats import histogram_edges, select_features
+from sae_core.sae import SparseAutoencoder
+
+D, M = 8, 32
+CELL = "4x_0.001_sampling"
+
+
+def make_data(n_docs: int = 50, seed: int = 0) -> dict[str, np.ndarray]:
+    """Documents of 3..40 tokens; even documents in `test`, odd ones in `train`."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(3, 40, size=n_docs)
+    doc_ids = np.repeat(np.arange(n_docs), lengths).astype(np.int32)
+    pos = np.concatenate([np.arange(n) for n in lengths]).astype(np.int32)
+    return {
+        "acts": rng.normal(size=(len(doc_ids), D)).astype(np.float32),
+        "doc_ids": doc_ids,
+        "pos": pos,
+        "token_ids": rng.integers(0, 50, size=len(doc_ids)).astype(np.int32),
+        "splits": np.where(doc_ids % 2 == 0, "test", "train"),
+    }
+
+
+@pytest.fixture(scope="module")
+def data() -> dict[str, np.ndarray]:
+    return make_data()
+
+
+@pytest.fixture(scope="module")
+def store_path(synthetic_store_factory, data) -> Path:
+    store = synthetic_store_factory(
+        data["acts"], data["doc_ids"], token_ids=data["token_ids"], splits=data["splits"], shard_tokens=300
+    )
+    return store.path
+
+
+def make_sae(bias: float = -0.3, seed: int = 1) -> SparseAutoencoder:
+    sae = SparseAutoencoder(D, M, seed=seed)
+    with torch.no_grad():
+        sae.b_enc.fill_(bias)
+        sae.b_dec.normal_(generator=torch.Generator().manual_seed(seed))
+        sae.W_dec /= sae.W_dec.norm(dim=1, keepdim=True)
+        sae.b_enc[3] = -100.0  # a feature that never fires
+    return sae
+
+
+def write_run(root: Path, sae: SparseAutoencoder, metrics: dict | None = None, cell: str = CELL) -> Path:
+    run = root / cell
+    run.mkdir(parents=True, exist_ok=True)
+    torch.save(sae.state_dict(), run / f"model_weights_{cell}.pth")
+    if metrics is not None:
+        (run / "metrics.json").write_text(json.dumps(metrics))
+    return run
+
+
+def config(**analysis_overrides):
+    overrides = {
+        "training.device": "cpu",
+        "analysis.batch_size": 64,
+        "analysis.top_k_features": 4,
+        "analysis.examples_per_feature": 12,
+        "analysis.quantile_examples": 5,
+        "analysis.context_window": 10,
+        "analysis.min_activations": 10,
+    }
+    overrides.update({f"analysis.{k}": v for k, v in analysis_overrides.items()})
+    return load_config("demo", overrides=overrides)
+
+
+def brute(sae: SparseAutoencoder, data: dict[str, np.ndarray], split: str = "test") -> dict[str, np.ndarray]:
+    keep = data["splits"] == split
+    x = torch.from_numpy(data["acts"][keep])
+    with torch.no_grad():
+        h = sae.encode(x)
+        x_hat = sae.decode(h)
+    return {
+        "x": x.double().numpy(),
+        "h": h.numpy(),
+        "x_hat": x_hat.double().numpy(),
+        **{k: data[k][keep] for k in ("doc_ids", "pos", "token_ids")},
+    }
+
+
+@pytest.fixture(scope="module")
+def sparse_run(tmp_path_factory, store_path, data):
+    """One analysis shared by the read-only checks below."""
+    sae = make_sae()
+    run = write_run(tmp_path_factory.mktemp("runs"), sae, {"dead_fraction_train": 0.25})
+    summary = analyze_run(store_path, run, config())
+    return run, sae, summary, brute(sae, data)
+
+
+@pytest.mark.parametrize(
+    ("bias", "sparse_density", "chunk"),
+    [(-0.3, 1.1, 1 << 22), (-0.3, 0.0, 1 << 22), (0.2, 1.1, 100), (0.2, 0.0, 100)],
+    ids=["sparse-decode", "dense-decode", "sparse-chunked", "dense-chunked"],
+)
+def test_statistics_equal_brute_force(tmp_path, store_path, data, monkeypatch, bias, sparse_density, chunk):
+    monkeypatch.setattr(feature_stats, "SPARSE_DECODE_DENSITY", sparse_density)
+    monkeypatch.setattr(feature_stats, "CHUNK_ELEMENTS", chunk)
+    sae = make_sae(bias)
+    run = write_run(tmp_path, sae)
+    cfg = config(ce_loss_documents=0, min_activations=5)
+    summary = analyze_run(store_path, run, cfg)
+    ref = brute(sae, data)
+    h, thr = ref["h"], cfg.analysis.dead_threshold
+    fired = h > np.float32(thr)
+    count = fired.sum(0)
+    total = np.where(fired, h.astype(np.float64), 0).sum(0)
+    stats = pd.read_parquet(run / "features" / "feature_stats.parquet")
+    assert stats["feature_id"].tolist() == list(range(M))
+    np.testing.assert_array_equal(stats["count"], count)
+    np.testing.assert_allclose(stats["sum"], total, rtol=1e-5)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = total / count
+        sel = np.where(count >= 5, mean / np.log(count + 1), np.nan)
+    np.testing.assert_allclose(stats["mean"], mean, rtol=1e-5)
+    np.testing.assert_array_equal(stats["max"], h.max(0))
+    np.testing.assert_allclose(stats["density"], count / len(h))
+    np.testing.assert_allclose(stats["selectivity"], sel, rtol=1e-5)
+    np.testing.assert_array_equal(stats["dead"], count == 0)
+    assert stats["dead"][3]
+    hist = np.stack(stats["hist"].to_numpy())
+    np.testing.assert_array_equal(hist.sum(1), count)
+    edges = histogram_edges(thr)
+    j = int(np.argmax(count))
+    expected, _ = np.histogram(np.clip(h[fired[:, j], j], edges[0], edges[-1]), bins=edges)
+    np.testing.assert_array_equal(hist[j], expected)
+
+    x, x_hat = ref["x"], ref["x_hat"]
+    err = ((x - x_hat) ** 2).sum(1)
+    assert summary["tokens_analyzed"] == len(h)
+    assert summary["dead_count"] == int((count == 0).sum())
+    assert summary["dead_fraction"] == pytest.approx((count == 0).mean())
+    assert summary["mse"] == pytest.approx(err.mean() / D, rel=1e-5)
+    assert summary["explained_variance"] == pytest.approx(
+        1 - err.sum() / ((x - x.mean(0)) ** 2).sum(), rel=1e-5
+    )
+    assert summary["l0"] == pytest.approx((h > 0).sum(1).mean())
+    assert summary["l1"] == pytest.approx(h.sum(1).mean(), rel=1e-5)
+    cos = (x * x_hat).sum(1) / np.linalg.norm(x, axis=1) / np.linalg.norm(x_hat, axis=1)
+    assert summary["cosine_similarity"] == pytest.approx(cos.mean(), rel=1e-5)
+    ratio = np.linalg.norm(x_hat, axis=1) / np.linalg.norm(x, axis=1)
+    assert summary["l2_ratio"] == pytest.approx(ratio.mean(), rel=1e-5)
+
+
+def test_dead_threshold_is_strict(tmp_path, store_path):
+    """A feature whose activation equals the threshold on every token is dead; one a float32 step above
+    it fires on every token."""
+    thr = 0.07
+    sae = make_sae(-100.0)
+    with torch.no_grad():
+        sae.W_enc[:, :2] = 0.0
+        sae.b_enc[0] = thr
+        sae.b_enc[1] = float(np.nextafter(np.float32(thr), np.float32(1)))
+    run = write_run(tmp_path, sae)
+    summary = analyze_run(store_path, run, config(ce_loss_documents=0, dead_threshold=thr))
+    stats = pd.read_parquet(run / "features" / "feature_stats.parquet")
+    assert stats["count"][0] == 0 and stats["dead"][0]
+    assert stats["count"][1] == summary["tokens_analyzed"] and not stats["dead"][1]
+    assert summary["dead_count"] == M - 1
+
+
+def test_selection_follows_selectivity(sparse_run):
+    run, _, summary, _ = sparse_run
+    stats = pd.read_parquet(run / "features" / "feature_stats.parquet")
+    sel = stats["selectivity"].to_numpy()
+    eligible = np.flatnonzero(~np.isnan(sel))
+    by_desc = sorted(eligible, key=lambda i: (-sel[i], i))
+    selected = json.loads((run / "features" / "selected.json").read_text())
+    assert selected["top"] == by_desc[:4]
+    assert selected["bottom"] == by_desc[::-1][:4]
+    assert selected["min_activations"] == 10 and selected["threshold"] == 0.07
+    assert summary["selected"] == {"top": selected["top"], "bottom": selected["bottom"]}
+    assert all(stats["count"][i] >= 10 for i in selected["top"] + selected["bottom"])
+
+
+def test_selection_is_disjoint_with_few_eligible_features():
+    sel = np.array([np.nan, 0.5, 0.1, np.nan, 0.9])
+    assert select_features(sel, 2) == ([4, 1], [2])
+    assert select_features(sel, 1) == ([4], [2])
+    tie = np.array([0.3, 0.3, 0.3, 0.3])
+    assert select_features(tie, 2) == ([0, 1], [3, 2])
+
+
+def test_top_examples_equal_brute_force_and_contexts_stay_in_document(sparse_run, data):
+    run, _, _, ref = sparse_run
+    selected = json.loads((run / "features" / "selected.json").read_text())
+    ex = pd.read_parquet(run / "features" / "examples.parquet")
+    assert list(ex.columns) == [
+        "feature_id", "group", "kind", "rank", "activation", "doc_id", "pos", "token_id", "token",
+        "context_token_ids", "context_tokens", "marked_index", "context_text",
+    ]  # fmt: skip
+    h = ref["h"]
+    for group in ("top", "bottom"):
+        for f in selected[group]:
+            rows = ex[(ex.feature_id == f) & (ex.kind == "top")].sort_values("rank")
+            assert (rows.group == group).all()
+            firing = np.flatnonzero(h[:, f] > np.float32(0.07))
+            order = firing[np.lexsort((firing, -h[firing, f]))][:12]  # ties → earlier token
+            np.testing.assert_allclose(rows.activation, h[order, f], rtol=1e-6)
+            assert list(zip(rows.doc_id, rows.pos, strict=True)) == list(
+                zip(ref["doc_ids"][order], ref["pos"][order], strict=True)
+            )
+    docs = {d: data["token_ids"][data["doc_ids"] == d] for d in np.unique(data["doc_ids"])}
+    for row in ex.itertuples():
+        doc = docs[row.doc_id]
+        start = max(0, row.pos - 10)
+        assert list(row.context_token_ids) == list(doc[start : row.pos + 11])
+        assert row.context_token_ids[row.marked_index] == row.token_id == doc[row.pos]
+        assert row.context_tokens[row.marked_index] == row.token == f"<{row.token_id}>"
+        assert f"**<{row.token_id}>**" in row.context_text
+        assert row.activation > 0.07
+
+
+def test_quantile_examples_spread_over_firing_tokens(sparse_run):
+    run, _, _, ref = sparse_run
+    ex = pd.read_parquet(run / "features" / "examples.parquet")
+    h = ref["h"]
+    where = {(d, p): i for i, (d, p) in enumerate(zip(ref["doc_ids"], ref["pos"], strict=True))}
+    quant = ex[ex.kind == "quantile"]
+    assert len(quant) > 0
+    for f, rows in quant.groupby("feature_id"):
+        top = set(
+            zip(
+                ex[(ex.feature_id == f) & (ex.kind == "top")].doc_id,
+                ex[(ex.feature_id == f) & (ex.kind == "top")].pos,
+                strict=True,
+            )
+        )
+        assert len(rows) <= 5
+        assert rows.sort_values("rank").activation.is_monotonic_increasing
+        for row in rows.itertuples():
+            assert (row.doc_id, row.pos) not in top
+            assert h[where[(row.doc_id, row.pos)], f] == pytest.approx(row.activation)
+
+
+def test_pearson_equals_numpy_corrcoef_and_cosine_of_decoder(sparse_run):
+    run, sae, _, ref = sparse_run
+    corr = json.loads((run / "features" / "correlation.json").read_text())
+    ids = corr["ids"]
+    expected = np.corrcoef(ref["h"][:, ids].astype(np.float64), rowvar=False)
+    got = np.array([[np.nan if v is None else v for v in row] for row in corr["pearson"]])
+    np.testing.assert_allclose(got, expected, atol=1e-9, equal_nan=True)
+    w = sae.W_dec.detach().double().numpy()[ids]
+    w /= np.linalg.norm(w, axis=1, keepdims=True)
+    np.testing.assert_allclose(np.array(corr["decoder_cosine"]), w @ w.T, atol=1e-9)
+    assert sorted(corr["order"]) == list(range(len(ids)))
+    assert corr["ordered_ids"] == [ids[i] for i in corr["order"]]
+    assert len(corr["clusters"]) == len(ids) and set(corr["groups"]) <= {"top", "bottom"}
+
+
+def test_neighbors_are_nearest_decoder_directions(sparse_run):
+    run, sae, _, _ = sparse_run
+    nb = pd.read_parquet(run / "features" / "neighbors.parquet")
+    w = sae.W_dec.detach().double().numpy()
+    w /= np.linalg.norm(w, axis=1, keepdims=True)
+    sims = w @ w.T
+    np.fill_diagonal(sims, -np.inf)
+    assert nb["feature_id"].tolist() == list(range(M))
+    for row in nb.itertuples():
+        assert len(row.neighbor_ids) == 10
+        np.testing.assert_allclose(row.cosine, np.sort(sims[row.feature_id])[::-1][:10], atol=1e-5)
+
+
+def test_outputs_follow_the_contract(sparse_run):
+    run, _, summary, _ = sparse_run
+    for name in ("correlation.png", "density.png"):
+        assert (run / "features" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    on_disk = json.loads((run / "analysis.json").read_text())
+    assert on_disk == json.loads(json.dumps(summary))
+    for key in (
+        "cell", "split", "tokens_analyzed", "dead_threshold", "dead_count", "dead_fraction",
+        "training_dead_fraction", "l0", "l1", "mse", "explained_variance", "cosine_similarity", "l2_ratio",
+        "ce_loss", "ce_loss_note", "histogram_edges", "selected", "code_version",
+    ):  # fmt: skip
+        assert key in on_disk, key
+    assert on_disk["cell"] == CELL and on_disk["split"] == "test"
+    assert on_disk["training_dead_fraction"] == 0.25
+    assert on_disk["ce_loss"] is None and "skipped" in on_disk["ce_loss_note"]
+    assert len(on_disk["histogram_edges"]) == 65
+    assert not list(run.rglob("*.tmp"))
+
+
+def test_max_tokens_caps_both_passes(tmp_path, store_path, data):
+    sae = make_sae()
+    run = write_run(tmp_path, sae)
+    summary = analyze_run(store_path, run, config(max_tokens=100, ce_loss_documents=0))
+    assert summary["tokens_analyzed"] == 100
+    ref = brute(sae, data)
+    stats = pd.read_parquet(run / "features" / "feature_stats.parquet")
+    np.testing.assert_array_equal(stats["count"], (ref["h"][:100] > np.float32(0.07)).sum(0))
+    ex = pd.read_parquet(run / "features" / "examples.parquet")
+    first_100 = set(zip(ref["doc_ids"][:100], ref["pos"][:100], strict=True))
+    assert set(zip(ex.doc_id, ex.pos, strict=True)) <= first_100
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input
+
+
+def test_run_dir_without_weights(tmp_path, store_path):
+    (tmp_path / CELL).mkdir()
+    with pytest.raises(AnalysisError, match=r"run: .*4x_0\.001_sampling holds no model_weights_\*\.pth"):
+        analyze_run(store_path, tmp_path / CELL, config())
+    with pytest.raises(AnalysisError, match="no such run directory"):
+        analyze_run(store_path, tmp_path / "nowhere", config())
+
+
+def test_weights_that_do_not_match_the_store(tmp_path, store_path):
+    run = write_run(tmp_path, SparseAutoencoder(D + 1, M, seed=0))
+    with pytest.raises(AnalysisError, match=r"d_in=9 .* d_model=8"):
+        analyze_run(store_path, run, config())
+
+
+def test_unreadable_weights(tmp_path, store_path):
+    run = tmp_path / CELL
+    run.mkdir()
+    (run / f"model_weights_{CELL}.pth").write_bytes(b"not a state dict")
+    with pytest.raises(AnalysisError, match="cannot load the SAE weights"):
+        analyze_run(store_path, run, config())
+
+
+def test_negative_threshold(tmp_path, store_path):
+    run = write_run(tmp_path, make_sae())
+    cfg = config()
+    bad = cfg.model_copy(update={"analysis": cfg.analysis.model_copy(update={"dead_threshold": -0.1})})
+    with pytest.raises(AnalysisError, match=r"analysis\.dead_threshold: must be >= 0 \(got -0\.1\)"):
+        analyze_run(store_path, run, bad)
+
+
+def test_split_without_tokens(tmp_path, store_path):
+    run = write_run(tmp_path, make_sae())
+    with pytest.raises(AnalysisError, match=r"analysis\.split: .* no tokens in split 'val'"):
+        analyze_run(store_path, run, config(split="val"))
+
+
+def test_selectivity_uses_natural_log():
+    assert feature_stats.selectivity(np.array([2.0]), np.array([10]), 10)[0] == pytest.approx(
+        2 / math.log(11)
+    )
+    assert math.isnan(feature_stats.selectivity(np.array([2.0]), np.array([9]), 10)[0])

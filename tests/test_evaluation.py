@@ -1,0 +1,168 @@
+"""CE-loss recovered and KL with the SAE spliced into a tiny GPT-2 built locally, and the whole analysis
+of a real extraction (tokenizer-decoded examples, CE loss in analysis.json)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from sae_core import evaluation
+from sae_core.analysis import analyze_run
+from sae_core.config import load_config
+from sae_core.evaluation import ReconstructionStats, ce_loss_recovered
+from sae_core.sae import SparseAutoencoder
+
+D_MODEL = 32  # tests/conftest.py TINY_SPEC_KW
+
+
+def identity_sae(d: int) -> SparseAutoencoder:
+    """relu(x) − relu(−x) = x: a 2d-wide SAE that reconstructs exactly."""
+    sae = SparseAutoencoder(d, 2 * d, seed=0)
+    eye = torch.eye(d)
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.cat([eye, -eye], 1))
+        sae.W_dec.copy_(torch.cat([eye, -eye], 0))
+        sae.b_enc.zero_()
+        sae.b_dec.zero_()
+    return sae
+
+
+def zero_sae(d: int) -> SparseAutoencoder:
+    sae = SparseAutoencoder(d, 2 * d, seed=0)
+    with torch.no_grad():
+        for param in sae.parameters():
+            param.zero_()
+    return sae
+
+
+@pytest.fixture(scope="module")
+def documents(tiny_gpt2, tiny_texts) -> list[np.ndarray]:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_gpt2))
+    return [np.array(tok(t)["input_ids"][:100]) for t in tiny_texts[:12]]
+
+
+@pytest.mark.parametrize("layer", [0, 1, 2])
+def test_ce_loss_recovered_is_one_for_identity_and_zero_for_zero_sae(tiny_gpt2, documents, layer):
+    perfect, note = ce_loss_recovered(identity_sae(D_MODEL), str(tiny_gpt2), layer, documents, device="cpu")
+    assert perfect is not None, note
+    assert perfect["recovered"] == pytest.approx(1.0, abs=1e-3)
+    assert perfect["sae"] == pytest.approx(perfect["clean"], abs=1e-5)
+    assert perfect["kl_sae"] == pytest.approx(0.0, abs=1e-6)
+    assert perfect["kl_zero"] > 1e-4 and perfect["zero"] != perfect["clean"]
+    assert perfect["documents"] == len(documents)
+    assert perfect["tokens"] == sum(len(d) - 2 for d in documents)  # position 0 not counted
+    assert f"hidden_states[{layer}]" in note
+    ablated, _ = ce_loss_recovered(zero_sae(D_MODEL), str(tiny_gpt2), layer, documents, device="cpu")
+    assert ablated["recovered"] == pytest.approx(0.0, abs=1e-6)
+    assert ablated["clean"] == pytest.approx(perfect["clean"])
+
+
+class Recorder(nn.Module):
+    """Returns its input unchanged and records it: where exactly the splice reads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.seen.append(x.clone())
+        return x, x
+
+
+@pytest.mark.parametrize("layer", [0, 1, 2])
+def test_splice_reads_hidden_states_of_the_layer(tiny_gpt2, documents, layer):
+    from transformers import AutoModelForCausalLM
+
+    doc = documents[0]
+    recorder = Recorder()
+    ce_loss_recovered(recorder, str(tiny_gpt2), layer, [doc], device="cpu", skip_first_position=False)
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_gpt2)).eval()
+    with torch.no_grad():
+        hidden = model(torch.from_numpy(doc)[None], output_hidden_states=True).hidden_states[layer][0]
+    torch.testing.assert_close(recorder.seen[0], hidden, atol=1e-5, rtol=1e-5)
+
+
+def test_padding_and_batching_do_not_change_the_result(tiny_gpt2, documents, monkeypatch):
+    sae = SparseAutoencoder(D_MODEL, 64, seed=3)
+    batched, _ = ce_loss_recovered(sae, str(tiny_gpt2), 1, documents, device="cpu")
+    monkeypatch.setattr(evaluation, "CE_BATCH_TOKENS", 1)  # one document per forward, no padding
+    single, _ = ce_loss_recovered(sae, str(tiny_gpt2), 1, documents, device="cpu")
+    for key in ("clean", "sae", "zero", "kl_sae", "kl_zero"):
+        assert batched[key] == pytest.approx(single[key], rel=1e-4, abs=1e-6), key
+    assert batched["kl_sae"] > 0 and batched["recovered"] is not None
+
+
+def test_model_without_lm_head_is_skipped_with_a_note(tmp_path, documents):
+    from transformers import GPT2Config, GPT2Model
+
+    config = GPT2Config(n_layer=2, n_embd=D_MODEL, n_head=2, n_positions=128, vocab_size=400,
+                        tie_word_embeddings=False)  # fmt: skip
+    GPT2Model(config).save_pretrained(tmp_path / "base")
+    result, note = ce_loss_recovered(
+        identity_sae(D_MODEL), str(tmp_path / "base"), 1, documents, device="cpu"
+    )
+    assert result is None
+    assert note.startswith("skipped:") and "language-model head" in note
+    result, note = ce_loss_recovered(identity_sae(D_MODEL), None, 1, documents)
+    assert result is None and "names no model" in note
+
+
+def test_reconstruction_stats_are_batch_independent():
+    gen = torch.Generator().manual_seed(0)
+    x, x_hat = torch.randn(300, 6, generator=gen), torch.randn(300, 6, generator=gen)
+    whole, parts = ReconstructionStats(6), ReconstructionStats(6)
+    whole.update(x, x_hat, 30.0, 12.0)
+    for lo in range(0, 300, 70):
+        parts.update(
+            x[lo : lo + 70],
+            x_hat[lo : lo + 70],
+            30.0 * len(x[lo : lo + 70]) / 300,
+            0.04 * len(x[lo : lo + 70]),
+        )
+    a, b = whole.summary(), parts.summary()
+    assert a.keys() == b.keys()
+    for key in a:
+        assert a[key] == pytest.approx(b[key], rel=1e-9), key
+    assert a["l0"] == pytest.approx(0.1)
+
+
+def test_analysis_of_a_real_extraction(tmp_path, tiny_store):
+    """Examples decoded with the store's tokenizer, the token marked; CE loss through the real model."""
+    from sae_core.activations import ActivationStore
+
+    store = ActivationStore.open(tiny_store)
+    sae = SparseAutoencoder(store.d_model, 4 * store.d_model, seed=0)
+    norm = store.sample(256, split="test").norm(dim=1).mean()
+    with torch.no_grad():  # a random GPT-2's residual stream is tiny: scale the encoder to it
+        sae.W_enc *= store.d_model**0.5 / norm
+        sae.b_enc.fill_(-0.5)
+    run = tmp_path / "4x_0.01_nosampling"
+    run.mkdir()
+    torch.save(sae.state_dict(), run / "model_weights_4x_0.01_nosampling.pth")
+    cfg = load_config(
+        "demo",
+        overrides={"training.device": "cpu", "model.device": "cpu", "analysis.ce_loss_documents": 4,
+                   "analysis.top_k_features": 3, "analysis.examples_per_feature": 5},
+    )  # fmt: skip
+    summary = analyze_run(tiny_store, run, cfg)
+    ce = summary["ce_loss"]
+    assert ce is not None, summary["ce_loss_note"]
+    assert ce["documents"] == 4 and ce["tokens"] > 0
+    assert ce["clean"] < ce["zero"] or ce["kl_zero"] > 0
+    assert "position 0 left clean" in summary["ce_loss_note"]
+    ex = pd.read_parquet(run / "features" / "examples.parquet")
+    assert len(ex) > 0
+    docs = store.documents(cfg.analysis.split)
+    for row in ex.itertuples():
+        assert docs[row.doc_id][row.pos] == row.token_id
+        assert row.pos >= 1  # the store drops each document's first token by default
+        assert f"**{row.token}**" in row.context_text and not row.token.startswith("<")
+        assert "".join(row.context_tokens[: row.marked_index]) + f"**{row.token}**" in row.context_text
+    assert json.loads((run / "analysis.json").read_text())["ce_loss"] == ce
