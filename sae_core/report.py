@@ -9,8 +9,6 @@ For the `seed` preset the published numbers (`sae_core/data/published.json`) sta
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 import logging
 import math
@@ -23,7 +21,7 @@ from typing import Any
 from sae_core.config import SweepConfig
 from sae_core.errors import SaeSweepError
 from sae_core.io import atomic_write_json, atomic_write_text
-from sae_core.naming import Cell, format_l1, grid_cells
+from sae_core.naming import Cell, grid_cells
 from sae_core.progress import Progress, no_progress
 from sae_core.version import code_version
 
@@ -321,6 +319,7 @@ def build_report(
     `compare_published` None means: beside the published numbers when the sweep is the `seed` preset.
     """
     from sae_core import report_plots  # matplotlib is imported only when a report is built
+    from sae_core.report_render import render_html, render_markdown
 
     progress = progress or no_progress
     sweep_dir = Path(sweep_dir)
@@ -353,124 +352,3 @@ def build_report(
     progress(steps, steps, {})
     log.info("report: %d cells → %s", len(cells), out)
     return out
-
-
-def _table_cell_text(value: float | None, note: str | None, pub: float | None, unit: str) -> str:
-    ours = f"{value:.2f}{unit}" if value is not None else (note or "missing")
-    return ours if pub is None else f"{ours} (study {pub:g}{unit})"
-
-
-def _grid_matrix(table: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    head = ["λ \\ expansion"] + [f"{c}x" for c in table["columns"]]
-    unit = " pp" if "delta" in table["title"] else "%"
-    body = []
-    for i, l1 in enumerate(table["rows"]):
-        pub = table["published"][i] if table["published"] else [None] * len(table["columns"])
-        cells = [
-            _table_cell_text(v, n, p, unit)
-            for v, n, p in zip(table["values"][i], table["notes"][i], pub, strict=True)
-        ]
-        body.append([format_l1(l1), *cells])
-    return head, body
-
-
-def _cell_matrix(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    head = ["cell"] + [title for title, _, _ in CELL_METRICS.values()]
-    body = []
-    for row in doc["cells"]:
-        texts = [
-            format_entry(Entry(row[key], row["notes"].get(key)), fmt)
-            for key, (_, _, fmt) in CELL_METRICS.items()
-        ]
-        body.append([row["cell"], *texts])
-    return head, body
-
-
-def _md_table(head: list[str], body: list[list[str]]) -> str:
-    def esc(text: str) -> str:
-        return text.replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| " + " | ".join(map(esc, head)) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(map(esc, row)) + " |" for row in body]
-    return "\n".join(lines)
-
-
-def _intro(doc: dict[str, Any], cells: list[CellData]) -> list[str]:
-    """The report's opening paragraphs (shared by the markdown and the HTML)."""
-    present = sum(c.exists for c in cells)
-    paragraphs = [
-        f"Sweep `{doc['sweep']}`: {present} of {len(cells)} cells present. Generated "
-        f"{doc['generated_at']} by sae-sweep {doc['code_version']}.",
-        "Dead % counts features whose activation never exceeds the analysis threshold on held-out "
-        "tokens. A value that could not be measured reads `missing` or `skipped (reason)`, never 0.",
-    ]
-    if doc["published_source"]:
-        paragraphs.append(
-            f'Published values ("study …") are from {doc["published_source"]} The study measured '
-            "dead % over all tokens, training ones included, with its own code's choices (see README)."
-        )
-    return paragraphs
-
-
-def _browser_links(cells: list[CellData]) -> list[tuple[str, str]]:
-    return [
-        (c.cell.name, f"../{c.cell.name}/browser.html") for c in cells if (c.path / "browser.html").is_file()
-    ]
-
-
-def render_markdown(doc: dict[str, Any], cells: list[CellData], figures: list[Any]) -> str:
-    parts = [f"# Sweep report: {doc['sweep']}", ""]
-    for paragraph in _intro(doc, cells):
-        parts += [paragraph, ""]
-    for table in doc["grid_tables"].values():
-        parts += [f"## {table['title']}", "", _md_table(*_grid_matrix(table)), ""]
-    parts += ["## Per cell", "", _md_table(*_cell_matrix(doc)), ""]
-    if figures:
-        parts += ["## Plots", ""]
-        parts += [f"### {f.title}\n\n![{f.title}]({f.file})\n" for f in figures]
-    links = _browser_links(cells)
-    if links:
-        parts += ["## Feature browsers", ""] + [f"- [{name}]({href})" for name, href in links] + [""]
-    return "\n".join(parts)
-
-
-_CSS = """body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:.5em 0 1.5em}
-th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}
-th:first-child,td:first-child{text-align:left}th{background:#f3f3f3}td.absent{color:#a33;font-style:italic}
-img{max-width:100%;border:1px solid #eee}code{background:#f5f5f5;padding:0 .2em}"""
-
-
-def _html_table(head: list[str], body: list[list[str]]) -> str:
-    def cell(text: str) -> str:
-        absent = text.startswith(("missing", "skipped", "failed"))
-        return f"<td{' class=absent' if absent else ''}>{html.escape(text)}</td>"
-
-    rows = "".join("<tr>" + "".join(cell(t) for t in row) + "</tr>" for row in body)
-    return f"<table><tr>{''.join(f'<th>{html.escape(h)}</th>' for h in head)}</tr>{rows}</table>"
-
-
-def render_html(doc: dict[str, Any], cells: list[CellData], figures: list[Any], out: Path) -> str:
-    """One self-contained page: the same content as report.md, PNGs embedded as data URIs."""
-    esc = html.escape
-    body = [f"<h1>Sweep report: {esc(doc['sweep'])}</h1>"]
-    body += [f"<p>{esc(p)}</p>" for p in _intro(doc, cells)]
-    for table in doc["grid_tables"].values():
-        body += [f"<h2>{esc(table['title'])}</h2>", _html_table(*_grid_matrix(table))]
-    body += ["<h2>Per cell</h2>", _html_table(*_cell_matrix(doc))]
-    if figures:
-        body.append("<h2>Plots</h2>")
-    for fig in figures:
-        data = base64.b64encode((out / fig.file).read_bytes()).decode("ascii")
-        body.append(
-            f"<h3>{esc(fig.title)}</h3><img alt='{esc(fig.title)}' src='data:image/png;base64,{data}'>"
-        )
-    links = _browser_links(cells)
-    if links:
-        items = "".join(f"<li><a href='{esc(h)}'>{esc(n)}</a></li>" for n, h in links)
-        body.append(f"<h2>Feature browsers</h2><ul>{items}</ul>")
-    return (
-        "<!doctype html><html lang=en><head><meta charset=utf-8>"
-        f"<title>Sweep report: {esc(doc['sweep'])}</title><style>{_CSS}</style></head>"
-        f"<body>{''.join(body)}</body></html>\n"
-    )
