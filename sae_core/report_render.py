@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from pathlib import Path
 from typing import Any
 
@@ -107,11 +108,16 @@ def _html_table(head: list[str], body: list[list[str]]) -> str:
     return f"<table><tr>{''.join(f'<th>{html.escape(h)}</th>' for h in head)}</tr>{rows}</table>"
 
 
+def _inline_code(text: str) -> str:
+    """Markdown's `code` spans as <code> (the text is already HTML-escaped)."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
+
+
 def render_html(doc: dict[str, Any], cells: list[CellData], figures: list[Any], out: Path) -> str:
     """One self-contained page: the same content as report.md, PNGs embedded as data URIs."""
     esc = html.escape
     body = [f"<h1>Sweep report: {esc(doc['sweep'])}</h1>"]
-    body += [f"<p>{esc(p)}</p>" for p in _intro(doc, cells)]
+    body += [f"<p>{_inline_code(esc(p))}</p>" for p in _intro(doc, cells)]
     for table in doc["grid_tables"].values():
         body += [f"<h2>{esc(table['title'])}</h2>", _html_table(*_grid_matrix(table))]
     body += ["<h2>Per cell</h2>", _html_table(*_cell_matrix(doc))]
