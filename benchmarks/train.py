@@ -58,8 +58,8 @@ def run_saelens(data: torch.Tensor, d_hidden: int, batch: int, steps: int, l1: f
         StandardTrainingSAEConfig(d_in=data.shape[1], d_sae=d_hidden, l1_coefficient=l1, device="cpu")
     )
     cfg = SAETrainerConfig(
-        total_training_samples=batch * steps, train_batch_size_samples=batch, lr=1e-4, lr_end=1e-4, device="cpu",
-        logger=LoggingConfig(log_to_wandb=False),
+        total_training_samples=batch * steps, train_batch_size_samples=batch, lr=1e-4, lr_end=1e-4,
+        device="cpu", logger=LoggingConfig(log_to_wandb=False),
     )  # fmt: skip
 
     def provider():
