@@ -454,9 +454,10 @@ def labels_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
 
 
 def write_labels(run_dir: str | Path, rows: Sequence[dict[str, Any]], summary: dict[str, Any]) -> Path:
-    """Write `labels.parquet` (when there are rows) and `labels.json`, each atomically."""
+    """Write `labels.parquet` (unless the summary says the stage was skipped; possibly with no rows) and
+    `labels.json`, each atomically."""
     run = Path(run_dir)
-    if rows:
+    if not summary.get("skipped_reason"):
         table = pa.Table.from_pylist(
             [{c: r.get(c) for c in LABEL_COLUMNS.names} for r in rows], LABEL_COLUMNS
         )

@@ -50,6 +50,7 @@ from sae_core.labeling import (
 from sae_core.naming import Cell
 from tasks.common import resolve_secret, result_storage
 
+MAX_BACKOFF_S = 300.0
 NO_KEY_PLACEHOLDER = "no-key"
 """Sent as the key to a configured `base_url` when no key is set (Ollama, vLLM and llama.cpp ignore it)."""
 
@@ -270,7 +271,10 @@ def label_cell(run_dir: str, cfg: SweepConfig) -> dict[str, Any]:
     cell = _cell_label(run)
     options: dict[str, Any] = {
         "retries": lab.max_retries,
-        "retry_delay_seconds": [lab.retry_base_delay_s * 2**i for i in range(max(lab.max_retries, 1))],
+        # Prefect takes at most 50 delays and repeats the last; no single wait beyond MAX_BACKOFF_S.
+        "retry_delay_seconds": [
+            min(lab.retry_base_delay_s * 2**i, MAX_BACKOFF_S) for i in range(min(max(lab.max_retries, 1), 50))
+        ],
         "retry_jitter_factor": 0.5 if lab.retry_base_delay_s > 0 else None,
         "result_storage": result_storage(cfg),
     }
@@ -325,7 +329,10 @@ def _collect(future: Any, secret: str) -> dict[str, Any]:
     state = future.state
     if state.is_completed():
         return {**state.result(), "status": "ok", "error": None, "cached": state.name == "Cached"}
-    exc = state.result(raise_on_failure=False)
+    try:
+        exc = state.result(raise_on_failure=False)
+    except Exception as err:  # a crashed run whose result cannot be read
+        exc = err
     if isinstance(exc, LabelAttemptError):
         return _failed(exc.attempts, scrub(str(exc), secret))
     return _failed(

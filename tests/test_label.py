@@ -220,6 +220,14 @@ def test_load_label_inputs(tmp_path) -> None:
     assert all("**Paris**" in e.context_text for e in first.examples)
 
 
+def test_nothing_selected_means_nothing_to_label(tmp_path) -> None:
+    (tmp_path / "features").mkdir()
+    (tmp_path / "features" / "selected.json").write_text('{"top": [], "bottom": []}')
+    assert load_label_inputs(tmp_path).features == ()  # no examples.parquet needed
+    write_labels(tmp_path, [], {"monosemanticity_rate": None, "skipped_reason": None})
+    assert len(pd.read_parquet(tmp_path / "labels.parquet")) == 0
+
+
 def test_bad_inputs_name_the_path(tmp_path) -> None:
     with pytest.raises(LabelingError, match=r"selected\.json: missing"):
         load_label_inputs(tmp_path)

@@ -212,3 +212,61 @@ def test_detection_scores_labels(label_prefect, fake_llm, tmp_path, monkeypatch)
     assert df["detection_accuracy"].tolist() == [1.0, 1.0, 1.0]  # the fake picks exactly the right ones
     assert summary["detection_accuracy"] == 1.0
     assert sum("Label:" in (r.body["messages"][-1]["content"]) for r in fake_llm.requests) == 3
+
+
+def test_labels_the_real_analysis_output(
+    label_prefect, fake_llm, synthetic_store_factory, tmp_path, monkeypatch
+):
+    """The analysis stage's own files (not fabricated ones) go through labelling unchanged."""
+    import numpy as np
+    import torch
+
+    from sae_core.analysis import analyze_run
+    from sae_core.sae import SparseAutoencoder
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(5, 30, size=40)
+    doc_ids = np.repeat(np.arange(40), lengths).astype(np.int32)
+    store = synthetic_store_factory(
+        rng.normal(size=(len(doc_ids), 8)).astype(np.float32),
+        doc_ids,
+        token_ids=rng.integers(0, 50, size=len(doc_ids)).astype(np.int32),
+        splits=np.where(doc_ids % 2 == 0, "test", "train"),
+    )
+    sae = SparseAutoencoder(8, 16, seed=1)
+    with torch.no_grad():
+        sae.b_enc.fill_(-0.3)
+    run = tmp_path / "2x_0.01_nosampling"
+    run.mkdir()
+    torch.save(sae.state_dict(), run / "model_weights_2x_0.01_nosampling.pth")
+    overrides = {
+        "analysis.top_k_features": 3,
+        "analysis.ce_loss_documents": 0,
+        "analysis.examples_per_feature": 6,
+    }
+    analyze_run(store.path, run, load_config("demo", overrides={"training.device": "cpu", **overrides}))
+    selected = json.loads((run / "features" / "selected.json").read_text())
+
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    summary = _label_flow(str(run), _cfg(tmp_path / "data", fake_llm.url).model_dump(mode="json"))
+    df = pd.read_parquet(run / "labels.parquet")
+    expected = [(f, "top") for f in selected["top"]] + [(f, "bottom") for f in selected["bottom"]]
+    assert sorted(zip(df["feature_id"], df["group"], strict=True)) == sorted(expected)
+    assert (df["status"] == "ok").all() and df["label"].str.startswith("the token").all()
+    assert summary["labelled"] == len(expected) and summary["monosemanticity_rate"] == 1.0
+
+
+def test_key_from_a_prefect_secret_block(label_prefect, fake_llm, tmp_path, monkeypatch) -> None:
+    from prefect.blocks.system import Secret
+
+    block_key = "sk-from-secret-block-0123456789"  # not KEY: blocks live in the API's database
+    Secret(value=block_key).save("label-test-key", overwrite=True)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    run = write_analysis(tmp_path / CELL, {1: ("top", "tokS")})
+    cfg = _cfg(tmp_path / "data", None, **{"labeling.api_key_secret_block": "label-test-key"})
+    cfg = cfg.model_copy(update={"labeling": cfg.labeling.model_copy(update={"base_url": fake_llm.url})})
+    summary = _label_flow(str(run), cfg.model_dump(mode="json"))
+    assert summary["labelled"] == 1
+    assert [r.headers["authorization"] for r in fake_llm.requests] == [f"Bearer {block_key}"]
+    missing = _cfg(tmp_path / "data", None, **{"labeling.api_key_secret_block": "no-such-block"})
+    assert "no-such-block" in label_cell(str(run), missing)["skipped_reason"]
