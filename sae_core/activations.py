@@ -8,10 +8,14 @@ that fills the buffer, and each shard's checksum is verified once per process be
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import queue
 import threading
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,6 +72,8 @@ class ActivationStore:
         self.tokenizer_path: str | None = model.get("resolved_path") or model.get("name")
         self._index: dict[tuple[str, bool], list[_Unit]] = {}
         self._index_lock = threading.Lock()
+        self.read_workers: int = min(4, os.cpu_count() or 1)
+        """Threads decoding row groups ahead of the consumer (1: read in the calling thread)."""
 
     # -- opening -------------------------------------------------------------------------------
 
@@ -171,8 +177,9 @@ class ActivationStore:
         units = self._units(split, self._drop(drop_first_token))
         out = torch.empty(sum(u.count for u in units), self.d_model, dtype=dtype, device=device)
         at = 0
-        for unit in units:
-            acts = torch.from_numpy(self._read_unit(unit))
+        for (part,) in self._read_ahead(units):
+            # Arrow's buffers are read-only; torch.from_numpy would warn about writing through them.
+            acts = torch.from_numpy(part if part.flags.writeable else part.copy())
             out[at : at + len(acts)].copy_(acts, non_blocking=False)
             at += len(acts)
         return out
@@ -242,53 +249,86 @@ class ActivationStore:
         raw = self._read_raw(unit)
         return raw if unit.rows is None else raw[unit.rows]
 
+    def _read_ahead(self, units: list[_Unit], with_rows: bool = False) -> Iterator[tuple[np.ndarray, ...]]:
+        """Row groups decoded in order by `read_workers` threads, a few ahead of the consumer: Parquet's
+        list decoding is the reader's main cost and Arrow releases the GIL while it runs."""
+        read = self._read_with_rows if with_rows else (lambda unit: (self._read_unit(unit),))
+        if self.read_workers <= 1 or len(units) <= 1:
+            yield from map(read, units)
+            return
+        with ThreadPoolExecutor(self.read_workers, thread_name_prefix="store-read") as pool:
+            pending: deque[Future] = deque()
+            todo = iter(units)
+            for unit in itertools.islice(todo, self.read_workers + 1):
+                pending.append(pool.submit(read, unit))
+            while pending:
+                result = pending.popleft().result()
+                if (unit := next(todo, None)) is not None:
+                    pending.append(pool.submit(read, unit))
+                yield result
+
+    def _read_with_rows(self, unit: _Unit) -> tuple[np.ndarray, ...]:
+        table = self._shard_file(unit.shard).read_row_group(unit.group, columns=["doc_id", "pos", "token_id"])
+        meta = [table.column(c).to_numpy() for c in ("doc_id", "pos", "token_id")]
+        return (self._read_unit(unit), *(m if unit.rows is None else m[unit.rows] for m in meta))
+
     def _in_order(
         self, units: list[_Unit], batch_size: int, drop_last: bool, with_rows: bool
     ) -> Iterator[RowBatch]:
-        pending: list[tuple[np.ndarray, ...]] = []
+        pending: deque[tuple[np.ndarray, ...]] = deque()
         pending_rows = 0
-        for unit in units:
-            acts = self._read_unit(unit).astype(np.float32)
-            parts: tuple[np.ndarray, ...] = (acts,)
-            if with_rows:
-                table = self._shard_file(unit.shard).read_row_group(
-                    unit.group, columns=["doc_id", "pos", "token_id"]
-                )
-                meta = [table.column(c).to_numpy() for c in ("doc_id", "pos", "token_id")]
-                parts += tuple(m if unit.rows is None else m[unit.rows] for m in meta)
+
+        def take(n: int) -> list[np.ndarray]:
+            nonlocal pending_rows
+            pieces: list[tuple[np.ndarray, ...]] = []
+            while n:
+                head = pending[0]
+                if len(head[0]) <= n:
+                    pieces.append(pending.popleft())
+                else:
+                    pieces.append(tuple(c[:n] for c in head))
+                    pending[0] = tuple(c[n:] for c in head)
+                n -= len(pieces[-1][0])
+            pending_rows -= sum(len(p[0]) for p in pieces)
+            return [np.concatenate(cols) for cols in zip(*pieces, strict=True)]
+
+        for parts in self._read_ahead(units, with_rows):
             pending.append(parts)
-            pending_rows += len(acts)
+            pending_rows += len(parts[0])
             while pending_rows >= batch_size:
-                joined = [np.concatenate(col) for col in zip(*pending, strict=True)]
-                yield _row_batch([c[:batch_size] for c in joined], with_rows)
-                pending = [tuple(c[batch_size:] for c in joined)]
-                pending_rows -= batch_size
+                yield _row_batch(take(batch_size), with_rows)
         if pending_rows and not drop_last:
-            yield _row_batch([np.concatenate(col) for col in zip(*pending, strict=True)], with_rows)
+            yield _row_batch(take(pending_rows), with_rows)
 
     def _shuffled(
         self, units: list[_Unit], batch_size: int, seed: int, buffer_rows: int, drop_last: bool
     ) -> Iterator[torch.Tensor]:
         rng = np.random.default_rng(seed)
         order = rng.permutation(len(units))
-        carry = np.empty((0, self.d_model), dtype=np.float32)
-        i = 0
-        while i < len(order):
-            parts, rows = [carry], len(carry)
-            while i < len(order) and rows < buffer_rows:
-                part = self._read_unit(units[order[i]])
-                parts.append(part)
-                rows += len(part)
-                i += 1
-            # One pass: concatenate and widen float16 → float32 together.
-            buffer = torch.from_numpy(np.concatenate(parts, dtype=np.float32))
-            perm = torch.from_numpy(rng.permutation(len(buffer)))
-            full = len(buffer) // batch_size * batch_size
+        parts: list[np.ndarray] = []
+        rows = 0
+        reads = self._read_ahead([units[i] for i in order])
+        while True:
+            part = next(reads, None)
+            if part is not None:
+                parts.append(part[0])
+                rows += len(part[0])
+                if rows < buffer_rows:
+                    continue
+            if not rows:
+                return
+            # Mixed in the store dtype (half the bytes to move), widened to float32 batch by batch.
+            buffer = torch.from_numpy(np.concatenate(parts))
+            mixed = buffer.index_select(0, torch.from_numpy(rng.permutation(len(buffer))))
+            full = len(mixed) // batch_size * batch_size
             for start in range(0, full, batch_size):
-                yield buffer.index_select(0, perm[start : start + batch_size])
-            carry = buffer.index_select(0, perm[full:]).numpy()
-        if len(carry) and not drop_last:
-            yield torch.from_numpy(carry)
+                yield mixed[start : start + batch_size].float()
+            rest = mixed[full:]
+            if part is None:  # the epoch's last rows
+                if len(rest) and not drop_last:
+                    yield rest.float()
+                return
+            parts, rows = [rest.numpy()], len(rest)
 
 
 def _row_batch(cols: list[np.ndarray], with_rows: bool) -> RowBatch:

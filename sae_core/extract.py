@@ -144,17 +144,22 @@ def find_blocks(model: torch.nn.Module, num_layers: int) -> torch.nn.ModuleList:
     return lists[0]
 
 
-def length_batches(lengths: list[int], batch_tokens: int) -> list[list[int]]:
-    """Indices grouped so each batch's (size × longest) ≤ batch_tokens; longest first, similar lengths
-    together, so padding stays small. A document longer than the budget runs alone."""
+def length_batches(lengths: list[int], batch_tokens: int, max_padding: float = 0.1) -> list[list[int]]:
+    """Indices grouped longest first so each batch's (size × longest) ≤ batch_tokens and padding stays
+    under `max_padding` of the batch (a batch closes early rather than pad a short document to a long
+    one). A document longer than the budget runs alone."""
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     batches: list[list[int]] = []
     current: list[int] = []
+    real = 0
     for i in order:
-        if current and (len(current) + 1) * lengths[current[0]] > batch_tokens:
-            batches.append(current)
-            current = []
+        if current:
+            padded = (len(current) + 1) * lengths[current[0]]
+            if padded > batch_tokens or padded - real - lengths[i] > max_padding * padded:
+                batches.append(current)
+                current, real = [], 0
         current.append(i)
+        real += lengths[i]
     if current:
         batches.append(current)
     return batches
