@@ -211,18 +211,32 @@ def _chat(
     timeout: float,
     schema: dict[str, Any] | None,
 ) -> str | None:
-    secret = getattr(client, "api_key", None)
     kwargs: dict[str, Any] = {"model": model, "messages": messages, "temperature": temperature}
     if schema is not None:
         kwargs["response_format"] = {"type": "json_schema", "json_schema": schema}
     try:
-        response = client.chat.completions.create(timeout=timeout, **kwargs)
-    except Exception as exc:
-        raise classify(exc, secret if isinstance(secret, str) else None) from None
+        response = _create(client, timeout, kwargs)
+    except RejectedLabelError as err:
+        # Reasoning models (o-series, gpt-5) accept only their default temperature: ask again without.
+        if not (err.kind == "bad_request" and "temperature" in str(err).lower()):
+            raise
+        log.info("endpoint refused temperature=%s for %s; using the model's default", temperature, model)
+        del kwargs["temperature"]
+        response = _create(client, timeout, kwargs)
     choices = getattr(response, "choices", None) or []
     if not choices:
         raise TransientLabelError("the response has no choices", "malformed")
     return choices[0].message.content
+
+
+def _create(client: Any, timeout: float, kwargs: dict[str, Any]) -> Any:
+    """One HTTP request; any failure becomes a classified, key-free error (the cause is dropped, since
+    tracebacks end up in Prefect's logs)."""
+    try:
+        return client.chat.completions.create(timeout=timeout, **kwargs)
+    except Exception as exc:
+        secret = getattr(client, "api_key", None)
+        raise classify(exc, secret if isinstance(secret, str) else None) from None
 
 
 def _refuses_schema(err: RejectedLabelError) -> bool:

@@ -145,6 +145,14 @@ def test_label_feature_falls_back_to_text_when_schema_is_refused(fake_llm) -> No
     assert [bool(r.body.get("response_format")) for r in fake_llm.requests] == [True, False]
 
 
+def test_label_feature_drops_a_refused_temperature(fake_llm) -> None:
+    fake_llm.script(
+        "Paris", error(400, "Unsupported value: 'temperature' does not support 0 with this model.")
+    )
+    assert label_feature(_client(fake_llm), "m", EXAMPLES, use_json_schema=False).label == "the token Paris"
+    assert ["temperature" in r.body for r in fake_llm.requests] == [True, False]
+
+
 @pytest.mark.parametrize(
     ("reply", "kind"),
     [
