@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import task
+from prefect.futures import as_completed
 from prefect.runtime import task_run as runtime_task_run
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import SecretStr
@@ -48,7 +49,8 @@ from sae_core.labeling import (
     write_labels,
 )
 from sae_core.naming import Cell
-from tasks.common import resolve_secret, result_storage
+from sae_core.progress import Progress, no_progress
+from tasks.common import PrefectProgress, artifact_key, resolve_secret, result_storage
 
 MAX_BACKOFF_S = 300.0
 NO_KEY_PLACEHOLDER = "no-key"
@@ -242,9 +244,10 @@ def _cell_label(run_dir: Path) -> str:
 # The cell
 
 
-def label_cell(run_dir: str, cfg: SweepConfig) -> dict[str, Any]:
+def label_cell(run_dir: str, cfg: SweepConfig, progress: Progress | None = None) -> dict[str, Any]:
     """Label a cell's selected features (call inside a Prefect flow); writes labels.parquet and
-    labels.json and returns the labels.json dict. Skips with one log line when not configured."""
+    labels.json and returns the labels.json dict. Skips with one log line when not configured.
+    `progress` (features done / total) defaults to a Prefect progress artifact inside a flow run."""
     lab = cfg.labeling
     run = Path(run_dir)
     logger = _logger()
@@ -284,7 +287,7 @@ def label_cell(run_dir: str, cfg: SweepConfig) -> dict[str, Any]:
         futures = {}
         for feat in inputs.features:
             if not feat.examples:
-                outcomes[feat.feature_id] = _failed(1, "no examples in features/examples.parquet")
+                outcomes[feat.feature_id] = _failed(0, "no examples in features/examples.parquet")
                 continue
             ex_hash = examples_hash(feat.examples)
             named = label_feature_task.with_options(
@@ -297,8 +300,12 @@ def label_cell(run_dir: str, cfg: SweepConfig) -> dict[str, Any]:
                 "endpoint": endpoint,
             }
             futures[feat.feature_id] = (ex_hash, runner.submit(named, parameters=params))
-        for fid, (ex_hash, future) in futures.items():
+        progress = progress or _default_progress(run)
+        by_id = {future.task_run_id: (fid, ex_hash) for fid, (ex_hash, future) in futures.items()}
+        for done, future in enumerate(as_completed([f for _, f in futures.values()]), 1):
+            fid, ex_hash = by_id[future.task_run_id]
             outcomes[fid] = {**_collect(future, secret), "examples_hash": ex_hash}
+            progress(done, len(futures), {"failed": sum(o["status"] == "failed" for o in outcomes.values())})
         if lab.detection:
             _detect(runner, inputs, outcomes, endpoint, cell, options, lab.detection_examples, secret)
 
@@ -317,6 +324,14 @@ def label_cell(run_dir: str, cfg: SweepConfig) -> dict[str, Any]:
     )
     _publish(run, rows, summary)
     return summary
+
+
+def _default_progress(run: Path) -> Progress:
+    from prefect.context import FlowRunContext
+
+    if FlowRunContext.get() is None:
+        return no_progress
+    return PrefectProgress(artifact_key("labels", run.name), f"Labelling the features of {run.name}")
 
 
 def _failed(attempts: int, error: str) -> dict[str, Any]:

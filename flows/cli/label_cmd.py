@@ -36,7 +36,7 @@ def label(
     apply_prefect_defaults()
     # One line per HTTP call (Prefect's API, the endpoint) drowns the labels in a terminal.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    summary = _label_flow()(str(run.resolve()), with_absolute_root(cfg).model_dump(mode="json"))
+    summary = _label_flow()(str(run.resolve()), with_absolute_root(cfg).model_dump(mode="json"), True)
     if summary.get("skipped_reason"):
         typer.echo(f"labels skipped: {summary['skipped_reason']}")
         return
@@ -61,8 +61,13 @@ def _label_flow() -> Any:
         return f"label-{Path(flow_run.parameters['run_dir']).name}"
 
     @flow(name="label-cell", flow_run_name=run_name)
-    def label_cell_flow(run_dir: str, config: dict[str, Any]) -> dict[str, Any]:
+    def label_cell_flow(run_dir: str, config: dict[str, Any], terminal: bool = False) -> dict[str, Any]:
         """Label one cell (parameters: the run dir and the config, which holds no secret)."""
-        return label_cell(run_dir, validate_config(config))
+        if not terminal:
+            return label_cell(run_dir, validate_config(config))
+        from sae_core.progress import TqdmProgress
+
+        with TqdmProgress("labels", unit="feature") as bar:
+            return label_cell(run_dir, validate_config(config), progress=bar)
 
     return label_cell_flow
