@@ -14,6 +14,7 @@ from typing import Any
 
 from prefect import task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
 from prefect.runtime import task_run
 
 from sae_core.browser import BROWSER_INPUTS, write_browser, write_browsers
@@ -31,7 +32,7 @@ def _browse_name() -> str:
         return f"browse-{name}"
 
 
-@task(name="report", task_run_name="report-{cfg.name}")
+@task(name="report", task_run_name="report-{cfg.name}", cache_policy=NO_CACHE)
 def report_sweep(sweep_dir: str, cfg: SweepConfig) -> dict[str, Any]:
     """Write every analysed cell's browser (where stale), then `<sweep_dir>/report/`; publish the report
     as a markdown artifact, the per-cell figures as a table artifact and a link to report.html."""
@@ -70,7 +71,7 @@ def report_sweep(sweep_dir: str, cfg: SweepConfig) -> dict[str, Any]:
     }
 
 
-@task(name="browse", task_run_name=_browse_name)
+@task(name="browse", task_run_name=_browse_name, cache_policy=NO_CACHE)
 def browse_cell(run_dir: str) -> str:
     """Write `run_dir/browser.html` and return its path; "" (with one log line) when the cell has no
     analysis, so that a cell whose analysis was skipped still uploads its other files."""
