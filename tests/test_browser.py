@@ -142,6 +142,15 @@ FIRST_ROW_ID = """(async () => {
 })()"""
 
 
+LAST_ROW_IDS = """(async () => {
+  const list = document.getElementById("list");
+  list.scrollTop = list.scrollHeight;
+  list.dispatchEvent(new Event("scroll"));
+  await new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)));
+  return [...document.querySelectorAll("#list .row")].map((row) => Number(row.dataset.id));
+})()"""
+
+
 @pytest.fixture(scope="module")
 def chromium(tmp_path_factory):
     if CHROMIUM is None:
@@ -262,10 +271,7 @@ def test_browser_renders_24576_features(chromium, tmp_path):
     rendered = chromium.js("document.querySelectorAll('#list .row').length")
     assert 0 < rendered < 200  # virtualised: only the rows in view exist
     chromium.click("#list-head span[data-sort='id']")  # ascending ids
-    chromium.js("const l = document.getElementById('list'); l.scrollTop = l.scrollHeight;"
-                "l.dispatchEvent(new Event('scroll'))")  # fmt: skip
-    time.sleep(0.3)  # one animation frame renders the rows now in view
-    ids = chromium.js("[...document.querySelectorAll('#list .row')].map(r => Number(r.dataset.id))")
+    ids = chromium.js(LAST_ROW_IDS)
     assert max(ids) == 24_575
     chromium.click("#search")
     chromium.type_text("24575")
