@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,23 +27,19 @@ import pyarrow.parquet as pq
 from sae_core.errors import LabelingError
 from sae_core.io import atomic_write_json, atomic_write_with, read_json
 from sae_core.label_prompt import (
-    DETECTION_SCHEMA,
     LABEL_SCHEMA,
     POLYSEMANTIC,
     PROMPT_VERSION,
     LabelExample,
     MalformedAnswer,
     ParsedLabel,
-    build_detection_messages,
     build_messages,
-    parse_detection,
     parse_label,
 )
 
 __all__ = [
     "POLYSEMANTIC",
     "PROMPT_VERSION",
-    "DetectionSet",
     "FeatureInputs",
     "LabelAttemptError",
     "LabelExample",
@@ -54,8 +49,6 @@ __all__ = [
     "RejectedLabelError",
     "TransientLabelError",
     "build_messages",
-    "detect_feature",
-    "detection_set",
     "examples_hash",
     "label_feature",
     "load_label_inputs",
@@ -202,7 +195,7 @@ class LabelResult:
     """Whether the answer came through the JSON schema (False: text format, or the fallback)."""
 
 
-def _chat(
+def chat_completion(
     client: Any,
     model: str,
     messages: list[dict[str, str]],
@@ -239,7 +232,7 @@ def _create(client: Any, timeout: float, kwargs: dict[str, Any]) -> Any:
         raise classify(exc, secret if isinstance(secret, str) else None) from None
 
 
-def _refuses_schema(err: RejectedLabelError) -> bool:
+def refuses_schema(err: RejectedLabelError) -> bool:
     return err.kind == "bad_request" and bool(
         re.search(r"response_format|json_schema|schema", str(err), re.I)
     )
@@ -261,7 +254,7 @@ def label_feature(
         raise RejectedLabelError("no examples to label", "no_examples")
     structured = use_json_schema
     try:
-        text = _chat(
+        text = chat_completion(
             client,
             model,
             build_messages(examples, use_json_schema=structured),
@@ -270,11 +263,11 @@ def label_feature(
             schema=LABEL_SCHEMA if structured else None,
         )
     except RejectedLabelError as err:
-        if not (structured and _refuses_schema(err)):
+        if not (structured and refuses_schema(err)):
             raise
         log.info("endpoint refused response_format (%s); using the text format", err)
         structured = False
-        text = _chat(
+        text = chat_completion(
             client, model, build_messages(examples), temperature=temperature, timeout=timeout, schema=None
         )
     try:
@@ -361,70 +354,6 @@ def examples_hash(examples: Sequence[LabelExample]) -> str:
     """sha256 (16 hex) over exactly what the prompt shows: each context and its activation (2 d.p.)."""
     payload = json.dumps([[e.context_text, f"{e.activation:.2f}"] for e in examples], ensure_ascii=False)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
-
-
-# ---------------------------------------------------------------------------------------------
-# Detection scoring (optional): can the label tell activating from non-activating contexts?
-
-
-@dataclass(frozen=True)
-class DetectionSet:
-    contexts: tuple[str, ...]
-    truth: tuple[bool, ...]
-    """Whether each context is one where the feature fired."""
-
-
-def detection_set(inputs: LabelInputs, feature_id: int, n: int, seed: int = 0) -> DetectionSet | None:
-    """Up to n held-out activating contexts of the feature mixed with as many contexts taken from other
-    selected features' examples (assumed non-activating: features are sparse, and contexts with the
-    same text as one of this feature's are excluded). None when either side is empty."""
-    rng = random.Random(f"{seed}-{feature_id}")
-    target = next((f for f in inputs.features if f.feature_id == feature_id), None)
-    if target is None or not target.heldout:
-        return None
-    positives = [e.context_text for e in target.heldout]
-    rng.shuffle(positives)
-    positives = positives[:n]
-    own = {e.context_text for e in (*target.examples, *target.heldout)}
-    pool = sorted(
-        {e.context_text for f in inputs.features if f.feature_id != feature_id for e in f.examples} - own
-    )
-    if not pool:
-        return None
-    negatives = rng.sample(pool, min(len(positives), len(pool)))
-    mixed = [(c, True) for c in positives] + [(c, False) for c in negatives]
-    rng.shuffle(mixed)
-    return DetectionSet(tuple(c for c, _ in mixed), tuple(t for _, t in mixed))
-
-
-def detect_feature(
-    client: Any,
-    model: str,
-    label: str,
-    dset: DetectionSet,
-    *,
-    temperature: float = 0.0,
-    timeout: float = 60.0,
-    use_json_schema: bool = True,
-) -> float:
-    """ONE attempt: the model picks the contexts that fit the label; returns the balanced accuracy
-    (mean of the hit rate on activating and the correct-rejection rate on non-activating contexts)."""
-    schema = DETECTION_SCHEMA if use_json_schema else None
-    messages = build_detection_messages(label, dset.contexts, use_json_schema=use_json_schema)
-    try:
-        text = _chat(client, model, messages, temperature=temperature, timeout=timeout, schema=schema)
-    except RejectedLabelError as err:
-        if not (use_json_schema and _refuses_schema(err)):
-            raise
-        messages = build_detection_messages(label, dset.contexts)
-        text = _chat(client, model, messages, temperature=temperature, timeout=timeout, schema=None)
-    try:
-        picked = parse_detection(text, len(dset.contexts))
-    except MalformedAnswer as exc:
-        raise TransientLabelError(f"malformed detection answer: {exc}", "malformed") from None
-    pos = [i + 1 in picked for i, t in enumerate(dset.truth) if t]
-    neg = [i + 1 not in picked for i, t in enumerate(dset.truth) if not t]
-    return (sum(pos) / len(pos) + sum(neg) / len(neg)) / 2
 
 
 # ---------------------------------------------------------------------------------------------

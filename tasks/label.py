@@ -31,14 +31,12 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import SecretStr
 
 from sae_core.config import LabelingConfig, SweepConfig
+from sae_core.label_detection import DetectionSet, detect_feature, detection_set
 from sae_core.labeling import (
     PROMPT_VERSION,
-    DetectionSet,
     FeatureInputs,
     LabelAttemptError,
     LabelExample,
-    detect_feature,
-    detection_set,
     examples_hash,
     label_feature,
     labels_frame,

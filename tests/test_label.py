@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from sae_core.errors import LabelingError
+from sae_core.label_detection import detect_feature, detection_set
 from sae_core.label_prompt import MalformedAnswer, parse_detection
 from sae_core.labeling import (
     POLYSEMANTIC,
@@ -20,8 +21,6 @@ from sae_core.labeling import (
     RejectedLabelError,
     TransientLabelError,
     build_messages,
-    detect_feature,
-    detection_set,
     examples_hash,
     label_feature,
     labels_frame,
