@@ -1,0 +1,123 @@
+"""GPU workers on RunPod: start pods from the worker image with the Prefect connection in their
+environment, list them, stop them. Prefect has no RunPod integration, so this is the launcher.
+
+Each pod runs `docker/entrypoint.sh`: a Prefect process worker polling one pool (default `gpu`), one
+flow run (one grid cell) at a time. Pods are named `sae-sweep-<pool>-<n>-<suffix>`, which is how `down`
+and `status` find them. The client is the `runpod` SDK module (`create_pod`, `get_pods`, `stop_pod`,
+`terminate_pod`); tests pass a fake with the same methods.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets as _random
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlparse
+
+from sae_core.errors import SaeSweepError
+
+POD_PREFIX = "sae-sweep"
+DEFAULT_IMAGE = "ghcr.io/sae-sweep/sae-sweep-worker:latest"
+# Forwarded to the pods when set here, so workers can label, upload and track. Never printed.
+SECRET_ENV = ("PREFECT_API_KEY", "HF_TOKEN", "OPENAI_API_KEY", "WANDB_API_KEY")
+
+
+class DeployError(SaeSweepError):
+    """A worker launch that cannot work as asked (missing key, unreachable API URL, bad count)."""
+
+
+@dataclass
+class PodRequest:
+    pool: str = "gpu"
+    gpu_type: str = "NVIDIA GeForce RTX 4090"
+    count: int = 1
+    image: str = DEFAULT_IMAGE
+    api_url: str | None = None
+    network_volume_id: str | None = None
+    volume_mount_path: str = "/workspace"
+    cloud_type: str = "SECURE"
+    container_disk_gb: int = 30
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+
+def make_client() -> Any:
+    """The `runpod` SDK, authenticated from `RUNPOD_API_KEY`."""
+    key = os.environ.get("RUNPOD_API_KEY")
+    if not key:
+        raise DeployError("RUNPOD_API_KEY: not set (create a key in RunPod → Settings → API Keys)")
+    import runpod
+
+    runpod.api_key = key
+    return runpod
+
+
+def worker_env(req: PodRequest) -> dict[str, str]:
+    """The pod's environment: where Prefect is, which pool to poll, and the secrets set here."""
+    api_url = req.api_url or os.environ.get("PREFECT_API_URL")
+    if not api_url:
+        raise DeployError("--api-url: no Prefect API URL (pass --api-url or set PREFECT_API_URL)")
+    host = urlparse(api_url).hostname or ""
+    if host in {"localhost", "127.0.0.1", "0.0.0.0", "::1"}:
+        raise DeployError(
+            f"--api-url: a pod cannot reach {host}; use an address reachable from RunPod (got {api_url!r})"
+        )
+    env = {"PREFECT_API_URL": api_url, "SAE_SWEEP_POOL": req.pool, "SAE_SWEEP_WORKER_LIMIT": "1"}
+    env.update({name: os.environ[name] for name in SECRET_ENV if os.environ.get(name)})
+    env.update(req.extra_env)
+    return env
+
+
+def _check(req: PodRequest) -> None:
+    if req.count < 1:
+        raise DeployError(f"--count: must be >= 1 (got {req.count})")
+    if not req.pool or any(c in req.pool for c in " /"):
+        raise DeployError(f"--pool: must be a work pool name without spaces or slashes (got {req.pool!r})")
+
+
+def pods_up(client: Any, req: PodRequest) -> list[dict[str, Any]]:
+    """Start `req.count` worker pods; returns [{id, name}]."""
+    _check(req)
+    env = worker_env(req)
+    suffix = _random.token_hex(3)
+    started = []
+    for index in range(req.count):
+        name = f"{POD_PREFIX}-{req.pool}-{index}-{suffix}"
+        pod = client.create_pod(
+            name=name,
+            image_name=req.image,
+            gpu_type_id=req.gpu_type,
+            cloud_type=req.cloud_type,
+            gpu_count=1,
+            container_disk_in_gb=req.container_disk_gb,
+            network_volume_id=req.network_volume_id,
+            volume_mount_path=req.volume_mount_path,
+            env=env,
+            start_ssh=False,
+            support_public_ip=False,
+        )
+        started.append({"id": pod.get("id"), "name": name})
+    return started
+
+
+def our_pods(client: Any, pool: str | None = None) -> list[dict[str, Any]]:
+    """This project's pods (all pools, or one)."""
+    prefix = f"{POD_PREFIX}-{pool}-" if pool else f"{POD_PREFIX}-"
+    return [p for p in client.get_pods() or [] if str(p.get("name", "")).startswith(prefix)]
+
+
+def pods_down(client: Any, pool: str | None, *, terminate: bool = True) -> list[str]:
+    """Terminate (or only stop: the pod's disk is kept and still billed) this project's pods."""
+    done = []
+    for pod in our_pods(client, pool):
+        (client.terminate_pod if terminate else client.stop_pod)(pod["id"])
+        done.append(pod["id"])
+    return done
+
+
+def describe(pod: dict[str, Any]) -> str:
+    machine = pod.get("machine") or {}
+    gpu = machine.get("gpuDisplayName") or pod.get("gpuTypeId") or "?"
+    cost = pod.get("costPerHr")
+    price = f"${cost}/h" if cost is not None else "-"
+    return f"{pod.get('id')}  {pod.get('name')}  {pod.get('desiredStatus', '?')}  {gpu}  {price}"

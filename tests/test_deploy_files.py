@@ -1,0 +1,116 @@
+"""The deployment files: prefect.yaml names what the flows expect, and the worker image's entrypoint
+script behaves (run for real with bash, a stand-in `prefect` on PATH and a local health endpoint)."""
+
+from __future__ import annotations
+
+import http.server
+import os
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sae_core.config import GridConfig
+
+REPO = Path(__file__).resolve().parents[1]
+ENTRYPOINT = REPO / "docker" / "entrypoint.sh"
+
+
+def test_prefect_yaml_matches_the_flows_and_config():
+    spec = yaml.safe_load((REPO / "deployments" / "prefect.yaml").read_text())
+    deployments = {d["name"]: d for d in spec["deployments"]}
+    assert deployments["sae-sweep"]["work_pool"]["name"] == "default"
+    assert deployments["train-cell"]["work_pool"]["name"] == "gpu"
+    # grid.cell_deployment's default is `<flow name>/<deployment name>` of the train-cell deployment.
+    from flows.train_cell import train_cell_flow
+
+    assert f"{train_cell_flow.name}/train-cell" == GridConfig().cell_deployment
+    for dep in deployments.values():
+        for schedule in dep.get("schedules", []):
+            assert schedule["active"] is False and schedule["cron"]
+    assert spec["pull"] == []
+    from prefect.flows import load_flow_from_entrypoint
+
+    assert load_flow_from_entrypoint(deployments["sae-sweep"]["entrypoint"]).name == "sae-sweep"
+
+
+@pytest.fixture
+def fake_prefect(tmp_path):
+    """A `prefect` executable that records its arguments instead of starting a worker."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    record = tmp_path / "argv.txt"
+    script = bin_dir / "prefect"
+    script.write_text(f'#!/usr/bin/env bash\nprintf "%s\\n" "$@" > {record}\n')
+    script.chmod(0o755)
+    return bin_dir, record
+
+
+@pytest.fixture
+def health_server():
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200 if self.path == "/api/health" else 404)
+            self.end_headers()
+            self.wfile.write(b"true")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/api"
+    server.shutdown()
+    server.server_close()
+
+
+def run_entrypoint(env: dict[str, str], bin_dir: Path, *args: str) -> subprocess.CompletedProcess:
+    base = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "HOME": os.environ.get("HOME", "/tmp")}
+    return subprocess.run(
+        ["bash", str(ENTRYPOINT), *args], env={**base, **env}, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_entrypoint_starts_a_worker_on_the_named_pool(fake_prefect, health_server):
+    bin_dir, record = fake_prefect
+    done = run_entrypoint(
+        {"PREFECT_API_URL": health_server, "SAE_SWEEP_POOL": "gpu", "RUNPOD_POD_ID": "abc123"}, bin_dir
+    )
+    assert done.returncode == 0, done.stderr
+    assert record.read_text().split() == [
+        "worker",
+        "start",
+        "--pool",
+        "gpu",
+        "--type",
+        "process",
+        "--name",
+        "abc123",
+        "--limit",
+        "1",
+    ]
+
+
+def test_entrypoint_refuses_without_api_url_or_with_a_bad_limit(fake_prefect, health_server):
+    bin_dir, record = fake_prefect
+    done = run_entrypoint({}, bin_dir)
+    assert done.returncode == 2 and "PREFECT_API_URL is not set" in done.stderr
+    done = run_entrypoint({"PREFECT_API_URL": health_server, "SAE_SWEEP_WORKER_LIMIT": "two"}, bin_dir)
+    assert done.returncode == 2 and "SAE_SWEEP_WORKER_LIMIT" in done.stderr
+    assert not record.exists()
+
+
+def test_entrypoint_gives_up_on_an_unreachable_api(fake_prefect):
+    bin_dir, record = fake_prefect
+    done = run_entrypoint({"PREFECT_API_URL": "http://127.0.0.1:9/api", "SAE_SWEEP_WAIT_S": "1"}, bin_dir)
+    assert done.returncode == 3 and "no answer from http://127.0.0.1:9/api/health" in done.stderr
+    assert not record.exists()
+
+
+def test_entrypoint_runs_a_given_command_instead(fake_prefect):
+    bin_dir, record = fake_prefect
+    done = run_entrypoint({}, bin_dir, "echo", "hello")
+    assert done.returncode == 0 and done.stdout.strip() == "hello" and not record.exists()
