@@ -73,12 +73,18 @@ class Chromium:
             raise AssertionError(f"JS error in {expression!r}: {result['exceptionDetails']}")
         return result["result"].get("value")
 
-    def open(self, path: Path) -> None:
-        self.send("Page.navigate", url=path.resolve().as_uri())
+    def open(self, path: Path, fragment: str = "") -> None:
+        self.send("Page.navigate", url=path.resolve().as_uri() + fragment)
         deadline = time.monotonic() + 60
         while not self.js("document.readyState === 'complete' && !!window.saeBrowser"):
             assert time.monotonic() < deadline, "the page did not finish loading"
             time.sleep(0.1)
+
+    def wait_for(self, expression: str, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.js(expression):
+            assert time.monotonic() < deadline, f"timed out waiting for {expression}"
+            time.sleep(0.05)
 
     def key(self, key: str, code: str, key_code: int, text: str | None = None) -> None:
         extra = {"text": text} if text else {}
@@ -256,6 +262,12 @@ def test_browser_list_search_click_and_keyboard(chromium, small_page):
     chromium.key("ArrowUp", "ArrowUp", 38)
     assert chromium.js("document.querySelector('#list .row.current').dataset.id") == first
 
+    # Filters: hiding dead features leaves the alive ones.
+    chromium.click("#hide-dead")
+    alive = len(data["f"]["id"]) - sum(data["f"]["dead"])
+    assert chromium.js("document.getElementById('match-count').textContent") == f"{alive} of 64 features"
+    chromium.click("#hide-dead")
+
     # Sorting by id, descending after a second click.
     chromium.click("#list-head span[data-sort='id']")
     chromium.click("#list-head span[data-sort='id']")
@@ -279,3 +291,5 @@ def test_browser_renders_24576_features(chromium, tmp_path):
     chromium.key("Enter", "Enter", 13, text="\r")
     assert chromium.js("document.querySelector('#panel h2').textContent").startswith("Feature 24575")
     chromium.screenshot("browser-24576.png")
+    chromium.open(page, "#f=12345")  # a link to one feature opens it
+    chromium.wait_for("document.querySelector('#panel h2').textContent.startsWith('Feature 12345')")
