@@ -38,6 +38,9 @@ def _register() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # One INFO line per HTTP request (Prefect's API, the LLM endpoint, the Hub) drowns the output.
+    for noisy in ("httpx", "httpcore", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     _register()
     try:
         app(args=argv, prog_name="sae-sweep", standalone_mode=False)
