@@ -231,13 +231,19 @@ def _density(cells: list[CellData]) -> Figure | None:
         densities.append((data.cell, density[(~dead) & (density > 0)], int(dead.sum()), len(dead)))
     if not densities:
         return None
+    # One set of bins for every cell, so that the panels compare at a glance.
+    logs = [np.log10(alive) for _, alive, _, _ in densities if len(alive)]
+    low = min((x.min() for x in logs), default=-6.0)
+    high = max((x.max() for x in logs), default=0.0)
+    bins = np.linspace(low, high if high > low else low + 1.0, 41)
     ncols = min(len(densities), 4)
     nrows = (len(densities) + ncols - 1) // ncols
     fig = Figure(figsize=(3.4 * ncols, 2.6 * nrows))
     for i, (cell, alive, dead_count, total) in enumerate(densities):
         ax = fig.add_subplot(nrows, ncols, i + 1)
         if len(alive):
-            ax.hist(np.log10(alive), bins=40, color="#4477aa")
+            ax.hist(np.log10(alive), bins=bins, color="#4477aa")
+        ax.set_xlim(bins[0], bins[-1])
         ax.set_title(f"{cell.name}\n{dead_count}/{total} dead", fontsize=8)
         ax.set_xlabel("log10 density", fontsize=7)
         ax.tick_params(labelsize=7)
