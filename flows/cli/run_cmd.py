@@ -7,6 +7,8 @@ starts, so a wrong key costs no server start-up.
 
 from __future__ import annotations
 
+import logging
+
 import typer
 
 from flows.cli.app import ConfigOpt, PresetOpt, SetOpt, app, resolve_config
@@ -21,6 +23,8 @@ def run(preset: PresetOpt = None, config: ConfigOpt = None, set_: SetOpt = None)
     from tasks.common import apply_prefect_defaults
 
     apply_prefect_defaults()
+    # One line per HTTP call to the local API server would drown the run's own log lines.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     from flows.sweep import sae_sweep
 
     if config is None:
