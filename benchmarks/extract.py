@@ -1,0 +1,222 @@
+"""Extraction and store-reading throughput, measured side by side in one run (ratios, not absolutes).
+
+A GPT-2-small-shaped model with random weights (`GPT2Config()`: 12 blocks, d=768; the cost does not
+depend on the weights) and a byte-level BPE tokenizer trained locally, layer 6, context 1024, documents
+of varied length (uniform in [0.2, 1.0] × 1024 tokens, mean ≈ 0.6 × 1024) built from stdlib docstrings.
+
+- ours: `extract_activations` end to end (dataset load, fast tokenizer, early stop after block 5,
+  length-bucketed batches, float16 Parquet shards, checksums, manifest).
+- original: the study's method on the same token ids: a slow (pure-Python) byte-level BPE tokenizer over
+  the texts, padding to 1024, batch 2, a full 12-block forward with `output_hidden_states=True`, padding
+  removed with the mask, fp32 `torch.save`. transformers 5 has no pure-Python GPT2Tokenizer any more;
+  `ClvpTokenizer` (GPT-2's byte-level BPE algorithm in Python) over the same vocab/merges stands in.
+- bare: embeddings + blocks 0–5 called directly, one unpadded document at a time, no tokenizer, no I/O.
+- reading: a float16 store at d=768 written with `write_store`, read as shuffled float32 batches of 4096.
+
+Run: `python benchmarks/extract.py [--docs 6] [--read-tokens 131072]` (about 2–3 minutes on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
+class Clock:
+    """Wall and CPU time (all threads) of a block: on a shared machine CPU time is the steadier figure."""
+
+    def __enter__(self) -> Clock:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall = time.perf_counter() - self.wall
+        self.cpu = time.process_time() - self.cpu
+
+
+def build_model_and_docs(root: Path, n_docs: int, seed: int) -> tuple[Path, list[str]]:
+    from transformers import GPT2Config, GPT2Model
+
+    from sae_core.demo import stdlib_docstrings, train_tokenizer
+
+    corpus = [d["text"] for d in stdlib_docstrings()]
+    tokenizer = train_tokenizer(corpus[:4000], vocab_size=8192)
+    torch.manual_seed(seed)
+    model = GPT2Model(GPT2Config(vocab_size=len(tokenizer)))
+    model_dir = root / "gpt2-small-random"
+    model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    tokenizer.backend_tokenizer.model.save(str(model_dir))  # vocab.json + merges.txt for the slow one
+    rng = np.random.default_rng(seed)
+    stream = [i for text in corpus for i in tokenizer(text)["input_ids"]]
+    docs, at = [], 0
+    for target in rng.uniform(0.2, 1.0, size=n_docs) * 1024:
+        ids = stream[at : at + int(target)]
+        at += int(target)
+        docs.append(tokenizer.decode(ids))
+    return model_dir, docs
+
+
+def run_ours(root: Path, model_dir: Path, data_file: Path) -> tuple[Clock, Path]:
+    from sae_core.config import load_config
+    from sae_core.extract import extract_activations
+
+    cfg = load_config(
+        "seed",
+        overrides={
+            "data_root": str(root / "data"),
+            "model.name": str(model_dir),
+            "model.device": "cpu",
+            "data.dataset": "json",
+            "data.data_files": str(data_file),
+            "data.num_documents": None,
+            "data.streaming": False,
+        },
+    )
+    with Clock() as clock:
+        path = extract_activations(cfg)
+    return clock, path
+
+
+def run_original(model_dir: Path, texts: list[str], token_ids: list[list[int]], out: Path) -> Clock:
+    """The study's loop (see the seed notes), on the same token ids as ours."""
+    from transformers import AutoModel, ClvpTokenizer
+
+    model = AutoModel.from_pretrained(str(model_dir)).eval()
+    slow = ClvpTokenizer(str(model_dir / "vocab.json"), str(model_dir / "merges.txt"))
+    with Clock() as clock:
+        for text in texts:
+            slow(text)
+        kept = []
+        for i in range(0, len(token_ids), 2):
+            pair = token_ids[i : i + 2]
+            ids = torch.zeros(len(pair), 1024, dtype=torch.long)
+            mask = torch.zeros(len(pair), 1024, dtype=torch.long)
+            for row, doc in enumerate(pair):
+                ids[row, : len(doc)] = torch.tensor(doc)
+                mask[row, : len(doc)] = 1
+            with torch.no_grad():
+                out_ = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+            kept.append(out_.hidden_states[6][mask.bool()])
+        torch.save({"filtered_residual_activations": torch.cat(kept)}, out)
+    return clock
+
+
+def run_bare(model_dir: Path, token_ids: list[list[int]]) -> Clock:
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(str(model_dir)).eval()
+    with Clock() as clock, torch.inference_mode():
+        for doc in token_ids:
+            ids = torch.tensor(doc)[None]
+            hidden = model.wte(ids) + model.wpe(torch.arange(len(doc))[None])
+            for block in model.h[:6]:
+                out = block(hidden)
+                hidden = out[0] if isinstance(out, tuple) else out
+    return clock
+
+
+def run_reading(root: Path, n_tokens: int) -> dict[str, Clock | int]:
+    """Shuffled float32 batches of 4096 from a float16 d=768 store, against Arrow decoding the same
+    column with nothing else (the floor any Parquet reader pays)."""
+    import pyarrow.parquet as pq
+
+    from sae_core.activations import write_store
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(200, 1024, size=n_tokens // 400)
+    doc_ids = np.repeat(np.arange(len(lengths)), lengths)[:n_tokens]
+    acts = rng.standard_normal((len(doc_ids), 768), dtype=np.float32).astype(np.float16)
+    store = write_store(root / "read-store", acts, doc_ids, store_dtype="float16", drop_first_token=True)
+    del acts
+    out: dict[str, Clock | int] = {"rows": store.num_tokens_in("train"), "all_rows": store.num_tokens}
+    with Clock() as out["first"]:  # includes the one-off checksum verification and split index
+        sum(len(b) for b in store.batches("train", batch_size=4096, seed=1))
+    with Clock() as out["shuffled"]:
+        sum(len(b) for b in store.batches("train", batch_size=4096, seed=2))
+    store.read_workers = 1
+    with Clock() as out["one_thread"]:
+        sum(len(b) for b in store.batches("train", batch_size=4096, seed=3))
+    with Clock() as out["arrow"]:
+        for shard in store.manifest["shards"]:
+            parquet = pq.ParquetFile(store.path / shard["file"], memory_map=True)
+            for group in range(parquet.num_row_groups):
+                parquet.read_row_group(group, columns=["act"])
+    return out
+
+
+def report(n_tokens, ours, orig, bare, bare2, store_bytes, orig_bytes, read) -> None:
+    print(f"load average (1 min) at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    for name, c in (("ours", ours), ("original", orig), ("bare", bare), ("bare again", bare2)):
+        print(f"{name:10s} {n_tokens / c.wall:8.0f} tok/s wall ({c.wall:6.1f} s), cpu {c.cpu:6.1f} s")
+    bare_wall, bare_cpu = (bare.wall + bare2.wall) / 2, (bare.cpu + bare2.cpu) / 2
+    print(
+        f"ratio ours/original     = {orig.wall / ours.wall:.2f}x wall, "
+        f"{orig.cpu / ours.cpu:.2f}x cpu (target >= 3)"
+    )
+    print(
+        f"ratio ours/bare forward = {bare_wall / ours.wall:.2f} wall, "
+        f"{bare_cpu / ours.cpu:.2f} cpu (target >= 0.85)"
+    )
+    print(f"bytes/token ours float16 = {store_bytes / n_tokens:.0f} (target <= 1600)")
+    print(f"bytes/token original fp32 torch.save = {orig_bytes / n_tokens:.0f}")
+    rows, all_rows = read["rows"], read["all_rows"]
+    print("store read: shuffled float32 batches of 4096, d=768, float16 store (target >= 250,000 tok/s)")
+    for name in ("first", "shuffled", "one_thread"):
+        c = read[name]
+        print(f"  {name:12s} {rows / c.wall:9,.0f} tok/s wall, {rows / c.cpu:9,.0f} tok/cpu-s")
+    arrow = read["arrow"]
+    print(
+        f"  {'Arrow alone':12s} {all_rows / arrow.wall:9,.0f} tok/s wall, "
+        f"{all_rows / arrow.cpu:9,.0f} tok/cpu-s"
+    )
+    ratio = (rows / read["shuffled"].cpu) / (all_rows / arrow.cpu)
+    print(f"ratio reader/Arrow decode alone (tokens per cpu-s) = {ratio:.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--docs", type=int, default=6, help="documents extracted (mean ≈ 614 tokens)")
+    parser.add_argument("--read-tokens", type=int, default=131_072, help="tokens in the reading test store")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    root = Path(tempfile.mkdtemp(prefix="bench-extract-"))
+    try:
+        model_dir, texts = build_model_and_docs(root, args.docs, args.seed)
+        data_file = root / "docs.jsonl"
+        data_file.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+        from transformers import AutoTokenizer
+
+        fast = AutoTokenizer.from_pretrained(str(model_dir))
+        token_ids = [ids for ids in fast(texts, truncation=True, max_length=1024)["input_ids"] if ids]
+        n_tokens = sum(len(t) for t in token_ids)
+        print(f"{len(token_ids)} documents, {n_tokens} tokens (mean {n_tokens / len(token_ids):.0f})")
+
+        bare = run_bare(model_dir, token_ids)
+        ours, store = run_ours(root, model_dir, data_file)
+        orig = run_original(model_dir, texts, token_ids, root / "chunk_0.pt")
+        bare2 = run_bare(model_dir, token_ids)  # again, to bracket the others against load drift
+        store_bytes = sum(p.stat().st_size for p in store.iterdir() if p.is_file())
+        orig_bytes = (root / "chunk_0.pt").stat().st_size
+        read = run_reading(root, args.read_tokens)
+
+        report(n_tokens, ours, orig, bare, bare2, store_bytes, orig_bytes, read)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
