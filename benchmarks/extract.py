@@ -13,7 +13,7 @@ of varied length (uniform in [0.2, 1.0] × 1024 tokens, mean ≈ 0.6 × 1024) bu
 - bare: embeddings + blocks 0–5 called directly, one unpadded document at a time, no tokenizer, no I/O.
 - reading: a float16 store at d=768 written with `write_store`, read as shuffled float32 batches of 4096.
 
-Run: `python benchmarks/extract.py [--docs 6] [--read-tokens 131072]` (about 2–3 minutes on 2 cores).
+Run: `python benchmarks/extract.py [--docs 8] [--read-tokens 131072]` (about 2–3 minutes on 2 cores).
 """
 
 from __future__ import annotations
@@ -188,7 +188,7 @@ def report(n_tokens, ours, orig, bare, bare2, store_bytes, orig_bytes, read) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--docs", type=int, default=6, help="documents extracted (mean ≈ 614 tokens)")
+    parser.add_argument("--docs", type=int, default=8, help="documents extracted (mean ≈ 614 tokens)")
     parser.add_argument("--read-tokens", type=int, default=131_072, help="tokens in the reading test store")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
