@@ -23,7 +23,9 @@ CHECKPOINT_NAME = "checkpoint.pt"
 FORMAT_VERSION = 1
 
 # Training keys that do not change the trained weights: a run may resume with different values.
-NON_SEMANTIC_KEYS = ("log_every", "val_every", "checkpoint_every", "device", "compile", "max_memory_gb")
+NON_SEMANTIC_KEYS = (
+    "log_every", "val_every", "checkpoint_every", "device", "compile", "max_memory_gb", "num_threads",
+)  # fmt: skip
 
 
 def resume_identity(training: dict[str, Any], cell: dict[str, Any], d_in: int, data_fingerprint: str) -> dict:

@@ -231,6 +231,11 @@ class TrainingConfig(_Section):
     """Hold the training split in (device) memory as float32 when it needs at most this many GB, and
     shuffle by index there; a larger split is streamed from the store (memory then stays bounded)."""
 
+    num_threads: int = Field(0, ge=0)
+    """CPU threads for training (0: torch's default). Small SAEs on a machine shared with other work
+    (the Prefect server, other cells) run far faster on 1 thread: idle OpenMP workers otherwise wait
+    for busy cores at every small matmul."""
+
 
 class AnalysisConfig(_Section):
     split: Literal["train", "val", "test"] = "test"

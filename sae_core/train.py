@@ -198,6 +198,15 @@ class Trainer:
 
     def run(self) -> dict[str, Any]:
         """Train to the end (from the restored step, if any) and return the final metrics dict."""
+        threads_before = torch.get_num_threads()
+        if self.cfg.num_threads and self.device.type == "cpu":
+            torch.set_num_threads(self.cfg.num_threads)
+        try:
+            return self._run()
+        finally:
+            torch.set_num_threads(threads_before)
+
+    def _run(self) -> dict[str, Any]:
         cfg, st = self.cfg, self.state
         if st.step == 0:
             self.init_b_dec()
