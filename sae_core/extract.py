@@ -134,6 +134,23 @@ class LayerReader:
             self._handle.remove()
 
 
+def fuse_gelu(model: torch.nn.Module) -> int:
+    """Swap transformers' Python `NewGELUActivation` (GPT-2's `gelu_new`: five elementwise passes,
+    a quarter of a CPU forward) for the same tanh-approximated GELU as one fused kernel
+    (`GELUTanh`). Same formula; results agree to float rounding. Returns how many were swapped."""
+    from transformers.activations import GELUTanh, NewGELUActivation
+
+    swapped = 0
+    for module in list(model.modules()):
+        for child_name, child in list(module.named_children()):
+            if type(child) is NewGELUActivation:
+                setattr(module, child_name, GELUTanh())
+                swapped += 1
+    if swapped:
+        log.debug("fused %d gelu_new activations", swapped)
+    return swapped
+
+
 def find_blocks(model: torch.nn.Module, num_layers: int) -> torch.nn.ModuleList:
     """The model's list of transformer blocks: the ModuleList with one entry per layer."""
     lists = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == num_layers]
@@ -178,6 +195,7 @@ class _Extraction:
         model = load_model(cfg, self.resolved, resolve_dtype(cfg.model.dtype)).to(self.device).eval()
         if hasattr(model.config, "use_cache"):
             model.config.use_cache = False
+        fuse_gelu(model)
         self.num_layers = int(model.config.num_hidden_layers)
         cfg.check_layer(self.num_layers)
         max_positions = getattr(model.config, "max_position_embeddings", None)

@@ -155,3 +155,19 @@ def test_length_batches_respect_the_budget_and_keep_every_document():
     padded = sum(len(b) * max(lengths[i] for i in b) for b in batches)
     assert padded <= sum(lengths) / 0.75
     assert len(length_batches([100] * 10, batch_tokens=500)) == 2  # equal lengths fill the budget
+
+
+def test_fused_gelu_gives_the_same_hidden_states(tiny_gpt2):
+    from transformers import AutoModel
+
+    from sae_core.extract import fuse_gelu
+
+    reference = AutoModel.from_pretrained(str(tiny_gpt2)).eval()
+    fused = AutoModel.from_pretrained(str(tiny_gpt2)).eval()
+    assert fuse_gelu(fused) == 2 and fuse_gelu(fused) == 0
+    ids = torch.randint(5, 400, (2, 40), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        want = reference(input_ids=ids, output_hidden_states=True).hidden_states
+        got = fused(input_ids=ids, output_hidden_states=True).hidden_states
+    for layer in range(3):
+        torch.testing.assert_close(got[layer], want[layer], rtol=1e-5, atol=1e-6)
