@@ -132,7 +132,7 @@ def plot_correlation(
     ):
         axes[0, col].imshow(strip, aspect="auto", cmap="coolwarm", vmin=-0.5, vmax=1.5)
         axes[0, col].set_xticks([])
-        axes[0, col].set_yticks([0], ["top" + " / bottom"], fontsize=7)
+        axes[0, col].set_yticks([0], ["blue: top, red: bottom"], fontsize=7)
         ax = axes[1, col]
         image = ax.imshow(matrix[np.ix_(order, order)], cmap="RdBu_r", vmin=-1, vmax=1)
         ax.set_title(name, fontsize=10)

@@ -54,20 +54,22 @@ class ReconstructionStats:
 
     def update(self, x: torch.Tensor, x_hat: torch.Tensor, l0: float, l1: float) -> None:
         """`x`, `x_hat` [B, d]; `l0`, `l1`: the batch's totals of active features and of activations."""
-        err = (x - x_hat).pow(2).sum(1)
-        x_norm = x.norm(dim=1)
-        xh_norm = x_hat.norm(dim=1)
+        # Per-token figures in float32 (one value per token), their sums in float64.
+        err = torch.linalg.vector_norm(x - x_hat, dim=1).square()
+        x_sq = x.square().sum(1)
+        xh_sq = x_hat.square().sum(1)
+        x_norm, xh_norm = x_sq.sqrt(), xh_sq.sqrt()
         # A zero vector has no direction: its cosine counts as 0, its l2 ratio as 0 (never NaN).
         cos = (x * x_hat).sum(1) / (x_norm * xh_norm).clamp_min(1e-12)
         ratio = xh_norm / x_norm.clamp_min(1e-12)
         self.tokens += int(x.shape[0])
-        self.squared_error += float(err.double().sum())
+        self.squared_error += float(err.sum(dtype=torch.float64))
         self.l0_sum += float(l0)
         self.l1_sum += float(l1)
-        self.cosine_sum += float(cos.double().sum())
-        self.l2_ratio_sum += float(ratio.double().sum())
-        self.sum_sq_x += float(x.double().pow(2).sum())
-        batch_sum = x.double().sum(0).cpu().numpy()
+        self.cosine_sum += float(cos.sum(dtype=torch.float64))
+        self.l2_ratio_sum += float(ratio.sum(dtype=torch.float64))
+        self.sum_sq_x += float(x_sq.sum(dtype=torch.float64))
+        batch_sum = x.sum(0, dtype=torch.float64).cpu().numpy()
         self.sum_x = batch_sum if self.sum_x is None else self.sum_x + batch_sum
 
     def summary(self) -> dict[str, float | None]:

@@ -76,20 +76,20 @@ class _Buffer:
         tok: torch.Tensor,
         descending: bool,
     ) -> None:
-        """Keep the best `slots` of (buffer ∪ batch) by key; a stable sort with the buffer first means
-        that among equal keys the earlier token wins, so the result is deterministic."""
-        slots, width = self.key.shape
-
-        def expand(col: torch.Tensor) -> torch.Tensor:
-            return col.view(-1, 1).expand(-1, width)
-
-        all_key = torch.cat([self.key, key])
+        """Keep the best `slots` of (buffer ∪ batch) by key. The batch's best are found with `topk` and
+        put in token order after the buffer (earlier tokens), so that the stable sort gives ties to the
+        earlier token; only a tie at the batch's own cut-off is broken by `topk`, deterministically."""
+        slots = self.key.shape[0]
+        take = min(slots, key.shape[0])
+        _, index = torch.topk(key, take, dim=0, largest=descending)
+        index = index.sort(dim=0).values
+        all_key = torch.cat([self.key, key.gather(0, index)])
         order = torch.sort(all_key, dim=0, descending=descending, stable=True).indices[:slots]
         self.key = all_key.gather(0, order)
-        self.act = torch.cat([self.act, act]).gather(0, order)
-        self.doc = torch.cat([self.doc, expand(doc)]).gather(0, order)
-        self.pos = torch.cat([self.pos, expand(pos)]).gather(0, order)
-        self.tok = torch.cat([self.tok, expand(tok)]).gather(0, order)
+        self.act = torch.cat([self.act, act.gather(0, index)]).gather(0, order)
+        self.doc = torch.cat([self.doc, doc[index]]).gather(0, order)
+        self.pos = torch.cat([self.pos, pos[index]]).gather(0, order)
+        self.tok = torch.cat([self.tok, tok[index]]).gather(0, order)
 
 
 class ExampleCollector:
