@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -68,6 +69,12 @@ def main() -> None:
     parser.add_argument("--preset", default="demo")
     parser.add_argument("--tiny", action="store_true", help="a tiny model and 2 cells")
     parser.add_argument("--set", dest="sets", action="append", default=[], help="KEY=VALUE override")
+    parser.add_argument(
+        "--demo-model",
+        type=Path,
+        help="an already built demo-gpt2 dir to copy in (skips its "
+        "~80 s build, which would count as extraction work)",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="sweep-bench-") as tmp:
@@ -75,6 +82,8 @@ def main() -> None:
         sets = [f"data_root={data_root}", *(TINY if args.tiny else []), *args.sets]
         if args.tiny:
             tiny_model(data_root)
+        elif args.demo_model:
+            shutil.copytree(args.demo_model, data_root / "builtin" / "demo-gpt2")
         env = {**os.environ, "PREFECT_HOME": str(Path(tmp) / "prefect-home")}
         env.pop("PREFECT_API_URL", None)  # the temporary server, as a first `sae-sweep run` gets
         start = time.perf_counter()

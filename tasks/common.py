@@ -44,6 +44,9 @@ PREFECT_DEFAULTS = {
     "PREFECT_LOGGING_EXTRA_LOGGERS": "sae_core,tasks,flows",
     # The embedded server's own access log is noise in a terminal run.
     "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+    # Its start-up (migrations on a fresh SQLite) takes 10-15 s on a laptop and more on a busy machine;
+    # Prefect's 20 s default turned a slow start into a traceback.
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
 }
 
 

@@ -4,8 +4,11 @@ cell does not sink the others and the final state names it."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from flows.cli import main
 from sae_core.config import load_config
 from sae_core.naming import Cell
 from tasks.common import run_dir, sweep_dir
@@ -22,7 +25,9 @@ def task_states(client, flow_run_id) -> dict[str, str]:
     return {run.name: run.state.name for run in runs}
 
 
-def test_demo_sweep_caches_recomputes_and_isolates_failures(prefect_client, tiny_sweep_factory, tmp_path):
+def test_demo_sweep_caches_recomputes_and_isolates_failures(
+    prefect_client, tiny_sweep_factory, tmp_path, capsys
+):
     from flows.sweep import sae_sweep
 
     overrides = tiny_sweep_factory(tmp_path / "data")
@@ -59,6 +64,12 @@ def test_demo_sweep_caches_recomputes_and_isolates_failures(prefect_client, tiny
     assert len(cached) == 5 and set(cached.values()) == {"Cached"}, states
     assert {c: (run_dir(cfg, c) / "train_log.parquet").stat().st_mtime_ns for c in CELLS} == log_mtimes
 
+    # `sae-sweep run` goes through the same flow (cached now) and says where the report is.
+    sets = [f"{key}={json.dumps(value)}" for key, value in overrides.items()]
+    assert main(["run", "--preset", "demo", *[x for kv in sets for x in ("--set", kv)]]) == 0
+    printed = capsys.readouterr().out
+    assert "sweep demo completed in" in printed and f"report: {report / 'report.html'}" in printed
+
     # A deleted weights file is not served stale from the cache: that cell retrains, the other does not.
     gone = CELLS[1]
     (run_dir(cfg, gone) / gone.weights_filename).unlink()
@@ -78,3 +89,8 @@ def test_demo_sweep_caches_recomputes_and_isolates_failures(prefect_client, tiny
     assert "1 of 2 cells failed: 2x_0.01_nosampling" in fourth.message
     assert (run_dir(bad_cfg, CELLS[1]) / CELLS[1].weights_filename).is_file()
     assert (sweep_dir(bad_cfg) / "report" / "report.md").is_file()
+
+
+def test_run_refuses_a_bad_config_before_starting_prefect(capsys):
+    assert main(["run", "--set", "grid.expansion_factors=[0]"]) == 2
+    assert "grid.expansion_factors: every expansion factor must be > 0 (got 0)" in capsys.readouterr().err

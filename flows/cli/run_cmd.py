@@ -37,7 +37,12 @@ def run(preset: PresetOpt = None, config: ConfigOpt = None, set_: SetOpt = None)
 
     report = sweep_dir(cfg) / "report" / "report.html"
     if state.is_completed():
-        typer.echo(f"sweep {cfg.name} completed")
+        summary = state.result()
+        wall, work = summary["wall_s"], summary["work_s"]
+        typer.echo(
+            f"sweep {cfg.name} completed in {wall:.0f} s (stage work {work:.0f} s, "
+            f"Prefect overhead {max(wall - work, 0.0) / wall:.0%})"
+        )
         typer.echo(f"report: {report}")
         return
     typer.echo(f"sweep {cfg.name} {state.name.lower()}: {state.message}", err=True)
