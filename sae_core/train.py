@@ -25,6 +25,7 @@ from sae_core.progress import Progress
 from sae_core.resample import resample_dead
 from sae_core.sae import (
     SparseAutoencoder,
+    StepBuffers,
     StepStats,
     autograd_step_grads,
     evaluate,
@@ -154,7 +155,8 @@ class Trainer:
                     return autograd_step_grads(sae, x, self.l1, scaling, full_stats=full, forward=forward)
 
             return autograd_step
-        return lambda x, full: fused_step_grads(sae, x, self.l1, scaling, full_stats=full)
+        buffers = StepBuffers()
+        return lambda x, full: fused_step_grads(sae, x, self.l1, scaling, full_stats=full, buffers=buffers)
 
     @torch.no_grad()
     def init_b_dec(self) -> None:

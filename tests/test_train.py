@@ -197,3 +197,19 @@ def test_wandb_offline_writes_a_local_run_and_disabled_never_imports_it(sae_stor
         "assert 'wandb' not in sys.modules, 'wandb imported in disabled mode'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parent.parent)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("flags", [{"autocast_bf16": True}, {"compile": True}, {}])
+def test_cuda_paths_train_to_finite_weights(superposition_data, flags):
+    x_train, x_val, _ = superposition_data
+    cfg = TrainingConfig(
+        lr=1e-2, batch_size=1024, epochs=None, max_tokens=1024 * 300, l1_scaling="sum", seed=0,
+        resample_every=100, resample_pool_tokens=4096, log_every=50, val_every=100, device="cuda", **flags,
+    )  # fmt: skip
+    sae, metrics = train_sae(
+        InMemoryData(x_train.cuda(), x_val.cuda()), 64, cfg, l1=0.02, strategy="sampling", device="cuda"
+    )
+    assert all(torch.isfinite(p).all() for p in sae.parameters())
+    assert metrics["val"]["explained_variance"] > 0.5
+    torch.testing.assert_close(sae.W_dec.norm(dim=1), torch.ones(64, device="cuda"))
