@@ -25,6 +25,10 @@ CHUNK_ELEMENTS = 1 << 24
 """A batch is encoded in row chunks of about this many elements of h (2,730 rows at m = 6,144): h stays
 in cache for the scans after the matmul, and its memory and index tensors stay bounded."""
 
+DENSE_STATS_DENSITY = 0.2
+"""From this fraction of positive entries in h on, statistics use dense reductions instead of gathering
+the positive entries (an untrained SAE's h is about half dense)."""
+
 SPARSE_DECODE_DENSITY = 0.05
 """Below this fraction of active entries a chunk is decoded sparsely (embedding_bag), else densely."""
 
@@ -64,6 +68,7 @@ class FeatureStats:
         self._log_low = float(edges[0].log())
         self._inv_step = HIST_BINS / float(edges[-1].log() - edges[0].log())
         self.tokens = 0
+        self._dense = False
 
     def encode_and_update(self, sae: Any, x: torch.Tensor) -> tuple[torch.Tensor, float, float]:
         """Encode `x` [B, d] chunk by chunk of rows and accumulate; return (x̂, active entries, sum of
@@ -73,13 +78,33 @@ class FeatureStats:
         rows_per_chunk = max(1, CHUNK_ELEMENTS // self.m)
         for start in range(0, x.shape[0], rows_per_chunk):
             h = sae.encode(x[start : start + rows_per_chunk])
-            rows, cols, vals = positive_entries(h)
-            self.update(cols, vals)
-            x_hat[start : start + h.shape[0]] = decode_chunk(h, rows, cols, vals, sae.W_dec, sae.b_dec)
-            l0 += vals.numel()
-            l1 += float(vals.sum())
+            if self._dense:
+                active, total, x_hat_chunk = self._update_dense(h, sae)
+            else:
+                rows, cols, vals = positive_entries(h)
+                self.update(cols, vals)
+                x_hat_chunk = decode_chunk(h, rows, cols, vals, sae.W_dec, sae.b_dec)
+                active, total = vals.numel(), float(vals.sum())
+            x_hat[start : start + h.shape[0]] = x_hat_chunk
+            # The next chunk takes the dense path when this one was dense (h's density is stable).
+            self._dense = active >= DENSE_STATS_DENSITY * h.numel()
+            l0 += active
+            l1 += total
         self.tokens += int(x.shape[0])
         return x_hat, l0, l1
+
+    def _update_dense(self, h: torch.Tensor, sae: Any) -> tuple[int, float, torch.Tensor]:
+        """The same statistics with dense reductions, for a dense h (gathering half of it costs more)."""
+        fired = h > self.threshold
+        self.count += fired.sum(0)
+        self.sum += torch.where(fired, h, 0.0).sum(0, dtype=torch.float64)
+        torch.maximum(self.max, h.amax(0), out=self.max)
+        flat = h.reshape(-1)
+        index = fired.reshape(-1).nonzero().squeeze(1)
+        fc, fv = index % self.m, flat[index]
+        self.hist.index_add_(0, fc * HIST_BINS + self._bins(fv), torch.ones_like(fc))
+        active = int((h > 0).sum())
+        return active, float(h.sum(dtype=torch.float64)), torch.addmm(sae.b_dec, h, sae.W_dec)
 
     def update(self, cols: torch.Tensor, vals: torch.Tensor) -> None:
         # The threshold is compared in float32, strictly: an activation equal to it does not fire.

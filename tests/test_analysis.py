@@ -108,12 +108,21 @@ def sparse_run(tmp_path_factory, store_path, data):
 
 
 @pytest.mark.parametrize(
-    ("bias", "sparse_density", "chunk"),
-    [(-0.3, 1.1, 1 << 22), (-0.3, 0.0, 1 << 22), (0.2, 1.1, 100), (0.2, 0.0, 100)],
-    ids=["sparse-decode", "dense-decode", "sparse-chunked", "dense-chunked"],
+    ("bias", "sparse_density", "dense_stats", "chunk"),
+    [
+        (-0.3, 1.1, 1.1, 1 << 22),
+        (-0.3, 0.0, 1.1, 1 << 22),
+        (0.2, 1.1, 1.1, 100),
+        (0.2, 0.0, 0.0, 100),
+        (-0.3, 1.1, 0.3, 100),
+    ],
+    ids=["sparse-decode", "dense-decode", "sparse-chunked", "dense-stats-chunked", "switching"],
 )
-def test_statistics_equal_brute_force(tmp_path, store_path, data, monkeypatch, bias, sparse_density, chunk):
+def test_statistics_equal_brute_force(
+    tmp_path, store_path, data, monkeypatch, bias, sparse_density, dense_stats, chunk
+):
     monkeypatch.setattr(feature_stats, "SPARSE_DECODE_DENSITY", sparse_density)
+    monkeypatch.setattr(feature_stats, "DENSE_STATS_DENSITY", dense_stats)
     monkeypatch.setattr(feature_stats, "CHUNK_ELEMENTS", chunk)
     sae = make_sae(bias)
     run = write_run(tmp_path, sae)
