@@ -94,3 +94,17 @@ def test_demo_sweep_caches_recomputes_and_isolates_failures(
 def test_run_refuses_a_bad_config_before_starting_prefect(capsys):
     assert main(["run", "--set", "grid.expansion_factors=[0]"]) == 2
     assert "grid.expansion_factors: every expansion factor must be > 0 (got 0)" in capsys.readouterr().err
+
+
+def test_flow_parameters_resolve_like_the_cli(tmp_path):
+    from flows.sweep import resolve_sweep_config
+    from sae_core.config import ConfigError
+
+    cfg = resolve_sweep_config("demo", {"training.lr": 0.5, "data_root": "rel/data"})
+    assert cfg.training.lr == 0.5 and cfg.grid.expansion_factors == [2, 4]
+    assert cfg.data_root.startswith("/") and cfg.data_root.endswith("rel/data")  # absolute for workers
+    full = load_config("seed").model_dump(mode="json")
+    from_config = resolve_sweep_config("demo", {"grid.expansion_factors": [4]}, config=full)
+    assert from_config.model.name == "gpt2" and from_config.grid.expansion_factors == [4]
+    with pytest.raises(ConfigError, match=r"training\.lrr: unknown key"):
+        resolve_sweep_config("demo", {"training.lrr": 1})
