@@ -110,11 +110,14 @@ class StreamingData:
                 split="train", batch_size=size, shuffle=True, seed=epoch_seed(seed, epoch),
                 prefetch=True, drop_last=True,
             )  # fmt: skip
-            for i, batch in enumerate(stream):
-                if i >= per_epoch:
-                    break
-                if i >= offset:  # resuming mid-epoch: the skipped batches are read, not trained on
-                    yield batch.to(self.device, torch.float32, non_blocking=True)
+            try:
+                for i, batch in enumerate(stream):
+                    if i >= per_epoch:
+                        break
+                    if i >= offset:  # resuming mid-epoch: the skipped batches are read, not trained on
+                        yield batch.to(self.device, torch.float32, non_blocking=True)
+            finally:
+                stream.close()  # stops the store's prefetch thread
             epoch, offset = epoch + 1, 0
 
     def sample(self, n: int, seed: int) -> torch.Tensor:

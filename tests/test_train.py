@@ -213,3 +213,16 @@ def test_cuda_paths_train_to_finite_weights(superposition_data, flags):
     assert all(torch.isfinite(p).all() for p in sae.parameters())
     assert metrics["val"]["explained_variance"] > 0.5
     torch.testing.assert_close(sae.W_dec.norm(dim=1), torch.ones(64, device="cuda"))
+
+
+def test_streaming_from_the_store_when_the_split_exceeds_the_memory_budget(sae_store, tmp_path):
+    cfg = small_config(max_memory_gb=0)  # forces the streamed path
+    whole = train_cell(sae_store, CELL, cfg, tmp_path / "whole")
+    assert whole["steps"] == 74 and whole["val"] is not None
+    assert [e["step"] for e in whole["resample_events"]] == [20, 40, 60]
+    with pytest.raises(KeyboardInterrupt):
+        train_cell(sae_store, CELL, cfg, tmp_path / "killed", callbacks=[_Kill(50)])
+    train_cell(sae_store, CELL, cfg, tmp_path / "killed")
+    a = torch.load(tmp_path / "whole" / CELL.weights_filename)
+    b = torch.load(tmp_path / "killed" / CELL.weights_filename)
+    assert all(torch.equal(a[k], b[k]) for k in a)
