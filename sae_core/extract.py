@@ -29,7 +29,7 @@ import torch
 from sae_core.config import ConfigError, SweepConfig
 from sae_core.device import resolve_device, resolve_dtype
 from sae_core.errors import StoreError
-from sae_core.hf_load import iter_documents, load_model, load_tokenizer
+from sae_core.hf_load import iter_documents, load_model, load_model_config, load_tokenizer
 from sae_core.progress import Progress, no_progress
 from sae_core.store_format import (
     DEFAULT_ROW_GROUP_TOKENS,
@@ -192,18 +192,19 @@ class _Extraction:
         self.progress = progress
         self.device = resolve_device(cfg.model.device)
         self.tokenizer, self.resolved = load_tokenizer(cfg)
-        model = load_model(cfg, self.resolved, resolve_dtype(cfg.model.dtype)).to(self.device).eval()
-        if hasattr(model.config, "use_cache"):
-            model.config.use_cache = False
-        fuse_gelu(model)
-        self.num_layers = int(model.config.num_hidden_layers)
+        config = load_model_config(cfg, self.resolved)  # checks before any weights are loaded
+        self.num_layers = int(config.num_hidden_layers)
         cfg.check_layer(self.num_layers)
-        max_positions = getattr(model.config, "max_position_embeddings", None)
+        max_positions = getattr(config, "max_position_embeddings", None)
         if max_positions is not None and cfg.data.context_length > max_positions:
             raise ConfigError(
                 f"data.context_length: {cfg.model.name} takes at most {max_positions} positions "
                 f"(got {cfg.data.context_length})"
             )
+        model = load_model(cfg, self.resolved, resolve_dtype(cfg.model.dtype)).to(self.device).eval()
+        if hasattr(model.config, "use_cache"):
+            model.config.use_cache = False
+        fuse_gelu(model)
         self.model = model
         self.d_model = int(model.config.hidden_size)
         self.reader = LayerReader(model, cfg.model.layer)

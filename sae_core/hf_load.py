@@ -64,6 +64,16 @@ def load_tokenizer(cfg: SweepConfig) -> tuple[Any, str]:
     return tokenizer, resolved
 
 
+def load_model_config(cfg: SweepConfig, resolved: str) -> Any:
+    """The model's config alone (no weights), to validate the layer and context before loading."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(resolved, **_revision(cfg))
+    except Exception as exc:
+        raise _why("model.name", cfg.model.name, exc, local_hint=True) from None
+
+
 def load_model(cfg: SweepConfig, resolved: str, dtype: torch.dtype) -> torch.nn.Module:
     """The base model (`AutoModel`: no LM head, which extraction never needs)."""
     from transformers import AutoModel
