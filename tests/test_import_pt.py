@@ -65,9 +65,7 @@ def test_bad_chunks_are_refused(tmp_path):
     bad = tmp_path / "bad"
     bad.mkdir()
     torch.save({"token_ids": torch.zeros(3)}, bad / "chunk_0.pt")
-    with pytest.raises(
-        StoreError, match=r"chunk_0\.pt must be a dict with keys filtered_"
-    ):
+    with pytest.raises(StoreError, match=r"chunk_0\.pt must be a dict with keys filtered_"):
         import_pt_chunks(bad, tmp_path / "out")
     torch.save(
         {
