@@ -112,3 +112,34 @@ def test_nosampling_never_resamples(superposition_data):
     assert not any(row["kind"] == "resample" for row in trainer.state.log_rows)
     _, h = trainer.sae(superposition_data[1])
     assert not (h[:, :8] > 0).any()
+
+
+def test_stop_resampling_after_a_fraction_of_training(superposition_data):
+    cfg = TrainingConfig(
+        lr=1e-3, batch_size=256, epochs=None, max_tokens=256 * 50, resample_every=10,
+        stop_resampling_after=0.5, resample_pool_tokens=1024, log_every=25, device="cpu",
+    )  # fmt: skip
+    trainer = Trainer(
+        SparseAutoencoder(16, 32, seed=0), InMemoryData(superposition_data[0][:8192]), cfg, l1=0.01,
+        strategy="sampling", device=torch.device("cpu"),
+    )  # fmt: skip
+    assert [e["step"] for e in trainer.run()["resample_events"]] == [10, 20]
+
+
+def test_b_dec_starts_at_the_mean_or_the_geometric_median():
+    from sae_core.train_data import geometric_median
+
+    data = torch.randn(4000, 8) + 3.0
+    data[:40] += 1000.0  # 1 % far outliers: they drag the mean, not the median
+    for kind in ("mean", "geometric_median"):
+        cfg = TrainingConfig(
+            batch_size=256, epochs=1, b_dec_init=kind, resample_pool_tokens=4096, device="cpu"
+        )
+        trainer = Trainer(
+            SparseAutoencoder(8, 16), InMemoryData(data), cfg, l1=0.0, strategy="nosampling",
+            device=torch.device("cpu"),
+        )  # fmt: skip
+        trainer.init_b_dec()
+        expected = data.mean(dim=0) if kind == "mean" else geometric_median(data)
+        torch.testing.assert_close(trainer.sae.b_dec, expected, rtol=1e-3, atol=1e-3)
+    assert (geometric_median(data) - 3.0).abs().max() < 0.2
