@@ -96,15 +96,16 @@ class FeatureStats:
     def _update_dense(self, h: torch.Tensor, sae: Any) -> tuple[int, float, torch.Tensor]:
         """The same statistics with dense reductions, for a dense h (gathering half of it costs more)."""
         fired = h > self.threshold
-        self.count += fired.sum(0)
-        self.sum += torch.where(fired, h, 0.0).sum(0, dtype=torch.float64)
+        self.count += torch.count_nonzero(fired, dim=0)
+        # Column sums over one chunk's rows in float32, accumulated across chunks in float64.
+        self.sum += torch.where(fired, h, 0.0).sum(0).double()
         torch.maximum(self.max, h.amax(0), out=self.max)
         flat = h.reshape(-1)
         index = fired.reshape(-1).nonzero().squeeze(1)
         fc, fv = index % self.m, flat[index]
         self.hist.index_add_(0, fc * HIST_BINS + self._bins(fv), torch.ones_like(fc))
-        active = int((h > 0).sum())
-        return active, float(h.sum(dtype=torch.float64)), torch.addmm(sae.b_dec, h, sae.W_dec)
+        active = int(torch.count_nonzero(h))
+        return active, float(h.sum()), torch.addmm(sae.b_dec, h, sae.W_dec)
 
     def update(self, cols: torch.Tensor, vals: torch.Tensor) -> None:
         # The threshold is compared in float32, strictly: an activation equal to it does not fire.
