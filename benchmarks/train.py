@@ -7,8 +7,9 @@ background load hits both alike; the best round of each side is compared.
 
 Roofline: a training step needs five [B·d·m] matmuls (encoder and decoder forward, the decoder weight
 gradient, the gradient into h, the encoder weight gradient). We time those five as bare `torch.mm` calls
-of the same shapes and layouts and divide by our whole step's time: FLOP/s achieved ÷ FLOP/s of plain
-dense matmuls. Prints ratios; run `python benchmarks/train.py --help` for the knobs.
+of the same shapes and layouts and divide by our steady-state step time in the training loop (the
+whole step: matmuls, elementwise work, decoder projection, Adam, renormalisation, firing counters):
+FLOP/s achieved ÷ FLOP/s of plain dense matmuls. Prints ratios; `--help` lists the knobs.
 """
 
 from __future__ import annotations
@@ -38,19 +39,24 @@ def make_data(tokens: int, d: int, seed: int = 0) -> torch.Tensor:
 
 
 class _LoopSpeed(TrainCallback):
-    """Tokens/s of the training loop alone (the last log step's figure), without setup and evaluation."""
+    """Steady-state seconds per step: time between the first and the last step's log call (so the first
+    step's one-off allocations are left out; every step logs, which adds a little work to each)."""
 
-    tokens_per_s = 0.0
+    def __init__(self) -> None:
+        self.times: list[float] = []
 
     def on_log(self, step: int, metrics: dict) -> None:
-        self.tokens_per_s = metrics["tokens_per_s"]
+        self.times.append(time.perf_counter())
+
+    def step_time(self) -> float:
+        return (self.times[-1] - self.times[0]) / (len(self.times) - 1)
 
 
 def run_ours(data: torch.Tensor, d_hidden: int, batch: int, steps: int, l1: float) -> tuple[float, float]:
     """(wall seconds including setup and final evaluation, seconds per step of the loop alone)."""
     cfg = TrainingConfig(
         lr=1e-4, batch_size=batch, epochs=None, max_tokens=batch * steps, l1_scaling="seed", seed=0,
-        log_every=steps, val_every=10**9, val_tokens=1024, checkpoint_every=10**9, device="cpu",
+        log_every=1, val_every=10**9, val_tokens=1024, checkpoint_every=10**9, device="cpu",
     )  # fmt: skip
     sae = SparseAutoencoder(data.shape[1], d_hidden, seed=0)
     speed = _LoopSpeed()
@@ -65,7 +71,7 @@ def run_ours(data: torch.Tensor, d_hidden: int, batch: int, steps: int, l1: floa
     )
     start = time.perf_counter()
     trainer.run()
-    return time.perf_counter() - start, batch / speed.tokens_per_s
+    return time.perf_counter() - start, speed.step_time()
 
 
 def run_saelens(data: torch.Tensor, d_hidden: int, batch: int, steps: int, l1: float) -> float:
@@ -120,7 +126,7 @@ def main() -> None:
     parser.add_argument("--d", type=int, default=768)
     parser.add_argument("--expansion", type=int, default=8)
     parser.add_argument("--batch", type=int, default=4096)
-    parser.add_argument("--steps", type=int, default=4, help="training steps per timed run")
+    parser.add_argument("--steps", type=int, default=4, help="training steps per timed run (>= 2)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating ours/SAELens rounds")
     parser.add_argument("--tokens", type=int, default=24_576, help="in-memory activations")
     parser.add_argument("--l1", type=float, default=1e-4)
@@ -131,7 +137,7 @@ def main() -> None:
         f"d={args.d} m={m} batch={args.batch} steps={args.steps} fp32 CPU threads={torch.get_num_threads()}"
     )
 
-    run_ours(data, m, args.batch, 1, args.l1)  # warm-up (allocator, kernels) for both sides
+    run_ours(data, m, args.batch, 2, args.l1)  # warm-up (allocator, kernels) for both sides
     run_saelens(data, m, args.batch, 1, args.l1)
     ours, steps, theirs, roofs = [], [], [], []
     for r in range(args.rounds):  # interleaved, so that background load hits all three alike
