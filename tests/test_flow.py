@@ -84,9 +84,9 @@ def test_demo_sweep_caches_recomputes_and_isolates_failures(
     bad_cfg = load_config("demo", None, broken)
     run_dir(bad_cfg, CELLS[0]).parent.mkdir(parents=True)
     run_dir(bad_cfg, CELLS[0]).write_text("a file where the run dir should be")
-    fourth = sae_sweep(preset="demo", overrides=broken, return_state=True)
-    assert fourth.is_failed()
-    assert "1 of 2 cells failed: 2x_0.01_nosampling" in fourth.message
+    broken_sets = [x for key, value in broken.items() for x in ("--set", f"{key}={json.dumps(value)}")]
+    assert main(["run", "--preset", "demo", *broken_sets]) == 1
+    assert "1 of 2 cells failed: 2x_0.01_nosampling" in capsys.readouterr().err
     assert (run_dir(bad_cfg, CELLS[1]) / CELLS[1].weights_filename).is_file()
     assert (sweep_dir(bad_cfg) / "report" / "report.md").is_file()
 

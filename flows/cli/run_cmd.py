@@ -48,4 +48,5 @@ def run(preset: PresetOpt = None, config: ConfigOpt = None, set_: SetOpt = None)
     typer.echo(f"sweep {cfg.name} {state.name.lower()}: {state.message}", err=True)
     if report.exists():
         typer.echo(f"report (partial): {report}")
-    raise typer.Exit(1)
+    # SystemExit, not typer.Exit: the CLI runs click with standalone_mode=False, where Exit is swallowed.
+    raise SystemExit(1)
