@@ -370,20 +370,27 @@ def _prefetched(gen: Iterator[torch.Tensor], depth: int = 3) -> Iterator[torch.T
     stop = threading.Event()
     done = object()
 
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def work() -> None:
         try:
             for item in gen:
-                while not stop.is_set():
-                    try:
-                        items.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put(item):
                     return
-            items.put(done)
+            put(done)
         except BaseException as exc:  # handed to the consumer, raised there
-            items.put(exc)
+            put(exc)
+        finally:
+            close = getattr(gen, "close", None)
+            if close is not None:  # in this thread, which runs it: releases its read-ahead pool
+                close()
 
     thread = threading.Thread(target=work, name="store-prefetch", daemon=True)
     thread.start()

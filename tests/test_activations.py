@@ -177,3 +177,18 @@ def test_torch_input_and_explicit_splits(tmp_path):
     assert store.num_tokens_in("train", drop_first_token=False) == int((doc_ids < 14).sum())
     assert store.num_tokens_in("val") == 0
     assert list(store.batches("val")) == []
+
+
+def test_closing_a_prefetching_stream_stops_its_thread(tmp_path):
+    import threading
+    import time
+
+    acts, doc_ids, _ = _docs(n_docs=60)
+    store = write_store(tmp_path, acts, doc_ids, row_group_tokens=50)
+    stream = store.batches("train", batch_size=16, prefetch=True)
+    next(stream)
+    stream.close()
+    deadline = time.monotonic() + 5
+    while any(t.name == "store-prefetch" for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(t.name == "store-prefetch" for t in threading.enumerate())
