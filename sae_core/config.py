@@ -228,8 +228,8 @@ class TrainingConfig(_Section):
     """On CUDA, `torch.compile` the step; it keeps a GPU busy at small batch sizes such as the study's 32."""
 
     max_memory_gb: float = Field(8.0, ge=0)
-    """Hold the training split in (device) memory as float32 when it needs at most this many GB, and
-    shuffle by index there; a larger split is streamed from the store (memory then stays bounded)."""
+    """Hold the training split in (device) memory, in the store's dtype, when it needs at most this many
+    GB, and shuffle by index there; a larger split is streamed from the store (memory then stays bounded)."""
 
     num_threads: int = Field(0, ge=0)
     """CPU threads for training (0: torch's default). Small SAEs on a machine shared with other work

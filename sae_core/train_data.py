@@ -49,7 +49,8 @@ class InMemoryData:
             raise TrainingError(
                 f"training data: expected a [tokens, d] tensor (got shape {tuple(train.shape)})"
             )
-        self.train = train.float()
+        # Held as given (a float16 store stays float16: half the memory, same values); batches are float32.
+        self.train = train if train.is_floating_point() else train.float()
         self.val = val.float() if val is not None and val.shape[0] > 0 else None
         self.d_model = int(train.shape[1])
         self.train_tokens = int(train.shape[0])
@@ -71,14 +72,14 @@ class InMemoryData:
             gen = torch.Generator().manual_seed(epoch_seed(seed, epoch))
             order = torch.randperm(self.train_tokens, generator=gen).to(self.train.device)
             for i in range(offset, per_epoch):
-                yield self.train[order[i * size : (i + 1) * size]]
+                yield self.train[order[i * size : (i + 1) * size]].float()
             epoch, offset = epoch + 1, 0
 
     def sample(self, n: int, seed: int) -> torch.Tensor:
         """`n` random training rows (without replacement; all of them, shuffled, when n exceeds the split)."""
         gen = torch.Generator().manual_seed(seed)
         idx = torch.randperm(self.train_tokens, generator=gen)[:n].to(self.train.device)
-        return self.train[idx]
+        return self.train[idx].float()
 
     def validation(self, n: int, seed: int) -> torch.Tensor | None:
         if self.val is None:
@@ -142,18 +143,20 @@ def store_fingerprint(store: Any) -> str:
 def open_store_data(
     store_path: str | Path, device: torch.device, max_memory_gb: float
 ) -> tuple[TrainingData, Any]:
-    """Open the store; hold its train split in (device) memory when it fits `max_memory_gb`."""
+    """Open the store; hold its train split in (device) memory, in the store's dtype, when it fits
+    `max_memory_gb`."""
     from sae_core.activations import ActivationStore
 
     store = ActivationStore.open(store_path)
     train_tokens = int(store.num_tokens_in("train"))
     if train_tokens == 0:
         raise TrainingError(f"activations: the store at {store_path} has an empty train split (got 0 tokens)")
-    needed_gb = train_tokens * int(store.d_model) * 4 / 2**30
+    hold = torch.float16 if store.store_dtype == "float16" else torch.float32  # exact: the stored values
+    needed_gb = train_tokens * int(store.d_model) * hold.itemsize / 2**30
     if needed_gb > max_memory_gb:
         log.info("train split needs %.2f GB > training.max_memory_gb=%s: streaming", needed_gb, max_memory_gb)
         return StreamingData(store, device), store
-    train = store.load_split("train", device=device, dtype=torch.float32)
+    train = store.load_split("train", device=device, dtype=hold)
     val = None
     if int(store.num_tokens_in("val")) > 0:
         val = store.load_split("val", device=device, dtype=torch.float32)
