@@ -106,6 +106,7 @@ def main() -> None:
     print(f"end-to-end wall (process, incl. temporary server start): {end_to_end:7.1f} s")
     print(f"flow wall:                                                {wall:7.1f} s")
     print(f"stage work (sum of sae_core calls in tasks):              {work:7.1f} s")
+    print(f"outside the flow (imports, temporary server start/stop):  {end_to_end - wall:7.1f} s")
     print(
         f"Prefect overhead within the flow: {wall - work:6.1f} s = "
         f"{(wall - work) / wall:.1%} of the flow wall"
