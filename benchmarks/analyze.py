@@ -138,10 +138,11 @@ def report(label: str, store: Path, run: Path, tokens: int, batch: int, repeat: 
 
 def child_peak_rss(store: Path, run: Path, batch: int) -> float:
     code = (
-        "import sys, resource; sys.path.insert(0, sys.argv[4]);"
+        "import sys; sys.path.insert(0, sys.argv[4]);"
         "from benchmarks.analyze import analyse; from pathlib import Path;"
         "analyse(Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]));"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+        # VmHWM is this process's own peak (ru_maxrss would carry the parent's over fork + exec).
+        "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])"
     )
     root = str(Path(__file__).resolve().parents[1])
     out = subprocess.run(
@@ -162,6 +163,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8192)
     parser.add_argument("--dense", action="store_true", help="also a freshly initialised (dense) SAE")
     parser.add_argument("--memory", action="store_true", help="peak RSS on N and 4N tokens")
+    parser.add_argument("--no-speed", action="store_true", help="skip the throughput comparison")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeat", type=int, default=2, help="alternations of baseline and analysis")
     parser.add_argument(
@@ -177,8 +179,9 @@ def main() -> None:
     try:
         print(f"torch threads: {torch.get_num_threads()}; d={args.d}, m={m}")
         store = build_store(root, args.tokens, args.d, args.seed)
-        sparse_run = build_run(root, store, args.d, m, args.l0, args.seed)
-        report("trained-like SAE", store, sparse_run, args.tokens, args.batch, args.repeat)
+        if not args.no_speed:
+            sparse_run = build_run(root, store, args.d, m, args.l0, args.seed)
+            report("trained-like SAE", store, sparse_run, args.tokens, args.batch, args.repeat)
         if args.dense:
             dense_run = build_run(root, store, args.d, m, None, args.seed)
             report("fresh SAE (dense h)", store, dense_run, args.tokens, args.batch, args.repeat)
