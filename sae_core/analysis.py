@@ -8,7 +8,8 @@ token count):
    accumulates per feature the exact count of activations strictly above `dead_threshold`, their sum and
    a log-spaced histogram, and the maximum activation; it decodes the same sparse entries (an
    `embedding_bag` over the active features, or a dense matmul when h is dense) for the reconstruction
-   metrics. Counts are exact: no top-k-per-token cap (the study kept 25 features per token).
+   metrics. A dense h (an untrained SAE) switches to dense reductions (see `feature_stats`). Counts are
+   exact: no top-k-per-token cap (the study kept 25 features per token).
 2. Selectivity = mean activation over firing tokens / ln(count + 1) — the natural log, where the study's
    DuckDB `LOG` was log10 (the ranking is the same, the values are log(10) ≈ 2.3× smaller in the study) —
    for features firing at least `min_activations` times; the `top_k_features` most and least selective
