@@ -195,7 +195,7 @@ def test_deploy_trigger_kill_and_resume(tmp_path, tiny_sweep_factory):
             "name": "resume",
             "grid.placement": "local",
             "training.max_tokens": 64 * 2500,
-            "training.resample_every": 100_000,
+            "training.resample_every": 1000,
             "training.checkpoint_every": 200,
             "training.log_every": 100,
             "training.val_every": 1000,
