@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     _register()
     try:
-        app(args=argv, prog_name="sae-sweep", standalone_mode=False)
+        # Without standalone mode, click returns a command's exit code (typer.Exit) instead of exiting.
+        result = app(args=argv, prog_name="sae-sweep", standalone_mode=False)
     except SaeSweepError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             print("aborted", file=sys.stderr)
             return 1
         raise
-    return 0
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":
