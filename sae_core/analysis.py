@@ -46,7 +46,7 @@ from sae_core.device import resolve_device
 from sae_core.errors import AnalysisError
 from sae_core.evaluation import ReconstructionStats, ce_loss_recovered, finite_or_none
 from sae_core.feature_examples import ExampleCollector, TokenDecoder, attach_contexts
-from sae_core.feature_stats import FeatureStats, histogram_edges, select_features
+from sae_core.feature_stats import FeatureStats, histogram_edges, select_features, single_cpu_thread
 from sae_core.io import atomic_write_json, atomic_write_with, read_json
 from sae_core.naming import Cell
 from sae_core.progress import Progress, no_progress
@@ -224,7 +224,8 @@ def _first_pass(
     for acts in _limited(store, acfg, n_tokens):
         x = acts.acts.to(device, non_blocking=True)
         x_hat, l0, l1 = stats.encode_and_update(sae, x)
-        recon.update(x, x_hat, l0, l1)
+        with single_cpu_thread(x.device):
+            recon.update(x, x_hat, l0, l1)
         elapsed = time.perf_counter() - start
         progress(
             stats.tokens,
@@ -268,8 +269,9 @@ def _second_pass(
     done = n_tokens
     for batch in _limited(store, acfg, n_tokens):
         acts = sub.encode(batch.acts.to(device, non_blocking=True))
-        pearson.update(acts)
-        collector.update(acts, batch.doc_id, batch.pos, batch.token_id)
+        with single_cpu_thread(acts.device):
+            pearson.update(acts)
+            collector.update(acts, batch.doc_id, batch.pos, batch.token_id)
         done += acts.shape[0]
         progress(done, total, {})
     return collector, pearson

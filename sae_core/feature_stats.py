@@ -9,6 +9,8 @@ thousands), a dense matmul otherwise. Counts are exact: no cap of features per t
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -81,8 +83,9 @@ class FeatureStats:
             if self._dense:
                 active, total, x_hat_chunk = self._update_dense(h, sae)
             else:
-                rows, cols, vals = positive_entries(h)
-                self.update(cols, vals)
+                with single_cpu_thread(h.device):
+                    rows, cols, vals = positive_entries(h)
+                    self.update(cols, vals)
                 x_hat_chunk = decode_chunk(h, rows, cols, vals, sae.W_dec, sae.b_dec)
                 active, total = vals.numel(), float(vals.sum())
             x_hat[start : start + h.shape[0]] = x_hat_chunk
@@ -166,6 +169,22 @@ def select_features(sel: np.ndarray, k: int) -> tuple[list[int], list[int]]:
     taken = set(top)
     rest = [int(i) for i in by_desc[::-1] if int(i) not in taken]
     return top, rest[:k]
+
+
+@contextlib.contextmanager
+def single_cpu_thread(device: torch.device) -> Iterator[None]:
+    """Run small memory-bound CPU ops (gathers, scatters, bincounts) on one thread: with two or more,
+    each op waits on its partner threads, and on a busy machine that made them up to 20× slower than on
+    one (measured in benchmarks/analyze.py). The matmuls keep every thread."""
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def positive_entries(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
