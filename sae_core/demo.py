@@ -163,7 +163,11 @@ def build_demo_model(out_dir: str | Path, texts: list[str], spec: DemoModelSpec 
     )
     model = GPT2LMHeadModel(config)
     if spec.train_steps > 0:
-        _train_lm(model, tokenizer, texts, spec)
+        threads = torch.get_num_threads()
+        try:
+            _train_lm(model, tokenizer, texts, spec)
+        finally:
+            torch.set_num_threads(threads)
     model.eval()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -185,8 +189,11 @@ def _train_lm(model, tokenizer, texts: list[str], spec: DemoModelSpec) -> None:
     import torch
     from tqdm.auto import tqdm
 
+    # Half the cores at most: OpenMP threads that spin against the Prefect server (or anything else)
+    # on a small machine made a step 100x slower than one quiet thread.
+    torch.set_num_threads(max(1, min(torch.get_num_threads(), (os.cpu_count() or 2) // 2)))
     ids: list[int] = []
-    for enc in tokenizer(texts)["input_ids"]:
+    for enc in tokenizer(texts, verbose=False)["input_ids"]:
         ids.extend([*enc, tokenizer.eos_token_id])
     data = torch.tensor(ids, dtype=torch.long)
     n_seq = len(data) // spec.train_context

@@ -80,3 +80,10 @@ def test_bad_input_exits_nonzero_with_one_line(args, expected):
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: ") and expected in lines[0]
     assert "Traceback" not in result.stderr
+
+
+def test_usage_errors_exit_2_without_traceback():
+    for args in (["analyze"], ["config", "show", "--bogus"], ["no-such-command"]):
+        result = run_cli(*args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert "Traceback" not in result.stderr and "Error" in result.stderr, args

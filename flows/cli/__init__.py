@@ -57,14 +57,14 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         return int(exc.code or 0)
     except Exception as exc:
-        import click
-
-        if isinstance(exc, click.exceptions.Exit):
-            return exc.exit_code
-        if isinstance(exc, click.ClickException):
+        # Typer >= 0.20 carries its own copy of click (typer._click); match either by duck typing.
+        exit_code = getattr(exc, "exit_code", None)
+        if type(exc).__name__ == "Exit" and isinstance(exit_code, int):
+            return exit_code
+        if hasattr(exc, "show") and isinstance(exit_code, int):  # a usage or parameter error
             exc.show()
-            return exc.exit_code
-        if isinstance(exc, click.exceptions.Abort):
+            return exit_code
+        if type(exc).__name__ == "Abort":
             print("aborted", file=sys.stderr)
             return 1
         raise
