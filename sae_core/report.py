@@ -73,7 +73,9 @@ def load_published() -> dict[str, Any]:
 
 
 def collect_cells(sweep_dir: str | Path, cfg: SweepConfig | None = None) -> list[CellData]:
-    """Every cell found under `sweep_dir`, plus the cells of `cfg.grid` that have no directory yet."""
+    """The cells of `cfg.grid` (those without a directory reported missing); without a config, every
+    cell directory found under `sweep_dir`. Cells left from an earlier, different grid of the same
+    sweep are not part of a config's report."""
     root = Path(sweep_dir)
     if not root.is_dir():
         raise ReportError(f"sweep_dir: no such directory {str(root)!r}")
@@ -88,7 +90,7 @@ def collect_cells(sweep_dir: str | Path, cfg: SweepConfig | None = None) -> list
     if not found and not expected:
         raise ReportError(f"sweep_dir: no cell directories (like 8x_0.0001_sampling) in {str(root)!r}")
     cells = []
-    for cell in sorted(set(found) | expected):
+    for cell in sorted(expected if cfg is not None else set(found)):
         path = found.get(cell, root / cell.name)
         data = CellData(cell, path, exists=path.is_dir())
         if data.exists:

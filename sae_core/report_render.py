@@ -13,9 +13,25 @@ from sae_core.naming import format_l1
 from sae_core.report import CELL_METRICS, CellData, Entry, format_entry
 
 
+def _footnoted(text: str, notes: list[str]) -> str:
+    """`skipped (a long reason)` → `skipped [1]`, the reason listed once under the table: the same
+    reason in every cell of a grid made the tables unreadable."""
+    word, sep, _ = text.partition(" (")
+    if not sep or word not in {"missing", "skipped", "failed"}:
+        return text
+    if text not in notes:
+        notes.append(text)
+    return f"{word} [{notes.index(text) + 1}]"
+
+
 def _table_cell_text(value: float | None, note: str | None, pub: float | None, unit: str) -> str:
     ours = f"{value:.2f}{unit}" if value is not None else (note or "missing")
     return ours if pub is None else f"{ours} (study {pub:g}{unit})"
+
+
+def _with_footnotes(body: list[list[str]]) -> tuple[list[list[str]], list[str]]:
+    notes: list[str] = []
+    return [[_footnoted(text, notes) for text in row] for row in body], notes
 
 
 def _grid_matrix(table: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
@@ -48,8 +64,10 @@ def _md_table(head: list[str], body: list[list[str]]) -> str:
     def esc(text: str) -> str:
         return text.replace("|", "\\|").replace("\n", " ")
 
+    body, notes = _with_footnotes(body)
     lines = ["| " + " | ".join(map(esc, head)) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(map(esc, row)) + " |" for row in body]
+    lines += ([""] if notes else []) + [f"[{i}] {esc(note)}  " for i, note in enumerate(notes, 1)]
     return "\n".join(lines)
 
 
@@ -96,6 +114,7 @@ _CSS = """body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:120
 table{border-collapse:collapse;margin:.5em 0 1.5em}
 th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}
 th:first-child,td:first-child{text-align:left}th{background:#f3f3f3}td.absent{color:#a33;font-style:italic}
+p.note{margin:-1em 0 1em;color:#a33;font-size:12px}
 img{max-width:100%;border:1px solid #eee}code{background:#f5f5f5;padding:0 .2em}"""
 
 
@@ -104,8 +123,10 @@ def _html_table(head: list[str], body: list[list[str]]) -> str:
         absent = text.startswith(("missing", "skipped", "failed"))
         return f"<td{' class=absent' if absent else ''}>{html.escape(text)}</td>"
 
+    body, notes = _with_footnotes(body)
     rows = "".join("<tr>" + "".join(cell(t) for t in row) + "</tr>" for row in body)
-    return f"<table><tr>{''.join(f'<th>{html.escape(h)}</th>' for h in head)}</tr>{rows}</table>"
+    foot = "".join(f"<p class=note>[{i}] {html.escape(n)}</p>" for i, n in enumerate(notes, 1))
+    return f"<table><tr>{''.join(f'<th>{html.escape(h)}</th>' for h in head)}</tr>{rows}</table>{foot}"
 
 
 def _inline_code(text: str) -> str:

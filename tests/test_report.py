@@ -10,7 +10,7 @@ import pytest
 
 from flows.cli import main
 from sae_core.config import load_config
-from sae_core.naming import Cell
+from sae_core.naming import Cell, grid_cells
 from sae_core.report import ReportError, build_report, load_published
 from tests.test_report_data import fabricate_cell, fabricate_sweep
 
@@ -18,7 +18,11 @@ from tests.test_report_data import fabricate_cell, fabricate_sweep
 @pytest.fixture(scope="module")
 def demo_report(tmp_path_factory):
     sweep = fabricate_sweep(tmp_path_factory.mktemp("sweep"))
-    out = build_report(sweep, load_config("demo"))
+    # the fabricated grid: expansions 2 and 4, λ 0.01 and 0.0001, both strategies
+    cfg = load_config(
+        "demo", overrides={"grid.expansion_factors": [2, 4], "grid.l1_coefficients": [0.01, 0.0001]}
+    )
+    out = build_report(sweep, cfg)
     return sweep, out, json.loads((out / "tables.json").read_text())
 
 
@@ -91,7 +95,9 @@ def test_missing_cells_and_stages_show_as_missing_not_zero(demo_report):
     md = (out / "report.md").read_text()
     section = md.split("## Dead neurons % with resampling")[1].split("##")[0]
     row = next(line for line in section.splitlines() if line.startswith("| 0.0001"))
-    assert row.split("|")[3].strip() == "missing (cell not run)"
+    marker = row.split("|")[3].strip()  # the reason once under the table, a marker in the cell
+    assert marker.startswith("missing [")
+    assert f"{marker.removeprefix('missing ')} missing (cell not run)" in section
     assert "0.00%" not in row
     assert "skipped (no API key in OPENAI_API_KEY)" in md
 
@@ -170,3 +176,15 @@ def test_cli_report_and_browse(tmp_path, capsys):
     assert "no such directory" in capsys.readouterr().err
     assert main(["browse", "--run", str(sweep)]) == 2  # the sweep dir is not a cell: no features
     assert "feature_stats.parquet" in capsys.readouterr().err
+
+
+def test_a_config_report_leaves_out_cells_of_another_grid(tmp_path):
+    """A sweep dir may hold cells of an earlier grid (λ changed since): the config's report is about
+    the config's cells only, and lists the ones it lacks as missing."""
+    sweep = fabricate_sweep(tmp_path, skip=())
+    cfg = load_config("demo", overrides={"grid.expansion_factors": [2], "grid.l1_coefficients": [0.01, 0.5]})
+    doc = json.loads((build_report(sweep, cfg) / "tables.json").read_text())
+    names = [row["cell"] for row in doc["cells"]]
+    assert sorted(names) == sorted(c.name for c in grid_cells(cfg.grid))
+    missing = [row for row in doc["cells"] if row["cell"].startswith("2x_0.5_")]
+    assert all(row["dead_pct"] is None and row["notes"]["dead_pct"].startswith("missing") for row in missing)

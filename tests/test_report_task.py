@@ -17,7 +17,10 @@ def test_report_task_publishes_artifacts(prefect_harness, prefect_client, tmp_pa
     from tasks.report import browse_cell, report_sweep
 
     sweep = fabricate_sweep(tmp_path, name="taskdemo")
-    cfg = load_config("demo", overrides={"name": "taskdemo", "data_root": str(tmp_path)})
+    cfg = load_config(
+        "demo",
+        overrides={"name": "taskdemo", "data_root": str(tmp_path), "grid.l1_coefficients": [0.01, 0.0001]},
+    )
 
     @flow
     def wrapper() -> tuple[dict, str, str]:
