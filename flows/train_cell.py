@@ -22,6 +22,7 @@ def run_cell_chain(store: str, cell: Cell, cfg: SweepConfig) -> dict[str, Any]:
     """The per-cell tasks in order; returns each stage's small result and the seconds of stage work."""
     from tasks.analyze import run_analyze
     from tasks.label import label_cell
+    from tasks.report import browse_cell
     from tasks.train import run_train
     from tasks.upload import upload_cell
 
@@ -29,6 +30,8 @@ def run_cell_chain(store: str, cell: Cell, cfg: SweepConfig) -> dict[str, Any]:
     analysed = run_analyze(store, cell, cfg)
     start = time.perf_counter()
     labels = label_cell(trained["run_dir"], cfg)
+    # The browser embeds the labels, and is uploaded with the cell: write it between the two.
+    browse_cell(trained["run_dir"])
     label_s = time.perf_counter() - start
     uploaded = upload_cell(cell.name, cfg)
     return {

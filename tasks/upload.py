@@ -49,6 +49,7 @@ def planned_files(out: Path, cell: Cell) -> dict[str, Path]:
         files[f"labels/{cell.name}/{name}"] = out / name
     for name in ("metrics.json", "analysis.json"):
         files[f"metrics/{cell.name}/{name}"] = out / name
+    files[f"browser/{cell.name}/browser.html"] = out / "browser.html"
     return {repo_path: local for repo_path, local in files.items() if local.is_file()}
 
 
