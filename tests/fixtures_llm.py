@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import re
+import select
+import socket
 import threading
 import time
 from collections import deque
@@ -150,6 +152,16 @@ def _handler(state: FakeLLM) -> type[BaseHTTPRequestHandler]:
         def log_message(self, *args: Any) -> None:  # keep pytest output clean
             pass
 
+        def _wait_unless_client_leaves(self, seconds: float) -> bool:
+            """Sleep up to `seconds`; False as soon as the client closes the connection (a client-side
+            timeout), so that in-flight counts what the client has outstanding, not our sleepers."""
+            deadline = time.monotonic() + seconds
+            while (left := deadline - time.monotonic()) > 0 and not state.release.is_set():
+                readable, _, _ = select.select([self.connection], [], [], min(left, 0.02))
+                if readable and self.connection.recv(1, socket.MSG_PEEK) == b"":
+                    return False
+            return True
+
         def do_POST(self) -> None:
             raw = self.rfile.read(int(self.headers.get("content-length") or 0))
             try:
@@ -167,8 +179,8 @@ def _handler(state: FakeLLM) -> type[BaseHTTPRequestHandler]:
             try:
                 if self.path.rstrip("/") != "/v1/chat/completions":
                     reply = error(404, f"no route {self.path}")
-                if reply.delay:
-                    state.release.wait(reply.delay)
+                if reply.delay and not self._wait_unless_client_leaves(reply.delay):
+                    return  # the client timed out: its request is no longer in flight
                 if reply.status == 401:  # like some servers, echo the key it was given
                     given = self.headers.get("authorization", "").removeprefix("Bearer ")
                     reply = error(401, f"Incorrect API key provided: {given}")
