@@ -26,3 +26,7 @@ class LabelingError(SaeSweepError):
 
 class UploadError(SaeSweepError):
     """The Hub upload is misconfigured or failed for good."""
+
+
+class ReportError(SaeSweepError):
+    """The report or browser cannot be built from the given directory."""

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sae_core.config import SweepConfig
-from sae_core.errors import SaeSweepError
+from sae_core.errors import ReportError
 from sae_core.io import atomic_write_json, atomic_write_text
 from sae_core.naming import Cell, grid_cells
 from sae_core.progress import Progress, no_progress
@@ -28,10 +28,6 @@ from sae_core.version import code_version
 log = logging.getLogger(__name__)
 
 REPORT_DIRNAME = "report"
-
-
-class ReportError(SaeSweepError):
-    """The report or browser cannot be built from the given directory."""
 
 
 @dataclass(frozen=True)
