@@ -165,9 +165,8 @@ def length_batches(lengths: list[int], batch_tokens: int, max_padding: float = 0
     """Indices grouped longest first so each batch's (size × longest) ≤ batch_tokens and padding stays
     under `max_padding` of the batch (a batch closes early rather than pad a short document to a long
     one). A document longer than the budget runs alone. Within a shard's hundreds of documents sorted
-    neighbours differ by a few tokens, so padding is ~1%; the bound matters for small corpora, where
-    a few padded rows still cost less than running documents one by one (measured on CPU: a batch
-    of 4 × 600 tokens costs about half as much per token as 1 × 600)."""
+    neighbours differ by a few tokens, so padding is ~1%; the bound matters for small corpora.
+    `max_padding=0` batches only documents of equal length."""
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     batches: list[list[int]] = []
     current: list[int] = []
@@ -331,7 +330,11 @@ class _Extraction:
         store_np = np.float16 if ext.store_dtype == "float16" else np.float32
         lengths = [len(ids) for _, ids in block]
         results: list[np.ndarray | None] = [None] * len(block)
-        for batch in length_batches(lengths, ext.batch_tokens):
+        # On a CPU a ~600-token document already fills the matmuls, and padded rows plus the masked
+        # attention path cost more than batching saves (benchmarks/extract.py, 24 documents: 9.3 s with
+        # up to 25% padding, 6.0 s with equal-length batches only). A GPU needs the wide batches.
+        max_padding = 0.0 if self.device.type == "cpu" else 0.25
+        for batch in length_batches(lengths, ext.batch_tokens, max_padding):
             width = lengths[batch[0]]
             input_ids = torch.zeros(len(batch), width, dtype=torch.long)
             mask = torch.zeros(len(batch), width, dtype=torch.long)
