@@ -25,6 +25,8 @@ from typing import Any
 
 import pytest
 
+from sae_core.feature_examples import EXAMPLE_SCHEMA
+
 # ---------------------------------------------------------------------------------------------
 # Replies
 
@@ -270,23 +272,7 @@ def write_analysis(
                         "context_text": " ".join([*left, f"**{token}**", *right]),
                     }
                 )
-    schema = pa.schema(
-        [
-            ("feature_id", pa.int32()),
-            ("group", pa.string()),
-            ("kind", pa.string()),
-            ("rank", pa.int32()),
-            ("activation", pa.float32()),
-            ("doc_id", pa.int32()),
-            ("pos", pa.int32()),
-            ("token_id", pa.int32()),
-            ("token", pa.string()),
-            ("context_token_ids", pa.list_(pa.int32())),
-            ("context_tokens", pa.list_(pa.string())),
-            ("marked_index", pa.int32()),
-            ("context_text", pa.string()),
-        ]
-    )
+    schema = EXAMPLE_SCHEMA  # the analysis stage's own schema: the contract the labeller reads
     out = run_dir / "features"
     out.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(rows, schema), out / "examples.parquet")
