@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
-import httpx2
 import pytest
 import torch
 from huggingface_hub.errors import HfHubHTTPError
@@ -23,8 +22,13 @@ LFS_SUFFIXES = (".pth", ".safetensors", ".parquet")  # what the Hub's default .g
 
 
 def http_error(status: int) -> HfHubHTTPError:
-    request = httpx2.Request("POST", "https://huggingface.co/api/models/u/r/commit/main")
-    return HfHubHTTPError(f"{status} error", response=httpx2.Response(status, request=request))
+    try:  # huggingface_hub 2.x speaks httpx2, earlier releases httpx
+        import httpx2 as http
+    except ImportError:
+        import httpx as http
+
+    request = http.Request("POST", "https://huggingface.co/api/models/u/r/commit/main")
+    return HfHubHTTPError(f"{status} error", response=http.Response(status, request=request))
 
 
 class FakeHub:
