@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from sae_core.feature_examples import EXAMPLE_SCHEMA
 from sae_core.naming import Cell
 
 D_MODEL = 16
@@ -113,24 +114,7 @@ def fabricate_cell(
             {"top": top, "bottom": bottom, "min_activations": 10, "threshold": 0.07, "top_k_features": k}
         )
     )
-    rows: dict[str, list[Any]] = {
-        c: []
-        for c in (
-            "feature_id",
-            "group",
-            "kind",
-            "rank",
-            "activation",
-            "doc_id",
-            "pos",
-            "token_id",
-            "token",
-            "context_token_ids",
-            "context_tokens",
-            "marked_index",
-            "context_text",
-        )
-    }
+    rows: dict[str, list[Any]] = {c: [] for c in EXAMPLE_SCHEMA.names}
     for group, ids in (("top", top), ("bottom", bottom)):
         for fid in ids:
             for kind, n in (("top", 4), ("quantile", 2)):
