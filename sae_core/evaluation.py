@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from sae_core.device import resolve_device, resolve_dtype
+from sae_core.extract import length_batches
 from sae_core.progress import Progress, no_progress
 
 log = logging.getLogger(__name__)
@@ -153,7 +154,7 @@ def ce_loss_recovered(
     done, total = 0, sum(len(d) for d in docs)
     try:
         with torch.inference_mode():
-            for batch in _length_batches(docs, CE_BATCH_TOKENS):
+            for batch in _padded_batches(docs):
                 ids, attn, patch_mask, loss_mask = _pad(batch, first, dev)
                 splice.replace = None
                 clean_logp = _log_probs(model, ids, attn)
@@ -266,18 +267,11 @@ def _load_causal_lm(
     return model, ""
 
 
-def _length_batches(docs: list[np.ndarray], budget: int) -> list[list[np.ndarray]]:
-    """Documents sorted by length, grouped so that a padded batch stays within `budget` tokens."""
-    batches: list[list[np.ndarray]] = []
-    current: list[np.ndarray] = []
-    for doc in sorted(docs, key=len):
-        if current and len(doc) * (len(current) + 1) > budget:
-            batches.append(current)
-            current = []
-        current.append(doc)
-    if current:
-        batches.append(current)
-    return batches
+def _padded_batches(docs: list[np.ndarray]) -> list[list[np.ndarray]]:
+    """Documents grouped by length so a padded batch stays within CE_BATCH_TOKENS (any padding share:
+    evaluation runs a few dozen documents, where fewer forwards matter more than padded rows)."""
+    lengths = [len(doc) for doc in docs]
+    return [[docs[i] for i in batch] for batch in length_batches(lengths, CE_BATCH_TOKENS, max_padding=1.0)]
 
 
 def _pad(
