@@ -150,17 +150,7 @@ def fabricate_cell(
             {
                 **{
                     c: rows[c]
-                    for c in (
-                        "feature_id",
-                        "group",
-                        "kind",
-                        "rank",
-                        "activation",
-                        "doc_id",
-                        "pos",
-                        "token_id",
-                        "token",
-                    )
+                    for c in EXAMPLE_SCHEMA.names[:9]  # feature_id … token
                 },
                 "feature_id": pa.array(rows["feature_id"], pa.int32()),
                 "context_token_ids": pa.array(rows["context_token_ids"], pa.list_(pa.int32())),
