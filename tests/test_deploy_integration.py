@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+from prefect.client.base import PrefectHttpxSyncClient
 
 from sae_core.config import load_config
 from sae_core.naming import Cell
@@ -50,7 +51,10 @@ class Stack:
             "PREFECT_WORKER_QUERY_SECONDS": "1",
             "PREFECT_UI_ENABLED": "false",
         }
-        self.http = httpx.Client(base_url=self.url, timeout=30)
+        # Prefect's own client: the SQLite-backed server answers 503 while another writer holds the
+        # database (workers poll every second), and its clients retry those with backoff; a bare
+        # httpx client made this test fail on a busy 2-core machine.
+        self.http = PrefectHttpxSyncClient(base_url=self.url, timeout=30, raise_on_all_errors=False)
 
     def start(self, *args: str, log: str) -> subprocess.Popen:
         out = open(self.home / log, "ab")  # noqa: SIM115 — closed with the process
