@@ -16,7 +16,7 @@ import os
 import queue
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,7 +183,7 @@ class ActivationStore:
         units = self._units(split, self._drop(drop_first_token))
         out = torch.empty(sum(u.count for u in units), self.d_model, dtype=dtype, device=device)
         at = 0
-        for (part,) in self._read_ahead(units):
+        for (part,) in self._read_ahead(units, self._read_store_dtype):
             # Arrow's buffers are read-only; torch.from_numpy would warn about writing through them.
             acts = torch.from_numpy(part if part.flags.writeable else part.copy())
             out[at : at + len(acts)].copy_(acts, non_blocking=False)
@@ -273,10 +273,11 @@ class ActivationStore:
         raw = self._read_raw(unit)
         return raw if unit.rows is None else raw[unit.rows]
 
-    def _read_ahead(self, units: list[_Unit], with_rows: bool = False) -> Iterator[tuple[np.ndarray, ...]]:
-        """Row groups decoded in order by `read_workers` threads, a few ahead of the consumer: Parquet's
-        list decoding is the reader's main cost and Arrow releases the GIL while it runs."""
-        read = self._read_with_rows if with_rows else (lambda unit: (self._read_unit(unit),))
+    def _read_ahead(
+        self, units: list[_Unit], read: Callable[[_Unit], tuple[np.ndarray, ...]]
+    ) -> Iterator[tuple[np.ndarray, ...]]:
+        """`read` of each unit, in order, run by `read_workers` threads a few units ahead of the consumer
+        (numpy and Arrow release the GIL): the consumer, an encode or a training step, overlaps them."""
         if self.read_workers <= 1 or len(units) <= 1:
             yield from map(read, units)
             return
@@ -291,10 +292,22 @@ class ActivationStore:
                     pending.append(pool.submit(read, unit))
                 yield result
 
+    def _read_store_dtype(self, unit: _Unit) -> tuple[np.ndarray]:
+        return (self._read_unit(unit),)
+
+    def _read_float32(self, unit: _Unit) -> tuple[np.ndarray]:
+        """The unit's rows widened to a writable float32 array (in the reader thread, off the consumer's)."""
+        raw = self._read_raw(unit)
+        if unit.rows is None:
+            return (raw.astype(np.float32),)  # always a copy: `raw` is a read-only view of the file
+        return (raw[unit.rows].astype(np.float32, copy=False),)
+
     def _read_with_rows(self, unit: _Unit) -> tuple[np.ndarray, ...]:
         table = self._shard_file(unit.shard).read_row_group(unit.group, columns=["doc_id", "pos", "token_id"])
         meta = [table.column(c).to_numpy() for c in ("doc_id", "pos", "token_id")]
-        return (self._read_unit(unit), *(m if unit.rows is None else m[unit.rows] for m in meta))
+        # Copies: Arrow's buffers are read-only, and a batch's arrays are the caller's to keep or modify.
+        picked = (np.array(m if unit.rows is None else m[unit.rows], dtype=np.int32) for m in meta)
+        return (*self._read_float32(unit), *picked)
 
     def _in_order(
         self, units: list[_Unit], batch_size: int, drop_last: bool, with_rows: bool
@@ -314,9 +327,12 @@ class ActivationStore:
                     pending[0] = tuple(c[n:] for c in head)
                 n -= len(pieces[-1][0])
             pending_rows -= sum(len(p[0]) for p in pieces)
+            if len(pieces) == 1:  # a batch inside one row group: its rows as they are, no copy
+                return list(pieces[0])
             return [np.concatenate(cols) for cols in zip(*pieces, strict=True)]
 
-        for parts in self._read_ahead(units, with_rows):
+        read = self._read_with_rows if with_rows else self._read_float32
+        for parts in self._read_ahead(units, read):
             pending.append(parts)
             pending_rows += len(parts[0])
             while pending_rows >= batch_size:
@@ -331,7 +347,7 @@ class ActivationStore:
         order = rng.permutation(len(units))
         parts: list[np.ndarray] = []
         rows = 0
-        reads = self._read_ahead([units[i] for i in order])
+        reads = self._read_ahead([units[i] for i in order], self._read_store_dtype)
         while True:
             part = next(reads, None)
             if part is not None:
