@@ -42,11 +42,11 @@ from sae_core.correlation import (
     plot_correlation,
     plot_density,
 )
-from sae_core.device import resolve_device
+from sae_core.device import cpu_threads, resolve_device
 from sae_core.errors import AnalysisError
 from sae_core.evaluation import ReconstructionStats, ce_loss_recovered, finite_or_none
 from sae_core.feature_examples import ExampleCollector, TokenDecoder, attach_contexts
-from sae_core.feature_stats import FeatureStats, histogram_edges, select_features, single_cpu_thread
+from sae_core.feature_stats import FeatureStats, histogram_edges, select_features
 from sae_core.io import atomic_write_json, atomic_write_with, read_json
 from sae_core.naming import Cell
 from sae_core.progress import Progress, no_progress
@@ -94,7 +94,7 @@ def analyze_run(
     cell_name = _cell_name(run_dir, metrics)
     log.info("analysing %s on %d %s tokens of %s", cell_name, n_tokens, acfg.split, store.path)
 
-    with torch.inference_mode():
+    with torch.inference_mode(), cpu_threads(acfg.num_threads, device):
         start = time.perf_counter()
         stats, recon = _first_pass(store, sae, acfg, n_tokens, device, progress, total)
         timings["pass1_s"] = time.perf_counter() - start
@@ -223,9 +223,8 @@ def _first_pass(
     start = time.perf_counter()
     for acts in _limited(store, acfg, n_tokens):
         x = acts.acts.to(device, non_blocking=True)
-        x_hat, l0, l1 = stats.encode_and_update(sae, x)
-        with single_cpu_thread(x.device):
-            recon.update(x, x_hat, l0, l1)
+        for chunk, x_hat, l0, l1 in stats.encode_and_update(sae, x):
+            recon.update(chunk, x_hat, l0, l1)
         elapsed = time.perf_counter() - start
         progress(
             stats.tokens,
@@ -269,9 +268,8 @@ def _second_pass(
     done = n_tokens
     for batch in _limited(store, acfg, n_tokens):
         acts = sub.encode(batch.acts.to(device, non_blocking=True))
-        with single_cpu_thread(acts.device):
-            pearson.update(acts)
-            collector.update(acts, batch.doc_id, batch.pos, batch.token_id)
+        pearson.update(acts)
+        collector.update(acts, batch.doc_id, batch.pos, batch.token_id)
         done += acts.shape[0]
         progress(done, total, {})
     return collector, pearson

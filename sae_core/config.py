@@ -271,6 +271,11 @@ class AnalysisConfig(_Section):
     neighbors: int = Field(10, ge=0)
     """Nearest features by decoder-direction cosine listed per feature (features/neighbors.parquet)."""
 
+    num_threads: int = Field(0, ge=0)
+    """CPU threads for the analysis (0: torch's default, every core). On a machine shared with other
+    work (concurrent cells, the Prefect server) set 1: the many small scans after each encode otherwise
+    wait for busy cores in every parallel region."""
+
 
 class LabelingConfig(_Section):
     base_url: str | None = None

@@ -1,6 +1,9 @@
-"""Device and dtype resolution shared by extraction, training and evaluation."""
+"""Device, dtype and CPU-thread settings shared by extraction, training, analysis and evaluation."""
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
 
 import torch
 
@@ -29,3 +32,16 @@ def resolve_dtype(name: str) -> torch.dtype:
 
         raise SaeSweepError(f"dtype: must be one of {', '.join(DTYPES)} (got {name!r})")
     return DTYPES[name]
+
+
+@contextlib.contextmanager
+def cpu_threads(count: int, device: torch.device) -> Iterator[None]:
+    """Run the block with `count` torch CPU threads on a CPU device (0: leave torch's setting), then
+    restore the previous count."""
+    before = torch.get_num_threads()
+    if count and device.type == "cpu":
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

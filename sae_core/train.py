@@ -20,6 +20,7 @@ import torch
 
 from sae_core.checkpoint import config_hash, rng_state, save_checkpoint, set_rng_state
 from sae_core.config import TrainingConfig
+from sae_core.device import cpu_threads
 from sae_core.errors import TrainingError
 from sae_core.progress import Progress
 from sae_core.resample import resample_dead
@@ -200,13 +201,8 @@ class Trainer:
 
     def run(self) -> dict[str, Any]:
         """Train to the end (from the restored step, if any) and return the final metrics dict."""
-        threads_before = torch.get_num_threads()
-        if self.cfg.num_threads and self.device.type == "cpu":
-            torch.set_num_threads(self.cfg.num_threads)
-        try:
+        with cpu_threads(self.cfg.num_threads, self.device):
             return self._run()
-        finally:
-            torch.set_num_threads(threads_before)
 
     def _run(self) -> dict[str, Any]:
         cfg, st = self.cfg, self.state

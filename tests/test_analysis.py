@@ -124,6 +124,7 @@ def test_statistics_equal_brute_force(
     monkeypatch.setattr(feature_stats, "SPARSE_DECODE_DENSITY", sparse_density)
     monkeypatch.setattr(feature_stats, "DENSE_STATS_DENSITY", dense_stats)
     monkeypatch.setattr(feature_stats, "CHUNK_ELEMENTS", chunk)
+    monkeypatch.setattr(feature_stats, "MIN_CHUNK_ROWS", 1)
     sae = make_sae(bias)
     run = write_run(tmp_path, sae)
     cfg = config(ce_loss_documents=0, min_activations=5)
@@ -366,3 +367,38 @@ def test_selectivity_uses_natural_log():
         2 / math.log(11)
     )
     assert math.isnan(feature_stats.selectivity(np.array([2.0]), np.array([9]), 10)[0])
+
+
+@pytest.mark.parametrize(("rows", "cols", "offset"), [(7, 16, 0), (5, 9, 0), (6, 12, 3), (1, 1, 0)])
+def test_positive_entries_match_a_plain_scan(rows, cols, offset):
+    """The word-at-a-time scan against `nonzero` on h > 0, at sizes that are and are not a multiple of
+    8 and on an h that starts mid-storage; -0.0, zeros and NaN are never positive."""
+    gen = torch.Generator().manual_seed(rows * cols + offset)
+    base = torch.relu(torch.randn(rows * cols + offset, generator=gen) - 0.8)
+    base[::5] = -0.0
+    base[1::7] = float("nan")
+    h = base[offset:].view(rows, cols)
+    got_rows, got_cols, got_vals = feature_stats.positive_entries(h)
+    expected = (h > 0).nonzero()
+    assert torch.equal(got_rows, expected[:, 0]) and torch.equal(got_cols, expected[:, 1])
+    assert torch.equal(got_vals, h[expected[:, 0], expected[:, 1]])
+
+
+def test_cpu_threads_applies_to_cpu_only_and_restores():
+    from sae_core.device import cpu_threads
+
+    original = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with cpu_threads(1, torch.device("cpu")):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with cpu_threads(0, torch.device("cpu")):
+            assert torch.get_num_threads() == 2  # 0: torch's own setting
+        with cpu_threads(1, torch.device("meta")):
+            assert torch.get_num_threads() == 2  # other devices keep every CPU thread
+        with pytest.raises(RuntimeError), cpu_threads(1, torch.device("cpu")):
+            raise RuntimeError("restored on errors too")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(original)
