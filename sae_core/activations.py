@@ -29,7 +29,7 @@ import torch
 
 from sae_core.errors import StoreError
 from sae_core.io import read_json, sha256_file
-from sae_core.parquet_pages import map_file, read_fixed_size_column
+from sae_core.parquet_pages import map_file, read_fixed_size_column, release_mapped
 from sae_core.store_format import MANIFEST, SPLITS, split_codes, split_of, write_store
 
 __all__ = ["ActivationStore", "RowBatch", "split_codes", "split_of", "write_store"]
@@ -170,6 +170,7 @@ class ActivationStore:
             acts = self._read_unit(units[unit_index])
             local = picks[where] - starts[unit_index]
             out[torch.from_numpy(where)] = torch.from_numpy(acts[local].astype(np.float32))
+            release_mapped(acts)
         return out
 
     def load_split(
@@ -187,6 +188,7 @@ class ActivationStore:
             # Arrow's buffers are read-only; torch.from_numpy would warn about writing through them.
             acts = torch.from_numpy(part if part.flags.writeable else part.copy())
             out[at : at + len(acts)].copy_(acts, non_blocking=False)
+            release_mapped(part)
             at += len(acts)
         return out
 
@@ -270,8 +272,14 @@ class ActivationStore:
         return values.reshape(-1, self.d_model)
 
     def _read_unit(self, unit: _Unit) -> np.ndarray:
+        """The unit's rows in the store dtype: a read-only view of the file when it takes the whole row
+        group (the caller copies it, then calls `release_mapped`), else a copy of the rows it selects."""
         raw = self._read_raw(unit)
-        return raw if unit.rows is None else raw[unit.rows]
+        if unit.rows is None:
+            return raw
+        picked = raw[unit.rows]
+        release_mapped(raw)
+        return picked
 
     def _read_ahead(
         self, units: list[_Unit], read: Callable[[_Unit], tuple[np.ndarray, ...]]
@@ -298,9 +306,10 @@ class ActivationStore:
     def _read_float32(self, unit: _Unit) -> tuple[np.ndarray]:
         """The unit's rows widened to a writable float32 array (in the reader thread, off the consumer's)."""
         raw = self._read_raw(unit)
-        if unit.rows is None:
-            return (raw.astype(np.float32),)  # always a copy: `raw` is a read-only view of the file
-        return (raw[unit.rows].astype(np.float32, copy=False),)
+        picked = raw if unit.rows is None else raw[unit.rows]
+        out = picked.astype(np.float32, copy=picked is raw)  # never a view of the read-only file
+        release_mapped(raw)
+        return (out,)
 
     def _read_with_rows(self, unit: _Unit) -> tuple[np.ndarray, ...]:
         table = self._shard_file(unit.shard).read_row_group(unit.group, columns=["doc_id", "pos", "token_id"])
@@ -366,6 +375,8 @@ class ActivationStore:
             # Gathered in the store dtype (half the bytes to move), widened to float32 batch by batch.
             # numpy, not torch: torch's multi-threaded casts spin when the cores are shared (8x the CPU).
             buffer = np.concatenate(parts, out=space[:rows])
+            for done in parts:
+                release_mapped(done)
             order = rng.permutation(len(buffer))
             full = len(buffer) // batch_size * batch_size
             for start in range(0, full, batch_size):

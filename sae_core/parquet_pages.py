@@ -148,9 +148,33 @@ def read_fixed_size_column(
         return None
     if sum(len(p) for p in pages) != rows * width:
         return None
-    values = pages[0] if len(pages) == 1 else np.concatenate(pages)
+    if len(pages) == 1:
+        values = pages[0]
+    else:
+        values = np.concatenate(pages)
+        for page in pages:
+            release_mapped(page)
     values.flags.writeable = False
     return values.reshape(rows, width)
+
+
+def release_mapped(array: np.ndarray) -> None:
+    """Drop the pages of a file mapping under `array` from this process once its values have been
+    copied (a no-op for any other array). They stay in the page cache, so reading them again is a minor
+    fault; without this, every value read would stay in the process's resident set until the mapping
+    closes, and RSS would grow with the tokens read."""
+    owner: object = array
+    while isinstance(owner, np.ndarray):
+        owner = owner.base
+    if isinstance(owner, memoryview):
+        owner = owner.obj
+    if not isinstance(owner, mmap.mmap) or owner.closed or array.nbytes == 0:
+        return
+    start = array.ctypes.data - np.frombuffer(owner, dtype=np.uint8, count=1).ctypes.data
+    first = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE  # whole pages only: neighbours may share the edges
+    last = (start + array.nbytes) // mmap.PAGESIZE * mmap.PAGESIZE
+    if last > first:
+        owner.madvise(mmap.MADV_DONTNEED, first, last - first)
 
 
 def _value_pages(
