@@ -88,6 +88,10 @@ class ExtractionConfig(_Section):
     batch_tokens: int = Field(16_384, gt=0)
     """Token budget of one forward batch (documents of similar length are batched together)."""
 
+    num_threads: int = Field(0, ge=0)
+    """CPU threads for a CPU extraction (0: torch's default, every core). Set 1 on a machine shared with
+    other work, as `training.num_threads`. Like `batch_tokens`, it is not part of the store's key."""
+
     shard_tokens: int = Field(262_144, gt=0)
     """Rows per Parquet shard; a killed extraction resumes from the last complete shard."""
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from sae_core.config import ConfigError, SweepConfig
-from sae_core.device import resolve_device, resolve_dtype
+from sae_core.device import cpu_threads, resolve_device, resolve_dtype
 from sae_core.errors import StoreError
 from sae_core.hf_load import iter_documents, load_model, load_model_config, load_tokenizer
 from sae_core.progress import Progress, no_progress
@@ -52,12 +52,12 @@ _TOKENIZE_CHUNK = 256
 
 def store_key(cfg: SweepConfig) -> str:
     """`<model>-L<layer>-<16 hex>`: a hash of the model, data and extraction sections, leaving out what
-    cannot change the stored values (device, batch size)."""
+    cannot change the stored values (device, batch size, CPU threads)."""
     payload = {
         "format_version": FORMAT_VERSION,
         "model": cfg.model.model_dump(mode="json", exclude={"device"}),
         "data": cfg.data.model_dump(mode="json"),
-        "extraction": cfg.extraction.model_dump(mode="json", exclude={"batch_tokens"}),
+        "extraction": cfg.extraction.model_dump(mode="json", exclude={"batch_tokens", "num_threads"}),
     }
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", cfg.model.name.split(":")[-1].rstrip("/").split("/")[-1])
@@ -93,7 +93,8 @@ def extract_activations(cfg: SweepConfig, progress: Progress | None = None) -> P
     with _exclusive(out / ".lock"):
         if (out / MANIFEST).is_file():  # another process finished it while we waited
             return out
-        _Extraction(cfg, out, progress or no_progress).run()
+        with cpu_threads(cfg.extraction.num_threads, resolve_device(cfg.model.device)):
+            _Extraction(cfg, out, progress or no_progress).run()
     return out
 
 

@@ -57,10 +57,11 @@ def test_complete_store_is_reused(tiny_store, tiny_store_config):
     assert calls == [] and (tiny_store / "manifest.json").stat().st_mtime_ns == before
 
 
-def test_store_key_ignores_device_and_batch_size_only(tiny_store_config):
+def test_store_key_ignores_device_batch_size_and_threads_only(tiny_store_config):
     key = store_key(tiny_store_config)
     same = tiny_store_config.model_copy(deep=True)
     same.extraction.batch_tokens = 999
+    same.extraction.num_threads = 1
     same.model.device = "auto"
     assert store_key(same) == key
     other = tiny_store_config.model_copy(deep=True)
@@ -171,3 +172,18 @@ def test_fused_gelu_gives_the_same_hidden_states(tiny_gpt2):
         got = fused(input_ids=ids, output_hidden_states=True).hidden_states
     for layer in range(3):
         torch.testing.assert_close(got[layer], want[layer], rtol=1e-5, atol=1e-6)
+
+
+def test_num_threads_applies_during_extraction_and_is_restored(tmp_path, tiny_store_config):
+    cfg = tiny_store_config.model_copy(deep=True)
+    cfg.data_root = str(tmp_path)
+    cfg.extraction.num_threads = 1
+    original = torch.get_num_threads()
+    torch.set_num_threads(2)
+    seen: list[int] = []
+    try:
+        extract_activations(cfg, lambda *_: seen.append(torch.get_num_threads()))
+        assert seen and set(seen) == {1}
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(original)
