@@ -170,6 +170,8 @@ def release_mapped(array: np.ndarray) -> None:
         owner = owner.obj
     if not isinstance(owner, mmap.mmap) or owner.closed or array.nbytes == 0:
         return
+    if not hasattr(mmap, "MADV_DONTNEED"):  # Windows has no madvise: the pages stay until unmapped
+        return
     start = array.ctypes.data - np.frombuffer(owner, dtype=np.uint8, count=1).ctypes.data
     first = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE  # whole pages only: neighbours may share the edges
     last = (start + array.nbytes) // mmap.PAGESIZE * mmap.PAGESIZE
