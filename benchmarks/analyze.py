@@ -78,7 +78,7 @@ def bare_encode(store_path: Path, run: Path, batch: int) -> tuple[float, float, 
     """Tokens/s of `sae.encode` over the split in memory in batches of `batch`, the same over `iter_rows`
     batches, and in memory in the row chunks analysis encodes in (its faster, cache-sized matmuls)."""
     from sae_core.activations import ActivationStore
-    from sae_core.feature_stats import CHUNK_ELEMENTS, MIN_CHUNK_ROWS
+    from sae_core.feature_stats import chunk_rows
     from sae_core.sae import SparseAutoencoder
 
     store = ActivationStore.open(store_path)
@@ -94,7 +94,7 @@ def bare_encode(store_path: Path, run: Path, batch: int) -> tuple[float, float, 
         for rows in store.iter_rows("test", batch_size=batch):
             sae.encode(rows.acts)
         streamed = len(x) / (time.perf_counter() - start)
-        rows = max(MIN_CHUNK_ROWS, CHUNK_ELEMENTS // sae.d_hidden)
+        rows = chunk_rows(sae.d_hidden)
         start = time.perf_counter()
         for lo in range(0, len(x), rows):
             sae.encode(x[lo : lo + rows])
