@@ -39,9 +39,6 @@ FLOAT16_MAX = 65504.0
 DEFAULT_ROW_GROUP_TOKENS = 16_384
 """Rows per Parquet row group: the unit that shuffled reading permutes (25 MB at d=768 in float16)."""
 
-ACT_PAGE_BYTES = 1 << 26
-"""Parquet data page size limit: above a row group's `act` (16,384 × 768 float32 values = 50 MB)."""
-
 _SHARD_RE = re.compile(r"^part-(\d{5})\.parquet$")
 _NUMPY_DTYPES = {"float16": np.float16, "float32": np.float32}
 
@@ -185,7 +182,7 @@ class ShardWriter:
                 write_statistics=["doc_id", "pos", "token_id"],
                 # One data page per column chunk: a row group's `act` is then one contiguous run of
                 # values that readers map without a copy (`parquet_pages`).
-                data_page_size=ACT_PAGE_BYTES,
+                data_page_size=self.row_group_tokens * self.d_model * self.np_dtype.itemsize + (1 << 20),
             )
             try:
                 pending: list[RowChunk] = []
