@@ -93,8 +93,7 @@ def extract_activations(cfg: SweepConfig, progress: Progress | None = None) -> P
     with _exclusive(out / ".lock"):
         if (out / MANIFEST).is_file():  # another process finished it while we waited
             return out
-        with cpu_threads(cfg.extraction.num_threads, resolve_device(cfg.model.device)):
-            _Extraction(cfg, out, progress or no_progress).run()
+        _Extraction(cfg, out, progress or no_progress).run()
     return out
 
 
@@ -224,6 +223,10 @@ class _Extraction:
         self.progress(self._done, None, {"tok/s": rate, "docs": self.stats["read"]})
 
     def run(self) -> None:
+        with cpu_threads(self.cfg.extraction.num_threads, self.device):
+            self._run()
+
+    def _run(self) -> None:
         ext = self.cfg.extraction
         self.writer.remove_temporaries()
         on_disk = set(self.writer.existing_shards())
