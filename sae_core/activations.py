@@ -15,6 +15,7 @@ import logging
 import os
 import queue
 import threading
+import warnings
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -185,8 +186,9 @@ class ActivationStore:
         out = torch.empty(sum(u.count for u in units), self.d_model, dtype=dtype, device=device)
         at = 0
         for (part,) in self._read_ahead(units, self._read_store_dtype):
-            # Arrow's buffers are read-only; torch.from_numpy would warn about writing through them.
-            acts = torch.from_numpy(part if part.flags.writeable else part.copy())
+            with warnings.catch_warnings():  # "not writable": `part` is only the source of the copy
+                warnings.simplefilter("ignore", UserWarning)
+                acts = torch.from_numpy(part)
             out[at : at + len(acts)].copy_(acts, non_blocking=False)
             release_mapped(part)
             at += len(acts)
@@ -215,11 +217,16 @@ class ActivationStore:
 
     # -- internals -----------------------------------------------------------------------------
 
+    def _verified_path(self, shard: int) -> Path:
+        """The shard's path, its checksum verified (once per process)."""
+        entry = self.manifest["shards"][shard]
+        path = self.path / entry["file"]
+        _verify(path, entry["sha256"])
+        return path
+
     def _shard_file(self, shard: int) -> pq.ParquetFile:
-        """A fresh reader (Arrow's readers are not shared between threads); the checksum checked first."""
-        path = self.path / self.manifest["shards"][shard]["file"]
-        _verify(path, self.manifest["shards"][shard]["sha256"])
-        return pq.ParquetFile(path, memory_map=True)
+        """A fresh reader: Arrow's readers are not shared between threads."""
+        return pq.ParquetFile(self._verified_path(shard), memory_map=True)
 
     def _shard_bytes(self, shard: int) -> tuple[memoryview, pq.FileMetaData]:
         """The shard's mapped bytes and metadata, kept for the `_MAPPED_SHARDS` most recently used shards
@@ -228,9 +235,8 @@ class ActivationStore:
             if shard in self._mapped:
                 self._mapped.move_to_end(shard)
             else:
-                parquet = self._shard_file(shard)
-                path = self.path / self.manifest["shards"][shard]["file"]
-                self._mapped[shard] = (map_file(path), parquet.metadata)
+                path = self._verified_path(shard)
+                self._mapped[shard] = (map_file(path), pq.read_metadata(path))
                 if len(self._mapped) > _MAPPED_SHARDS:
                     self._mapped.popitem(last=False)
             return self._mapped[shard]
@@ -305,10 +311,9 @@ class ActivationStore:
 
     def _read_float32(self, unit: _Unit) -> tuple[np.ndarray]:
         """The unit's rows widened to a writable float32 array (in the reader thread, off the consumer's)."""
-        raw = self._read_raw(unit)
-        picked = raw if unit.rows is None else raw[unit.rows]
-        out = picked.astype(np.float32, copy=picked is raw)  # never a view of the read-only file
-        release_mapped(raw)
+        part = self._read_unit(unit)
+        out = part.astype(np.float32, copy=unit.rows is None)  # never a view of the read-only file
+        release_mapped(part)
         return (out,)
 
     def _read_with_rows(self, unit: _Unit) -> tuple[np.ndarray, ...]:

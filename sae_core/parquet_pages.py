@@ -108,8 +108,8 @@ class _Compact:
 
 
 def map_file(path: Path) -> memoryview:
-    """The whole file, memory-mapped read-only. Keep the mapping for the file's lifetime in the process:
-    unmapping a touched mapping in a threaded process costs TLB shootdowns on every core."""
+    """The whole file, memory-mapped read-only. Keep the mapping while the file is being read rather than
+    mapping it per read: unmapping in a threaded process costs TLB shootdowns on every core."""
     with open(path, "rb") as handle:
         return memoryview(mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ))
 
