@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -178,12 +177,11 @@ def test_rate_limit_carries_retry_after(fake_llm) -> None:
 
 
 def test_timeout_is_transient(fake_llm) -> None:
+    # The server answers after 3 s: only a working 0.3 s client timeout turns that into an error.
     fake_llm.script("Paris", hang(3.0))
-    start = time.monotonic()
     with pytest.raises(TransientLabelError) as info:
         label_feature(_client(fake_llm), "m", EXAMPLES, timeout=0.3)
-    assert info.value.kind == "timeout"
-    assert time.monotonic() - start < 2.5
+    assert info.value.kind == "timeout" and info.value.retryable
 
 
 @pytest.mark.parametrize(
