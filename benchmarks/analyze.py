@@ -42,7 +42,7 @@ CELL = "8x_0.0001_sampling"
 
 
 def build_store(root: Path, tokens: int, d: int, seed: int) -> Path:
-    from sae_core.activations import write_store
+    from sae_core.store import write_store
 
     rng = np.random.default_rng(seed)
     doc_ids = np.arange(tokens) // 500
@@ -58,8 +58,8 @@ def build_store(root: Path, tokens: int, d: int, seed: int) -> Path:
 def build_run(root: Path, store: Path, d: int, m: int, l0: float | None, seed: int) -> Path:
     """An SAE with the study's init; with `l0`, each feature's bias is set to the (1 − l0/m) quantile of
     its pre-activation on a sample, so about l0 features fire per token."""
-    from sae_core.activations import ActivationStore
     from sae_core.sae import SparseAutoencoder
+    from sae_core.store import ActivationStore
 
     sae = SparseAutoencoder(d, m, seed=seed)
     with torch.no_grad():
@@ -77,9 +77,9 @@ def build_run(root: Path, store: Path, d: int, m: int, l0: float | None, seed: i
 def bare_encode(store_path: Path, run: Path, batch: int) -> tuple[float, float, float]:
     """Tokens/s of `sae.encode` over the split in memory in batches of `batch`, the same over `iter_rows`
     batches, and in memory in the row chunks analysis encodes in (its faster, cache-sized matmuls)."""
-    from sae_core.activations import ActivationStore
     from sae_core.feature_stats import chunk_rows
     from sae_core.sae import SparseAutoencoder
+    from sae_core.store import ActivationStore
 
     store = ActivationStore.open(store_path)
     sae = SparseAutoencoder.from_pth(run / f"model_weights_{CELL}.pth")

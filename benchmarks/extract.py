@@ -144,7 +144,7 @@ def run_reading(root: Path, n_tokens: int) -> dict[str, Clock | int]:
     column with nothing else (the floor any Parquet reader pays)."""
     import pyarrow.parquet as pq
 
-    from sae_core.activations import write_store
+    from sae_core.store import write_store
 
     rng = np.random.default_rng(0)
     lengths = rng.integers(200, 1024, size=n_tokens // 400)

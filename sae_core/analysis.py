@@ -68,7 +68,7 @@ def analyze_run(
 ) -> dict[str, Any]:
     """Analyse the SAE in `run_dir` on `cfg.analysis.split` of the store; write `features/…` and
     `analysis.json` (last) as docs/architecture.md specifies; return the analysis.json dict."""
-    from sae_core.activations import ActivationStore
+    from sae_core.store import ActivationStore
 
     acfg = cfg.analysis
     progress = progress or no_progress

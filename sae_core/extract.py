@@ -31,7 +31,7 @@ from sae_core.device import cpu_threads, resolve_device, resolve_dtype
 from sae_core.errors import StoreError
 from sae_core.hf_load import iter_documents, load_model, load_model_config, load_tokenizer
 from sae_core.progress import Progress, no_progress
-from sae_core.store_format import (
+from sae_core.store.format import (
     DEFAULT_ROW_GROUP_TOKENS,
     FORMAT_VERSION,
     MANIFEST,

@@ -145,7 +145,7 @@ def open_store_data(
 ) -> tuple[TrainingData, Any]:
     """Open the store; hold its train split in (device) memory, in the store's dtype, when it fits
     `max_memory_gb`."""
-    from sae_core.activations import ActivationStore
+    from sae_core.store import ActivationStore
 
     store = ActivationStore.open(store_path)
     train_tokens = int(store.num_tokens_in("train"))

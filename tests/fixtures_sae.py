@@ -32,7 +32,7 @@ def superposition_data():
 
 
 def make_store(path: Path, n: int = 12_000, d: int = 16, doc_len: int = 50, seed: int = 0, **kw) -> Path:
-    from sae_core.activations import write_store
+    from sae_core.store import write_store
 
     x, _ = superposition(n, d=d, seed=seed)
     doc_ids = np.repeat(np.arange(n // doc_len + 1), doc_len)[:n]

@@ -52,7 +52,7 @@ def tiny_store(tiny_store_config) -> Path:
 
 @pytest.fixture(scope="session")
 def synthetic_store_factory(tmp_path_factory) -> Callable[..., Any]:
-    from sae_core.activations import write_store
+    from sae_core.store import write_store
 
     def make(
         activations: Any = None,

@@ -9,8 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from sae_core.activations import ActivationStore, split_codes, write_store
 from sae_core.errors import StoreError
+from sae_core.store import ActivationStore, split_codes, write_store
 
 
 def _docs(n_docs=30, d=8, seed=0, lo=3, hi=40):

@@ -135,7 +135,7 @@ def test_reconstruction_stats_are_batch_independent():
 
 def test_analysis_of_a_real_extraction(tmp_path, tiny_store):
     """Examples decoded with the store's tokenizer, the token marked; CE loss through the real model."""
-    from sae_core.activations import ActivationStore
+    from sae_core.store import ActivationStore
 
     store = ActivationStore.open(tiny_store)
     sae = SparseAutoencoder(store.d_model, 4 * store.d_model, seed=0)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from sae_core.activations import ActivationStore
 from sae_core.extract import LayerReader, extract_activations, length_batches, store_key, store_path
+from sae_core.store import ActivationStore
 
 
 def _assert_matches_model(store: ActivationStore, model_dir, layer: int, docs_per_split: int = 6) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from flows.cli import main
-from sae_core.activations import ActivationStore
+from sae_core.store import ActivationStore
 
 
 def test_cli_extract_prints_the_store_last_and_shows_progress(tmp_path, capsys, tiny_gpt2, tiny_corpus):

@@ -10,14 +10,14 @@ import sys
 
 import pytest
 
-from sae_core.activations import ActivationStore
 from sae_core.extract import extract_activations, store_path
-from sae_core.store_format import shard_entry
+from sae_core.store import ActivationStore
+from sae_core.store.format import shard_entry
 
 # Runs the extraction and SIGKILLs itself while the third shard is half written.
 _KILLED_RUN = """
 import json, os, signal, sys
-from sae_core import store_format
+from sae_core.store import format as store_format
 from sae_core.config import validate_config
 from sae_core.extract import extract_activations
 

@@ -6,9 +6,8 @@ import pytest
 import torch
 
 from flows.cli import main
-from sae_core.activations import ActivationStore
 from sae_core.errors import StoreError
-from sae_core.import_pt import import_pt_chunks
+from sae_core.store import ActivationStore, import_pt_chunks
 
 
 def _write_chunks(folder, docs_per_chunk=(3, 4, 2), ctx=12, d=6, seed=0, padded_tokens=False):

@@ -11,10 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from sae_core.activations import ActivationStore, write_store
 from sae_core.io import sha256_file
-from sae_core.parquet_pages import map_file, read_fixed_size_column, release_mapped
-from sae_core.store_format import act_type, store_schema
+from sae_core.store import ActivationStore, write_store
+from sae_core.store.format import act_type, store_schema
+from sae_core.store.parquet_pages import map_file, read_fixed_size_column, release_mapped
 
 D = 24
 
@@ -133,7 +133,7 @@ def test_a_store_rewritten_compressed_reads_the_same_through_arrow(tmp_path):
 
 
 def test_the_store_keeps_a_bounded_number_of_shards_mapped(tmp_path, monkeypatch):
-    import sae_core.activations as activations
+    import sae_core.store.reader as activations
 
     monkeypatch.setattr(activations, "_MAPPED_SHARDS", 2)
     doc_ids = np.repeat(np.arange(30), 10)

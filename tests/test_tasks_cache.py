@@ -8,10 +8,10 @@ import json
 import numpy as np
 import pytest
 
-from sae_core.activations import write_store
 from sae_core.config import load_config
 from sae_core.io import read_json
 from sae_core.naming import Cell
+from sae_core.store import write_store
 from tasks import common
 
 CELL = Cell(2, 0.01, "sampling")

@@ -40,8 +40,8 @@ def import_activations(
     shard_tokens: Annotated[int, typer.Option(help="Rows per Parquet shard.")] = 262_144,
 ) -> None:
     """Convert the original study's `.pt` chunks (activations, token ids, attention masks) into a store."""
-    from sae_core.import_pt import import_pt_chunks
     from sae_core.progress import TqdmProgress
+    from sae_core.store import import_pt_chunks
 
     with TqdmProgress("importing", unit="tok") as bar:
         path = import_pt_chunks(

@@ -18,7 +18,7 @@ import torch
 
 from sae_core.errors import StoreError
 from sae_core.progress import Progress, no_progress
-from sae_core.store_format import (
+from sae_core.store.format import (
     DEFAULT_ROW_GROUP_TOKENS,
     MANIFEST,
     RowChunk,

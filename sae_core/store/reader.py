@@ -1,4 +1,4 @@
-"""Reading an activation store (`ActivationStore`) and writing one from your own arrays (`write_store`).
+"""Reading an activation store (`ActivationStore`); `sae_core.store.writer` writes one from arrays.
 
 The store is one row per token in Parquet shards plus a manifest (see `docs/architecture.md`). Reading
 is built for training throughput: row groups are the unit of I/O, `act` is read straight from its
@@ -30,10 +30,10 @@ import torch
 
 from sae_core.errors import StoreError
 from sae_core.io import read_json, sha256_file
-from sae_core.parquet_pages import map_file, read_fixed_size_column, release_mapped
-from sae_core.store_format import MANIFEST, SPLITS, split_codes, split_of, write_store
+from sae_core.store.format import MANIFEST, SPLITS, split_codes, split_of
+from sae_core.store.parquet_pages import map_file, read_fixed_size_column, release_mapped
 
-__all__ = ["ActivationStore", "RowBatch", "split_codes", "split_of", "write_store"]
+__all__ = ["ActivationStore", "RowBatch", "split_codes", "split_of"]
 
 log = logging.getLogger(__name__)
 

@@ -1,34 +1,29 @@
 """The activation store's on-disk format: schema, split assignment, shard planning and the shard writer.
 
 A store is a directory of `part-NNNNN.parquet` shards (one row per token, in document order) and a
-`manifest.json` written last. Readers live in `sae_core.activations`; writers are `write_store` (bring
-your own arrays), `sae_core.extract` (a model's residual stream) and `sae_core.import_pt` (the study's
+`manifest.json` written last. Readers live in `sae_core.store.reader`; writers are `write_store` (bring
+your own arrays), `sae_core.extract` (a model's residual stream) and `sae_core.store.import_pt` (the study's
 chunks). They all go through `ShardWriter`, so every store has the same layout and checks.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import torch
 
 from sae_core.errors import StoreError
 from sae_core.io import atomic_path, atomic_write_json, sha256_file
 from sae_core.version import code_version
-
-if TYPE_CHECKING:
-    from sae_core.activations import ActivationStore
 
 log = logging.getLogger(__name__)
 
@@ -293,120 +288,3 @@ def shard_entry(path: Path) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------
 # Bring your own activations
-
-
-def write_store(
-    path: str | Path,
-    activations: np.ndarray | torch.Tensor,
-    doc_ids: np.ndarray | torch.Tensor,
-    positions: np.ndarray | torch.Tensor | None = None,
-    token_ids: np.ndarray | torch.Tensor | None = None,
-    *,
-    splits: np.ndarray | list[str] | None = None,
-    store_dtype: str = "float32",
-    model: dict[str, Any] | None = None,
-    data: dict[str, Any] | None = None,
-    drop_first_token: bool = False,
-    shard_tokens: int = 262_144,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.1,
-    seed: int = 0,
-    row_group_tokens: int = DEFAULT_ROW_GROUP_TOKENS,
-    overwrite: bool = False,
-) -> ActivationStore:
-    """Write a store from arrays: `activations` [N, d], `doc_ids` [N] (each document's rows contiguous).
-    `positions` default to the position within each document, `token_ids` to zeros, `splits` (an [N]
-    array of train/val/test) to the same hash of doc_id that extraction uses."""
-    root = Path(path)
-    if (root / MANIFEST).exists():
-        if not overwrite:
-            raise StoreError(f"store: {root} already holds a complete store (pass overwrite=True)")
-        (root / MANIFEST).unlink()
-    acts = _as_numpy(activations)
-    if acts.ndim != 2 or acts.shape[0] == 0:
-        raise StoreError(
-            f"activations: expected a non-empty [N, d_model] array (got shape {list(acts.shape)})"
-        )
-    n, d_model = acts.shape
-    check_store_dtype(store_dtype)
-    docs = _column("doc_ids", doc_ids, n)
-    bounds = np.flatnonzero(np.diff(docs)) + 1
-    starts, ends = np.r_[0, bounds], np.r_[bounds, n]
-    run_ids, run_counts = np.unique(docs[starts], return_counts=True)
-    if (run_counts > 1).any():
-        repeated = int(run_ids[np.argmax(run_counts > 1)])
-        raise StoreError(f"doc_ids: the rows of document {repeated} are not contiguous")
-    pos = (
-        _column("positions", positions, n)
-        if positions is not None
-        else (np.arange(n) - np.repeat(starts, ends - starts)).astype(np.int32)
-    )
-    toks = _column("token_ids", token_ids, n) if token_ids is not None else np.zeros(n, dtype=np.int32)
-    if splits is None:
-        codes = split_codes(docs, val_fraction, test_fraction, seed)
-    else:
-        names = np.asarray(splits).astype(str)
-        if names.shape != (n,):
-            raise StoreError(f"splits: expected {n} entries (got shape {list(names.shape)})")
-        bad = set(np.unique(names)) - set(SPLITS)
-        if bad:
-            raise StoreError(f"splits: values must be train/val/test (got {sorted(bad)})")
-        codes = np.select([names == s for s in SPLITS], [0, 1, 2]).astype(np.int8)
-
-    writer = ShardWriter(root, d_model, store_dtype, row_group_tokens)
-    writer.remove_temporaries()
-    for old in writer.existing_shards():
-        (root / f"part-{old:05d}.parquet").unlink()
-    shards = []
-    for index, (first, end) in enumerate(plan_shards((ends - starts).tolist(), shard_tokens)):
-        lo, hi = int(starts[first]), int(ends[end - 1])
-        cuts = [*range(lo, hi, row_group_tokens), hi]
-        chunks = (
-            RowChunk(docs[a:b], pos[a:b], toks[a:b], codes[a:b], acts[a:b])
-            for a, b in itertools.pairwise(cuts)
-        )
-        shards.append(writer.write_shard(index, chunks))
-    default_model = {
-        "name": "custom",
-        "resolved_path": None,
-        "revision": None,
-        "layer": None,
-        "layer_meaning": "activations supplied to write_store",
-        "num_layers": None,
-        "dtype": str(acts.dtype),
-    }
-    writer.write_manifest(
-        shards,
-        model={**default_model, **(model or {})},
-        data=data or {},
-        drop_first_token=drop_first_token,
-        split_rule={
-            "rule": "explicit" if splits is not None else "splitmix64(doc_id)",
-            "val_fraction": val_fraction,
-            "test_fraction": test_fraction,
-            "seed": seed,
-        },
-    )
-    from sae_core.activations import ActivationStore  # a cycle at import time otherwise
-
-    return ActivationStore.open(root)
-
-
-def _as_numpy(values: np.ndarray | torch.Tensor) -> np.ndarray:
-    if isinstance(values, torch.Tensor):
-        values = values.detach().cpu()
-        if values.dtype == torch.bfloat16:
-            values = values.float()
-        return values.numpy()
-    return np.asarray(values)
-
-
-def _column(name: str, values: np.ndarray | torch.Tensor, n: int) -> np.ndarray:
-    array = _as_numpy(values)
-    if array.shape != (n,):
-        raise StoreError(f"{name}: expected shape [{n}] (got {list(array.shape)})")
-    if not np.issubdtype(array.dtype, np.integer):
-        raise StoreError(f"{name}: expected integers (got dtype {array.dtype})")
-    if array.size and (array.min() < np.iinfo(np.int32).min or array.max() > np.iinfo(np.int32).max):
-        raise StoreError(f"{name}: values must fit int32 (got range {array.min()}..{array.max()})")
-    return array.astype(np.int32)

@@ -1,0 +1,17 @@
+"""The activation store: one row per token in Parquet shards plus a manifest, written by extraction or
+`write_store`, read by training and analysis (`ActivationStore`)."""
+
+from sae_core.store.format import SPLITS, split_codes, split_of
+from sae_core.store.import_pt import import_pt_chunks
+from sae_core.store.reader import ActivationStore, RowBatch
+from sae_core.store.writer import write_store
+
+__all__ = [
+    "SPLITS",
+    "ActivationStore",
+    "RowBatch",
+    "import_pt_chunks",
+    "split_codes",
+    "split_of",
+    "write_store",
+]
