@@ -54,7 +54,7 @@ class Clock:
 def build_model_and_docs(root: Path, n_docs: int, seed: int) -> tuple[Path, list[str]]:
     from transformers import GPT2Config, GPT2Model
 
-    from sae_core.demo import stdlib_docstrings, train_tokenizer
+    from sae_core.extraction.demo import stdlib_docstrings, train_tokenizer
 
     corpus = [d["text"] for d in stdlib_docstrings()]
     tokenizer = train_tokenizer(corpus[:4000], vocab_size=8192)
@@ -76,7 +76,7 @@ def build_model_and_docs(root: Path, n_docs: int, seed: int) -> tuple[Path, list
 
 def run_ours(root: Path, model_dir: Path, data_file: Path) -> tuple[Clock, Path]:
     from sae_core.config import load_config
-    from sae_core.extract import extract_activations
+    from sae_core.extraction.extract import extract_activations
 
     cfg = load_config(
         "seed",
@@ -122,7 +122,7 @@ def run_original(model_dir: Path, texts: list[str], token_ids: list[list[int]], 
 def run_bare(model_dir: Path, token_ids: list[list[int]], fused: bool = False) -> Clock:
     from transformers import AutoModel
 
-    from sae_core.extract import fuse_gelu
+    from sae_core.extraction.extract import fuse_gelu
 
     with Clock() as load:
         model = AutoModel.from_pretrained(str(model_dir)).eval()

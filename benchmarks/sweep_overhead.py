@@ -55,7 +55,7 @@ print("RESULT " + json.dumps({"state": state.name, **(state.result() if state.is
 
 
 def tiny_model(data_root: Path) -> None:
-    from sae_core.demo import DemoModelSpec, build_demo_model, stdlib_docstrings
+    from sae_core.extraction.demo import DemoModelSpec, build_demo_model, stdlib_docstrings
 
     texts = [d["text"] for d in stdlib_docstrings(max_docs=150)]
     spec = DemoModelSpec(n_layer=2, n_embd=32, n_head=2, n_positions=128, vocab_size=400, train_steps=0)

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from sae_core.device import resolve_device, resolve_dtype
-from sae_core.extract import length_batches
+from sae_core.extraction.extract import length_batches
 from sae_core.progress import Progress, no_progress
 
 log = logging.getLogger(__name__)

@@ -40,7 +40,7 @@ TINY_SPEC_KW = dict(n_layer=2, n_embd=32, n_head=2, n_positions=128, vocab_size=
 @pytest.fixture(scope="session")
 def tiny_texts() -> list[str]:
     """~150 stdlib docstrings: real English-and-code text, no network."""
-    from sae_core.demo import stdlib_docstrings
+    from sae_core.extraction.demo import stdlib_docstrings
 
     return [d["text"] for d in stdlib_docstrings(max_docs=150)]
 
@@ -57,7 +57,7 @@ def tiny_corpus(tmp_path_factory, tiny_texts) -> Path:
 def tiny_gpt2(tmp_path_factory, tiny_texts) -> Path:
     """A 2-layer, 32-wide GPT-2 (random weights) with a locally trained BPE tokenizer, saved with
     `save_pretrained`; load it with `AutoModel.from_pretrained(str(path))`."""
-    from sae_core.demo import DemoModelSpec, build_demo_model
+    from sae_core.extraction.demo import DemoModelSpec, build_demo_model
 
     out = tmp_path_factory.mktemp("models") / "tiny-gpt2"
     return build_demo_model(out, tiny_texts, DemoModelSpec(**TINY_SPEC_KW))

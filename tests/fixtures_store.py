@@ -45,7 +45,7 @@ def tiny_store_config(tmp_path_factory, tiny_gpt2, tiny_corpus):
 @pytest.fixture(scope="session")
 def tiny_store(tiny_store_config) -> Path:
     """A real extraction (several shards, float16, first token dropped by default) of `tiny_gpt2`."""
-    from sae_core.extract import extract_activations
+    from sae_core.extraction.extract import extract_activations
 
     return extract_activations(tiny_store_config)
 

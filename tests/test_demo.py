@@ -6,7 +6,7 @@ import json
 
 import torch
 
-from sae_core.demo import (
+from sae_core.extraction.demo import (
     DEMO_CORPUS,
     DEMO_MODEL,
     ensure_demo_corpus,
@@ -62,7 +62,7 @@ def test_demo_model_trains(tmp_path, tiny_texts):
     """A few training steps lower the LM loss: the demo model's features come from real training."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from sae_core.demo import DemoModelSpec, build_demo_model
+    from sae_core.extraction.demo import DemoModelSpec, build_demo_model
 
     spec = DemoModelSpec(n_layer=1, n_embd=32, n_head=2, n_positions=64, vocab_size=300,
                          train_steps=30, train_batch=8, train_context=32, lr=3e-3)  # fmt: skip

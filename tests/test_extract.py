@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from sae_core.extract import LayerReader, extract_activations, length_batches, store_key, store_path
+from sae_core.extraction.extract import (
+    LayerReader,
+    extract_activations,
+    length_batches,
+    store_key,
+    store_path,
+)
 from sae_core.store import ActivationStore
 
 
@@ -161,7 +167,7 @@ def test_length_batches_respect_the_budget_and_keep_every_document():
 def test_fused_gelu_gives_the_same_hidden_states(tiny_gpt2):
     from transformers import AutoModel
 
-    from sae_core.extract import fuse_gelu
+    from sae_core.extraction.extract import fuse_gelu
 
     reference = AutoModel.from_pretrained(str(tiny_gpt2)).eval()
     fused = AutoModel.from_pretrained(str(tiny_gpt2)).eval()

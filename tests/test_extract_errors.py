@@ -9,7 +9,7 @@ import torch
 
 from sae_core.config import ConfigError
 from sae_core.errors import StoreError
-from sae_core.extract import extract_activations, store_path
+from sae_core.extraction.extract import extract_activations, store_path
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from sae_core.extract import extract_activations, store_path
+from sae_core.extraction.extract import extract_activations, store_path
 from sae_core.store import ActivationStore
 from sae_core.store.format import shard_entry
 
@@ -19,7 +19,7 @@ _KILLED_RUN = """
 import json, os, signal, sys
 from sae_core.store import format as store_format
 from sae_core.config import validate_config
-from sae_core.extract import extract_activations
+from sae_core.extraction.extract import extract_activations
 
 calls = []
 original = store_format.ShardWriter._write_group

@@ -2,8 +2,9 @@
 
 A store is a directory of `part-NNNNN.parquet` shards (one row per token, in document order) and a
 `manifest.json` written last. Readers live in `sae_core.store.reader`; writers are `write_store` (bring
-your own arrays), `sae_core.extract` (a model's residual stream) and `sae_core.store.import_pt` (the study's
-chunks). They all go through `ShardWriter`, so every store has the same layout and checks.
+your own arrays), `sae_core.extraction.extract` (a model's residual stream) and
+`sae_core.store.import_pt` (the study's chunks). They all go through `ShardWriter`, so every store has
+the same layout and checks.
 """
 
 from __future__ import annotations

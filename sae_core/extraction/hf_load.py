@@ -1,6 +1,6 @@
 """Loading the model, tokenizer and documents a config names, with errors a user can act on.
 
-`builtin:` names resolve through `sae_core.demo`; everything else goes to `from_pretrained` /
+`builtin:` names resolve through `sae_core.extraction.demo`; everything else goes to `from_pretrained` /
 `load_dataset` exactly as a user would call them. A failure becomes one `ConfigError` naming the field
 and the value, and says so when the Hub was needed while the network is switched off.
 """
@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from sae_core.config import ConfigError, SweepConfig
-from sae_core.demo import resolve_dataset, resolve_model_name
+from sae_core.extraction.demo import resolve_dataset, resolve_model_name
 
 log = logging.getLogger(__name__)
 
