@@ -58,7 +58,7 @@ def build_store(root: Path, tokens: int, d: int, seed: int) -> Path:
 def build_run(root: Path, store: Path, d: int, m: int, l0: float | None, seed: int) -> Path:
     """An SAE with the study's init; with `l0`, each feature's bias is set to the (1 − l0/m) quantile of
     its pre-activation on a sample, so about l0 features fire per token."""
-    from sae_core.sae import SparseAutoencoder
+    from sae_core.saes.relu import SparseAutoencoder
     from sae_core.store import ActivationStore
 
     sae = SparseAutoencoder(d, m, seed=seed)
@@ -78,7 +78,7 @@ def bare_encode(store_path: Path, run: Path, batch: int) -> tuple[float, float, 
     """Tokens/s of `sae.encode` over the split in memory in batches of `batch`, the same over `iter_rows`
     batches, and in memory in the row chunks analysis encodes in (its faster, cache-sized matmuls)."""
     from sae_core.feature_stats import chunk_rows
-    from sae_core.sae import SparseAutoencoder
+    from sae_core.saes.relu import SparseAutoencoder
     from sae_core.store import ActivationStore
 
     store = ActivationStore.open(store_path)

@@ -20,7 +20,7 @@ import time
 import torch
 
 from sae_core.config import TrainingConfig
-from sae_core.sae import SparseAutoencoder
+from sae_core.saes.relu import SparseAutoencoder
 from sae_core.train import TrainCallback, Trainer
 from sae_core.train_data import InMemoryData
 

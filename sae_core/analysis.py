@@ -253,7 +253,7 @@ def _second_pass(
         progress(2 * n_tokens, total, {})
         return collector, pearson
     # An SAE made of the selected features' encoder columns: the same encode, 2k columns instead of m.
-    from sae_core.sae import SparseAutoencoder
+    from sae_core.saes.relu import SparseAutoencoder
 
     index = torch.as_tensor(selected, dtype=torch.long, device=device)
     sub = SparseAutoencoder(sae.d_in, len(selected), seed=0).to(device)
@@ -325,7 +325,7 @@ def _ce_loss(
 def load_sae(run_dir: Path) -> tuple[Any, dict[str, Any]]:
     """The SAE (`model_weights_*.pth`, the study's keys) and metrics.json (empty when absent) of a run
     dir; AnalysisError naming the path when either is unusable."""
-    from sae_core.sae import SparseAutoencoder
+    from sae_core.saes.relu import SparseAutoencoder
 
     if not run_dir.is_dir():
         raise AnalysisError(f"run: no such run directory {str(run_dir)!r}")

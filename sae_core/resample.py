@@ -13,7 +13,7 @@ import logging
 
 import torch
 
-from sae_core.sae import SparseAutoencoder
+from sae_core.saes.relu import SparseAutoencoder
 
 log = logging.getLogger(__name__)
 

@@ -18,10 +18,10 @@ from sae_core.checkpoint import CHECKPOINT_NAME, config_hash, load_checkpoint, r
 from sae_core.config import SweepConfig
 from sae_core.device import resolve_device
 from sae_core.errors import TrainingError
-from sae_core.export import SAELENS_DIR, export_saelens, save_pth
 from sae_core.io import atomic_write_json, atomic_write_with, read_json
 from sae_core.naming import Cell
 from sae_core.progress import Progress
+from sae_core.saes.export import SAELENS_DIR, export_saelens, save_pth
 from sae_core.version import code_version
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ def train_cell(
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Train `cell` on the store at `store_path` into `out_dir`; return the `metrics.json` dict."""
-    from sae_core.sae import SparseAutoencoder
+    from sae_core.saes.relu import SparseAutoencoder
     from sae_core.tracking import WandbCallback
     from sae_core.train import ProgressCallback, Trainer
     from sae_core.train_data import open_store_data

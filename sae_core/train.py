@@ -24,7 +24,7 @@ from sae_core.device import cpu_threads
 from sae_core.errors import TrainingError
 from sae_core.progress import Progress
 from sae_core.resample import resample_dead
-from sae_core.sae import (
+from sae_core.saes.relu import (
     SparseAutoencoder,
     StepBuffers,
     StepStats,

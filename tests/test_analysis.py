@@ -17,7 +17,7 @@ from sae_core.analysis import analyze_run
 from sae_core.config import load_config
 from sae_core.errors import AnalysisError
 from sae_core.feature_stats import histogram_edges, select_features
-from sae_core.sae import SparseAutoencoder
+from sae_core.saes.relu import SparseAutoencoder
 
 D, M = 8, 32
 CELL = "4x_0.001_sampling"

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from flows.cli import main
-from sae_core.sae import SparseAutoencoder
+from sae_core.saes.relu import SparseAutoencoder
 
 CELL = "2x_0.01_nosampling"
 

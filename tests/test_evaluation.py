@@ -15,7 +15,7 @@ from sae_core import evaluation
 from sae_core.analysis import analyze_run
 from sae_core.config import load_config
 from sae_core.evaluation import ReconstructionStats, ce_loss_recovered
-from sae_core.sae import SparseAutoencoder
+from sae_core.saes.relu import SparseAutoencoder
 
 D_MODEL = 32  # tests/conftest.py TINY_SPEC_KW
 

@@ -8,9 +8,9 @@ import torch
 
 from flows.cli import main
 from sae_core.errors import TrainingError
-from sae_core.export import export_saelens, load_run, load_saelens_export, weights_path
 from sae_core.io import read_json
-from sae_core.sae import SparseAutoencoder
+from sae_core.saes.export import export_saelens, load_run, load_saelens_export, weights_path
+from sae_core.saes.relu import SparseAutoencoder
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

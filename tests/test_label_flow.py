@@ -222,7 +222,7 @@ def test_labels_the_real_analysis_output(
     import torch
 
     from sae_core.analysis import analyze_run
-    from sae_core.sae import SparseAutoencoder
+    from sae_core.saes.relu import SparseAutoencoder
 
     rng = np.random.default_rng(0)
     lengths = rng.integers(5, 30, size=40)

@@ -8,7 +8,7 @@ import torch
 
 from sae_core.config import TrainingConfig
 from sae_core.resample import resample_dead
-from sae_core.sae import SparseAutoencoder, fused_step_grads, normalize_decoder
+from sae_core.saes.relu import SparseAutoencoder, fused_step_grads, normalize_decoder
 from sae_core.train import Trainer
 from sae_core.train_data import InMemoryData
 

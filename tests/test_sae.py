@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from sae_core.sae import (
+from sae_core.saes.relu import (
     SparseAutoencoder,
     autograd_step_grads,
     fused_step_grads,
@@ -87,7 +87,7 @@ def test_parallel_gradient_removed_and_rows_renormalised():
 
 
 def test_pth_round_trip(tmp_path):
-    from sae_core.export import save_pth
+    from sae_core.saes.export import save_pth
 
     sae = SparseAutoencoder(8, 16, seed=5)
     path = save_pth(sae, tmp_path / "model_weights_2x_0.01_sampling.pth")

@@ -17,7 +17,7 @@ from sae_core.config import TrainingConfig
 from sae_core.errors import TrainingError
 from sae_core.io import read_json
 from sae_core.naming import Cell
-from sae_core.sae import SparseAutoencoder
+from sae_core.saes.relu import SparseAutoencoder
 from sae_core.train import TrainCallback, Trainer, train_cell, train_sae
 from sae_core.train_data import InMemoryData, epoch_seed
 from tests.fixtures_sae import make_store, small_config

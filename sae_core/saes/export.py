@@ -15,7 +15,7 @@ import torch
 
 from sae_core.errors import TrainingError
 from sae_core.io import atomic_write_json, atomic_write_with, read_json
-from sae_core.sae import SparseAutoencoder
+from sae_core.saes.relu import SparseAutoencoder
 
 SAELENS_DIR = "saelens"
 SAELENS_CFG = "cfg.json"
