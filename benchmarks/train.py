@@ -1,7 +1,7 @@
 """Training throughput: our SAE training vs SAELens' `standard` SAE, and our step vs the dense roofline.
 
 Both train on the same in-memory activations (d=768, 8× → m=6144, batch 4096, fp32, CPU, the same number
-of steps, Adam lr 1e-4, no resampling): ours through `sae_core.train.Trainer`, SAELens through its own
+of steps, Adam lr 1e-4, no resampling): ours through `sae_core.training.Trainer`, SAELens through its own
 `SAETrainer.fit()` with a `StandardTrainingSAE`, as its users run it. Rounds alternate ours/theirs so
 background load hits both alike; the best round of each side is compared.
 
@@ -21,8 +21,8 @@ import torch
 
 from sae_core.config import TrainingConfig
 from sae_core.saes.relu import SparseAutoencoder
-from sae_core.train import TrainCallback, Trainer
-from sae_core.train_data import InMemoryData
+from sae_core.training.data import InMemoryData
+from sae_core.training.trainer import TrainCallback, Trainer
 
 
 def make_data(tokens: int, d: int, seed: int = 0) -> torch.Tensor:

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from sae_core.config import TrainingConfig
-from sae_core.resample import resample_dead
 from sae_core.saes.relu import SparseAutoencoder, fused_step_grads, normalize_decoder
-from sae_core.train import Trainer
-from sae_core.train_data import InMemoryData
+from sae_core.training.data import InMemoryData
+from sae_core.training.resample import resample_dead
+from sae_core.training.trainer import Trainer
 
 
 def _trained_with_adam_state(seed: int = 0):
@@ -127,7 +127,7 @@ def test_stop_resampling_after_a_fraction_of_training(superposition_data):
 
 
 def test_b_dec_starts_at_the_mean_or_the_geometric_median():
-    from sae_core.train_data import geometric_median
+    from sae_core.training.data import geometric_median
 
     data = torch.randn(4000, 8) + 3.0
     data[:40] += 1000.0  # 1 % far outliers: they drag the mean, not the median

@@ -12,14 +12,14 @@ import pandas as pd
 import pytest
 import torch
 
-from sae_core.checkpoint import CHECKPOINT_NAME
 from sae_core.config import TrainingConfig
 from sae_core.errors import TrainingError
 from sae_core.io import read_json
 from sae_core.naming import Cell
 from sae_core.saes.relu import SparseAutoencoder
-from sae_core.train import TrainCallback, Trainer, train_cell, train_sae
-from sae_core.train_data import InMemoryData, epoch_seed
+from sae_core.training.checkpoint import CHECKPOINT_NAME
+from sae_core.training.data import InMemoryData, epoch_seed
+from sae_core.training.trainer import TrainCallback, Trainer, train_cell, train_sae
 from tests.fixtures_sae import make_store, small_config
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -191,7 +191,7 @@ def test_wandb_offline_writes_a_local_run_and_disabled_never_imports_it(sae_stor
     assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
     code = (
         "import sys; from tests.fixtures_sae import small_config; from sae_core.naming import Cell; "
-        "from sae_core.train import train_cell; "
+        "from sae_core.training.trainer import train_cell; "
         f"train_cell({str(sae_store)!r}, Cell(2, 0.02, 'nosampling'), small_config(), "
         f"{str(tmp_path / 'off')!r}); "
         "assert 'wandb' not in sys.modules, 'wandb imported in disabled mode'"

@@ -18,12 +18,10 @@ from typing import Any
 
 import torch
 
-from sae_core.checkpoint import config_hash, rng_state, save_checkpoint, set_rng_state
 from sae_core.config import TrainingConfig
 from sae_core.device import cpu_threads
 from sae_core.errors import TrainingError
 from sae_core.progress import Progress
-from sae_core.resample import resample_dead
 from sae_core.saes.relu import (
     SparseAutoencoder,
     StepBuffers,
@@ -34,7 +32,9 @@ from sae_core.saes.relu import (
     normalize_decoder,
     project_decoder_grad,
 )
-from sae_core.train_data import TrainingData, geometric_median, steps_per_epoch
+from sae_core.training.checkpoint import config_hash, rng_state, save_checkpoint, set_rng_state
+from sae_core.training.data import TrainingData, geometric_median, steps_per_epoch
+from sae_core.training.resample import resample_dead
 
 log = logging.getLogger(__name__)
 
@@ -370,9 +370,9 @@ def train_sae(
     return trainer.sae, trainer.run()
 
 
-# `train_cell` (the run-directory entry point) lives in sae_core.run_cell and is re-exported here so
-# that callers use the contract's name `sae_core.train.train_cell`.
-from sae_core.run_cell import train_cell  # noqa: E402
+# `train_cell` (the run-directory entry point) lives in sae_core.training.run_cell and is re-exported here so
+# that callers use the contract's name `sae_core.training.trainer.train_cell`.
+from sae_core.training.run_cell import train_cell  # noqa: E402
 
 __all__ = [
     "ProgressCallback",

@@ -3,7 +3,7 @@
 Writes (see docs/architecture.md, "runs/<sweep>/<cell>/"): `model_weights_<cell>.pth`, `saelens/`,
 `metrics.json`, `train_log.parquet`, and `checkpoint.pt` while training. A completed run with the same
 config is returned as is; a checkpoint of the same config is resumed; one of another config is refused.
-Re-exported as `sae_core.train.train_cell`.
+Re-exported as `sae_core.training.trainer.train_cell`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sae_core.checkpoint import CHECKPOINT_NAME, config_hash, load_checkpoint, resume_identity
 from sae_core.config import SweepConfig
 from sae_core.device import resolve_device
 from sae_core.errors import TrainingError
@@ -22,6 +21,7 @@ from sae_core.io import atomic_write_json, atomic_write_with, read_json
 from sae_core.naming import Cell
 from sae_core.progress import Progress
 from sae_core.saes.export import SAELENS_DIR, export_saelens, save_pth
+from sae_core.training.checkpoint import CHECKPOINT_NAME, config_hash, load_checkpoint, resume_identity
 from sae_core.version import code_version
 
 log = logging.getLogger(__name__)
@@ -51,9 +51,9 @@ def train_cell(
 ) -> dict[str, Any]:
     """Train `cell` on the store at `store_path` into `out_dir`; return the `metrics.json` dict."""
     from sae_core.saes.relu import SparseAutoencoder
-    from sae_core.tracking import WandbCallback
-    from sae_core.train import ProgressCallback, Trainer
-    from sae_core.train_data import open_store_data
+    from sae_core.training.data import open_store_data
+    from sae_core.training.tracking import WandbCallback
+    from sae_core.training.trainer import ProgressCallback, Trainer
 
     if not math.isfinite(cell.l1) or cell.l1 < 0:
         raise TrainingError(f"l1: λ must be finite and >= 0 (got {cell.l1})")
