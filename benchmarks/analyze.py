@@ -77,7 +77,7 @@ def build_run(root: Path, store: Path, d: int, m: int, l0: float | None, seed: i
 def bare_encode(store_path: Path, run: Path, batch: int) -> tuple[float, float, float]:
     """Tokens/s of `sae.encode` over the split in memory in batches of `batch`, the same over `iter_rows`
     batches, and in memory in the row chunks analysis encodes in (its faster, cache-sized matmuls)."""
-    from sae_core.feature_stats import chunk_rows
+    from sae_core.analysis.feature_stats import chunk_rows
     from sae_core.saes.relu import SparseAutoencoder
     from sae_core.store import ActivationStore
 
@@ -103,7 +103,7 @@ def bare_encode(store_path: Path, run: Path, batch: int) -> tuple[float, float, 
 
 
 def analyse(store: Path, run: Path, batch: int) -> tuple[dict, float]:
-    from sae_core.analysis import analyze_run
+    from sae_core.analysis.driver import analyze_run
     from sae_core.config import load_config
 
     cfg = load_config(

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from sae_core.feature_examples import EXAMPLE_SCHEMA
+from sae_core.analysis.examples import EXAMPLE_SCHEMA
 
 # ---------------------------------------------------------------------------------------------
 # Replies

@@ -11,10 +11,10 @@ import pytest
 import torch
 from torch import nn
 
-from sae_core import evaluation
-from sae_core.analysis import analyze_run
+from sae_core.analysis import evaluation as evaluation
+from sae_core.analysis.driver import analyze_run
+from sae_core.analysis.evaluation import ReconstructionStats, ce_loss_recovered
 from sae_core.config import load_config
-from sae_core.evaluation import ReconstructionStats, ce_loss_recovered
 from sae_core.saes.relu import SparseAutoencoder
 
 D_MODEL = 32  # tests/conftest.py TINY_SPEC_KW

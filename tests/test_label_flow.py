@@ -221,7 +221,7 @@ def test_labels_the_real_analysis_output(
     import numpy as np
     import torch
 
-    from sae_core.analysis import analyze_run
+    from sae_core.analysis.driver import analyze_run
     from sae_core.saes.relu import SparseAutoencoder
 
     rng = np.random.default_rng(0)

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sae_core.feature_examples import EXAMPLE_SCHEMA
+from sae_core.analysis.examples import EXAMPLE_SCHEMA
 from sae_core.naming import Cell
 
 D_MODEL = 16

@@ -33,8 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from sae_core.config import AnalysisConfig, SweepConfig
-from sae_core.correlation import (
+from sae_core.analysis.correlation import (
     PearsonAccumulator,
     cluster_order,
     decoder_cosine,
@@ -42,11 +41,12 @@ from sae_core.correlation import (
     plot_correlation,
     plot_density,
 )
+from sae_core.analysis.evaluation import ReconstructionStats, ce_loss_recovered, finite_or_none
+from sae_core.analysis.examples import ExampleCollector, TokenDecoder, attach_contexts
+from sae_core.analysis.feature_stats import FeatureStats, histogram_edges, select_features
+from sae_core.config import AnalysisConfig, SweepConfig
 from sae_core.device import cpu_threads, resolve_device
 from sae_core.errors import AnalysisError
-from sae_core.evaluation import ReconstructionStats, ce_loss_recovered, finite_or_none
-from sae_core.feature_examples import ExampleCollector, TokenDecoder, attach_contexts
-from sae_core.feature_stats import FeatureStats, histogram_edges, select_features
 from sae_core.io import atomic_write_json, atomic_write_with, read_json
 from sae_core.naming import Cell
 from sae_core.progress import Progress, no_progress
