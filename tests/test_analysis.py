@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 import torch
 
-from sae_core import feature_stats
-from sae_core.analysis import analyze_run
+from sae_core.analysis import feature_stats as feature_stats
+from sae_core.analysis.driver import analyze_run
+from sae_core.analysis.feature_stats import histogram_edges, select_features
 from sae_core.config import load_config
 from sae_core.errors import AnalysisError
-from sae_core.feature_stats import histogram_edges, select_features
 from sae_core.saes.relu import SparseAutoencoder
 
 D, M = 8, 32
@@ -142,7 +142,8 @@ def test_statistics_equal_brute_force(
         mean = total / count
         sel = np.where(count >= 5, mean / np.log(count + 1), np.nan)
     np.testing.assert_allclose(stats["mean"], mean, rtol=1e-5)
-    np.testing.assert_array_equal(stats["max"], h.max(0))
+    # h comes from a matmul blocked differently than the analysis's: equal up to float32 rounding.
+    np.testing.assert_allclose(stats["max"], h.max(0), rtol=1e-6)
     np.testing.assert_allclose(stats["density"], count / len(h))
     np.testing.assert_allclose(stats["selectivity"], sel, rtol=1e-5)
     np.testing.assert_array_equal(stats["dead"], count == 0)
@@ -268,7 +269,8 @@ def test_pearson_equals_numpy_corrcoef_and_cosine_of_decoder(sparse_run):
     ids = corr["ids"]
     expected = np.corrcoef(ref["h"][:, ids].astype(np.float64), rowvar=False)
     got = np.array([[np.nan if v is None else v for v in row] for row in corr["pearson"]])
-    np.testing.assert_allclose(got, expected, atol=1e-9, equal_nan=True)
+    # float32 activations from differently blocked matmuls: Pearson agrees to float32 rounding.
+    np.testing.assert_allclose(got, expected, atol=1e-6, equal_nan=True)
     w = sae.W_dec.detach().double().numpy()[ids]
     w /= np.linalg.norm(w, axis=1, keepdims=True)
     np.testing.assert_allclose(np.array(corr["decoder_cosine"]), w @ w.T, atol=1e-9)
