@@ -31,8 +31,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import SecretStr
 
 from sae_core.config import LabelingConfig, SweepConfig
-from sae_core.label_detection import DetectionSet, detect_feature, detection_set
-from sae_core.labeling import (
+from sae_core.labels.client import (
     PROMPT_VERSION,
     FeatureInputs,
     LabelAttemptError,
@@ -46,6 +45,7 @@ from sae_core.labeling import (
     scrub,
     write_labels,
 )
+from sae_core.labels.detection import DetectionSet, detect_feature, detection_set
 from sae_core.naming import Cell
 from sae_core.progress import Progress, no_progress
 from tasks.common import PrefectProgress, artifact_key, resolve_secret, result_storage

@@ -1,4 +1,4 @@
-"""sae_core.labeling without Prefect: prompt, parsing, one attempt against a real local HTTP server
+"""sae_core.labels.client without Prefect: prompt, parsing, one attempt against a real local HTTP server
 through the real `openai` client, the rate, inputs and outputs."""
 
 from __future__ import annotations
@@ -11,9 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from sae_core.errors import LabelingError
-from sae_core.label_detection import detect_feature, detection_set
-from sae_core.label_prompt import MalformedAnswer, parse_detection
-from sae_core.labeling import (
+from sae_core.labels.client import (
     POLYSEMANTIC,
     PROMPT_VERSION,
     LabelExample,
@@ -29,6 +27,8 @@ from sae_core.labeling import (
     parse_label,
     write_labels,
 )
+from sae_core.labels.detection import detect_feature, detection_set
+from sae_core.labels.prompt import MalformedAnswer, parse_detection
 from tests.fixtures_llm import answer, error, hang, write_analysis
 
 KEY = "sk-unit-test-4f7c1e9a2b6d8f0a3c5e"

@@ -3,7 +3,7 @@
 The LLM is shown the label and a shuffled mix of held-out activating contexts (examples not shown when
 labelling) and as many contexts of other selected features, assumed non-activating (features are
 sparse; contexts with the same text as one of this feature's are excluded). The score is the balanced
-accuracy of its picks. ONE attempt per call, failures classified as in `sae_core.labeling`.
+accuracy of its picks. ONE attempt per call, failures classified as in `sae_core.labels.client`.
 """
 
 from __future__ import annotations
@@ -12,13 +12,18 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from sae_core.label_prompt import DETECTION_SCHEMA, MalformedAnswer, build_detection_messages, parse_detection
-from sae_core.labeling import (
+from sae_core.labels.client import (
     LabelInputs,
     RejectedLabelError,
     TransientLabelError,
     chat_completion,
     refuses_schema,
+)
+from sae_core.labels.prompt import (
+    DETECTION_SCHEMA,
+    MalformedAnswer,
+    build_detection_messages,
+    parse_detection,
 )
 
 

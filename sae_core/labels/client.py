@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from sae_core.errors import LabelingError
 from sae_core.io import atomic_write_json, atomic_write_with, read_json
-from sae_core.label_prompt import (
+from sae_core.labels.prompt import (
     LABEL_SCHEMA,
     POLYSEMANTIC,
     PROMPT_VERSION,

@@ -1,0 +1,40 @@
+"""Labels: one LLM request per selected feature with its examples (any OpenAI-compatible endpoint), the
+answer parsed into a 2–8 word label or POLYSEMANTIC, the monosemanticity rate, optional detection scoring."""
+
+from sae_core.labels.client import (
+    PROMPT_VERSION,
+    FeatureInputs,
+    LabelAttemptError,
+    LabelExample,
+    LabelInputs,
+    LabelResult,
+    examples_hash,
+    label_feature,
+    labels_frame,
+    load_label_inputs,
+    make_client,
+    monosemanticity,
+    scrub,
+    write_labels,
+)
+from sae_core.labels.detection import DetectionSet, detect_feature, detection_set
+
+__all__ = [
+    "PROMPT_VERSION",
+    "DetectionSet",
+    "FeatureInputs",
+    "LabelAttemptError",
+    "LabelExample",
+    "LabelInputs",
+    "LabelResult",
+    "detect_feature",
+    "detection_set",
+    "examples_hash",
+    "label_feature",
+    "labels_frame",
+    "load_label_inputs",
+    "make_client",
+    "monosemanticity",
+    "scrub",
+    "write_labels",
+]
