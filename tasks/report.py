@@ -1,6 +1,6 @@
 """The report stage as Prefect tasks: the sweep report (published as artifacts) and a cell's browser.
 
-Thin wrappers over `sae_core.report.build_report` and `sae_core.browser.write_browser`. The report is
+Thin wrappers over `sae_core.report.build_report` and `sae_core.report.browser.write_browser`. The report is
 cheap and reads whatever the cells hold now, so it is never cached: every sweep run rebuilds it.
 """
 
@@ -17,10 +17,10 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import task_run
 
-from sae_core.browser import BROWSER_INPUTS, write_browser, write_browsers
 from sae_core.config import SweepConfig
 from sae_core.naming import Cell
-from sae_core.report import CELL_METRICS, build_report
+from sae_core.report.browser import BROWSER_INPUTS, write_browser, write_browsers
+from sae_core.report.build import CELL_METRICS, build_report
 from tasks.common import PrefectProgress, artifact_key, run_logger
 
 

@@ -11,7 +11,7 @@ import pytest
 from flows.cli import main
 from sae_core.config import load_config
 from sae_core.naming import Cell, grid_cells
-from sae_core.report import ReportError, build_report, load_published
+from sae_core.report.build import ReportError, build_report, load_published
 from tests.test_report_data import fabricate_cell, fabricate_sweep
 
 

@@ -9,9 +9,9 @@ import re
 import pyarrow.parquet as pq
 import pytest
 
-from sae_core.browser import write_browser
 from sae_core.naming import Cell
-from sae_core.report import build_report
+from sae_core.report.browser import write_browser
+from sae_core.report.build import build_report
 
 
 @pytest.fixture(scope="module")

@@ -61,7 +61,7 @@ def test_artifact_markdown_makes_relative_links_absolute(tmp_path):
 
 def test_table_rows_show_reasons_not_zeros(tmp_path):
     fabricate_cell(tmp_path, Cell(2, 0.01, "sampling"), labels="skipped")
-    from sae_core.report import cell_rows, collect_cells
+    from sae_core.report.build import cell_rows, collect_cells
 
     rows = table_rows(cell_rows(collect_cells(tmp_path)))
     assert rows[0]["monosemantic %"] == "skipped (no API key in OPENAI_API_KEY)"

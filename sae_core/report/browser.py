@@ -1,7 +1,7 @@
 """The feature browser: one self-contained static HTML page per cell (`run_dir/browser.html`).
 
 The page needs no server and no network (no CDN): the data is embedded as JSON in the page and the
-code is plain JavaScript (`sae_core/templates/browser.html`), so it opens from disk or from the Hub.
+code is plain JavaScript (`sae_core/report/templates/browser.html`), so it opens from disk or from the Hub.
 It lists every feature (sortable, searchable, virtualised: only visible rows exist in the DOM, so
 24,576 features stay fast) and shows one feature at a time: label and reasoning, statistics, the
 activation histogram, top and quantile examples with the token highlighted in proportion to its
@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from sae_core.io import atomic_write_text
 from sae_core.naming import Cell
-from sae_core.report import ReportError
+from sae_core.report.build import ReportError
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def write_browser(run_dir: str | Path) -> Path:
     """Write `run_dir/browser.html` from the cell's analysis (and labels when present); return its path."""
     run_dir = Path(run_dir)
     payload = browser_data(run_dir)
-    template = (resources.files("sae_core") / "templates" / "browser.html").read_text(encoding="utf-8")
+    template = (resources.files("sae_core.report") / "templates" / "browser.html").read_text(encoding="utf-8")
     if PLACEHOLDER not in template:
         raise ReportError(f"browser template: placeholder {PLACEHOLDER} not found")
     page = template.replace(PLACEHOLDER, embed_json(payload), 1)

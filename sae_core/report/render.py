@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from sae_core.naming import format_l1
-from sae_core.report import CELL_METRICS, CellData, Entry, format_entry
+from sae_core.report.build import CELL_METRICS, CellData, Entry, format_entry
 
 
 def _footnoted(text: str, notes: list[str]) -> str:

@@ -21,7 +21,7 @@ from sae_core.io import atomic_write_bytes
 from sae_core.naming import format_l1
 
 if TYPE_CHECKING:
-    from sae_core.report import CellData
+    from sae_core.report.build import CellData
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def _style(strategy: str) -> dict[str, Any]:
 
 
 def _dead_vs_expansion(cells: list[CellData], tables: dict[str, Any]) -> Figure | None:
-    from sae_core.report import dead_pct
+    from sae_core.report.build import dead_pct
 
     series: dict[tuple[float, str], list[tuple[int, float]]] = {}
     for data in cells:
@@ -121,7 +121,7 @@ def _dead_vs_expansion(cells: list[CellData], tables: dict[str, Any]) -> Figure 
 
 
 def _frontier(cells: list[CellData]) -> Figure | None:
-    from sae_core.report import _from
+    from sae_core.report.build import _from
 
     points = []
     for data in cells:

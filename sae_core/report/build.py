@@ -4,7 +4,7 @@
 docs/architecture.md fixes them) and writes `runs/<sweep>/report/` with `report.md`, a self-contained
 `report.html` (plots embedded as base64), `tables.json` and the PNGs. A cell or file that is absent
 (a failed or skipped stage) shows as "missing" or "skipped (reason)" — never as zero.
-For the `seed` preset the published numbers (`sae_core/data/published.json`) stand beside ours.
+For the `seed` preset the published numbers (`sae_core/report/published.json`) stand beside ours.
 """
 
 from __future__ import annotations
@@ -64,8 +64,8 @@ class CellData:
 
 
 def load_published() -> dict[str, Any]:
-    """The study's published tables, with their source (`sae_core/data/published.json`)."""
-    return json.loads((resources.files("sae_core") / "data" / "published.json").read_text())
+    """The study's published tables, with their source (`sae_core/report/published.json`)."""
+    return json.loads((resources.files("sae_core.report") / "published.json").read_text())
 
 
 def collect_cells(sweep_dir: str | Path, cfg: SweepConfig | None = None) -> list[CellData]:
@@ -316,8 +316,8 @@ def build_report(
 
     `compare_published` None means: beside the published numbers when the sweep is the `seed` preset.
     """
-    from sae_core import report_plots  # matplotlib is imported only when a report is built
-    from sae_core.report_render import render_html, render_markdown
+    from sae_core.report import plots as report_plots  # matplotlib is imported only when a report is built
+    from sae_core.report.render import render_html, render_markdown
 
     progress = progress or no_progress
     sweep_dir = Path(sweep_dir)

@@ -1,0 +1,14 @@
+"""Report: the study's tables and plots from a sweep's cells (report.md, a self-contained report.html,
+tables.json) and the static feature browser of each cell."""
+
+from sae_core.report.browser import BROWSER_INPUTS, write_browser, write_browsers
+from sae_core.report.build import CELL_METRICS, build_report, collect_cells
+
+__all__ = [
+    "BROWSER_INPUTS",
+    "CELL_METRICS",
+    "build_report",
+    "collect_cells",
+    "write_browser",
+    "write_browsers",
+]
