@@ -411,7 +411,7 @@ class SweepConfig(_Section):
 
 def preset_names() -> list[str]:
     """Names of the presets shipped in the package."""
-    folder = resources.files("sae_core") / "presets"
+    folder = resources.files("sae_core.config") / "presets"
     return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
@@ -419,7 +419,7 @@ def preset_dict(name: str) -> dict[str, Any]:
     """The raw mapping of a shipped preset."""
     if name not in preset_names():
         raise ConfigError(f"preset: unknown preset {name!r} (known: {', '.join(preset_names())})")
-    text = (resources.files("sae_core") / "presets" / f"{name}.yaml").read_text()
+    text = (resources.files("sae_core.config") / "presets" / f"{name}.yaml").read_text()
     return yaml.safe_load(text) or {}
 
 
