@@ -32,7 +32,7 @@ def _run_name() -> str:
 @task(name="analyze_features", task_run_name=_run_name, cache_key_fn=_cache_key, retries=1)
 def analyze_features(store: str, cell: str, cfg: SweepConfig) -> dict[str, Any]:
     """Analyse one trained cell → `features/` and `analysis.json` in its run dir."""
-    from sae_core.analysis.driver import analyze_run
+    from sae_core.analysis import analyze_run
 
     the_cell = Cell.parse(cell)
     out = run_dir(cfg, the_cell)

@@ -27,7 +27,7 @@ def _cache_key(context: Any, parameters: dict[str, Any]) -> str:
 @task(name="extract_activations", task_run_name="extract-activations", cache_key_fn=_cache_key, retries=1)
 def extract_stage(cfg: SweepConfig) -> dict[str, Any]:
     """Extract the residual stream into an ActivationStore (or find the complete one) → its path."""
-    from sae_core.extraction.extract import extract_activations, store_key
+    from sae_core.extraction import extract_activations, store_key
 
     logger = run_logger()
     start = time.perf_counter()
@@ -52,7 +52,7 @@ def extract_stage(cfg: SweepConfig) -> dict[str, Any]:
 
 
 def expected_store(cfg: SweepConfig) -> str:
-    from sae_core.extraction.extract import store_key
+    from sae_core.extraction import store_key
     from tasks.common import data_root
 
     return str(data_root(cfg) / "activations" / store_key(cfg))

@@ -31,11 +31,14 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import SecretStr
 
 from sae_core.config import LabelingConfig, SweepConfig
-from sae_core.labels.client import (
+from sae_core.labels import (
     PROMPT_VERSION,
+    DetectionSet,
     FeatureInputs,
     LabelAttemptError,
     LabelExample,
+    detect_feature,
+    detection_set,
     examples_hash,
     label_feature,
     labels_frame,
@@ -45,7 +48,6 @@ from sae_core.labels.client import (
     scrub,
     write_labels,
 )
-from sae_core.labels.detection import DetectionSet, detect_feature, detection_set
 from sae_core.naming import Cell
 from sae_core.progress import Progress, no_progress
 from tasks.common import PrefectProgress, artifact_key, resolve_secret, result_storage

@@ -19,8 +19,7 @@ from prefect.runtime import task_run
 
 from sae_core.config import SweepConfig
 from sae_core.naming import Cell
-from sae_core.report.browser import BROWSER_INPUTS, write_browser, write_browsers
-from sae_core.report.build import CELL_METRICS, build_report
+from sae_core.report import BROWSER_INPUTS, CELL_METRICS, build_report, write_browser, write_browsers
 from tasks.common import PrefectProgress, artifact_key, run_logger
 
 

@@ -39,7 +39,7 @@ def _retry_unless_user_error(task: Any, task_run: Any, state: Any) -> bool:
 
 def progress_callback(cell: Cell, sweep: str) -> Any:
     """A `TrainCallback` that mirrors training into a Prefect progress artifact and the run log."""
-    from sae_core.training.trainer import TrainCallback
+    from sae_core.training import TrainCallback
 
     class PrefectTrainCallback(TrainCallback):
         def __init__(self) -> None:
@@ -79,7 +79,7 @@ def progress_callback(cell: Cell, sweep: str) -> Any:
 )
 def train_sae(store: str, cell: str, cfg: SweepConfig) -> dict[str, Any]:
     """Train one cell into `runs/<sweep>/<cell>/`, resuming from its checkpoint after a crash."""
-    from sae_core.training.trainer import train_cell
+    from sae_core.training import train_cell
 
     the_cell = Cell.parse(cell)
     out = run_dir(cfg, the_cell)

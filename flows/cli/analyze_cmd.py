@@ -25,7 +25,7 @@ def analyze(
     """Analyse the SAE in RUN on the store's `analysis.split`: writes RUN/features/ and RUN/analysis.json
     (dead %, selectivity, examples, correlation, reconstruction metrics, CE-loss recovered)."""
     cfg = resolve_config(preset, config, set_)
-    from sae_core.analysis.driver import analyze_run
+    from sae_core.analysis import analyze_run
 
     bar = _LazyBar(f"analysing {run.name}")
     try:

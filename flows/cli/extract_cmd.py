@@ -19,7 +19,7 @@ def extract(preset: PresetOpt = None, config: ConfigOpt = None, set_: SetOpt = N
     """Extract the configured layer's residual stream into `data_root/activations/<key>/`
     (returns at once when that store exists; resumes an interrupted one)."""
     cfg = resolve_config(preset, config, set_)
-    from sae_core.extraction.extract import extract_activations
+    from sae_core.extraction import extract_activations
     from sae_core.progress import TqdmProgress
 
     with TqdmProgress("extracting", unit="tok") as bar:

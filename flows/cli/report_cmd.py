@@ -32,8 +32,7 @@ def report(
 ) -> None:
     """Write <sweep>/report/: report.md, report.html (self-contained), tables.json and the plots."""
     from sae_core.progress import TqdmProgress
-    from sae_core.report.browser import write_browsers
-    from sae_core.report.build import build_report
+    from sae_core.report import build_report, write_browsers
 
     # The config adds the expected grid (cells never run show as missing) and the preset's name.
     given = preset is not None or config is not None or bool(set_) or sweep is None
@@ -54,7 +53,7 @@ def browse(
     open_: Annotated[bool, typer.Option("--open", help="Open the page in the default web browser.")] = False,
 ) -> None:
     """Write <run>/browser.html, the self-contained feature browser, and print its path."""
-    from sae_core.report.browser import write_browser
+    from sae_core.report import write_browser
 
     page = write_browser(run)
     typer.echo(str(page))

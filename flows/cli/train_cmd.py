@@ -30,7 +30,7 @@ def train(
     from sae_core.errors import TrainingError
     from sae_core.naming import Cell
     from sae_core.progress import TqdmProgress
-    from sae_core.training.trainer import train_cell
+    from sae_core.training import train_cell
 
     cfg = resolve_config(preset, config, set_)
     try:
