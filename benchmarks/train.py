@@ -21,8 +21,8 @@ import torch
 
 from sae_core.config import TrainingConfig
 from sae_core.saes.relu import SparseAutoencoder
+from sae_core.training import TrainCallback, Trainer
 from sae_core.training.data import InMemoryData
-from sae_core.training.trainer import TrainCallback, Trainer
 
 
 def make_data(tokens: int, d: int, seed: int = 0) -> torch.Tensor:

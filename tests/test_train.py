@@ -17,9 +17,9 @@ from sae_core.errors import TrainingError
 from sae_core.io import read_json
 from sae_core.naming import Cell
 from sae_core.saes.relu import SparseAutoencoder
+from sae_core.training import TrainCallback, Trainer, train_cell, train_sae
 from sae_core.training.checkpoint import CHECKPOINT_NAME
 from sae_core.training.data import InMemoryData, epoch_seed
-from sae_core.training.trainer import TrainCallback, Trainer, train_cell, train_sae
 from tests.fixtures_sae import make_store, small_config
 
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -51,9 +51,10 @@ def train_cell(
 ) -> dict[str, Any]:
     """Train `cell` on the store at `store_path` into `out_dir`; return the `metrics.json` dict."""
     from sae_core.saes.relu import SparseAutoencoder
+    from sae_core.training.callbacks import ProgressCallback
     from sae_core.training.data import open_store_data
     from sae_core.training.tracking import WandbCallback
-    from sae_core.training.trainer import ProgressCallback, Trainer
+    from sae_core.training.trainer import Trainer
 
     if not math.isfinite(cell.l1) or cell.l1 < 0:
         raise TrainingError(f"l1: λ must be finite and >= 0 (got {cell.l1})")

@@ -16,7 +16,7 @@ from typing import Any
 
 from sae_core.config import TrackingConfig
 from sae_core.errors import SaeSweepError
-from sae_core.training.trainer import TrainCallback
+from sae_core.training.callbacks import TrainCallback
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """Training one SAE: shuffled batches, the fused step, the decoder constraint, resampling, metrics,
-validation, checkpoints and callbacks. `train_cell` trains one grid cell from a store into its run dir.
+validation, checkpoints and callbacks; `run_cell.train_cell` puts one grid cell in its run dir.
 
 Callers attach a progress bar, Prefect progress or tracking through `TrainCallback`s; `sae_core` knows
 none of them. Nothing here syncs the device every step: the loss is checked for NaN/Inf through a
@@ -21,7 +21,6 @@ import torch
 from sae_core.config import TrainingConfig
 from sae_core.device import cpu_threads
 from sae_core.errors import TrainingError
-from sae_core.progress import Progress
 from sae_core.saes.relu import (
     SparseAutoencoder,
     StepBuffers,
@@ -32,46 +31,12 @@ from sae_core.saes.relu import (
     normalize_decoder,
     project_decoder_grad,
 )
+from sae_core.training.callbacks import TrainCallback
 from sae_core.training.checkpoint import config_hash, rng_state, save_checkpoint, set_rng_state
 from sae_core.training.data import TrainingData, geometric_median, steps_per_epoch
 from sae_core.training.resample import resample_dead
 
 log = logging.getLogger(__name__)
-
-
-class TrainCallback:
-    """Hooks into a training run; every method is a no-op here, override the ones you need."""
-
-    def on_start(self, total_steps: int, info: dict) -> None: ...
-    def on_log(self, step: int, metrics: dict) -> None: ...
-    def on_validation(self, step: int, metrics: dict) -> None: ...
-    def on_resample(self, step: int, neurons: int) -> None: ...
-    def on_checkpoint(self, step: int, path: Path) -> None: ...
-    def on_end(self, metrics: dict) -> None: ...
-
-
-class ProgressCallback(TrainCallback):
-    """Feeds a `Progress` (tqdm in the CLI, a Prefect artifact in tasks): tokens, tok/s, loss, L0, dead %."""
-
-    def __init__(self, progress: Progress) -> None:
-        self.progress = progress
-        self.total_tokens: int | None = None
-
-    def on_start(self, total_steps: int, info: dict) -> None:
-        self.total_tokens = total_steps * int(info["batch_size"])
-        self.progress(int(info.get("tokens", 0)), self.total_tokens, {})
-
-    def on_log(self, step: int, metrics: dict) -> None:
-        self.progress(
-            int(metrics["tokens"]),
-            self.total_tokens,
-            {
-                "tok/s": round(metrics.get("tokens_per_s", 0.0)),
-                "loss": metrics["loss"],
-                "L0": metrics["l0"],
-                "dead%": 100 * metrics["dead_fraction"],
-            },
-        )
 
 
 @dataclass
@@ -368,18 +333,3 @@ def train_sae(
         sae, data, training, l1=l1, strategy=strategy, device=torch.device(device), callbacks=callbacks
     )
     return trainer.sae, trainer.run()
-
-
-# `train_cell` (the run-directory entry point) lives in sae_core.training.run_cell and is re-exported here so
-# that callers use the contract's name `sae_core.training.trainer.train_cell`.
-from sae_core.training.run_cell import train_cell  # noqa: E402
-
-__all__ = [
-    "ProgressCallback",
-    "TrainCallback",
-    "TrainState",
-    "Trainer",
-    "total_steps_for",
-    "train_cell",
-    "train_sae",
-]
