@@ -191,7 +191,7 @@ def test_wandb_offline_writes_a_local_run_and_disabled_never_imports_it(sae_stor
     assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
     code = (
         "import sys; from tests.fixtures_sae import small_config; from sae_core.naming import Cell; "
-        "from sae_core.training.trainer import train_cell; "
+        "from sae_core.training import train_cell; "
         f"train_cell({str(sae_store)!r}, Cell(2, 0.02, 'nosampling'), small_config(), "
         f"{str(tmp_path / 'off')!r}); "
         "assert 'wandb' not in sys.modules, 'wandb imported in disabled mode'"
