@@ -440,6 +440,24 @@ def test_monosemanticity_rate() -> None:
     assert monosemanticity(labels_frame([]))["monosemanticity_rate_conservative"] is None
 
 
+def test_the_report_shows_the_conservative_rate_beside_the_rate(tmp_path) -> None:
+    from sae_core.naming import Cell
+    from sae_core.report import CELL_METRICS, CellData, monosemanticity_conservative_pct, monosemanticity_pct
+
+    summary = monosemanticity(
+        labels_frame([_row(1, "top"), _row(2, "top", poly=True), _row(3, "top", "failed")])
+    )
+    cell = CellData(Cell(2, 0.01, "sampling"), tmp_path, exists=True, labels=summary)
+    assert monosemanticity_pct(cell).value == pytest.approx(50.0)
+    assert monosemanticity_conservative_pct(cell).value == pytest.approx(100 / 3)
+    assert "monosemanticity_conservative_pct" in CELL_METRICS
+    before = {k: summary[k] for k in ("monosemanticity_rate", "labelled", "polysemantic", "failed")}
+    old = CellData(Cell(2, 0.01, "sampling"), tmp_path, exists=True, labels=before)  # labels.json of label-v1
+    assert monosemanticity_conservative_pct(old).value == pytest.approx(100 / 3)
+    skipped = CellData(Cell(2, 0.01, "sampling"), tmp_path, exists=True, labels={"skipped_reason": "no key"})
+    assert monosemanticity_conservative_pct(skipped).note == "skipped (no key)"
+
+
 def test_write_labels_contract(tmp_path) -> None:
     rows = [_row(1, "top"), _row(2, "bottom", status="failed")]
     summary = {"monosemanticity_rate": 1.0, "skipped_reason": None}

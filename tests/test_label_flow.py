@@ -290,6 +290,7 @@ def _told_what_was_wrong(body: dict) -> bool:
 def test_verdicts_repairs_and_the_conservative_rate(label_prefect, fake_llm, tmp_path, monkeypatch) -> None:
     from sae_core.naming import Cell
     from tasks.common import run_dir
+    from tasks.summary import grid_rows
 
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     cfg = _cfg(tmp_path / "data", fake_llm.url, **{"labeling.structured_output": True})
@@ -338,3 +339,8 @@ def test_verdicts_repairs_and_the_conservative_rate(label_prefect, fake_llm, tmp
     assert summary["rate_top_conservative"] == pytest.approx(1 - 2 / 3)
     assert summary["rate_bottom"] == 1.0 and summary["rate_bottom_conservative"] == pytest.approx(0.5)
     assert json.loads((run / "labels.json").read_text()) == summary
+
+    row = next(r for r in grid_rows(cfg) if r["λ"] == "0.01" and r["expansion"] == "2x")
+    assert row["monosemanticity (resampling)"] == "50%"
+    assert row["monosemanticity, failed = polysemantic (resampling)"] == "40%"
+    assert row["monosemanticity, failed = polysemantic (no resampling)"] == "missing"
