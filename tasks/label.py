@@ -4,6 +4,10 @@
   `retry_condition_fn` only for `TransientLabelError` (429, 5xx, timeouts, malformed answers); a 429's
   Retry-After is waited inside the attempt before it fails, so the next try never comes early. 400/401/
   403 fail at once. A feature that still fails is recorded `status=failed`; the other features go on.
+- Repair: after a malformed answer the next try does not resend the same prompt (at temperature 0 it
+  fails the same way) but continues the conversation: the model's answer, then a user turn saying what
+  was wrong. The conversation is kept per task run in this process, across tries, so an HTTP error in
+  between does not lose it; each try is still one request and counts against `labeling.max_retries`.
 - Concurrency: a thread-pool task runner of `labeling.concurrency` workers per cell, plus a process-wide
   semaphore per endpoint, so cells labelled at the same time still respect the bound.
 - Cache: the task's cache key is (prompt version, model, examples hash) and results persist under
@@ -37,6 +41,7 @@ from sae_core.labels import (
     FeatureInputs,
     LabelAttemptError,
     LabelExample,
+    Repair,
     detect_feature,
     detection_set,
     examples_hash,
@@ -76,6 +81,8 @@ class Endpoint:
 _lock = threading.Lock()
 _clients: dict[tuple[str | None, float, str], Any] = {}
 _slots: dict[tuple[str | None, int], threading.BoundedSemaphore] = {}
+_repairs: dict[str, Repair] = {}
+"""Task run id → the conversation its next try sends after a malformed answer."""
 
 
 def _client(endpoint: Endpoint) -> Any:
@@ -160,18 +167,31 @@ def _attempt(endpoint: Endpoint, call: Any) -> Any:
 def label_feature_task(
     feature_id: int, examples: list[LabelExample], examples_hash: str, endpoint: Endpoint
 ) -> dict[str, Any]:
-    """Label one feature (one attempt per task try). Returns the label fields and the attempt count."""
-    result, attempt = _attempt(
-        endpoint,
-        lambda client: label_feature(
-            client,
-            endpoint.model,
-            examples,
-            temperature=endpoint.temperature,
-            timeout=endpoint.timeout,
-            use_json_schema=endpoint.use_json_schema,
-        ),
-    )
+    """Label one feature (one attempt per task try; after a malformed answer, the try asks for a
+    repair). Returns the label fields and the attempt count."""
+    run_id = str(runtime_task_run.id or "")
+    with _lock:
+        repair = _repairs.get(run_id)
+    try:
+        result, attempt = _attempt(
+            endpoint,
+            lambda client: label_feature(
+                client,
+                endpoint.model,
+                examples,
+                temperature=endpoint.temperature,
+                timeout=endpoint.timeout,
+                use_json_schema=endpoint.use_json_schema,
+                repair=repair,
+            ),
+        )
+    except LabelAttemptError as err:
+        if err.repair is not None and run_id:
+            with _lock:
+                _repairs[run_id] = err.repair
+            _logger().info("feature %d: %s; the next attempt says what was wrong", feature_id, err)
+        raise
+    _forget_repair(run_id)
     _logger().info("feature %d: %s", feature_id, result.label)
     return {
         "label": result.label,
@@ -179,6 +199,11 @@ def label_feature_task(
         "polysemantic": result.polysemantic,
         "attempts": attempt,
     }
+
+
+def _forget_repair(run_id: str) -> None:
+    with _lock:
+        _repairs.pop(run_id, None)
 
 
 @task(
@@ -222,8 +247,11 @@ def skip_reason(lab: LabelingConfig, key: str | None) -> str | None:
 def _empty_summary(lab: LabelingConfig, reason: str | None) -> dict[str, Any]:
     return {
         "monosemanticity_rate": None,
+        "monosemanticity_rate_conservative": None,
         "rate_top": None,
         "rate_bottom": None,
+        "rate_top_conservative": None,
+        "rate_bottom_conservative": None,
         "labelled": 0,
         "polysemantic": 0,
         "failed": 0,
@@ -314,16 +342,22 @@ def label_cell(run_dir: str, cfg: SweepConfig, progress: Progress | None = None)
     summary["cached"] = sum(1 for o in outcomes.values() if o.get("cached"))
     write_labels(run, rows, summary)
     logger.info(
-        "labels for %s: %d labelled, %d polysemantic, %d failed, %d from cache; monosemanticity rate %s",
+        "labels for %s: %d labelled, %d polysemantic, %d failed, %d from cache; monosemanticity rate %s "
+        "(%s counting failed features as polysemantic)",
         run.name,
         summary["labelled"],
         summary["polysemantic"],
         summary["failed"],
         summary["cached"],
-        "n/a" if summary["monosemanticity_rate"] is None else f"{summary['monosemanticity_rate']:.3f}",
+        _fmt_rate(summary["monosemanticity_rate"]),
+        _fmt_rate(summary["monosemanticity_rate_conservative"]),
     )
     _publish(run, rows, summary)
     return summary
+
+
+def _fmt_rate(rate: float | None) -> str:
+    return "n/a" if rate is None else f"{rate:.3f}"
 
 
 def _default_progress(run: Path) -> Progress:
@@ -341,6 +375,7 @@ def _failed(attempts: int, error: str) -> dict[str, Any]:
 def _collect(future: Any, secret: str) -> dict[str, Any]:
     """The outcome of one task run: its result, or `failed` with the scrubbed error and attempt count."""
     future.wait()
+    _forget_repair(str(future.task_run_id))  # a run that failed for good leaves its conversation
     state = future.state
     if state.is_completed():
         return {**state.result(), "status": "ok", "error": None, "cached": state.name == "Cached"}
@@ -420,13 +455,13 @@ def _publish(run: Path, rows: list[dict[str, Any]], summary: dict[str, Any]) -> 
     if FlowRunContext.get() is None:
         return
     slug = re.sub(r"[^a-z0-9-]+", "-", run.name.lower()).strip("-")
-    rate = summary["monosemanticity_rate"]
     create_table_artifact(
         key=f"labels-{slug}"[:100],
         table=[{k: r[k] for k in ("feature_id", "group", "label", "status", "attempts")} for r in rows],
         description=(
             f"Labels of {run.name} ({summary['model']}, {PROMPT_VERSION}): monosemanticity rate "
-            f"{'n/a' if rate is None else f'{rate:.3f}'}, {summary['labelled']} labelled, "
-            f"{summary['failed']} failed."
+            f"{_fmt_rate(summary['monosemanticity_rate'])} ("
+            f"{_fmt_rate(summary['monosemanticity_rate_conservative'])} counting failed features as "
+            f"polysemantic), {summary['labelled']} labelled, {summary['failed']} failed."
         ),
     )

@@ -15,6 +15,7 @@ from sae_core.naming import Cell, grid_cells
 from tasks.common import run_dir
 
 MISSING = "missing"
+CONSERVATIVE = "monosemanticity_rate_conservative"
 
 
 def _load(path: Path) -> dict[str, Any] | None:
@@ -41,6 +42,7 @@ def cell_summary(cfg: SweepConfig, cell: Cell) -> dict[str, Any]:
         "l0": analysis.get("l0"),
         "explained_variance": analysis.get("explained_variance"),
         "monosemanticity_rate": mono,
+        "monosemanticity_rate_conservative": labels.get("monosemanticity_rate_conservative"),
         "labels_skipped": labels.get("skipped_reason"),
     }
 
@@ -53,11 +55,11 @@ def _num(value: float | None, digits: int = 3) -> str:
     return MISSING if value is None else f"{value:.{digits}g}"
 
 
-def _mono(summary: dict[str, Any] | None) -> str:
+def _mono(summary: dict[str, Any] | None, key: str = "monosemanticity_rate") -> str:
     if summary is None:
         return MISSING
-    if summary["monosemanticity_rate"] is not None:
-        return f"{100 * summary['monosemanticity_rate']:.0f}%"
+    if summary[key] is not None:
+        return f"{100 * summary[key]:.0f}%"
     if summary["labels_skipped"]:
         return "skipped"
     return MISSING
@@ -90,6 +92,9 @@ def grid_rows(cfg: SweepConfig) -> list[dict[str, str]]:
                     ),
                     "monosemanticity (no resampling)": _mono(plain),
                     "monosemanticity (resampling)": _mono(resampled),
+                    # failed labels counted polysemantic: the lower bound beside the rate
+                    "monosemanticity, failed = polysemantic (no resampling)": _mono(plain, CONSERVATIVE),
+                    "monosemanticity, failed = polysemantic (resampling)": _mono(resampled, CONSERVATIVE),
                 }
             )
     return rows

@@ -4,8 +4,11 @@ provides it).
 
 The server is real HTTP on 127.0.0.1 (a free port, stdlib `http.server` in a thread) implementing
 `POST /v1/chat/completions`, so the real `openai` client is what the code under test talks to. Replies
-are scripted per feature: a request whose last user message contains a marker (e.g. `tokA`) takes the
-next reply scripted for that marker, then falls back to the default answer. Every request is recorded.
+are scripted per feature: a request whose feature message (the last user message with a `**…**` mark,
+so that a repair turn after it still belongs to the feature) contains a marker (e.g. `tokA`) takes the
+next reply scripted for that marker, then falls back to the default answer. A marker can instead have a
+responder, a function of the request body and the marker's request count, which answers like a model
+at temperature 0 does: the same conversation always gets the same answer. Every request is recorded.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -72,6 +75,7 @@ class FakeLLM:
     def __init__(self) -> None:
         self.requests: list[Recorded] = []
         self.scripts: dict[str, deque[Reply]] = {}
+        self.responders: dict[str, Callable[[dict[str, Any], int], Reply | None]] = {}
         self.lock = threading.Lock()
         self.in_flight = 0
         self.max_in_flight = 0
@@ -82,10 +86,16 @@ class FakeLLM:
         with self.lock:
             self.scripts[marker] = deque(replies)
 
+    def respond(self, marker: str, responder: Callable[[dict[str, Any], int], Reply | None]) -> None:
+        """`responder(body, n)` answers the marker's n-th request (0-based); None: the default answer."""
+        with self.lock:
+            self.responders[marker] = responder
+
     def reset(self) -> None:
         with self.lock:
             self.requests.clear()
             self.scripts.clear()
+            self.responders.clear()
             self.max_in_flight = 0
 
     def requests_for(self, marker: str) -> list[Recorded]:
@@ -94,25 +104,35 @@ class FakeLLM:
     # -- what the handler calls
 
     def next_reply(self, body: dict[str, Any] | None) -> tuple[str | None, Reply]:
-        last_user = _last_user(body)
+        feature = _feature_user(body)
         with self.lock:
+            for marker, responder in self.responders.items():
+                if marker in feature:
+                    n = sum(r.marker == marker for r in self.requests)
+                    return marker, responder(body or {}, n) or default_reply(body)
             for marker, queue in self.scripts.items():
-                if marker in last_user:
+                if marker in feature:
                     return marker, (queue.popleft() if queue else default_reply(body))
-        marker_match = re.search(r"\*\*([^*]+)\*\*", last_user)
+        marker_match = re.search(r"\*\*([^*]+)\*\*", feature)
         return (marker_match.group(1).strip() if marker_match else None), default_reply(body)
 
 
-def _last_user(body: dict[str, Any] | None) -> str:
+def _users(body: dict[str, Any] | None) -> list[str]:
     messages = (body or {}).get("messages") or []
-    users = [m.get("content") or "" for m in messages if m.get("role") == "user"]
-    return users[-1] if users else ""
+    return [m.get("content") or "" for m in messages if m.get("role") == "user"]
+
+
+def _feature_user(body: dict[str, Any] | None) -> str:
+    """The last user message that shows marked contexts (repair turns after it show none)."""
+    users = _users(body)
+    marked = [u for u in users if "**" in u]
+    return marked[-1] if marked else (users[-1] if users else "")
 
 
 def default_reply(body: dict[str, Any] | None) -> Reply:
     """A plausible answer: labels name the first marked token; detection picks the contexts whose
     marked token is the one the label names."""
-    text = _last_user(body)
+    text = _feature_user(body)
     structured = bool((body or {}).get("response_format"))
     if text.startswith("Label:"):
         named = text.split("\n", 1)[0].removeprefix("Label:").strip().removeprefix("the token ")
@@ -124,7 +144,8 @@ def default_reply(body: dict[str, Any] | None) -> Reply:
     token = re.search(r"\*\*([^*]+)\*\*", text)
     label = f"the token {token.group(1).strip()}" if token else "POLYSEMANTIC"
     if structured:
-        return answer(json.dumps({"reasoning": "Every marked token is the same word.", "label": label}))
+        reasoning = "Every marked token is the same word."
+        return answer(json.dumps({"reasoning": reasoning, "polysemantic": token is None, "label": label}))
     return answer(f"Every marked token is the same word.\nLabel: {label}")
 
 

@@ -28,8 +28,8 @@ from sae_core.labels.client import (
     write_labels,
 )
 from sae_core.labels.detection import detect_feature, detection_set
-from sae_core.labels.prompt import MalformedAnswer, parse_detection
-from tests.fixtures_llm import answer, error, hang, write_analysis
+from sae_core.labels.prompt import LABEL_SCHEMA, MalformedAnswer, parse_detection
+from tests.fixtures_llm import Reply, answer, error, hang, write_analysis
 
 KEY = "sk-unit-test-4f7c1e9a2b6d8f0a3c5e"
 EXAMPLES = [LabelExample(f"went to **Paris** on day {i}", 9.0 - i) for i in range(5)]
@@ -77,6 +77,72 @@ def test_parse_label_keeps_reasoning() -> None:
 def test_parse_label_rejects_unusable_answers(text: str | None) -> None:
     with pytest.raises(MalformedAnswer):
         parse_label(text)
+
+
+@pytest.mark.parametrize(
+    "said",
+    [
+        "POLYSEMANTIC (no shared theme)",
+        "Polysemantic – unrelated tokens",
+        "Polysemantic feature",
+        "polysemantic: the marked tokens share nothing",
+        "**Polysemantic** (mixed)",
+        "Polysemantic-looking mix of names and numbers",  # a hedge on the verdict is the verdict
+        "POLYSEMANTIC because the marked tokens share no word, form, meaning, grammatical role or topic",
+    ],
+)
+def test_a_label_opening_with_the_word_polysemantic_is_polysemantic(said: str) -> None:
+    parsed = parse_label(f"No shared theme.\nLabel: {said}")
+    assert (parsed.label, parsed.polysemantic) == (POLYSEMANTIC, True)
+    assert said.replace("**", "") in parsed.reasoning.replace("**", "")  # the explanation is kept
+    assert parse_label(json.dumps({"reasoning": "r", "label": said})).polysemantic  # JSON without the flag
+
+
+@pytest.mark.parametrize(
+    "said", ["polysemanticity of words like bank", "words that are polysemantic", "Not polysemantic"]
+)
+def test_polysemantic_counts_only_as_the_opening_word(said: str) -> None:
+    parsed = parse_label(f"Label: {said}")
+    assert (parsed.label, parsed.polysemantic) == (said, False)
+
+
+def test_the_structured_answer_boolean_decides_whatever_the_wording() -> None:
+    def parse(poly: bool, label: str):
+        return parse_label(json.dumps({"reasoning": "why", "polysemantic": poly, "label": label}))
+
+    assert (parse(True, "names, numbers and brackets").polysemantic, parse(True, "x").label) == (
+        True,
+        POLYSEMANTIC,
+    )
+    assert parse(True, " ".join(["word"] * 20)).polysemantic  # no word limit on a verdict
+    assert parse(False, "the word Paris").label == "the word Paris"
+    with pytest.raises(MalformedAnswer) as info:
+        parse(False, "POLYSEMANTIC (mixed)")  # contradicts itself: asked again, never guessed
+    assert '"polysemantic" to false' in info.value.problem
+    schema = LABEL_SCHEMA["schema"]
+    assert schema["properties"]["polysemantic"] == {"type": "boolean"}
+    assert "polysemantic" in schema["required"]
+    worked = [json.loads(m["content"]) for m in build_messages(EXAMPLES, use_json_schema=True)[2:-1:2]]
+    assert [w["polysemantic"] for w in worked] == [w["label"] == POLYSEMANTIC for w in worked]
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (
+            "Label: " + " ".join(["word"] * 15),
+            "Your label had 15 words; give 2–8 words, or exactly POLYSEMANTIC",
+        ),
+        ("", "Your answer was empty"),
+        ("The tokens are all Paris.", "no final line of the form `Label: <your label>`"),
+        ('{"label": "the wo', 'not valid JSON with the keys "reasoning", "polysemantic" and "label"'),
+        ("Label: **", "Your label was empty"),
+    ],
+)
+def test_a_malformed_answer_says_what_was_wrong(text: str, problem: str) -> None:
+    with pytest.raises(MalformedAnswer) as info:
+        parse_label(text)
+    assert problem in info.value.problem
 
 
 def test_parse_detection() -> None:
@@ -149,6 +215,91 @@ def test_label_feature_drops_a_refused_temperature(fake_llm) -> None:
     )
     assert label_feature(_client(fake_llm), "m", EXAMPLES, use_json_schema=False).label == "the token Paris"
     assert ["temperature" in r.body for r in fake_llm.requests] == [True, False]
+
+
+LONG = "place names in travel sentences, mostly the French capital but also other big cities sometimes"
+
+
+def _temperature_zero(good: str, bad: str = f"Travel.\nLabel: {LONG}"):
+    """Like a model at temperature 0: the same prompt always gets the same (bad) answer; only a
+    conversation whose last turn says what was wrong gets `good`."""
+
+    def respond(body: dict, n: int) -> Reply:
+        last = body["messages"][-1]
+        fixed = last["role"] == "user" and "15 words; give 2–8 words" in last["content"]
+        return answer(good if fixed else bad)
+
+    return respond
+
+
+@pytest.mark.parametrize("structured", [False, True])
+def test_a_malformed_answer_is_repaired_in_the_conversation(fake_llm, structured: bool) -> None:
+    bad = json.dumps({"reasoning": "r", "polysemantic": False, "label": LONG}) if structured else None
+    good = json.dumps({"reasoning": "r", "polysemantic": False, "label": "the word Paris"})
+    fake_llm.respond(
+        "Paris", _temperature_zero(good if structured else "Label: the word Paris", *[bad] * bool(bad))
+    )
+    client = _client(fake_llm)
+    with pytest.raises(TransientLabelError) as info:
+        label_feature(client, "m", EXAMPLES, use_json_schema=structured)
+    err = info.value
+    assert err.kind == "malformed" and err.retryable and "15 words" in str(err)
+    assert err.repair is not None and err.repair.structured is structured
+    result = label_feature(client, "m", EXAMPLES, use_json_schema=structured, repair=err.repair)
+    assert (result.label, result.polysemantic, result.structured) == ("the word Paris", False, structured)
+    first, second = (r.body for r in fake_llm.requests)
+    assert (
+        second["messages"][: len(first["messages"])] == first["messages"]
+    )  # the same conversation, continued
+    bad_turn, fix_turn = second["messages"][len(first["messages"]) :]
+    assert bad_turn["role"] == "assistant" and LONG in bad_turn["content"]
+    assert fix_turn["role"] == "user"
+    assert fix_turn["content"].startswith("Your label had 15 words; give 2–8 words, or exactly POLYSEMANTIC")
+    assert ('"polysemantic"' in fix_turn["content"]) is structured  # the format is asked for again
+    assert second["temperature"] == first["temperature"] == 0.0
+    assert bool(second.get("response_format")) is structured
+
+
+def test_repairs_accumulate_and_an_empty_answer_adds_no_empty_turn(fake_llm) -> None:
+    fake_llm.script("Paris", answer(""), answer(f"Label: {LONG}"))
+    client = _client(fake_llm)
+    repair = None
+    for _ in range(2):
+        with pytest.raises(TransientLabelError) as info:
+            label_feature(client, "m", EXAMPLES, use_json_schema=False, repair=repair)
+        repair = info.value.repair
+    assert repair is not None and [t.answer for t in repair.turns] == ["", f"Label: {LONG}"]
+    assert (
+        label_feature(client, "m", EXAMPLES, use_json_schema=False, repair=repair).label == "the token Paris"
+    )
+    third = fake_llm.requests[-1].body["messages"]
+    assert all(m["content"] for m in third)  # no assistant turn with empty content
+    feature_turn = next(m for m in reversed(third) if "**Paris**" in m["content"])
+    assert "Your answer was empty." in feature_turn["content"]
+    assert [m["role"] for m in third[-3:]] == ["user", "assistant", "user"]
+    assert "15 words" in third[-1]["content"]
+
+
+def test_a_repair_after_the_schema_was_refused_stays_in_text(fake_llm) -> None:
+    fake_llm.script(
+        "Paris", error(400, "response_format json_schema is not supported"), answer(f"Label: {LONG}")
+    )
+    client = _client(fake_llm)
+    with pytest.raises(TransientLabelError) as info:
+        label_feature(client, "m", EXAMPLES, use_json_schema=True)
+    repair = info.value.repair
+    assert repair is not None and repair.structured is False
+    assert (
+        label_feature(client, "m", EXAMPLES, use_json_schema=True, repair=repair).label == "the token Paris"
+    )
+    assert [bool(r.body.get("response_format")) for r in fake_llm.requests] == [True, False, False]
+
+
+def test_a_long_polysemantic_verdict_is_not_a_failure(fake_llm) -> None:
+    verdict = "POLYSEMANTIC – the marked tokens share no word, no form, no meaning and no grammatical role"
+    fake_llm.script("Paris", answer(f"Nothing shared.\nLabel: {verdict}"))
+    result = label_feature(_client(fake_llm), "m", EXAMPLES, use_json_schema=False)
+    assert (result.label, result.polysemantic) == (POLYSEMANTIC, True)
 
 
 @pytest.mark.parametrize(
@@ -278,8 +429,38 @@ def test_monosemanticity_rate() -> None:
     assert math.isclose(rate["rate_top"], 1 - 1 / 3) and rate["rate_bottom"] == 0.0
     assert rate["groups"]["top"]["failed"] == 1 and rate["groups"]["bottom"]["labelled"] == 2
     assert math.isclose(rate["detection_accuracy"], 0.6)
+    # conservative: 1 − (polysemantic + failed) / (labelled + failed), overall and per group
+    assert math.isclose(rate["monosemanticity_rate_conservative"], 1 - (3 + 1) / (5 + 1))
+    assert math.isclose(rate["rate_top_conservative"], 1 - (1 + 1) / (3 + 1))
+    assert rate["rate_bottom_conservative"] == 0.0
+    assert math.isclose(rate["groups"]["top"]["rate_conservative"], 0.5)
     nothing = monosemanticity(labels_frame([_row(1, "top", status="failed")]))
     assert nothing["monosemanticity_rate"] is None and nothing["failed"] == 1
+    assert nothing["monosemanticity_rate_conservative"] == 0.0  # every feature failed: counted polysemantic
+    assert monosemanticity(labels_frame([]))["monosemanticity_rate_conservative"] is None
+
+
+def test_the_report_shows_the_conservative_rate_beside_the_rate(tmp_path) -> None:
+    from sae_core.naming import Cell
+    from sae_core.report.build import (
+        CELL_METRICS,
+        CellData,
+        monosemanticity_conservative_pct,
+        monosemanticity_pct,
+    )
+
+    summary = monosemanticity(
+        labels_frame([_row(1, "top"), _row(2, "top", poly=True), _row(3, "top", "failed")])
+    )
+    cell = CellData(Cell(2, 0.01, "sampling"), tmp_path, exists=True, labels=summary)
+    assert monosemanticity_pct(cell).value == pytest.approx(50.0)
+    assert monosemanticity_conservative_pct(cell).value == pytest.approx(100 / 3)
+    assert "monosemanticity_conservative_pct" in CELL_METRICS
+    before = {k: summary[k] for k in ("monosemanticity_rate", "labelled", "polysemantic", "failed")}
+    old = CellData(Cell(2, 0.01, "sampling"), tmp_path, exists=True, labels=before)  # labels.json of label-v1
+    assert monosemanticity_conservative_pct(old).value == pytest.approx(100 / 3)
+    skipped = CellData(Cell(2, 0.01, "sampling"), tmp_path, exists=True, labels={"skipped_reason": "no key"})
+    assert monosemanticity_conservative_pct(skipped).note == "skipped (no key)"
 
 
 def test_write_labels_contract(tmp_path) -> None:

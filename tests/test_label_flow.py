@@ -270,3 +270,77 @@ def test_key_from_a_prefect_secret_block(label_prefect, fake_llm, tmp_path, monk
     assert [r.headers["authorization"] for r in fake_llm.requests] == [f"Bearer {block_key}"]
     missing = _cfg(tmp_path / "data", None, **{"labeling.api_key_secret_block": "no-such-block"})
     assert "no-such-block" in label_cell(str(run), missing)["skipped_reason"]
+
+
+LONG = "names of places in travel sentences, mostly capitals, but other towns and some rivers too"
+VERDICTS = {
+    31: ("top", "tokH"),  # text answer "POLYSEMANTIC (no shared theme)": polysemantic
+    32: ("top", "tokI"),  # JSON polysemantic=true with a descriptive label: polysemantic
+    33: ("top", "tokJ"),  # a 15-word label at temperature 0, then a 500, then repaired
+    34: ("bottom", "tokK"),  # a 15-word label whatever it is told: failed
+    35: ("bottom", "tokL"),  # fine
+}
+
+
+def _told_what_was_wrong(body: dict) -> bool:
+    last = body["messages"][-1]
+    return last["role"] == "user" and "Your label had 15 words; give 2–8 words" in last["content"]
+
+
+def test_verdicts_repairs_and_the_conservative_rate(label_prefect, fake_llm, tmp_path, monkeypatch) -> None:
+    from sae_core.naming import Cell
+    from tasks.common import run_dir
+    from tasks.summary import grid_rows
+
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    cfg = _cfg(tmp_path / "data", fake_llm.url, **{"labeling.structured_output": True})
+    cell = Cell(2, 0.01, "sampling")  # a cell of the demo grid, for the grid table
+    run = write_analysis(run_dir(cfg, cell), VERDICTS, n_top=6, n_quantile=2)
+    long_json = json.dumps({"reasoning": "Mostly places.", "polysemantic": False, "label": LONG})
+    fake_llm.script("tokH", answer("The marked tokens share nothing.\nLabel: POLYSEMANTIC (no shared theme)"))
+    mixed = {"reasoning": "Nothing shared.", "polysemantic": True, "label": "names, numbers and brackets"}
+    fake_llm.script("tokI", answer(json.dumps(mixed)))
+    fake_llm.respond(
+        "tokJ",
+        lambda body, n: (
+            error(500, "boom") if n == 1 else (None if _told_what_was_wrong(body) else answer(long_json))
+        ),
+    )
+    fake_llm.respond("tokK", lambda body, n: answer(long_json))
+    summary = _label_flow(str(run), cfg.model_dump(mode="json"))
+
+    df = pd.read_parquet(run / "labels.parquet").set_index("feature_id")
+    assert df.loc[[31, 32], "label"].tolist() == ["POLYSEMANTIC", "POLYSEMANTIC"]
+    assert df.loc[[31, 32], "polysemantic"].tolist() == [True, True]
+    assert "no shared theme" in df.loc[31, "reasoning"]  # the model's explanation is kept
+    assert "names, numbers and brackets" in df.loc[32, "reasoning"]
+
+    # tokJ: bad answer, then the repair turn (its 500 does not lose the conversation), then the label
+    j = [r.body["messages"] for r in fake_llm.requests_for("tokJ")]
+    assert len(j) == 3 and not _told_what_was_wrong({"messages": j[0]})
+    assert j[1] == j[2] and j[1][: len(j[0])] == j[0]
+    assert j[1][len(j[0])] == {"role": "assistant", "content": long_json}
+    assert df.loc[33, "label"] == "the token tokJ" and df.loc[33, "attempts"] == 3
+    assert not df.loc[33, "polysemantic"] and df.loc[33, "status"] == "ok"
+
+    # tokK: one request per try (max_retries bounds the repairs), each telling it again; then failed
+    k = [r.body["messages"] for r in fake_llm.requests_for("tokK")]
+    assert len(k) == MAX_RETRIES + 1
+    repair_turns = [sum(m["role"] == "assistant" for m in msgs[len(k[0]) :]) for msgs in k]
+    assert repair_turns == list(range(MAX_RETRIES + 1)) and all(
+        _told_what_was_wrong({"messages": m}) for m in k[1:]
+    )
+    assert df.loc[34, "status"] == "failed" and "15 words" in df.loc[34, "error"]
+
+    # the rate leaves the failed feature out; the conservative rate counts it polysemantic
+    assert (summary["labelled"], summary["polysemantic"], summary["failed"]) == (4, 2, 1)
+    assert summary["monosemanticity_rate"] == pytest.approx(1 - 2 / 4)
+    assert summary["monosemanticity_rate_conservative"] == pytest.approx(1 - 3 / 5)
+    assert summary["rate_top_conservative"] == pytest.approx(1 - 2 / 3)
+    assert summary["rate_bottom"] == 1.0 and summary["rate_bottom_conservative"] == pytest.approx(0.5)
+    assert json.loads((run / "labels.json").read_text()) == summary
+
+    row = next(r for r in grid_rows(cfg) if r["λ"] == "0.01" and r["expansion"] == "2x")
+    assert row["monosemanticity (resampling)"] == "50%"
+    assert row["monosemanticity, failed = polysemantic (resampling)"] == "40%"
+    assert row["monosemanticity, failed = polysemantic (no resampling)"] == "missing"

@@ -32,6 +32,7 @@ def test_grid_tables_equal_the_cells_analysis_values(demo_report):
     assert set(tables) == {
         "dead_pct_nosampling", "dead_pct_sampling", "dead_pct_delta",
         "monosemanticity_pct_nosampling", "monosemanticity_pct_sampling",
+        "monosemanticity_conservative_pct_nosampling", "monosemanticity_conservative_pct_sampling",
     }  # fmt: skip
     for key in ("dead_pct_nosampling", "dead_pct_sampling"):
         table = tables[key]

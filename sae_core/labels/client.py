@@ -6,7 +6,9 @@ This module makes ONE attempt per call and classifies every failure (`TransientL
 caller; it is never logged, and every message that leaves this module is scrubbed of it.
 
 Monosemanticity rate = 1 − polysemantic / labelled, where `labelled` counts the features that got a
-label (status `ok`); failed features are reported beside the rate, never counted as either kind.
+label (status `ok`). Beside it, the conservative rate 1 − (polysemantic + failed) / (labelled + failed)
+counts every failed feature as polysemantic: failures are not random (long, hedging answers come from
+messy features), so leaving them out can only flatter the rate; the truth lies between the two.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from sae_core.labels.prompt import (
     LabelExample,
     MalformedAnswer,
     ParsedLabel,
+    RepairTurn,
     build_messages,
     parse_label,
 )
@@ -47,8 +50,11 @@ __all__ = [
     "LabelResult",
     "ParsedLabel",
     "RejectedLabelError",
+    "Repair",
+    "RepairTurn",
     "TransientLabelError",
     "build_messages",
+    "conservative_rate",
     "examples_hash",
     "label_feature",
     "load_label_inputs",
@@ -96,6 +102,8 @@ class LabelAttemptError(LabelingError):
         self.kind = kind
         self.retry_after = retry_after
         self.attempts = 1
+        self.repair: Repair | None = None
+        """After a malformed answer: what the next attempt should send (set by `label_feature`)."""
 
     def __str__(self) -> str:
         return str(self.args[0])
@@ -187,6 +195,14 @@ def make_client(api_key: str, base_url: str | None, timeout: float) -> Any:
 
 
 @dataclass(frozen=True)
+class Repair:
+    """The conversation so far after unusable answers: the format it is in and one turn per answer."""
+
+    structured: bool
+    turns: tuple[RepairTurn, ...]
+
+
+@dataclass(frozen=True)
 class LabelResult:
     label: str
     reasoning: str
@@ -246,18 +262,22 @@ def label_feature(
     temperature: float = 0.0,
     timeout: float = 60.0,
     use_json_schema: bool = True,
+    repair: Repair | None = None,
 ) -> LabelResult:
     """ONE attempt to label a feature from its examples (plus, at most, one plain-text fallback request
     when the endpoint rejects `response_format` with a 400). Raises `TransientLabelError` or
-    `RejectedLabelError`; an unusable answer is a transient `malformed` error."""
+    `RejectedLabelError`; an unusable answer is a transient `malformed` error whose `repair` is what
+    the next attempt passes back as `repair`: the conversation with the model's answer and a user turn
+    saying what was wrong (in the format that answer was in), not the same prompt again."""
     if not examples:
         raise RejectedLabelError("no examples to label", "no_examples")
-    structured = use_json_schema
+    structured = repair.structured if repair is not None else use_json_schema
+    turns = repair.turns if repair is not None else ()
     try:
         text = chat_completion(
             client,
             model,
-            build_messages(examples, use_json_schema=structured),
+            build_messages(examples, use_json_schema=structured, repairs=turns),
             temperature=temperature,
             timeout=timeout,
             schema=LABEL_SCHEMA if structured else None,
@@ -266,14 +286,16 @@ def label_feature(
         if not (structured and refuses_schema(err)):
             raise
         log.info("endpoint refused response_format (%s); using the text format", err)
-        structured = False
+        structured, turns = False, ()  # earlier turns were JSON answers: start again in text
         text = chat_completion(
             client, model, build_messages(examples), temperature=temperature, timeout=timeout, schema=None
         )
     try:
         parsed = parse_label(text)
     except MalformedAnswer as exc:
-        raise TransientLabelError(f"malformed answer: {exc}", "malformed") from None
+        malformed = TransientLabelError(f"malformed answer: {exc}", "malformed")
+        malformed.repair = Repair(structured, (*turns, RepairTurn(text, exc.problem)))
+        raise malformed from None
     return LabelResult(parsed.label, parsed.reasoning, parsed.polysemantic, structured)
 
 
@@ -360,28 +382,41 @@ def examples_hash(examples: Sequence[LabelExample]) -> str:
 # The rate and the output files
 
 
+def conservative_rate(labelled: int, polysemantic: int, failed: int) -> float | None:
+    """1 − (polysemantic + failed) / (labelled + failed): every failed feature counted polysemantic."""
+    counted = labelled + failed
+    return None if counted == 0 else 1.0 - (polysemantic + failed) / counted
+
+
 def _rate(rows: pd.DataFrame) -> dict[str, Any]:
     ok = rows[rows["status"] == "ok"]
     labelled = len(ok)
     poly = int(ok["polysemantic"].fillna(False).astype(bool).sum())
+    failed = int((rows["status"] == "failed").sum())
     return {
         "rate": None if labelled == 0 else 1.0 - poly / labelled,
+        "rate_conservative": conservative_rate(labelled, poly, failed),
         "labelled": labelled,
         "polysemantic": poly,
-        "failed": int((rows["status"] == "failed").sum()),
+        "failed": failed,
     }
 
 
 def monosemanticity(labels_df: pd.DataFrame) -> dict[str, Any]:
-    """1 − polysemantic / labelled overall and per group (None when nothing was labelled), with the
-    counts and the number failed; `detection_accuracy` is the mean over features that have one."""
+    """1 − polysemantic / labelled overall and per group (None when nothing was labelled), the
+    conservative rate beside each (failed features counted polysemantic; None when there is no
+    feature), the counts and the number failed; `detection_accuracy` is the mean over features that
+    have one."""
     overall = _rate(labels_df)
     groups = {g: _rate(labels_df[labels_df["group"] == g]) for g in ("top", "bottom")}
     det = labels_df.loc[labels_df["status"] == "ok", "detection_accuracy"].dropna()
     return {
         "monosemanticity_rate": overall["rate"],
+        "monosemanticity_rate_conservative": overall["rate_conservative"],
         "rate_top": groups["top"]["rate"],
         "rate_bottom": groups["bottom"]["rate"],
+        "rate_top_conservative": groups["top"]["rate_conservative"],
+        "rate_bottom_conservative": groups["bottom"]["rate_conservative"],
         "labelled": overall["labelled"],
         "polysemantic": overall["polysemantic"],
         "failed": overall["failed"],

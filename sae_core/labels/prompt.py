@@ -3,7 +3,17 @@
 Written fresh in the spirit of the study's prompt: each context marks the activating token with
 `**…**`, evidence is ranked lexical identity > morphology > semantic role > syntax > context > topic,
 and the answer is a 2–8 word label or exactly `POLYSEMANTIC`, after a short reasoning, on a final
-`Label:` line. Endpoints that support structured output get the same instructions with a JSON schema.
+`Label:` line. Endpoints that support structured output get the same instructions with a JSON schema,
+whose explicit `polysemantic` boolean decides the verdict whatever the label's wording.
+
+A text answer is polysemantic when its label STARTS with the word POLYSEMANTIC, in any case, whatever
+follows ("POLYSEMANTIC (no shared theme)", "Polysemantic – unrelated tokens", "polysemantic-looking
+mix"): a label that opens with the verdict is the verdict, and reading it as a monosemantic label would
+bias the rate upwards. A longer word ("polysemanticity …") or the word later in the label does not count.
+
+An unusable answer raises `MalformedAnswer` with `problem`, a sentence addressed to the model saying
+what was wrong; the next attempt sends it as a repair turn (`build_messages(..., repairs=...)`) after the
+model's own answer, rather than the same prompt again (which at temperature 0 fails the same way).
 
 `PROMPT_VERSION` is stored with every label and is part of the label cache key: change it whenever the
 text below changes, so that cached labels from another prompt are not reused.
@@ -16,7 +26,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-PROMPT_VERSION = "label-v1"
+PROMPT_VERSION = "label-v2"
+"""v2: the JSON schema's `polysemantic` boolean; v1 labels (cached or stored) are not reused."""
 POLYSEMANTIC = "POLYSEMANTIC"
 MAX_LABEL_WORDS = 12
 """Longer answers are not labels (the prompt asks for 2–8 words; a little slack avoids pointless retries)."""
@@ -38,7 +49,25 @@ class ParsedLabel:
 
 
 class MalformedAnswer(ValueError):
-    """The model's answer has no usable label (empty, no `Label:` line, broken JSON, not a label)."""
+    """The model's answer has no usable label (empty, no `Label:` line, broken JSON, not a label).
+
+    `problem` says what was wrong, addressed to the model (it becomes the repair turn's message)."""
+
+    def __init__(self, message: str, problem: str | None = None) -> None:
+        super().__init__(message, problem)
+        self.problem = problem or f"Your answer could not be used: {message}."
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class RepairTurn:
+    """One unusable answer and what the next request tells the model about it."""
+
+    answer: str | None
+    """The model's answer as received (None or blank: it answered nothing)."""
+    problem: str
 
 
 SYSTEM_PROMPT = """\
@@ -65,16 +94,21 @@ Answer with a short reasoning (at most three sentences), then a final line of th
 Label: <your label>"""
 
 JSON_FORMAT = """\
-Answer in JSON with two keys: "reasoning" (at most three sentences) and "label" (the label, or \
-POLYSEMANTIC)."""
+Answer in JSON with three keys: "reasoning" (at most three sentences), "polysemantic" (true when no \
+single explanation covers most contexts, else false) and "label" (the 2 to 8 word label, or \
+POLYSEMANTIC when "polysemantic" is true)."""
 
 LABEL_SCHEMA = {
     "name": "feature_label",
     "strict": True,
     "schema": {
         "type": "object",
-        "properties": {"reasoning": {"type": "string"}, "label": {"type": "string"}},
-        "required": ["reasoning", "label"],
+        "properties": {
+            "reasoning": {"type": "string"},
+            "polysemantic": {"type": "boolean"},
+            "label": {"type": "string"},
+        },
+        "required": ["reasoning", "polysemantic", "label"],
         "additionalProperties": False,
     },
 }
@@ -138,35 +172,62 @@ def format_examples(examples: Sequence[LabelExample]) -> str:
 
 def _answer_text(reasoning: str, label: str, use_json_schema: bool) -> str:
     if use_json_schema:
-        return json.dumps({"reasoning": reasoning, "label": label})
+        return json.dumps({"reasoning": reasoning, "polysemantic": label == POLYSEMANTIC, "label": label})
     return f"{reasoning}\nLabel: {label}"
 
 
+def repair_message(problem: str, *, use_json_schema: bool = False) -> str:
+    """The user turn after an unusable answer: what was wrong, then the expected form again."""
+    if use_json_schema:
+        form = 'Answer again in JSON with the keys "reasoning", "polysemantic" and "label".'
+    else:
+        form = "Answer again: a short reasoning, then a final line of the form\nLabel: <your label>"
+    return f"{problem}\n{form}"
+
+
 def build_messages(
-    examples: Sequence[LabelExample], *, use_json_schema: bool = False
+    examples: Sequence[LabelExample],
+    *,
+    use_json_schema: bool = False,
+    repairs: Sequence[RepairTurn] = (),
 ) -> list[dict[str, str]]:
-    """System prompt, the worked examples as earlier turns, then this feature's contexts."""
+    """System prompt, the worked examples as earlier turns, then this feature's contexts; after an
+    unusable answer, each `repairs` turn adds the model's answer and a user message saying what was
+    wrong (an empty answer adds no assistant turn: the note goes into the next user message)."""
     fmt = JSON_FORMAT if use_json_schema else TEXT_FORMAT
     messages = [{"role": "system", "content": f"{SYSTEM_PROMPT}\n{fmt}"}]
     for shot_examples, reasoning, label in FEW_SHOT:
         messages.append({"role": "user", "content": format_examples(shot_examples)})
         messages.append({"role": "assistant", "content": _answer_text(reasoning, label, use_json_schema)})
     messages.append({"role": "user", "content": format_examples(examples)})
+    for turn in repairs:
+        note = repair_message(turn.problem, use_json_schema=use_json_schema)
+        if turn.answer is None or not turn.answer.strip():
+            messages[-1] = {"role": "user", "content": f"{messages[-1]['content']}\n\n{note}"}
+        else:
+            messages.append({"role": "assistant", "content": turn.answer})
+            messages.append({"role": "user", "content": note})
     return messages
 
 
 _LABEL_LINE = re.compile(r"^[\s*_#>`-]*label[\s*_`]*[:：][\s*_`]*(?P<label>.*?)\s*$", re.IGNORECASE)
 _FENCE = re.compile(r"^```[a-zA-Z]*\s*|\s*```$")
+_VERDICT = re.compile(r"^\W*polysemantic(?![^\W\d_])", re.IGNORECASE)
+"""The word POLYSEMANTIC opening a label, whatever follows, unless letters continue the word."""
+_WANTED = "give 2–8 words, or exactly POLYSEMANTIC if no single explanation covers most contexts"
 
 
 def parse_label(text: str | None) -> ParsedLabel:
-    """Parse a JSON answer (`{"reasoning", "label"}`, fences allowed) or text ending in `Label: …`.
+    """Parse a JSON answer (`{"reasoning", "polysemantic", "label"}`, fences allowed) or text ending in
+    `Label: …`. In JSON the `polysemantic` boolean decides (the wording of the label only when the key
+    is absent); in text a label that starts with the word POLYSEMANTIC is polysemantic.
 
     Raises `MalformedAnswer` for an empty answer, invalid JSON without a `Label:` line, a missing or
-    empty label, or one longer than `MAX_LABEL_WORDS` words.
+    empty label, a JSON answer whose boolean contradicts its label, or a label (of a feature not
+    polysemantic) longer than `MAX_LABEL_WORDS` words.
     """
     if text is None or not text.strip():
-        raise MalformedAnswer("empty answer")
+        raise MalformedAnswer("empty answer", "Your answer was empty.")
     stripped = _FENCE.sub("", text.strip()).strip()
     if stripped.startswith("{"):
         try:
@@ -174,12 +235,21 @@ def parse_label(text: str | None) -> ParsedLabel:
         except json.JSONDecodeError:
             data = None
         if isinstance(data, dict) and isinstance(data.get("label"), str):
-            return _finish(data["label"], str(data.get("reasoning") or ""))
+            flag = data.get("polysemantic")
+            return _finish(
+                data["label"], str(data.get("reasoning") or ""), flag if isinstance(flag, bool) else None
+            )
         if not _find_label_line(text):
-            raise MalformedAnswer(f"answer is not the expected JSON and has no 'Label:' line: {_clip(text)}")
+            raise MalformedAnswer(
+                f"answer is not the expected JSON and has no 'Label:' line: {_clip(text)}",
+                'Your answer was not valid JSON with the keys "reasoning", "polysemantic" and "label".',
+            )
     found = _find_label_line(text)
     if found is None:
-        raise MalformedAnswer(f"no 'Label:' line in the answer: {_clip(text)}")
+        raise MalformedAnswer(
+            f"no 'Label:' line in the answer: {_clip(text)}",
+            "Your answer had no final line of the form `Label: <your label>`.",
+        )
     index, label = found
     reasoning_lines = text.strip().splitlines()[:index]
     reasoning = re.sub(r"^\s*\**reasoning\**\s*:\s*\**", "", "\n".join(reasoning_lines).strip(), flags=re.I)
@@ -195,16 +265,33 @@ def _find_label_line(text: str) -> tuple[int, str] | None:
     return None
 
 
-def _finish(raw_label: str, reasoning: str) -> ParsedLabel:
+def _finish(raw_label: str, reasoning: str, flagged: bool | None = None) -> ParsedLabel:
+    """The verdict and the stored label. `flagged` is the JSON answer's boolean (None: text answer, or
+    JSON without it). A polysemantic feature is stored as `POLYSEMANTIC`; any explanation the model
+    wrote after (or instead of) the word is kept at the end of the reasoning."""
     label = raw_label
     while label != (cleaned := label.strip().strip("*_`\"'“”‘’ ").rstrip(".")):
         label = cleaned
-    if not label:
-        raise MalformedAnswer("the label is empty")
-    if re.fullmatch(r"\W*polysemantic\W*", label, flags=re.IGNORECASE):
+    says_polysemantic = bool(_VERDICT.match(label))
+    polysemantic = says_polysemantic if flagged is None else flagged
+    if polysemantic:
+        if label and not re.fullmatch(r"\W*polysemantic\W*", label, flags=re.IGNORECASE):
+            reasoning = f"{reasoning}\nLabel as answered: {label}".strip()
         return ParsedLabel(POLYSEMANTIC, reasoning, True)
-    if len(label.split()) > MAX_LABEL_WORDS:
-        raise MalformedAnswer(f"the label has more than {MAX_LABEL_WORDS} words: {_clip(label)}")
+    if not label:
+        raise MalformedAnswer("the label is empty", f"Your label was empty; {_WANTED}.")
+    if says_polysemantic:  # only reachable when the JSON boolean said false
+        raise MalformedAnswer(
+            f'"polysemantic" is false but the label says {_clip(label)}',
+            f'You set "polysemantic" to false but your label was {label!r}; if no single explanation '
+            'covers most contexts set "polysemantic" to true, otherwise give a label of 2 to 8 words.',
+        )
+    words = len(label.split())
+    if words > MAX_LABEL_WORDS:
+        raise MalformedAnswer(
+            f"the label has {words} words, more than {MAX_LABEL_WORDS}: {_clip(label)}",
+            f"Your label had {words} words; {_WANTED}.",
+        )
     return ParsedLabel(label, reasoning, False)
 
 

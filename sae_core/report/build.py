@@ -170,6 +170,21 @@ def monosemanticity_pct(data: CellData) -> Entry:
     return Entry(rate * 100.0)
 
 
+def monosemanticity_conservative_pct(data: CellData) -> Entry:
+    """The rate counting failed labels as polysemantic; from the counts when labels.json predates the key."""
+    plain = monosemanticity_pct(data)
+    labels = data.labels
+    if labels is None or labels.get("skipped_reason"):
+        return plain
+    rate = _number(labels.get("monosemanticity_rate_conservative"))
+    if rate is None:
+        labelled, poly, failed = (_number(labels.get(k)) for k in ("labelled", "polysemantic", "failed"))
+        if labelled is None or poly is None or failed is None or labelled + failed == 0:
+            return plain if plain.value is None else Entry(None, "missing (no conservative rate)")
+        rate = 1.0 - (poly + failed) / (labelled + failed)
+    return Entry(rate * 100.0)
+
+
 def resample_count(data: CellData) -> Entry:
     """Resampling checks that revived at least one neuron (a check finding none dead is not counted)."""
     events = _events(data)
@@ -204,6 +219,11 @@ CELL_METRICS: dict[str, tuple[str, Any, str]] = {
     ),
     "ce_recovered": ("CE loss recovered", ce_recovered, "{:.3f}"),
     "monosemanticity_pct": ("monosemantic %", monosemanticity_pct, "{:.0f}%"),
+    "monosemanticity_conservative_pct": (
+        "monosemantic % (failed = polysemantic)",
+        monosemanticity_conservative_pct,
+        "{:.0f}%",
+    ),
     "tokens_trained": ("tokens trained", lambda d: _from(d, "metrics.json", "tokens_trained"), "{:,.0f}"),
     "wall_time_s": ("wall time (s)", lambda d: _from(d, "metrics.json", "wall_time_s"), "{:,.1f}"),
     "resample_events": ("resamplings", resample_count, "{:.0f}"),
@@ -230,11 +250,22 @@ GRID_TABLES: dict[str, tuple[str, str | None, Any]] = {
         monosemanticity_pct,
     ),
     "monosemanticity_pct_sampling": ("Monosemanticity % with resampling", "sampling", monosemanticity_pct),
+    "monosemanticity_conservative_pct_nosampling": (
+        "Monosemanticity % without resampling, failed labels counted polysemantic",
+        "nosampling",
+        monosemanticity_conservative_pct,
+    ),
+    "monosemanticity_conservative_pct_sampling": (
+        "Monosemanticity % with resampling, failed labels counted polysemantic",
+        "sampling",
+        monosemanticity_conservative_pct,
+    ),
 }
 
 
 def grid_tables(cells: list[CellData], published: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
-    """The study's five tables from our cells; `published` (or None) adds the blog's values beside."""
+    """The study's five tables from our cells, and the conservative monosemanticity (failed labels
+    counted polysemantic) beside them; `published` (or None) adds the blog's values beside."""
     rows = sorted({c.cell.l1 for c in cells}, reverse=True)
     cols = sorted({c.cell.expansion for c in cells})
     by_key = {(c.cell.l1, c.cell.expansion, c.cell.strategy): c for c in cells}

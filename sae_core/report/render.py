@@ -85,6 +85,11 @@ def _intro(doc: dict[str, Any], cells: list[CellData]) -> list[str]:
             f'Published values ("study …") are from {doc["published_source"]} The study measured '
             "dead % over all tokens, training ones included, with its own code's choices (see README)."
         )
+    paragraphs.append(
+        "Monosemantic % is 1 − polysemantic / labelled; features whose label failed after every retry "
+        "are left out of it. The conservative figure counts them as polysemantic, 1 − (polysemantic + "
+        "failed) / (labelled + failed); the true rate lies between the two."
+    )
     return paragraphs
 
 
