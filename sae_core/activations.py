@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow.compute as pc
@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 _VERIFIED: dict[tuple[str, str, int, int], bool] = {}
 """Shards whose checksum this process has verified: (path, sha256, size, mtime_ns)."""
 _VERIFY_LOCK = threading.Lock()
+_T = TypeVar("_T")
 _MAPPED_SHARDS = 64
 """Shards a store object keeps memory-mapped (400 MB each at the default 262,144 tokens in float16)."""
 
@@ -174,6 +175,39 @@ class ActivationStore:
             release_mapped(acts)
         return out
 
+    def gather(self, split: str, rows: np.ndarray, drop_first_token: bool | None = None) -> np.ndarray:
+        """Rows of `split` by index (0 … `num_tokens_in(split)` − 1, in `load_split`'s order), [len(rows),
+        d_model] in the store dtype. Each row group holding one of them is read once, `read_workers`
+        ahead: the cost is the row groups touched, not the rows taken."""
+        units = self._units(split, self._drop(drop_first_token))
+        starts = np.cumsum([0] + [u.count for u in units])
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) and (int(rows.min()) < 0 or int(rows.max()) >= starts[-1]):
+            raise StoreError(
+                f"gather: row indices must be in [0, {starts[-1]}) for split {split!r} "
+                f"(got {int(rows.min())}…{int(rows.max())})"
+            )
+        order = np.argsort(rows, kind="stable")
+        wanted = rows[order]
+        bounds = np.searchsorted(wanted, starts)
+        todo = [
+            (i, int(bounds[i]), int(bounds[i + 1])) for i in range(len(units)) if bounds[i + 1] > bounds[i]
+        ]
+
+        def pick(item: tuple[int, int, int]) -> tuple[np.ndarray]:
+            unit, lo, hi = item
+            part = self._read_unit(units[unit])
+            taken = part[wanted[lo:hi] - starts[unit]]  # a copy: the mapping can go
+            release_mapped(part)
+            return (taken,)
+
+        out = np.empty(
+            (len(rows), self.d_model), dtype=np.float16 if self.store_dtype == "float16" else np.float32
+        )
+        for (_, lo, hi), (taken,) in zip(todo, self._read_ahead(todo, pick), strict=True):
+            out[order[lo:hi]] = taken
+        return out
+
     def load_split(
         self,
         split: str = "train",
@@ -288,7 +322,7 @@ class ActivationStore:
         return picked
 
     def _read_ahead(
-        self, units: list[_Unit], read: Callable[[_Unit], tuple[np.ndarray, ...]]
+        self, units: list[_T], read: Callable[[_T], tuple[np.ndarray, ...]]
     ) -> Iterator[tuple[np.ndarray, ...]]:
         """`read` of each unit, in order, run by `read_workers` threads a few units ahead of the consumer
         (numpy and Arrow release the GIL): the consumer, an encode or a training step, overlaps them."""

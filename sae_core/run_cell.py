@@ -107,6 +107,8 @@ def train_cell(
         "d_in": data.d_model,
         "d_hidden": d_hidden,
         "store": str(store_path),
+        "data_path": data.data_path,
+        "data_path_reason": data.data_path_reason,
         **result,
         "training": training.model_dump(mode="json"),
         "config_hash": chash,
