@@ -17,6 +17,7 @@ and each epoch reads the split once per window: a split k times the window is re
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -141,33 +142,49 @@ class StreamingData:
 
     def window_rows(self, batch_size: int) -> int:
         """Rows per window, whole batches: `window_gb` of store-dtype rows (rounded down), or
-        `min_window_rows` (rounded up) when that is more."""
+        `min_window_rows` (rounded up) when that is more, and at most an epoch's rows."""
         rows = int(self.window_gb * 2**30) // self.row_bytes // batch_size * batch_size
-        return max(rows, -(-self.min_window_rows // batch_size) * batch_size, batch_size)
+        rows = max(rows, -(-self.min_window_rows // batch_size) * batch_size, batch_size)
+        return min(rows, steps_per_epoch(self.train_tokens, batch_size) * batch_size)
 
     def batches(self, batch_size: int, seed: int, start_step: int) -> Iterator[torch.Tensor]:
-        per_epoch = steps_per_epoch(self.train_tokens, batch_size)
+        from sae_core.activations import _prefetched
+
+        # Batches are cut and widened to float32 a few ahead in a background thread (as the store's
+        # reader does), so the training step only moves them to the device.
+        stream = _prefetched(self._host_batches(batch_size, seed, start_step))
+        try:
+            for batch in stream:
+                yield batch.to(self.device, non_blocking=True)
+        finally:
+            stream.close()
+
+    def _host_batches(self, batch_size: int, seed: int, start_step: int) -> Iterator[torch.Tensor]:
         size = min(batch_size, self.train_tokens)
+        windows = self._windows(size, seed, start_step)
+        # The next window is gathered in the background (across epoch ends too) while the current
+        # one is trained on: two windows in memory.
+        # Two buffers, allocated once and alternated: window k+2 is written into window k's, whose batches
+        # were all copied out (widened) before window k+1 began.
+        dtype = np.float16 if self.store.store_dtype == "float16" else np.float32
+        buffers = [np.empty((self.window_rows(size), self.d_model), dtype) for _ in range(2)]
+        with ThreadPoolExecutor(1, thread_name_prefix="stream-window") as pool:
+            pending = pool.submit(self.store.gather, "train", next(windows), out=buffers[0])
+            for k in itertools.count(1):
+                rows = pending.result()
+                pending = pool.submit(self.store.gather, "train", next(windows), out=buffers[k % 2])
+                for at in range(0, len(rows), size):
+                    yield torch.from_numpy(rows[at : at + size].astype(np.float32))
+
+    def _windows(self, size: int, seed: int, start_step: int) -> Iterator[np.ndarray]:
+        """Consecutive slices of each epoch's permutation, whole batches each, from `start_step` on."""
+        per_epoch = steps_per_epoch(self.train_tokens, size)
         window = self.window_rows(size)
         epoch, offset = divmod(start_step, per_epoch)
         while True:
             order = epoch_order(self.train_tokens, seed, epoch).numpy()
-            spans = [
-                (lo, min(lo + window, per_epoch * size))
-                for lo in range(offset * size, per_epoch * size, window)
-            ]
-            # The next window is gathered in the background while the current one is trained on.
-            with ThreadPoolExecutor(1, thread_name_prefix="stream-window") as pool:
-                pending = pool.submit(self.store.gather, "train", order[spans[0][0] : spans[0][1]])
-                for k, (lo, hi) in enumerate(spans):
-                    rows = pending.result()
-                    if k + 1 < len(spans):
-                        pending = pool.submit(
-                            self.store.gather, "train", order[spans[k + 1][0] : spans[k + 1][1]]
-                        )
-                    for at in range(0, hi - lo, size):
-                        batch = torch.from_numpy(rows[at : at + size].astype(np.float32))
-                        yield batch.to(self.device, non_blocking=True)
+            for lo in range(offset * size, per_epoch * size, window):
+                yield order[lo : min(lo + window, per_epoch * size)]
             epoch, offset = epoch + 1, 0
 
     def sample(self, n: int, seed: int) -> torch.Tensor:
