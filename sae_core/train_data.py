@@ -11,7 +11,8 @@ DESIGN.md's "Where the time goes" asks for on a GPU. Otherwise the epoch's permu
 windows of rows (half the budget each, at least 65,536 rows); a background thread gathers the next
 window from the store (`ActivationStore.gather`: every row group holding one of its rows is read once)
 while the current one is trained on. Memory is two windows plus 8 bytes per token for the permutation,
-and each epoch reads the split once per window: a split k times the window is read k times.
+and each epoch reads the split once per window: a split k times the window is read k times (from the
+page cache when the store fits there; from disk otherwise, so keep the window large for such stores).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import logging
+import math
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -221,9 +223,14 @@ def open_store_data(
     hold = torch.float16 if store.store_dtype == "float16" else torch.float32  # exact: the stored values
     needed_gb = train_tokens * int(store.d_model) * hold.itemsize / 2**30
     if needed_gb > max_memory_gb:
-        reason = f"train split {needed_gb:.2f} GB > training.max_memory_gb={max_memory_gb}"
-        log.info("%s: streaming in windows of %.2f GB", reason, max_memory_gb / 2)
-        return StreamingData(store, device, window_gb=max_memory_gb / 2, reason=reason), store
+        data = StreamingData(store, device, window_gb=max_memory_gb / 2)
+        window_gb = data.window_rows(1) * data.row_bytes / 2**30
+        data.data_path_reason = (
+            f"train split {needed_gb:.2f} GB > training.max_memory_gb={max_memory_gb}: streamed in "
+            f"windows of {window_gb:.2f} GB, the split read {math.ceil(needed_gb / window_gb)}× per epoch"
+        )
+        log.info("%s", data.data_path_reason)
+        return data, store
     train = store.load_split("train", device=device, dtype=hold)
     val = None
     if int(store.num_tokens_in("val")) > 0:
