@@ -73,6 +73,7 @@ def test_sparsity_file_and_final_stats_as_saelens_writes_them(tmp_path):
     assert torch.allclose(freq.double(), expected, atol=1e-7) and (freq[:5] == 0).all()
     export_saelens(sae, tmp_path / "s", MANIFEST, frequency=freq, num_dead_features=7, sparsity_tokens=3_000)
 
+    assert SAELENS_SPARSITY == sae_lens.constants.SPARSITY_FILENAME  # the name SAELens' loaders look for
     sparsity = load_file(str(tmp_path / "s" / SAELENS_SPARSITY))
     assert list(sparsity) == ["sparsity"] and sparsity["sparsity"].shape == (128,)
     assert sparsity["sparsity"].dtype == torch.float32
