@@ -133,6 +133,40 @@ def test_reconstruction_stats_are_batch_independent():
     assert a["l0"] == pytest.approx(0.1)
 
 
+def _two_pass_explained_variance(x: torch.Tensor, x_hat: torch.Tensor) -> float:
+    x64, xh64 = x.double(), x_hat.double()
+    total = float((x64 - x64.mean(0)).square().sum())
+    return 1.0 - float((x64 - xh64).square().sum()) / total
+
+
+def test_explained_variance_is_stable_under_a_large_mean_offset():
+    """x = 1e4 + noise of std 0.01 (float32), in batches whose means drift: the one-pass
+    Σ‖x‖² − ‖Σx‖²/n lost every digit here; the merged centred sums match a two-pass float64 computation."""
+    gen = torch.Generator().manual_seed(3)
+    n, d = 20_000, 64
+    drift = torch.linspace(0, 0.05, n)[:, None]  # batch means differ: the merge term is exercised
+    x = (1e4 + drift + 0.01 * torch.randn(n, d, generator=gen)).float()
+    x_hat = x + 0.005 * torch.randn(n, d, generator=gen)
+    stats = ReconstructionStats(d)
+    for lo in range(0, n, 3_000):
+        stats.update(x[lo : lo + 3_000], x_hat[lo : lo + 3_000], 0.0, 0.0)
+    expected = _two_pass_explained_variance(x, x_hat)
+    assert 0.5 < expected < 0.97  # a meaningful figure, away from the 0/1 ends
+    assert stats.summary()["explained_variance"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_explained_variance_matches_two_pass_on_ordinary_data():
+    gen = torch.Generator().manual_seed(4)
+    x = 3.0 + 2.0 * torch.randn(5_000, 16, generator=gen)
+    x_hat = x + 0.7 * torch.randn(5_000, 16, generator=gen)
+    stats = ReconstructionStats(16)
+    for lo in range(0, 5_000, 777):
+        stats.update(x[lo : lo + 777], x_hat[lo : lo + 777], 0.0, 0.0)
+    assert stats.summary()["explained_variance"] == pytest.approx(
+        _two_pass_explained_variance(x, x_hat), abs=1e-9
+    )
+
+
 def test_analysis_of_a_real_extraction(tmp_path, tiny_store):
     """Examples decoded with the store's tokenizer, the token marked; CE loss through the real model."""
     from sae_core.store import ActivationStore

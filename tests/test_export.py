@@ -9,7 +9,14 @@ import torch
 from flows.cli import main
 from sae_core.errors import TrainingError
 from sae_core.io import read_json
-from sae_core.saes.export import export_saelens, load_run, load_saelens_export, weights_path
+from sae_core.saes.export import (
+    SAELENS_SPARSITY,
+    export_saelens,
+    firing_frequency,
+    load_run,
+    load_saelens_export,
+    weights_path,
+)
 from sae_core.saes.relu import SparseAutoencoder
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -36,6 +43,10 @@ def test_saelens_loads_the_export_with_identical_encode_and_decode(tmp_path):
 
     theirs = sae_lens.SAE.load_from_disk(str(tmp_path / "saelens"), device="cpu")
     assert type(theirs).__name__ == "StandardSAE"
+    # Read as a ≥ 6.0 cfg: the metadata survives the load (a cfg without `sae_lens_version` lost it).
+    assert theirs.cfg.metadata.hook_name == "blocks.6.hook_resid_pre"
+    assert theirs.cfg.metadata.model_from_pretrained_kwargs == {"center_writing_weights": False}
+    assert theirs.cfg.metadata.l1_coefficient == 1e-4
     x = torch.randn(50, 32) * 3
     with torch.no_grad():
         h_ours, h_theirs = sae.encode(x), theirs.encode(x)
@@ -45,6 +56,35 @@ def test_saelens_loads_the_export_with_identical_encode_and_decode(tmp_path):
     round_trip = load_saelens_export(tmp_path / "saelens")
     for key, value in sae.state_dict().items():
         assert torch.equal(round_trip.state_dict()[key], value)
+
+
+def test_sparsity_file_and_final_stats_as_saelens_writes_them(tmp_path):
+    """`sparsity.safetensors` (key `sparsity`, log10 of the firing frequency + 1e-10, as SAELens' trainer)
+    and the metadata `l0` / `num_dead_features` of SAELens ≥ 6.47; SAELens loads the folder."""
+    from safetensors.torch import load_file
+
+    sae_lens = pytest.importorskip("sae_lens")
+    sae = _trained_looking_sae()
+    with torch.no_grad():
+        sae.b_enc[:5] = -1e3  # five features that can never fire
+    x = torch.randn(3_000, 32, generator=torch.Generator().manual_seed(1))
+    freq = firing_frequency(sae, x, chunk=700)
+    expected = (sae.encode(x) > 0).double().mean(0)
+    assert torch.allclose(freq.double(), expected, atol=1e-7) and (freq[:5] == 0).all()
+    export_saelens(sae, tmp_path / "s", MANIFEST, frequency=freq, num_dead_features=7, sparsity_tokens=3_000)
+
+    assert SAELENS_SPARSITY == sae_lens.constants.SPARSITY_FILENAME  # the name SAELens' loaders look for
+    sparsity = load_file(str(tmp_path / "s" / SAELENS_SPARSITY))
+    assert list(sparsity) == ["sparsity"] and sparsity["sparsity"].shape == (128,)
+    assert sparsity["sparsity"].dtype == torch.float32
+    assert torch.allclose(sparsity["sparsity"], torch.log10(freq + 1e-10))
+    assert (sparsity["sparsity"][:5] == -10).all()
+    theirs = sae_lens.SAE.load_from_disk(str(tmp_path / "s"), device="cpu")
+    assert theirs.cfg.metadata.l0 == pytest.approx(float(expected.sum()), rel=1e-6)
+    assert theirs.cfg.metadata.num_dead_features == 7
+    assert theirs.cfg.metadata.sparsity_tokens == 3_000
+    with pytest.raises(TrainingError, match=r"frequency must have shape \(128,\)"):
+        export_saelens(sae, tmp_path / "bad", MANIFEST, frequency=freq[:3])
 
 
 def test_weights_path_needs_exactly_one_pth(tmp_path):
@@ -64,6 +104,13 @@ def test_cli_train_writes_a_loadable_run(sae_store, tmp_path, capsys):
     sae, metrics = load_run(out)
     assert weights_path(out).name == "model_weights_2x_0.02_sampling.pth"
     assert sae.d_in == 16 and sae.d_hidden == 32 and metrics["completed"] is True
+    meta = read_json(out / "saelens" / "cfg.json")["metadata"]
+    assert meta["model_from_pretrained_kwargs"] == {"center_writing_weights": False}
+    assert meta["l0"] == pytest.approx(metrics["final"]["l0"], rel=1e-5)
+    assert meta["num_dead_features"] == round(
+        metrics.get("training_dead_fraction", metrics.get("dead_fraction_train")) * 32
+    )
+    assert (out / "saelens" / "sparsity.safetensors").is_file()
     assert "model_weights_2x_0.02_sampling.pth" in capsys.readouterr().out
 
 

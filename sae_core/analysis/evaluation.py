@@ -50,8 +50,11 @@ class ReconstructionStats:
     l1_sum: float = 0.0
     cosine_sum: float = 0.0
     l2_ratio_sum: float = 0.0
-    sum_sq_x: float = 0.0
-    sum_x: np.ndarray | None = None
+    mean_x: np.ndarray | None = None
+    """Running mean of x [d] (float64)."""
+    centred_sq: float = 0.0
+    """Σ‖x − x̄‖² over the tokens seen, merged batch by batch (Chan et al.): the one-pass
+    Σ‖x‖² − ‖Σx‖²/n cancels catastrophically when the mean is large against the spread."""
 
     def update(self, x: torch.Tensor, x_hat: torch.Tensor, l0: float, l1: float) -> None:
         """`x`, `x_hat` [B, d]; `l0`, `l1`: the batch's totals of active features and of activations."""
@@ -63,26 +66,43 @@ class ReconstructionStats:
         # A zero vector has no direction: its cosine counts as 0, its l2 ratio as 0 (never NaN).
         cos = (x * x_hat).sum(1) / (x_norm * xh_norm).clamp_min(1e-12)
         ratio = xh_norm / x_norm.clamp_min(1e-12)
+        self._merge_variance(x)
         self.tokens += int(x.shape[0])
         self.squared_error += float(err.sum(dtype=torch.float64))
         self.l0_sum += float(l0)
         self.l1_sum += float(l1)
         self.cosine_sum += float(cos.sum(dtype=torch.float64))
         self.l2_ratio_sum += float(ratio.sum(dtype=torch.float64))
-        self.sum_sq_x += float(x_sq.sum(dtype=torch.float64))
-        batch_sum = x.sum(0, dtype=torch.float64).cpu().numpy()
-        self.sum_x = batch_sum if self.sum_x is None else self.sum_x + batch_sum
+
+    def _merge_variance(self, x: torch.Tensor) -> None:
+        """Fold the batch's mean and centred sum of squares into the running ones (before `tokens`
+        grows). The batch is centred on its own mean, in float64."""
+        b = int(x.shape[0])
+        if b == 0:
+            return
+        centred = x.double()  # float64: the squares of small deviations keep their digits
+        mean_b = centred.mean(0)
+        centred -= mean_b
+        sq_b = float(centred.square().sum())
+        mean_np = mean_b.cpu().numpy()
+        if self.mean_x is None:
+            self.mean_x, self.centred_sq = mean_np, sq_b
+            return
+        n = self.tokens + b
+        delta = mean_np - self.mean_x
+        self.centred_sq += sq_b + float(np.dot(delta, delta)) * (self.tokens * b / n)
+        self.mean_x = self.mean_x + delta * (b / n)
 
     def summary(self) -> dict[str, float | None]:
         """`mse` (mean over tokens and dimensions, as `F.mse_loss`), `explained_variance`
         (1 − Σ‖x − x̂‖² / Σ‖x − x̄‖²), `l0` (active features per token), `l1` (sum of activations per
         token), `cosine_similarity` and `l2_ratio` (‖x̂‖/‖x‖), each averaged over tokens."""
         n = self.tokens
-        if n == 0 or self.sum_x is None:
+        if n == 0 or self.mean_x is None:
             return dict.fromkeys(
                 ("mse", "explained_variance", "l0", "l1", "cosine_similarity", "l2_ratio"), None
             )
-        total_var = self.sum_sq_x - float(np.dot(self.sum_x, self.sum_x)) / n
+        total_var = self.centred_sq
         return {
             "mse": self.squared_error / (n * self.d_in),
             "explained_variance": 1.0 - self.squared_error / total_var if total_var > 0 else None,

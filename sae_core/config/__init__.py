@@ -232,8 +232,13 @@ class TrainingConfig(_Section):
     """On CUDA, `torch.compile` the step; it keeps a GPU busy at small batch sizes such as the study's 32."""
 
     max_memory_gb: float = Field(8.0, ge=0)
-    """Hold the training split in (device) memory, in the store's dtype, when it needs at most this many
-    GB, and shuffle by index there; a larger split is streamed from the store (memory then stays bounded)."""
+    """Memory the training data may take, in GB (2^30 bytes). A train split that fits (in the store's
+    dtype: float16 rows are 2 × d_model bytes) is held whole on the training device and shuffled by
+    index — the fast path; a larger one is streamed in windows of half this budget (host memory; each
+    epoch reads the split once per window). Both draw the same batches, so this changes speed and
+    memory, never the result; `metrics.json` records which ran (`data_path`). Set it well clear of the
+    split's size (the seed preset states its choice) so the path does not flip with a few % of tokens.
+    8 fits the demo and GPUs of 12 GB and more."""
 
     num_threads: int = Field(0, ge=0)
     """CPU threads for training (0: torch's default). Small SAEs on a machine shared with other work

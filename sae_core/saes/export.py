@@ -3,7 +3,15 @@
 The `.pth` is a state dict with the study's keys and shapes (`W_enc [d, m]`, `b_enc [m]`, `W_dec [m, d]`,
 `b_dec [d]`), float32. SAELens' `standard` SAE computes exactly our encoder and decoder
 (`relu((x − b_dec) W_enc + b_enc)`, `h W_dec + b_dec`) with the same parameter names and layout, so the
-export is the same tensors plus a `cfg.json` naming the model, hook and context size.
+export is the same tensors plus a `cfg.json` naming the model, hook and context size, and a
+`sparsity.safetensors` of each feature's log10 firing frequency with the final L0 and dead count in the
+metadata (as SAELens' own trainer writes them).
+
+The hook is read the way the ecosystem reads it: SAELens hands `model_from_pretrained_kwargs` to
+TransformerLens, whose default `center_writing_weights=True` makes `blocks.L.hook_resid_pre` the stream
+minus each token's mean, not the `hidden_states[L]` we trained on; the export therefore says
+`center_writing_weights: false` (SAELens' own default for HookedTransformer SAEs), and for the final
+layer `fold_ln: false`, without which the unembedding's input lacks the final norm's weight and bias.
 """
 
 from __future__ import annotations
@@ -20,6 +28,13 @@ from sae_core.saes.relu import SparseAutoencoder
 SAELENS_DIR = "saelens"
 SAELENS_CFG = "cfg.json"
 SAELENS_WEIGHTS = "sae_weights.safetensors"
+SAELENS_SPARSITY = "sparsity.safetensors"
+SAELENS_FORMAT_VERSION = "6.47.0"
+"""The SAELens cfg format the export follows (metadata `l0` / `num_dead_features` came in 6.47). Written as
+`metadata.sae_lens_version`: without it SAELens reads a cfg as pre-6.0 and drops the whole metadata
+(hook, model, loading kwargs) on load."""
+SPARSITY_EPS = 1e-10
+"""Added before log10, as SAELens does: a feature that never fired is written as −10."""
 
 
 def save_pth(sae: SparseAutoencoder, path: str | Path) -> Path:
@@ -49,16 +64,36 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[SparseAutoencode
 
 def hook_name_for_layer(layer: int, num_layers: int | None) -> str:
     """TransformerLens hook of `hidden_states[layer]`: the stream entering block `layer`; past the last
-    block HF GPT-2 returns the stream after the final layer norm."""
+    block HF GPT-2 returns the final layer norm's output (weight and bias applied), which is the input of
+    the unembedding (`ln_final.hook_normalized` is taken before the norm's weight and bias)."""
     if num_layers is not None and layer >= num_layers:
-        return "ln_final.hook_normalized"
+        return "unembed.hook_in"
     return f"blocks.{layer}.hook_resid_pre"
+
+
+def model_from_pretrained_kwargs(layer: int | None, num_layers: int | None) -> dict[str, Any]:
+    """TransformerLens loading options under which the export's hook equals `hidden_states[layer]`."""
+    kwargs: dict[str, Any] = {"center_writing_weights": False}
+    if layer is not None and num_layers is not None and layer >= num_layers:
+        kwargs["fold_ln"] = False  # folded, the norm's weight and bias move into the unembedding
+    return kwargs
+
+
+def firing_frequency(sae: SparseAutoencoder, x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+    """Fraction of the rows of `x` on which each feature's activation is > 0 ([d_hidden], float32)."""
+    counts = torch.zeros(sae.d_hidden, dtype=torch.float64)
+    with torch.no_grad():
+        for lo in range(0, len(x), chunk):
+            batch = x[lo : lo + chunk].to(sae.W_enc.device, torch.float32)
+            counts += (sae.encode(batch) > 0).sum(0).to("cpu", torch.float64)
+    return (counts / max(1, len(x))).float()
 
 
 def saelens_cfg(sae: SparseAutoencoder, manifest: dict[str, Any] | None, **extra: Any) -> dict[str, Any]:
     model = (manifest or {}).get("model", {})
     data = (manifest or {}).get("data", {})
     layer = model.get("layer")
+    num_layers = model.get("num_layers")
     return {
         "architecture": "standard",
         "d_in": sae.d_in,
@@ -70,28 +105,51 @@ def saelens_cfg(sae: SparseAutoencoder, manifest: dict[str, Any] | None, **extra
         "reshape_activations": "none",
         "metadata": {
             "model_name": model.get("name"),
-            "hook_name": hook_name_for_layer(layer, model.get("num_layers")) if layer is not None else None,
+            "hook_name": hook_name_for_layer(layer, num_layers) if layer is not None else None,
             "hook_head_index": None,
             "hook_layer": layer,
             "context_size": data.get("context_length"),
             "prepend_bos": False,
             "dataset_path": data.get("dataset"),
-            "model_from_pretrained_kwargs": {},
-            "sae_lens_training_version": None,
+            "model_from_pretrained_kwargs": model_from_pretrained_kwargs(layer, num_layers),
+            "sae_lens_version": SAELENS_FORMAT_VERSION,
+            "sae_lens_training_version": None,  # not trained by SAELens
             **extra,
         },
     }
 
 
 def export_saelens(
-    sae: SparseAutoencoder, out_dir: str | Path, manifest: dict[str, Any] | None = None, **extra: Any
+    sae: SparseAutoencoder,
+    out_dir: str | Path,
+    manifest: dict[str, Any] | None = None,
+    *,
+    frequency: torch.Tensor | None = None,
+    num_dead_features: int | None = None,
+    **extra: Any,
 ) -> Path:
-    """Write `cfg.json` + `sae_weights.safetensors` (SAELens `standard`), each atomically."""
+    """Write `cfg.json` + `sae_weights.safetensors` (SAELens `standard`), each atomically.
+
+    With `frequency` (each feature's firing frequency, [d_hidden]) also `sparsity.safetensors`
+    (`sparsity` = log10(frequency + 1e-10), SAELens' key and formula) and the metadata `l0` (the sum of
+    the frequencies: mean active features per token); `num_dead_features` goes to the metadata as is.
+    Say in `extra` what the frequencies were measured on."""
     from safetensors.torch import save_file
 
     out_dir = Path(out_dir)
     state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in sae.state_dict().items()}
     atomic_write_with(out_dir / SAELENS_WEIGHTS, lambda tmp: save_file(state, str(tmp)))
+    if frequency is not None:
+        if tuple(frequency.shape) != (sae.d_hidden,):
+            raise TrainingError(
+                f"saelens export: frequency must have shape ({sae.d_hidden},) (got {tuple(frequency.shape)})"
+            )
+        freq = frequency.detach().to("cpu", torch.float32)
+        sparsity = {"sparsity": torch.log10(freq + SPARSITY_EPS).contiguous()}
+        atomic_write_with(out_dir / SAELENS_SPARSITY, lambda tmp: save_file(sparsity, str(tmp)))
+        extra = {"l0": float(freq.double().sum()), **extra}
+    if num_dead_features is not None:
+        extra = {"num_dead_features": int(num_dead_features), **extra}
     atomic_write_json(out_dir / SAELENS_CFG, saelens_cfg(sae, manifest, **extra))
     return out_dir
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import queue
 import threading
 import warnings
 from collections import OrderedDict, deque
@@ -21,7 +20,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow.compute as pc
@@ -32,6 +31,7 @@ from sae_core.errors import StoreError
 from sae_core.io import read_json, sha256_file
 from sae_core.store.format import MANIFEST, SPLITS, split_codes, split_of
 from sae_core.store.parquet_pages import map_file, read_fixed_size_column, release_mapped
+from sae_core.store.prefetch import prefetched
 
 __all__ = ["ActivationStore", "RowBatch", "split_codes", "split_of"]
 
@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 _VERIFIED: dict[tuple[str, str, int, int], bool] = {}
 """Shards whose checksum this process has verified: (path, sha256, size, mtime_ns)."""
 _VERIFY_LOCK = threading.Lock()
+_T = TypeVar("_T")
 _MAPPED_SHARDS = 64
 """Shards a store object keeps memory-mapped (400 MB each at the default 262,144 tokens in float16)."""
 
@@ -145,7 +146,7 @@ class ActivationStore:
             gen = self._shuffled(units, batch_size, seed, buffer, drop_last)
         else:
             gen = (b.acts for b in self._in_order(units, batch_size, drop_last, with_rows=False))
-        return _prefetched(gen) if prefetch else gen
+        return prefetched(gen) if prefetch else gen
 
     def iter_rows(
         self, split: str = "test", batch_size: int = 8192, drop_first_token: bool | None = None
@@ -173,6 +174,56 @@ class ActivationStore:
             out[torch.from_numpy(where)] = torch.from_numpy(acts[local].astype(np.float32))
             release_mapped(acts)
         return out
+
+    def gather(
+        self,
+        split: str,
+        rows: np.ndarray,
+        drop_first_token: bool | None = None,
+        out: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Rows of `split` by index (0 … `num_tokens_in(split)` − 1, in `load_split`'s order), [len(rows),
+        d_model] in the store dtype. Each row group holding one of them is read once, `read_workers`
+        ahead: the cost is the row groups touched, not the rows taken. `out` (at least len(rows) rows
+        of the store dtype) is filled instead of a fresh array: a reused buffer is not page-faulted in
+        again at every call, which cost more than the copy itself."""
+        units = self._units(split, self._drop(drop_first_token))
+        starts = np.cumsum([0] + [u.count for u in units])
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) and (int(rows.min()) < 0 or int(rows.max()) >= starts[-1]):
+            raise StoreError(
+                f"gather: row indices must be in [0, {starts[-1]}) for split {split!r} "
+                f"(got {int(rows.min())}…{int(rows.max())})"
+            )
+        order = np.argsort(rows, kind="stable")
+        wanted = rows[order]
+        bounds = np.searchsorted(wanted, starts)
+        todo = [
+            (i, int(bounds[i]), int(bounds[i + 1])) for i in range(len(units)) if bounds[i + 1] > bounds[i]
+        ]
+
+        dtype = np.float16 if self.store_dtype == "float16" else np.float32
+        if out is None:
+            out = np.empty((len(rows), self.d_model), dtype=dtype)
+        elif out.dtype != dtype or out.shape[1:] != (self.d_model,) or len(out) < len(rows):
+            raise StoreError(
+                f"gather: out must hold {len(rows)} × {self.d_model} {np.dtype(dtype).name} "
+                f"(got {out.shape} {out.dtype})"
+            )
+        target = out[: len(rows)]
+
+        def pick(item: tuple[int, int, int]) -> tuple[np.ndarray, ...]:
+            # Each reader thread scatters its row group's rows into `target` itself (disjoint rows; numpy
+            # releases the GIL), so the random writes run in parallel too.
+            unit, lo, hi = item
+            part = self._read_unit(units[unit])
+            target[order[lo:hi]] = part[wanted[lo:hi] - starts[unit]]
+            release_mapped(part)
+            return ()
+
+        for _ in self._read_ahead(todo, pick):
+            pass
+        return target
 
     def load_split(
         self,
@@ -288,7 +339,7 @@ class ActivationStore:
         return picked
 
     def _read_ahead(
-        self, units: list[_Unit], read: Callable[[_Unit], tuple[np.ndarray, ...]]
+        self, units: list[_T], read: Callable[[_T], tuple[np.ndarray, ...]]
     ) -> Iterator[tuple[np.ndarray, ...]]:
         """`read` of each unit, in order, run by `read_workers` threads a few units ahead of the consumer
         (numpy and Arrow release the GIL): the consumer, an encode or a training step, overlaps them."""
@@ -424,45 +475,3 @@ def _verify(path: Path, expected: str) -> None:
                 f"{expected[:12]}…); the store is corrupted, re-extract it"
             )
         _VERIFIED[key] = True
-
-
-def _prefetched(gen: Iterator[torch.Tensor], depth: int = 3) -> Iterator[torch.Tensor]:
-    """Run `gen` in a background thread, `depth` batches ahead (Arrow and torch release the GIL)."""
-    items: queue.Queue[Any] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    done = object()
-
-    def put(item: Any) -> bool:
-        while not stop.is_set():
-            try:
-                items.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def work() -> None:
-        try:
-            for item in gen:
-                if not put(item):
-                    return
-            put(done)
-        except BaseException as exc:  # handed to the consumer, raised there
-            put(exc)
-        finally:
-            close = getattr(gen, "close", None)
-            if close is not None:  # in this thread, which runs it: releases its read-ahead pool
-                close()
-
-    thread = threading.Thread(target=work, name="store-prefetch", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = items.get()
-            if item is done:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()

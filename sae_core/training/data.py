@@ -1,34 +1,65 @@
 """Where training batches come from: an in-memory split (shuffled by index) or a streamed store.
 
-Batch order is a pure function of (seed, epoch), so a resumed run reaches exactly the batches an
-uninterrupted run would have seen by skipping to its step. When the training split fits the memory
-budget (`training.max_memory_gb`) it is held as one float32 tensor on the training device and every epoch
-is a `randperm` over it — the fastest path, and what DESIGN.md's "Where the time goes" asks for on a GPU.
-Otherwise batches stream from the store's shuffled reader, and memory does not grow with the store.
+Both paths draw the same batches: each epoch is `randperm(train tokens)` seeded by (seed, epoch), batch i
+the rows at positions [i·B, (i+1)·B) of it, and `sample`/`validation` pick rows by the same seeded
+`randperm` rule. So which path ran changes speed and memory, never the trained SAE, and a resumed run
+reaches exactly the batches an uninterrupted one would by starting at its step.
+
+When the training split fits the memory budget (`training.max_memory_gb`) it is held as one tensor, in
+the store's dtype, on the training device and each batch is an index there — the fastest path, and what
+DESIGN.md's "Where the time goes" asks for on a GPU. Otherwise the epoch's permutation is cut into
+windows of rows (half the budget each, at least 65,536 rows); a background thread gathers the next
+window from the store (`ActivationStore.gather`: every row group holding one of its rows is read once)
+while the current one is trained on. Memory is two windows plus 8 bytes per token for the permutation,
+and each epoch reads the split once per window: a split k times the window is read k times (from the
+page cache when the store fits there; from disk otherwise, so keep the window large for such stores).
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
+import math
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 
 from sae_core.errors import TrainingError
+from sae_core.store.prefetch import prefetched
 
 log = logging.getLogger(__name__)
+
+
+MIN_WINDOW_ROWS = 65_536
+"""Smallest streamed window: below it each epoch would re-read the split once per handful of batches."""
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch * 7_919) % (2**63 - 1)
 
 
+def epoch_order(tokens: int, seed: int, epoch: int) -> torch.Tensor:
+    """The epoch's row order: a uniform permutation of the whole split, from (seed, epoch) alone."""
+    return torch.randperm(tokens, generator=torch.Generator().manual_seed(epoch_seed(seed, epoch)))
+
+
+def sample_rows(tokens: int, n: int, seed: int) -> torch.Tensor:
+    """`n` distinct row indices drawn uniformly (all of them, shuffled, when n exceeds `tokens`)."""
+    return torch.randperm(tokens, generator=torch.Generator().manual_seed(seed))[:n]
+
+
 class TrainingData(Protocol):
     d_model: int
     train_tokens: int
+
+    data_path: str
+    """`memory` or `stream`: how the training split is read (recorded in metrics.json)."""
+    data_path_reason: str
 
     def fingerprint(self) -> str: ...
     def batches(self, batch_size: int, seed: int, start_step: int) -> Iterator[torch.Tensor]: ...
@@ -55,6 +86,8 @@ class InMemoryData:
         self.d_model = int(train.shape[1])
         self.train_tokens = int(train.shape[0])
         self._fingerprint = fingerprint
+        self.data_path = "memory"
+        self.data_path_reason = "tensors given"
 
     def fingerprint(self) -> str:
         if self._fingerprint is None:
@@ -69,67 +102,102 @@ class InMemoryData:
         size = min(batch_size, self.train_tokens)
         epoch, offset = divmod(start_step, per_epoch)
         while True:
-            gen = torch.Generator().manual_seed(epoch_seed(seed, epoch))
-            order = torch.randperm(self.train_tokens, generator=gen).to(self.train.device)
+            order = epoch_order(self.train_tokens, seed, epoch).to(self.train.device)
             for i in range(offset, per_epoch):
                 yield self.train[order[i * size : (i + 1) * size]].float()
             epoch, offset = epoch + 1, 0
 
     def sample(self, n: int, seed: int) -> torch.Tensor:
         """`n` random training rows (without replacement; all of them, shuffled, when n exceeds the split)."""
-        gen = torch.Generator().manual_seed(seed)
-        idx = torch.randperm(self.train_tokens, generator=gen)[:n].to(self.train.device)
-        return self.train[idx].float()
+        return self.train[sample_rows(self.train_tokens, n, seed).to(self.train.device)].float()
 
     def validation(self, n: int, seed: int) -> torch.Tensor | None:
         if self.val is None:
             return None
         if self.val.shape[0] <= n:
             return self.val
-        gen = torch.Generator().manual_seed(seed)
-        return self.val[torch.randperm(self.val.shape[0], generator=gen)[:n].to(self.val.device)]
+        return self.val[sample_rows(self.val.shape[0], n, seed).to(self.val.device)]
 
 
 class StreamingData:
-    """Batches streamed from the store's shuffled reader; memory stays bounded for any store size."""
+    """Batches gathered window by window from the store; memory stays bounded for any store size."""
 
-    def __init__(self, store: Any, device: torch.device):
+    def __init__(
+        self,
+        store: Any,
+        device: torch.device,
+        window_gb: float,
+        reason: str = "",
+        min_window_rows: int = MIN_WINDOW_ROWS,
+    ):
         self.store = store
         self.device = device
         self.d_model = int(store.d_model)
         self.train_tokens = int(store.num_tokens_in("train"))
+        self.row_bytes = self.d_model * (2 if store.store_dtype == "float16" else 4)
+        self.window_gb = window_gb
+        self.min_window_rows = min_window_rows
+        self.data_path = "stream"
+        self.data_path_reason = reason
 
     def fingerprint(self) -> str:
         return store_fingerprint(self.store)
 
+    def window_rows(self, batch_size: int) -> int:
+        """Rows per window, whole batches: `window_gb` of store-dtype rows (rounded down), or
+        `min_window_rows` (rounded up) when that is more, and at most an epoch's rows."""
+        rows = int(self.window_gb * 2**30) // self.row_bytes // batch_size * batch_size
+        rows = max(rows, -(-self.min_window_rows // batch_size) * batch_size, batch_size)
+        return min(rows, steps_per_epoch(self.train_tokens, batch_size) * batch_size)
+
     def batches(self, batch_size: int, seed: int, start_step: int) -> Iterator[torch.Tensor]:
-        per_epoch = steps_per_epoch(self.train_tokens, batch_size)
+        # Batches are cut and widened to float32 a few ahead in a background thread (as the store's
+        # reader does), so the training step only moves them to the device.
+        stream = prefetched(self._host_batches(batch_size, seed, start_step))
+        try:
+            for batch in stream:
+                yield batch.to(self.device, non_blocking=True)
+        finally:
+            stream.close()
+
+    def _host_batches(self, batch_size: int, seed: int, start_step: int) -> Iterator[torch.Tensor]:
         size = min(batch_size, self.train_tokens)
+        windows = self._windows(size, seed, start_step)
+        # The next window is gathered in the background (across epoch ends too) while the current
+        # one is trained on: two windows in memory.
+        # Two buffers, allocated once and alternated: window k+2 is written into window k's, whose batches
+        # were all copied out (widened) before window k+1 began.
+        dtype = np.float16 if self.store.store_dtype == "float16" else np.float32
+        buffers = [np.empty((self.window_rows(size), self.d_model), dtype) for _ in range(2)]
+        with ThreadPoolExecutor(1, thread_name_prefix="stream-window") as pool:
+            pending = pool.submit(self.store.gather, "train", next(windows), out=buffers[0])
+            for k in itertools.count(1):
+                rows = pending.result()
+                pending = pool.submit(self.store.gather, "train", next(windows), out=buffers[k % 2])
+                for at in range(0, len(rows), size):
+                    yield torch.from_numpy(rows[at : at + size].astype(np.float32))
+
+    def _windows(self, size: int, seed: int, start_step: int) -> Iterator[np.ndarray]:
+        """Consecutive slices of each epoch's permutation, whole batches each, from `start_step` on."""
+        per_epoch = steps_per_epoch(self.train_tokens, size)
+        window = self.window_rows(size)
         epoch, offset = divmod(start_step, per_epoch)
         while True:
-            stream = self.store.batches(
-                split="train", batch_size=size, shuffle=True, seed=epoch_seed(seed, epoch),
-                prefetch=True, drop_last=True,
-            )  # fmt: skip
-            try:
-                for i, batch in enumerate(stream):
-                    if i >= per_epoch:
-                        break
-                    if i >= offset:  # resuming mid-epoch: the skipped batches are read, not trained on
-                        yield batch.to(self.device, torch.float32, non_blocking=True)
-            finally:
-                stream.close()  # stops the store's prefetch thread
+            order = epoch_order(self.train_tokens, seed, epoch).numpy()
+            for lo in range(offset * size, per_epoch * size, window):
+                yield order[lo : min(lo + window, per_epoch * size)]
             epoch, offset = epoch + 1, 0
 
     def sample(self, n: int, seed: int) -> torch.Tensor:
-        n = min(n, self.train_tokens)
-        return self.store.sample(n, "train", seed).to(self.device, torch.float32)
+        rows = sample_rows(self.train_tokens, n, seed).numpy()
+        return torch.from_numpy(self.store.gather("train", rows).astype(np.float32)).to(self.device)
 
     def validation(self, n: int, seed: int) -> torch.Tensor | None:
         available = int(self.store.num_tokens_in("val"))
         if available == 0:
             return None
-        return self.store.sample(min(n, available), "val", seed).to(self.device, torch.float32)
+        rows = np.arange(available) if available <= n else sample_rows(available, n, seed).numpy()
+        return torch.from_numpy(self.store.gather("val", rows).astype(np.float32)).to(self.device)
 
 
 def store_fingerprint(store: Any) -> str:
@@ -144,7 +212,7 @@ def open_store_data(
     store_path: str | Path, device: torch.device, max_memory_gb: float
 ) -> tuple[TrainingData, Any]:
     """Open the store; hold its train split in (device) memory, in the store's dtype, when it fits
-    `max_memory_gb`."""
+    `max_memory_gb`, else stream it in windows of half that budget (see the module docstring)."""
     from sae_core.store import ActivationStore
 
     store = ActivationStore.open(store_path)
@@ -154,13 +222,20 @@ def open_store_data(
     hold = torch.float16 if store.store_dtype == "float16" else torch.float32  # exact: the stored values
     needed_gb = train_tokens * int(store.d_model) * hold.itemsize / 2**30
     if needed_gb > max_memory_gb:
-        log.info("train split needs %.2f GB > training.max_memory_gb=%s: streaming", needed_gb, max_memory_gb)
-        return StreamingData(store, device), store
+        data = StreamingData(store, device, window_gb=max_memory_gb / 2)
+        window_gb = data.window_rows(1) * data.row_bytes / 2**30
+        data.data_path_reason = (
+            f"train split {needed_gb:.2f} GB > training.max_memory_gb={max_memory_gb}: streamed in "
+            f"windows of {window_gb:.2f} GB, the split read {math.ceil(needed_gb / window_gb)}× per epoch"
+        )
+        log.info("%s", data.data_path_reason)
+        return data, store
     train = store.load_split("train", device=device, dtype=hold)
     val = None
     if int(store.num_tokens_in("val")) > 0:
         val = store.load_split("val", device=device, dtype=torch.float32)
     data = InMemoryData(train, val, fingerprint=store_fingerprint(store))
+    data.data_path_reason = f"train split {needed_gb:.2f} GB <= training.max_memory_gb={max_memory_gb}"
     return data, store
 
 
