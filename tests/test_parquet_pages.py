@@ -133,9 +133,9 @@ def test_a_store_rewritten_compressed_reads_the_same_through_arrow(tmp_path):
 
 
 def test_the_store_keeps_a_bounded_number_of_shards_mapped(tmp_path, monkeypatch):
-    import sae_core.store.reader as activations
+    import sae_core.store.shards as shards
 
-    monkeypatch.setattr(activations, "_MAPPED_SHARDS", 2)
+    monkeypatch.setattr(shards, "_MAPPED_SHARDS", 2)
     doc_ids = np.repeat(np.arange(30), 10)
     acts = np.random.default_rng(2).standard_normal((len(doc_ids), D)).astype(np.float32)
     store = write_store(tmp_path / "store", acts, doc_ids, shard_tokens=50, row_group_tokens=20)

@@ -10,39 +10,30 @@ before its first use.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import threading
 import warnings
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
 from sae_core.errors import StoreError
-from sae_core.io import read_json, sha256_file
-from sae_core.store.format import MANIFEST, SPLITS, split_codes, split_of
-from sae_core.store.parquet_pages import map_file, read_fixed_size_column, release_mapped
+from sae_core.io import read_json
+from sae_core.store.format import MANIFEST, split_codes, split_of
+from sae_core.store.parquet_pages import release_mapped
 from sae_core.store.prefetch import prefetched
+from sae_core.store.shards import ShardFiles, Unit, check_split
 
 __all__ = ["ActivationStore", "RowBatch", "split_codes", "split_of"]
 
 log = logging.getLogger(__name__)
-
-_VERIFIED: dict[tuple[str, str, int, int], bool] = {}
-"""Shards whose checksum this process has verified: (path, sha256, size, mtime_ns)."""
-_VERIFY_LOCK = threading.Lock()
-_T = TypeVar("_T")
-_MAPPED_SHARDS = 64
-"""Shards a store object keeps memory-mapped (400 MB each at the default 262,144 tokens in float16)."""
 
 
 @dataclass
@@ -55,17 +46,7 @@ class RowBatch:
     token_id: np.ndarray  # int32 [B]
 
 
-@dataclass
-class _Unit:
-    """One row group and the rows of it a read selects (None: all of them)."""
-
-    shard: int
-    group: int
-    rows: np.ndarray | None
-    count: int
-
-
-class ActivationStore:
+class ActivationStore(ShardFiles):
     """A complete store on disk. Open with `ActivationStore.open(path)`."""
 
     def __init__(self, path: Path, manifest: dict[str, Any]) -> None:
@@ -77,7 +58,7 @@ class ActivationStore:
         self.drop_first_token: bool = bool(manifest["drop_first_token"])
         model = manifest.get("model") or {}
         self.tokenizer_path: str | None = model.get("resolved_path") or model.get("name")
-        self._index: dict[tuple[str, bool], list[_Unit]] = {}
+        self._index: dict[tuple[str, bool], list[Unit]] = {}
         self._index_lock = threading.Lock()
         self._mapped: OrderedDict[int, tuple[memoryview, pq.FileMetaData]] = OrderedDict()
         self.read_workers: int = min(4, os.cpu_count() or 1)
@@ -114,7 +95,7 @@ class ActivationStore:
     # -- sizes ---------------------------------------------------------------------------------
 
     def num_tokens_in(self, split: str, drop_first_token: bool | None = None) -> int:
-        info = self.manifest["splits"][_check_split(split)]
+        info = self.manifest["splits"][check_split(split)]
         if self._drop(drop_first_token):
             return int(info["tokens"]) - int(info["first_tokens"])
         return int(info["tokens"])
@@ -266,116 +247,8 @@ class ActivationStore:
             out[doc] = tok[np.argsort(pos, kind="stable")].astype(np.int32)
         return out
 
-    # -- internals -----------------------------------------------------------------------------
-
-    def _verified_path(self, shard: int) -> Path:
-        """The shard's path, its checksum verified (once per process)."""
-        entry = self.manifest["shards"][shard]
-        path = self.path / entry["file"]
-        _verify(path, entry["sha256"])
-        return path
-
-    def _shard_file(self, shard: int) -> pq.ParquetFile:
-        """A fresh reader: Arrow's readers are not shared between threads."""
-        return pq.ParquetFile(self._verified_path(shard), memory_map=True)
-
-    def _shard_bytes(self, shard: int) -> tuple[memoryview, pq.FileMetaData]:
-        """The shard's mapped bytes and metadata, kept for the `_MAPPED_SHARDS` most recently used shards
-        (a mapping holds a file descriptor; one that is dropped closes when its last array goes)."""
-        with self._index_lock:
-            if shard in self._mapped:
-                self._mapped.move_to_end(shard)
-            else:
-                path = self._verified_path(shard)
-                self._mapped[shard] = (map_file(path), pq.read_metadata(path))
-                if len(self._mapped) > _MAPPED_SHARDS:
-                    self._mapped.popitem(last=False)
-            return self._mapped[shard]
-
-    def _units(self, split: str, drop: bool) -> list[_Unit]:
-        """Row groups holding rows of `split` and which rows (cached per store object)."""
-        key = (_check_split(split), drop)
-        with self._index_lock:
-            if key not in self._index:
-                self._index[key] = self._build_units(*key)
-            return self._index[key]
-
-    def _build_units(self, split: str, drop: bool) -> list[_Unit]:
-        units: list[_Unit] = []
-        for shard, entry in enumerate(self.manifest["shards"]):
-            if entry.get("splits", {}).get(split, {}).get("tokens", 1) == 0:
-                continue
-            parquet = self._shard_file(shard)
-            for group in range(parquet.num_row_groups):
-                table = parquet.read_row_group(group, columns=["split", "pos"])
-                mask = pc.equal(table.column("split"), split).to_numpy(zero_copy_only=False)
-                if drop:
-                    mask &= table.column("pos").to_numpy() != 0
-                count = int(mask.sum())
-                if count == len(mask):
-                    units.append(_Unit(shard, group, None, count))
-                elif count:
-                    units.append(_Unit(shard, group, np.flatnonzero(mask).astype(np.int64), count))
-        return units
-
-    def _read_raw(self, unit: _Unit) -> np.ndarray:
-        """All rows of the unit's row group, [rows, d] in the store dtype, read-only: the values straight
-        from the Parquet pages when the column is stored as this project writes it, else through Arrow."""
-        direct = read_fixed_size_column(*self._shard_bytes(unit.shard), unit.group, self.d_model)
-        if direct is not None:
-            return direct
-        column = self._shard_file(unit.shard).read_row_group(unit.group, columns=["act"]).column("act")
-        values = column.combine_chunks().flatten().to_numpy(zero_copy_only=True)
-        return values.reshape(-1, self.d_model)
-
-    def _read_unit(self, unit: _Unit) -> np.ndarray:
-        """The unit's rows in the store dtype: a read-only view of the file when it takes the whole row
-        group (the caller copies it, then calls `release_mapped`), else a copy of the rows it selects."""
-        raw = self._read_raw(unit)
-        if unit.rows is None:
-            return raw
-        picked = raw[unit.rows]
-        release_mapped(raw)
-        return picked
-
-    def _read_ahead(
-        self, units: list[_T], read: Callable[[_T], tuple[np.ndarray, ...]]
-    ) -> Iterator[tuple[np.ndarray, ...]]:
-        """`read` of each unit, in order, run by `read_workers` threads a few units ahead of the consumer
-        (numpy and Arrow release the GIL): the consumer, an encode or a training step, overlaps them."""
-        if self.read_workers <= 1 or len(units) <= 1:
-            yield from map(read, units)
-            return
-        with ThreadPoolExecutor(self.read_workers, thread_name_prefix="store-read") as pool:
-            pending: deque[Future] = deque()
-            todo = iter(units)
-            for unit in itertools.islice(todo, self.read_workers + 1):
-                pending.append(pool.submit(read, unit))
-            while pending:
-                result = pending.popleft().result()
-                if (unit := next(todo, None)) is not None:
-                    pending.append(pool.submit(read, unit))
-                yield result
-
-    def _read_store_dtype(self, unit: _Unit) -> tuple[np.ndarray]:
-        return (self._read_unit(unit),)
-
-    def _read_float32(self, unit: _Unit) -> tuple[np.ndarray]:
-        """The unit's rows widened to a writable float32 array (in the reader thread, off the consumer's)."""
-        part = self._read_unit(unit)
-        out = part.astype(np.float32, copy=unit.rows is None)  # never a view of the read-only file
-        release_mapped(part)
-        return (out,)
-
-    def _read_with_rows(self, unit: _Unit) -> tuple[np.ndarray, ...]:
-        table = self._shard_file(unit.shard).read_row_group(unit.group, columns=["doc_id", "pos", "token_id"])
-        meta = [table.column(c).to_numpy() for c in ("doc_id", "pos", "token_id")]
-        # Copies: Arrow's buffers are read-only, and a batch's arrays are the caller's to keep or modify.
-        picked = (np.array(m if unit.rows is None else m[unit.rows], dtype=np.int32) for m in meta)
-        return (*self._read_float32(unit), *picked)
-
     def _in_order(
-        self, units: list[_Unit], batch_size: int, drop_last: bool, with_rows: bool
+        self, units: list[Unit], batch_size: int, drop_last: bool, with_rows: bool
     ) -> Iterator[RowBatch]:
         pending: deque[tuple[np.ndarray, ...]] = deque()
         pending_rows = 0
@@ -406,7 +279,7 @@ class ActivationStore:
             yield _row_batch(take(pending_rows), with_rows)
 
     def _shuffled(
-        self, units: list[_Unit], batch_size: int, seed: int, buffer_rows: int, drop_last: bool
+        self, units: list[Unit], batch_size: int, seed: int, buffer_rows: int, drop_last: bool
     ) -> Iterator[torch.Tensor]:
         rng = np.random.default_rng(seed)
         order = rng.permutation(len(units))
@@ -451,27 +324,3 @@ def _row_batch(cols: list[np.ndarray], with_rows: bool) -> RowBatch:
         empty = np.empty(0, dtype=np.int32)
         return RowBatch(acts, empty, empty, empty)
     return RowBatch(acts, *(c.astype(np.int32, copy=False) for c in cols[1:]))
-
-
-def _check_split(split: str) -> str:
-    if split not in SPLITS:
-        raise StoreError(f"split: must be one of {', '.join(SPLITS)} (got {split!r})")
-    return split
-
-
-def _verify(path: Path, expected: str) -> None:
-    """Checksum a shard before its first use in this process; a mismatch is refused with the path."""
-    stat = path.stat()
-    key = (str(path.resolve()), expected, stat.st_size, stat.st_mtime_ns)
-    if key in _VERIFIED:
-        return
-    with _VERIFY_LOCK:
-        if key in _VERIFIED:
-            return
-        actual = sha256_file(path)
-        if actual != expected:
-            raise StoreError(
-                f"store: shard {path} does not match its checksum (sha256 {actual[:12]}…, manifest "
-                f"{expected[:12]}…); the store is corrupted, re-extract it"
-            )
-        _VERIFIED[key] = True

@@ -1,0 +1,182 @@
+"""The shard files under an activation store: checksums verified once per process, row groups mapped
+and read straight from their Parquet pages (Arrow as the fallback), read ahead in worker threads.
+`ActivationStore` builds its reading orders on these."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from sae_core.errors import StoreError
+from sae_core.io import sha256_file
+from sae_core.store.format import SPLITS
+from sae_core.store.parquet_pages import map_file, read_fixed_size_column, release_mapped
+
+_VERIFIED: dict[tuple[str, str, int, int], bool] = {}
+"""Shards whose checksum this process has verified: (path, sha256, size, mtime_ns)."""
+_VERIFY_LOCK = threading.Lock()
+_T = TypeVar("_T")
+_MAPPED_SHARDS = 64
+"""Shards a store object keeps memory-mapped (400 MB each at the default 262,144 tokens in float16)."""
+
+
+@dataclass
+class Unit:
+    """One row group and the rows of it a read selects (None: all of them)."""
+
+    shard: int
+    group: int
+    rows: np.ndarray | None
+    count: int
+
+
+class ShardFiles:
+    """Row-group reads over a store's shards; the subclass sets the attributes annotated here."""
+
+    path: Path
+    manifest: dict[str, Any]
+    d_model: int
+    read_workers: int
+    _index_lock: threading.Lock
+    _index: dict[tuple[str, bool], list[Unit]]
+    _mapped: OrderedDict[int, tuple[memoryview, pq.FileMetaData]]
+
+    def _verified_path(self, shard: int) -> Path:
+        """The shard's path, its checksum verified (once per process)."""
+        entry = self.manifest["shards"][shard]
+        path = self.path / entry["file"]
+        _verify(path, entry["sha256"])
+        return path
+
+    def _shard_file(self, shard: int) -> pq.ParquetFile:
+        """A fresh reader: Arrow's readers are not shared between threads."""
+        return pq.ParquetFile(self._verified_path(shard), memory_map=True)
+
+    def _shard_bytes(self, shard: int) -> tuple[memoryview, pq.FileMetaData]:
+        """The shard's mapped bytes and metadata, kept for the `_MAPPED_SHARDS` most recently used shards
+        (a mapping holds a file descriptor; one that is dropped closes when its last array goes)."""
+        with self._index_lock:
+            if shard in self._mapped:
+                self._mapped.move_to_end(shard)
+            else:
+                path = self._verified_path(shard)
+                self._mapped[shard] = (map_file(path), pq.read_metadata(path))
+                if len(self._mapped) > _MAPPED_SHARDS:
+                    self._mapped.popitem(last=False)
+            return self._mapped[shard]
+
+    def _units(self, split: str, drop: bool) -> list[Unit]:
+        """Row groups holding rows of `split` and which rows (cached per store object)."""
+        key = (check_split(split), drop)
+        with self._index_lock:
+            if key not in self._index:
+                self._index[key] = self._build_units(*key)
+            return self._index[key]
+
+    def _build_units(self, split: str, drop: bool) -> list[Unit]:
+        units: list[Unit] = []
+        for shard, entry in enumerate(self.manifest["shards"]):
+            if entry.get("splits", {}).get(split, {}).get("tokens", 1) == 0:
+                continue
+            parquet = self._shard_file(shard)
+            for group in range(parquet.num_row_groups):
+                table = parquet.read_row_group(group, columns=["split", "pos"])
+                mask = pc.equal(table.column("split"), split).to_numpy(zero_copy_only=False)
+                if drop:
+                    mask &= table.column("pos").to_numpy() != 0
+                count = int(mask.sum())
+                if count == len(mask):
+                    units.append(Unit(shard, group, None, count))
+                elif count:
+                    units.append(Unit(shard, group, np.flatnonzero(mask).astype(np.int64), count))
+        return units
+
+    def _read_raw(self, unit: Unit) -> np.ndarray:
+        """All rows of the unit's row group, [rows, d] in the store dtype, read-only: the values straight
+        from the Parquet pages when the column is stored as this project writes it, else through Arrow."""
+        direct = read_fixed_size_column(*self._shard_bytes(unit.shard), unit.group, self.d_model)
+        if direct is not None:
+            return direct
+        column = self._shard_file(unit.shard).read_row_group(unit.group, columns=["act"]).column("act")
+        values = column.combine_chunks().flatten().to_numpy(zero_copy_only=True)
+        return values.reshape(-1, self.d_model)
+
+    def _read_unit(self, unit: Unit) -> np.ndarray:
+        """The unit's rows in the store dtype: a read-only view of the file when it takes the whole row
+        group (the caller copies it, then calls `release_mapped`), else a copy of the rows it selects."""
+        raw = self._read_raw(unit)
+        if unit.rows is None:
+            return raw
+        picked = raw[unit.rows]
+        release_mapped(raw)
+        return picked
+
+    def _read_ahead(
+        self, units: list[_T], read: Callable[[_T], tuple[np.ndarray, ...]]
+    ) -> Iterator[tuple[np.ndarray, ...]]:
+        """`read` of each unit, in order, run by `read_workers` threads a few units ahead of the consumer
+        (numpy and Arrow release the GIL): the consumer, an encode or a training step, overlaps them."""
+        if self.read_workers <= 1 or len(units) <= 1:
+            yield from map(read, units)
+            return
+        with ThreadPoolExecutor(self.read_workers, thread_name_prefix="store-read") as pool:
+            pending: deque[Future] = deque()
+            todo = iter(units)
+            for unit in itertools.islice(todo, self.read_workers + 1):
+                pending.append(pool.submit(read, unit))
+            while pending:
+                result = pending.popleft().result()
+                if (unit := next(todo, None)) is not None:
+                    pending.append(pool.submit(read, unit))
+                yield result
+
+    def _read_store_dtype(self, unit: Unit) -> tuple[np.ndarray]:
+        return (self._read_unit(unit),)
+
+    def _read_float32(self, unit: Unit) -> tuple[np.ndarray]:
+        """The unit's rows widened to a writable float32 array (in the reader thread, off the consumer's)."""
+        part = self._read_unit(unit)
+        out = part.astype(np.float32, copy=unit.rows is None)  # never a view of the read-only file
+        release_mapped(part)
+        return (out,)
+
+    def _read_with_rows(self, unit: Unit) -> tuple[np.ndarray, ...]:
+        table = self._shard_file(unit.shard).read_row_group(unit.group, columns=["doc_id", "pos", "token_id"])
+        meta = [table.column(c).to_numpy() for c in ("doc_id", "pos", "token_id")]
+        # Copies: Arrow's buffers are read-only, and a batch's arrays are the caller's to keep or modify.
+        picked = (np.array(m if unit.rows is None else m[unit.rows], dtype=np.int32) for m in meta)
+        return (*self._read_float32(unit), *picked)
+
+
+def check_split(split: str) -> str:
+    if split not in SPLITS:
+        raise StoreError(f"split: must be one of {', '.join(SPLITS)} (got {split!r})")
+    return split
+
+
+def _verify(path: Path, expected: str) -> None:
+    """Checksum a shard before its first use in this process; a mismatch is refused with the path."""
+    stat = path.stat()
+    key = (str(path.resolve()), expected, stat.st_size, stat.st_mtime_ns)
+    if key in _VERIFIED:
+        return
+    with _VERIFY_LOCK:
+        if key in _VERIFIED:
+            return
+        actual = sha256_file(path)
+        if actual != expected:
+            raise StoreError(
+                f"store: shard {path} does not match its checksum (sha256 {actual[:12]}…, manifest "
+                f"{expected[:12]}…); the store is corrupted, re-extract it"
+            )
+        _VERIFIED[key] = True
