@@ -35,7 +35,8 @@ LOG_COLUMNS = (
     "l1",
     "l0",
     "explained_variance",
-    "dead_fraction",
+    "window_dead_fraction",  # kind=train rows: fired in no step of the last resample_every steps
+    "never_fired_fraction",  # kind=val rows: fired (> 0) on none of the validation tokens
     "lr",
 )
 
@@ -62,9 +63,10 @@ def train_cell(
     device = resolve_device(training.device)
     data, store = open_store_data(store_path, device, training.max_memory_gb)
     d_hidden = data.d_model * cell.expansion
-    identity = resume_identity(
-        training.model_dump(mode="json"), cell.to_dict(), data.d_model, data.fingerprint()
-    )
+    trained_by = training.model_dump(mode="json")
+    if training.resample_criterion == "threshold":  # then analysis.dead_threshold shapes the run too
+        trained_by["resample_threshold"] = cfg.analysis.dead_threshold
+    identity = resume_identity(trained_by, cell.to_dict(), data.d_model, data.fingerprint())
     chash = config_hash(identity)
 
     done = _completed_run(out_dir, cell, chash)
@@ -91,6 +93,7 @@ def train_cell(
     trainer = Trainer(
         sae, data, training, l1=cell.l1, strategy=cell.strategy, device=device,
         checkpoint_path=ckpt_path, identity=identity, callbacks=all_callbacks,
+        dead_threshold=cfg.analysis.dead_threshold,
     )  # fmt: skip
     if ckpt_path.exists():
         saved = load_checkpoint(ckpt_path, identity, map_location=device)

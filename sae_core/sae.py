@@ -113,7 +113,8 @@ def normalize_decoder(sae: SparseAutoencoder) -> None:
 
 @dataclass
 class StepStats:
-    """Tensors (no host sync) describing one training step; `fired` is a per-feature bool."""
+    """Tensors (no host sync) describing one training step; `fired` is a per-feature bool (> 0 on some
+    token), `exceeded` the same above `exceed_threshold` when the step was asked for it."""
 
     loss: torch.Tensor
     mse: torch.Tensor
@@ -121,6 +122,7 @@ class StepStats:
     fired: torch.Tensor
     l0: torch.Tensor | None = None
     explained_variance: torch.Tensor | None = None
+    exceeded: torch.Tensor | None = None
 
 
 def _ensure_grad(p: nn.Parameter) -> torch.Tensor:
@@ -153,6 +155,7 @@ def fused_step_grads(
     *,
     full_stats: bool = False,
     buffers: StepBuffers | None = None,
+    exceed_threshold: float | None = None,
 ) -> StepStats:
     """Forward pass, loss and all four gradients (written into `.grad`), equal to autograd's.
     Pass the same `buffers` every step to reuse the large work arrays."""
@@ -166,6 +169,8 @@ def fused_step_grads(
     mse = err.pow(2).mean()
     l1_per = l1_factor(scaling, m)
     per_feature = h.sum(dim=0)  # h >= 0: |h| = h, and a feature fired iff its column sum is > 0
+    # one extra [B, m] pass, only for resample_criterion=threshold
+    exceeded = h.amax(dim=0) > exceed_threshold if exceed_threshold is not None else None
     l1 = per_feature.sum() * (l1_per / batch)
     # dLoss/dx̂ = 2(x̂ − x)/(B·d); dLoss/dh = that @ W_decᵀ + λ·l1_per/B on h > 0 (ReLU gate).
     g_out = err.mul_(2.0 / (batch * d))
@@ -182,7 +187,7 @@ def fused_step_grads(
     torch.mm(x_c.t(), g_pre, out=_ensure_grad(sae.W_enc))
     # b_dec enters twice: added in the decoder, subtracted before the encoder.
     torch.sub(g_out.sum(dim=0), sae.W_enc @ g_benc, out=_ensure_grad(sae.b_dec))
-    stats = StepStats(loss=mse + l1_coef * l1, mse=mse, l1=l1, fired=per_feature > 0)
+    stats = StepStats(loss=mse + l1_coef * l1, mse=mse, l1=l1, fired=per_feature > 0, exceeded=exceeded)
     if full_stats:
         stats.l0 = (h > 0).sum(dim=1, dtype=torch.float32).mean()
         stats.explained_variance = explained_variance_from_error(x, g_out, scale=batch * d / 2.0)
@@ -204,6 +209,7 @@ def autograd_step_grads(
     *,
     full_stats: bool = False,
     forward: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
+    exceed_threshold: float | None = None,
 ) -> StepStats:
     """The same step through autograd (used under bf16 autocast / torch.compile on CUDA, and as the
     reference the fused step is tested against); `forward` may be a compiled `sae.forward`."""
@@ -216,6 +222,8 @@ def autograd_step_grads(
         stats = StepStats(
             loss=parts.loss.detach(), mse=parts.mse.detach(), l1=parts.l1.detach(), fired=hd.amax(dim=0) > 0
         )
+        if exceed_threshold is not None:
+            stats.exceeded = hd.amax(dim=0) > exceed_threshold
         if full_stats:
             stats.l0 = (hd > 0).sum(dim=1, dtype=torch.float32).mean()
             stats.explained_variance = explained_variance_from_error(x, x_hat.detach().float() - x)
@@ -249,5 +257,5 @@ def evaluate(
         "l1": l1,
         "l0": l0_sum / n,
         "explained_variance": 1.0 - sq_err / max(total_var, 1e-12),
-        "dead_fraction": float((~fired).float().mean()),
+        "never_fired_fraction": float((~fired).float().mean()),
     }

@@ -31,7 +31,9 @@ class TrainingData(Protocol):
     train_tokens: int
 
     def fingerprint(self) -> str: ...
-    def batches(self, batch_size: int, seed: int, start_step: int) -> Iterator[torch.Tensor]: ...
+    def batches(
+        self, batch_size: int, seed: int, start_step: int, shuffle: bool = True
+    ) -> Iterator[torch.Tensor]: ...
     def sample(self, n: int, seed: int) -> torch.Tensor: ...
     def validation(self, n: int, seed: int) -> torch.Tensor | None: ...
 
@@ -64,11 +66,18 @@ class InMemoryData:
             self._fingerprint = "tensor:" + digest.hexdigest()[:16]
         return self._fingerprint
 
-    def batches(self, batch_size: int, seed: int, start_step: int) -> Iterator[torch.Tensor]:
+    def batches(
+        self, batch_size: int, seed: int, start_step: int, shuffle: bool = True
+    ) -> Iterator[torch.Tensor]:
         per_epoch = steps_per_epoch(self.train_tokens, batch_size)
         size = min(batch_size, self.train_tokens)
         epoch, offset = divmod(start_step, per_epoch)
         while True:
+            if not shuffle:  # the split in its stored order: consecutive tokens of one document per batch
+                for i in range(offset, per_epoch):
+                    yield self.train[i * size : (i + 1) * size].float()
+                epoch, offset = epoch + 1, 0
+                continue
             gen = torch.Generator().manual_seed(epoch_seed(seed, epoch))
             order = torch.randperm(self.train_tokens, generator=gen).to(self.train.device)
             for i in range(offset, per_epoch):
@@ -102,13 +111,15 @@ class StreamingData:
     def fingerprint(self) -> str:
         return store_fingerprint(self.store)
 
-    def batches(self, batch_size: int, seed: int, start_step: int) -> Iterator[torch.Tensor]:
+    def batches(
+        self, batch_size: int, seed: int, start_step: int, shuffle: bool = True
+    ) -> Iterator[torch.Tensor]:
         per_epoch = steps_per_epoch(self.train_tokens, batch_size)
         size = min(batch_size, self.train_tokens)
         epoch, offset = divmod(start_step, per_epoch)
         while True:
             stream = self.store.batches(
-                split="train", batch_size=size, shuffle=True, seed=epoch_seed(seed, epoch),
+                split="train", batch_size=size, shuffle=shuffle, seed=epoch_seed(seed, epoch),
                 prefetch=True, drop_last=True,
             )  # fmt: skip
             try:
