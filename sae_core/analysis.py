@@ -18,6 +18,11 @@ token count):
 
 Features are selected only once the counts are known, hence two passes; the second costs a store read
 and an encode of 2k columns instead of m.
+
+Dead % counts features that never exceed `dead_threshold` on the token set `analysis.dead_split` names:
+the analysed tokens (`test`), or every token of the store (`all`, as the study counted, training tokens
+included). For `all` a third, cheaper pass (encode, count and max only) reads the tokens pass 1 did not;
+the `min_activations` eligibility then uses the counts over all tokens as well.
 """
 
 from __future__ import annotations
@@ -42,11 +47,13 @@ from sae_core.correlation import (
     plot_correlation,
     plot_density,
 )
+from sae_core.dead_figures import dead_caption, pct
+from sae_core.dead_figures import training_dead_fraction as _training_dead_fraction
 from sae_core.device import cpu_threads, resolve_device
 from sae_core.errors import AnalysisError
 from sae_core.evaluation import ReconstructionStats, ce_loss_recovered, finite_or_none
 from sae_core.feature_examples import ExampleCollector, TokenDecoder, attach_contexts
-from sae_core.feature_stats import FeatureStats, histogram_edges, select_features
+from sae_core.feature_stats import FeatureStats, histogram_edges, select_features, threshold_counts
 from sae_core.io import atomic_write_json, atomic_write_with, read_json
 from sae_core.naming import Cell
 from sae_core.progress import Progress, no_progress
@@ -90,7 +97,8 @@ def analyze_run(
     timings: dict[str, float] = {}
     docs = store.documents(acfg.split)
     ce_docs = [docs[k] for k in sorted(docs)[: acfg.ce_loss_documents]]
-    total = 2 * n_tokens + sum(len(d) for d in ce_docs)
+    rest = _rest_of_store(store, acfg, n_tokens)
+    total = 2 * n_tokens + sum(n for _, _, n in rest) + sum(len(d) for d in ce_docs)
     cell_name = _cell_name(run_dir, metrics)
     log.info("analysing %s on %d %s tokens of %s", cell_name, n_tokens, acfg.split, store.path)
 
@@ -98,13 +106,19 @@ def analyze_run(
         start = time.perf_counter()
         stats, recon = _first_pass(store, sae, acfg, n_tokens, device, progress, total)
         timings["pass1_s"] = time.perf_counter() - start
-        stats_table, cols = stats.table(acfg.min_activations)
+        start = time.perf_counter()
+        dead_set_count, dead_tokens = _dead_set_counts(store, sae, acfg, stats, rest, device)
+        if rest:
+            timings["dead_pass_s"] = time.perf_counter() - start
+        progress(n_tokens + sum(n for _, _, n in rest), total, {})
+        stats_table, cols = stats.table(acfg.min_activations, dead_set_count)
         top, bottom = select_features(cols["selectivity"], acfg.top_k_features)
         selected, groups = top + bottom, ["top"] * len(top) + ["bottom"] * len(bottom)
         start = time.perf_counter()
         collector, pearson = _second_pass(
-            store, sae, acfg, selected, n_tokens, device, progress, total, cfg.training.seed
-        )
+            store, sae, acfg, selected, n_tokens, device, progress, total, cfg.training.seed,
+            done=n_tokens + sum(n for _, _, n in rest),
+        )  # fmt: skip
         timings["pass2_s"] = time.perf_counter() - start
         start = time.perf_counter()
         neighbor_ids, neighbor_cos = nearest_neighbors(sae.W_dec, acfg.neighbors)
@@ -120,7 +134,9 @@ def analyze_run(
     timings["examples_correlation_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    ce, ce_note = _ce_loss(sae, store, cfg, ce_docs, progress, done=2 * n_tokens, total=total)
+    ce, ce_note = _ce_loss(
+        sae, store, cfg, ce_docs, progress, done=2 * n_tokens + sum(n for _, _, n in rest), total=total
+    )
     timings["ce_loss_s"] = time.perf_counter() - start
 
     features = run_dir / "features"
@@ -132,6 +148,7 @@ def analyze_run(
             "top": top,
             "bottom": bottom,
             "min_activations": acfg.min_activations,
+            "min_activations_counted_on": _dead_split_name(acfg),
             "threshold": acfg.dead_threshold,
             "top_k_features": acfg.top_k_features,
             "eligible": int(np.count_nonzero(~np.isnan(cols["selectivity"]))),
@@ -184,9 +201,11 @@ def analyze_run(
         "d_in": sae.d_in,
         "d_hidden": sae.d_hidden,
         "dead_threshold": acfg.dead_threshold,
+        "dead_split": _dead_split_name(acfg),
+        "dead_tokens": dead_tokens,
         "dead_count": dead_count,
         "dead_fraction": dead_count / sae.d_hidden,
-        "training_dead_fraction": metrics.get("dead_fraction_train"),
+        "training_dead_fraction": _training_dead_fraction(metrics)[0],
         **{k: finite_or_none(v) for k, v in recon_summary.items()},
         "ce_loss": None if ce is None else {k: _json_value(v) for k, v in ce.items()},
         "ce_loss_note": ce_note,
@@ -199,9 +218,10 @@ def analyze_run(
     }
     atomic_write_json(run_dir / "analysis.json", summary)
     log.info(
-        "%s: dead %.1f%%, L0 %.1f, explained variance %s, CE recovered %s",
+        "%s: %s %s, L0 %.1f, explained variance %s, CE recovered %s",
         cell_name,
-        100 * summary["dead_fraction"],
+        dead_caption(acfg.dead_threshold, summary["dead_split"]),
+        pct(summary["dead_fraction"]),
         summary["l0"] or 0,
         summary["explained_variance"],
         None if ce is None else ce["recovered"],
@@ -244,13 +264,14 @@ def _second_pass(
     progress: Progress,
     total: int,
     seed: int,
+    done: int,
 ) -> tuple[ExampleCollector, PearsonAccumulator]:
     pearson = PearsonAccumulator(len(selected))
     collector = ExampleCollector(
         len(selected), acfg.examples_per_feature, acfg.quantile_examples, acfg.dead_threshold, seed, device
     )
     if not selected:
-        progress(2 * n_tokens, total, {})
+        progress(done + n_tokens, total, {})
         return collector, pearson
     # An SAE made of the selected features' encoder columns: the same encode, 2k columns instead of m.
     from sae_core.sae import SparseAutoencoder
@@ -265,7 +286,6 @@ def _second_pass(
             "b_dec": sae.b_dec,
         }
     )
-    done = n_tokens
     for batch in _limited(store, acfg, n_tokens):
         acts = sub.encode(batch.acts.to(device, non_blocking=True))
         pearson.update(acts)
@@ -273,6 +293,59 @@ def _second_pass(
         done += acts.shape[0]
         progress(done, total, {})
     return collector, pearson
+
+
+def _dead_split_name(acfg: AnalysisConfig) -> str:
+    """`analysis.json`'s `dead_split`: the analysed split's name, or `all`."""
+    return "all" if acfg.dead_split == "all" else acfg.split
+
+
+def _rest_of_store(store: Any, acfg: AnalysisConfig, n_tokens: int) -> list[tuple[str, int, int]]:
+    """(split, rows to skip, rows to read) that `dead_split=all` adds to the analysed tokens: the other
+    splits whole, and what `max_tokens` cut from the analysed one. Empty for `dead_split=test`."""
+    if acfg.dead_split != "all":
+        return []
+    from sae_core.store_format import SPLITS
+
+    rest = []
+    for split in SPLITS:
+        available = store.num_tokens_in(split)
+        skip = n_tokens if split == acfg.split else 0
+        if available > skip:
+            rest.append((split, skip, available - skip))
+    return rest
+
+
+def _dead_set_counts(
+    store: Any,
+    sae: Any,
+    acfg: AnalysisConfig,
+    stats: FeatureStats,
+    rest: list[tuple[str, int, int]],
+    device: torch.device,
+) -> tuple[np.ndarray | None, int]:
+    """Firings above the threshold on the dead-% token set (None: the analysed tokens, already counted)
+    and how many tokens that set holds."""
+    if acfg.dead_split != "all":
+        return None, stats.tokens
+    count, tokens = stats.count.clone(), stats.tokens
+    for split, skip, _ in rest:
+        more, _, seen = threshold_counts(
+            sae, _skipped(store, split, skip, acfg.batch_size), acfg.dead_threshold, device
+        )
+        count += more
+        tokens += seen
+    return count.cpu().numpy(), tokens
+
+
+def _skipped(store: Any, split: str, skip: int, batch_size: int) -> Any:
+    """The split's rows in store order from row `skip` on (the same order `iter_rows` reads)."""
+    seen = 0
+    for batch in store.batches(split, batch_size=batch_size, shuffle=False, prefetch=True):
+        n = batch.shape[0]
+        if seen + n > skip:
+            yield batch[max(0, skip - seen) :]
+        seen += n
 
 
 def _limited(store: Any, acfg: AnalysisConfig, n_tokens: int) -> Any:

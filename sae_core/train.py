@@ -20,6 +20,7 @@ import torch
 
 from sae_core.checkpoint import config_hash, rng_state, save_checkpoint, set_rng_state
 from sae_core.config import TrainingConfig
+from sae_core.dead_figures import pct
 from sae_core.device import cpu_threads
 from sae_core.errors import TrainingError
 from sae_core.progress import Progress
@@ -73,7 +74,7 @@ class ProgressCallback(TrainCallback):
                 "tok/s": round(metrics.get("tokens_per_s", 0.0)),
                 "loss": metrics["loss"],
                 "L0": metrics["l0"],
-                "dead%": round(100 * metrics["window_dead_fraction"], 1),
+                "dead (window)": pct(metrics["window_dead_fraction"]),
             },
         )
 
