@@ -352,6 +352,13 @@ class Trainer:
         }
 
 
+def build_sae(d_in: int, d_hidden: int, training: TrainingConfig) -> SparseAutoencoder:
+    """A fresh SAE initialised as `training` says (`init`, `init_encoder_norm`, `seed`)."""
+    return SparseAutoencoder(
+        d_in, d_hidden, seed=training.seed, init=training.init, encoder_norm=training.init_encoder_norm
+    )
+
+
 def train_sae(
     data: TrainingData,
     d_hidden: int,
@@ -363,7 +370,7 @@ def train_sae(
     callbacks: Sequence[TrainCallback] = (),
 ) -> tuple[SparseAutoencoder, dict[str, Any]]:
     """Train an SAE on in-memory data without a run directory (notebooks, benchmarks, tests)."""
-    sae = SparseAutoencoder(data.d_model, d_hidden, seed=training.seed)
+    sae = build_sae(data.d_model, d_hidden, training)
     trainer = Trainer(
         sae, data, training, l1=l1, strategy=strategy, device=torch.device(device), callbacks=callbacks
     )
@@ -379,6 +386,7 @@ __all__ = [
     "TrainCallback",
     "TrainState",
     "Trainer",
+    "build_sae",
     "total_steps_for",
     "train_cell",
     "train_sae",
