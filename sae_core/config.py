@@ -218,6 +218,15 @@ class TrainingConfig(_Section):
     stop_resampling_after: float | None = Field(None, gt=0, le=1)
     """Stop resampling after this fraction of training, so late-revived neurons can still train."""
 
+    init: Literal["seed", "tied"] = "tied"
+    """Weight initialisation. `seed`: the study's untied Gaussians (encoder N(0, 1/d), decoder N(0, 1/m)).
+    `tied`: random unit-norm decoder rows and the encoder as their transpose × `init_encoder_norm`, so
+    each feature starts reading the direction it writes; it recovers known features far better on
+    synthetic data (docs/results.md, "Ground truth")."""
+
+    init_encoder_norm: float = Field(0.1, gt=0)
+    """For `init: tied`, the L2 norm of each encoder column at step 0 (the decoder rows are unit norm)."""
+
     b_dec_init: Literal["zeros", "mean", "geometric_median"] = "zeros"
     """Initial decoder bias: zeros (the study) or the mean / geometric median of training activations."""
 

@@ -51,9 +51,8 @@ def train_cell(
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Train `cell` on the store at `store_path` into `out_dir`; return the `metrics.json` dict."""
-    from sae_core.sae import SparseAutoencoder
     from sae_core.tracking import WandbCallback
-    from sae_core.train import ProgressCallback, Trainer
+    from sae_core.train import ProgressCallback, Trainer, build_sae
     from sae_core.train_data import open_store_data
 
     if not math.isfinite(cell.l1) or cell.l1 < 0:
@@ -74,7 +73,7 @@ def train_cell(
         log.info("%s: already trained with this config, nothing to do", cell.name)
         return done
 
-    sae = SparseAutoencoder(data.d_model, d_hidden, seed=training.seed)
+    sae = build_sae(data.d_model, d_hidden, training)
     tracker = WandbCallback(
         cfg.tracking,
         name=cell.wandb_name,

@@ -22,24 +22,43 @@ import torch
 from torch import nn
 
 L1Scaling = Literal["seed", "sum"]
+InitScheme = Literal["seed", "tied"]
 PARAM_NAMES = ("W_enc", "b_enc", "W_dec", "b_dec")
 
 
 class SparseAutoencoder(nn.Module):
-    """One hidden layer of `d_hidden` ReLU features over `d_in`-dimensional activations."""
+    """One hidden layer of `d_hidden` ReLU features over `d_in`-dimensional activations.
 
-    def __init__(self, d_in: int, d_hidden: int, *, seed: int | None = None) -> None:
+    `init`: `seed` (the study's, the default here so a bare construction stays the study's SAE) or
+    `tied` (see `tied_init`; `training.init` chooses it for every trained SAE and defaults to it)."""
+
+    def __init__(
+        self,
+        d_in: int,
+        d_hidden: int,
+        *,
+        seed: int | None = None,
+        init: InitScheme = "seed",
+        encoder_norm: float = 0.1,
+    ) -> None:
         super().__init__()
         if d_in <= 0 or d_hidden <= 0:
             raise ValueError(f"d_in and d_hidden must be > 0 (got {d_in}, {d_hidden})")
         self.d_in = d_in
         self.d_hidden = d_hidden
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
-        # The study's initialisation: Gaussian encoder scaled by 1/sqrt(d), decoder by 1/sqrt(m), zero biases
-        # (decoder rows become unit-norm after the first step, as in its code).
-        self.W_enc = nn.Parameter(torch.randn(d_in, d_hidden, generator=gen) / math.sqrt(d_in))
+        if init == "seed":
+            # The study's initialisation: Gaussian encoder scaled by 1/sqrt(d), decoder by 1/sqrt(m), zero
+            # biases (decoder rows become unit-norm after the first step, as in its code).
+            w_enc = torch.randn(d_in, d_hidden, generator=gen) / math.sqrt(d_in)
+            w_dec = torch.randn(d_hidden, d_in, generator=gen) / math.sqrt(d_hidden)
+        elif init == "tied":
+            w_dec, w_enc = tied_init(d_in, d_hidden, encoder_norm, gen)
+        else:
+            raise ValueError(f"training.init: must be seed or tied (got {init!r})")
+        self.W_enc = nn.Parameter(w_enc)
         self.b_enc = nn.Parameter(torch.zeros(d_hidden))
-        self.W_dec = nn.Parameter(torch.randn(d_hidden, d_in, generator=gen) / math.sqrt(d_hidden))
+        self.W_dec = nn.Parameter(w_dec)
         self.b_dec = nn.Parameter(torch.zeros(d_in))
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -58,7 +77,7 @@ class SparseAutoencoder(nn.Module):
         if missing or set(state) != set(PARAM_NAMES):
             raise ValueError(f"state dict must hold exactly {PARAM_NAMES} (got {sorted(state)})")
         d_in, d_hidden = state["W_enc"].shape
-        sae = cls(d_in, d_hidden, seed=0)
+        sae = cls(d_in, d_hidden, seed=0)  # the init is overwritten by the state below
         sae.load_state_dict({k: v.float() for k, v in state.items()})
         return sae
 
@@ -67,6 +86,24 @@ class SparseAutoencoder(nn.Module):
         """Load a `.pth` state dict with the study's keys (`W_enc`, `b_enc`, `W_dec`, `b_dec`)."""
         state = torch.load(Path(path), map_location=device, weights_only=True)
         return cls.from_state_dict(state).to(device)
+
+
+def tied_init(
+    d_in: int, d_hidden: int, encoder_norm: float, gen: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decoder rows: random unit-norm directions; encoder: the decoder's transpose × `encoder_norm`.
+
+    Each feature then starts reading along the direction it writes, so it begins as a matched filter
+    for its own direction instead of an unrelated random one, and the decoder row and encoder column
+    co-adapt from step 0 (the untied Gaussian start recovered ground-truth features far worse, see
+    docs/results.md "Ground truth"). The decoder norm itself is irrelevant here: rows are renormalised
+    to unit norm after every step, so only the encoder's scale matters.
+    """
+    if not math.isfinite(encoder_norm) or encoder_norm <= 0:
+        raise ValueError(f"training.init_encoder_norm: must be > 0 (got {encoder_norm})")
+    w_dec = torch.randn(d_hidden, d_in, generator=gen)
+    w_dec /= w_dec.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    return w_dec, w_dec.t().contiguous() * encoder_norm
 
 
 def l1_factor(scaling: L1Scaling, d_hidden: int) -> float:

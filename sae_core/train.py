@@ -399,6 +399,13 @@ class Trainer:
         }
 
 
+def build_sae(d_in: int, d_hidden: int, training: TrainingConfig) -> SparseAutoencoder:
+    """A fresh SAE initialised as `training` says (`init`, `init_encoder_norm`, `seed`)."""
+    return SparseAutoencoder(
+        d_in, d_hidden, seed=training.seed, init=training.init, encoder_norm=training.init_encoder_norm
+    )
+
+
 def train_sae(
     data: TrainingData,
     d_hidden: int,
@@ -412,7 +419,7 @@ def train_sae(
 ) -> tuple[SparseAutoencoder, dict[str, Any]]:
     """Train an SAE on in-memory data without a run directory (notebooks, benchmarks, tests);
     `dead_threshold` is used only by `training.resample_criterion=threshold`."""
-    sae = SparseAutoencoder(data.d_model, d_hidden, seed=training.seed)
+    sae = build_sae(data.d_model, d_hidden, training)
     trainer = Trainer(
         sae, data, training, l1=l1, strategy=strategy, device=torch.device(device), callbacks=callbacks,
         dead_threshold=dead_threshold,
@@ -429,6 +436,7 @@ __all__ = [
     "TrainCallback",
     "TrainState",
     "Trainer",
+    "build_sae",
     "total_steps_for",
     "train_cell",
     "train_sae",
