@@ -325,17 +325,35 @@ def _dead_set_counts(
     device: torch.device,
 ) -> tuple[np.ndarray | None, int]:
     """Firings above the threshold on the dead-% token set (None: the analysed tokens, already counted)
-    and how many tokens that set holds."""
+    and how many tokens that set holds.
+
+    Only features pass 1 left undecided — fewer than `min_activations` firings, the dead ones included —
+    are encoded over the other tokens: the rest are alive and eligible whatever those tokens hold, so
+    their counts there change neither figure. The pass costs an encode of those columns only."""
     if acfg.dead_split != "all":
         return None, stats.tokens
-    count, tokens = stats.count.clone(), stats.tokens
+    count = stats.count.clone()
+    tokens = stats.tokens + sum(n for _, _, n in rest)
+    undecided = torch.nonzero(count < acfg.min_activations).flatten()
+    if undecided.numel() == 0 or not rest:
+        return count.cpu().numpy(), tokens
+    sub = _columns(sae, undecided)
     for split, skip, _ in rest:
-        more, _, seen = threshold_counts(
-            sae, _skipped(store, split, skip, acfg.batch_size), acfg.dead_threshold, device
+        more, _, _ = threshold_counts(
+            sub, _skipped(store, split, skip, acfg.batch_size), acfg.dead_threshold, device
         )
-        count += more
-        tokens += seen
+        count[undecided] += more
     return count.cpu().numpy(), tokens
+
+
+def _columns(sae: Any, index: torch.Tensor) -> Any:
+    """An SAE made of the features `index` of `sae` (the same encode, fewer columns)."""
+    from sae_core.sae import SparseAutoencoder
+
+    sub = SparseAutoencoder(sae.d_in, int(index.numel()), seed=0).to(sae.W_enc.device)
+    weights = {"W_enc": sae.W_enc[:, index], "b_enc": sae.b_enc[index], "W_dec": sae.W_dec[index]}
+    sub.load_state_dict({**weights, "b_dec": sae.b_dec})
+    return sub
 
 
 def _skipped(store: Any, split: str, skip: int, batch_size: int) -> Any:
