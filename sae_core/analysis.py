@@ -21,8 +21,9 @@ and an encode of 2k columns instead of m.
 
 Dead % counts features that never exceed `dead_threshold` on the token set `analysis.dead_split` names:
 the analysed tokens (`test`), or every token of the store (`all`, as the study counted, training tokens
-included). For `all` a third, cheaper pass (encode, count and max only) reads the tokens pass 1 did not;
-the `min_activations` eligibility then uses the counts over all tokens as well.
+included). For `all` a third pass reads the tokens pass 1 did not, encoding only the features pass 1
+left undecided (fewer than `min_activations` firings) and counting their firings; the `min_activations`
+eligibility then uses the counts over all tokens as well.
 """
 
 from __future__ import annotations
@@ -110,15 +111,16 @@ def analyze_run(
         dead_set_count, dead_tokens = _dead_set_counts(store, sae, acfg, stats, rest, device)
         if rest:
             timings["dead_pass_s"] = time.perf_counter() - start
-        progress(n_tokens + sum(n for _, _, n in rest), total, {})
+        extra = sum(n for _, _, n in rest)  # the dead pass's share of the progress bar
+        progress(n_tokens + extra, total, {})
         stats_table, cols = stats.table(acfg.min_activations, dead_set_count)
         top, bottom = select_features(cols["selectivity"], acfg.top_k_features)
         selected, groups = top + bottom, ["top"] * len(top) + ["bottom"] * len(bottom)
         start = time.perf_counter()
+        after_dead_pass: Progress = lambda d, t, info: progress(d + extra, t, info)  # noqa: E731
         collector, pearson = _second_pass(
-            store, sae, acfg, selected, n_tokens, device, progress, total, cfg.training.seed,
-            done=n_tokens + sum(n for _, _, n in rest),
-        )  # fmt: skip
+            store, sae, acfg, selected, n_tokens, device, after_dead_pass, total, cfg.training.seed
+        )
         timings["pass2_s"] = time.perf_counter() - start
         start = time.perf_counter()
         neighbor_ids, neighbor_cos = nearest_neighbors(sae.W_dec, acfg.neighbors)
@@ -134,9 +136,7 @@ def analyze_run(
     timings["examples_correlation_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    ce, ce_note = _ce_loss(
-        sae, store, cfg, ce_docs, progress, done=2 * n_tokens + sum(n for _, _, n in rest), total=total
-    )
+    ce, ce_note = _ce_loss(sae, store, cfg, ce_docs, progress, done=2 * n_tokens + extra, total=total)
     timings["ce_loss_s"] = time.perf_counter() - start
 
     features = run_dir / "features"
@@ -264,14 +264,13 @@ def _second_pass(
     progress: Progress,
     total: int,
     seed: int,
-    done: int,
 ) -> tuple[ExampleCollector, PearsonAccumulator]:
     pearson = PearsonAccumulator(len(selected))
     collector = ExampleCollector(
         len(selected), acfg.examples_per_feature, acfg.quantile_examples, acfg.dead_threshold, seed, device
     )
     if not selected:
-        progress(done + n_tokens, total, {})
+        progress(2 * n_tokens, total, {})
         return collector, pearson
     # An SAE made of the selected features' encoder columns: the same encode, 2k columns instead of m.
     from sae_core.sae import SparseAutoencoder
@@ -286,6 +285,7 @@ def _second_pass(
             "b_dec": sae.b_dec,
         }
     )
+    done = n_tokens
     for batch in _limited(store, acfg, n_tokens):
         acts = sub.encode(batch.acts.to(device, non_blocking=True))
         pearson.update(acts)
@@ -339,7 +339,7 @@ def _dead_set_counts(
         return count.cpu().numpy(), tokens
     sub = _columns(sae, undecided)
     for split, skip, _ in rest:
-        more, _, _ = threshold_counts(
+        more = threshold_counts(
             sub, _skipped(store, split, skip, acfg.batch_size), acfg.dead_threshold, device
         )
         count[undecided] += more

@@ -175,23 +175,17 @@ class FeatureStats:
 @torch.no_grad()
 def threshold_counts(
     sae: Any, batches: Iterator[torch.Tensor], threshold: float, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Per-feature count of activations strictly above `threshold` and maximum activation over
-    `batches`, and the tokens seen: the cheap pass `analysis.dead_split=all` adds over the splits the
-    analysis does not otherwise read (an encode and two reductions per chunk, no gathering)."""
-    m = sae.d_hidden
-    count = torch.zeros(m, dtype=torch.int64, device=device)
-    peak = torch.zeros(m, dtype=torch.float32, device=device)
-    tokens = 0
-    rows_per_chunk = chunk_rows(m)
+) -> torch.Tensor:
+    """Per-feature count of activations strictly above `threshold` over `batches`: the pass
+    `analysis.dead_split=all` adds over the tokens the analysis does not otherwise read (an encode and
+    one comparison per chunk, no gathering)."""
+    count = torch.zeros(sae.d_hidden, dtype=torch.int64, device=device)
+    rows_per_chunk = chunk_rows(sae.d_hidden)
     for batch in batches:
         x = batch.to(device, torch.float32, non_blocking=True)
         for start in range(0, x.shape[0], rows_per_chunk):
-            h = sae.encode(x[start : start + rows_per_chunk])
-            count += torch.count_nonzero(h > threshold, dim=0)
-            torch.maximum(peak, h.amax(0), out=peak)
-        tokens += int(x.shape[0])
-    return count, peak, tokens
+            count += torch.count_nonzero(sae.encode(x[start : start + rows_per_chunk]) > threshold, dim=0)
+    return count
 
 
 def selectivity(mean: np.ndarray, count: np.ndarray, min_activations: int) -> np.ndarray:
