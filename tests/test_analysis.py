@@ -440,3 +440,14 @@ def test_dead_split_all_counts_every_token_of_the_store(tmp_path, store_path, da
     assert math.isnan(stats["selectivity"][5])
     selected = json.loads((run / "features" / "selected.json").read_text())
     assert selected["min_activations_counted_on"] == "all"
+
+    # min_activations follows the same token set: a feature short of it on the analysed tokens but not
+    # over all of them is ranked with `all` only
+    count_test = (analysed > 0.07).sum(0)
+    j = int(np.flatnonzero((count_test > 0) & (count_all > count_test))[0])
+    need = int(count_test[j]) + 1
+    for split, eligible in (("test", False), ("all", True)):
+        cfg = config(ce_loss_documents=0, max_tokens=max_tokens, dead_split=split, min_activations=need)
+        analyze_run(store_path, run, cfg)
+        sel = pd.read_parquet(run / "features" / "feature_stats.parquet")["selectivity"]
+        assert (not math.isnan(sel[j])) is eligible, split
