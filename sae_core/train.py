@@ -154,7 +154,8 @@ class Trainer:
             fused=device.type in ("cpu", "cuda"),
         )
         # resample_criterion=threshold: a neuron "fires" for resampling only above analysis.dead_threshold
-        self.fire_threshold = float(dead_threshold) if training.resample_criterion == "threshold" else None
+        by_threshold = training.resample_criterion == "threshold" and strategy == "sampling"
+        self.fire_threshold = float(dead_threshold) if by_threshold else None
         self.state = self._fresh_state(sae.d_hidden)
         self._step_fn = self._make_step_fn()
         self._val_x: torch.Tensor | None = None
