@@ -14,6 +14,9 @@ set so each feature fires on ~`--l0`/m of tokens, as a trained SAE does (L0 ≈ 
 - `--dense`: the same with a freshly initialised SAE (h about half dense), where the decode cannot be
   sparse and costs as much as the encode.
 - `--memory`: peak RSS of `analyze_run` in child processes on stores of N and 4N tokens.
+- `--dead-split`: the cost of `analysis.dead_split=all` — a store of N test and N train tokens analysed
+  with `test` and with `all`; prints pass 1's and the extra dead pass's tokens/s (the dead pass reads the
+  tokens outside the analysed split: ~9× the test split on an 80/10/10 store).
 
 Run: `python benchmarks/analyze.py [--tokens 65536] [--repeat 2] [--threads 1] [--dense] [--memory]`
 (1–3 minutes on 2 shared cores). Each side keeps its best of `--repeat` alternating runs.
@@ -41,15 +44,18 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 CELL = "8x_0.0001_sampling"
 
 
-def build_store(root: Path, tokens: int, d: int, seed: int) -> Path:
+def build_store(root: Path, tokens: int, d: int, seed: int, train_tokens: int = 0) -> Path:
+    """`tokens` test tokens (and `train_tokens` train tokens after them) in documents of 500."""
     from sae_core.store import write_store
 
     rng = np.random.default_rng(seed)
-    doc_ids = np.arange(tokens) // 500
-    acts = rng.standard_normal((tokens, d), dtype=np.float32)
-    path = root / f"store-{tokens}"
+    total = tokens + train_tokens
+    doc_ids = np.arange(total) // 500
+    acts = rng.standard_normal((total, d), dtype=np.float32)
+    splits = np.where(np.arange(total) < tokens, "test", "train")
+    path = root / f"store-{tokens}-{train_tokens}"
     write_store(
-        path, acts, doc_ids, token_ids=rng.integers(0, 50_000, size=tokens), splits=np.full(tokens, "test"),
+        path, acts, doc_ids, token_ids=rng.integers(0, 50_000, size=total), splits=splits,
         store_dtype="float16",
     )  # fmt: skip
     return path
@@ -102,14 +108,17 @@ def bare_encode(store_path: Path, run: Path, batch: int) -> tuple[float, float, 
     return in_memory, streamed, chunked
 
 
-def analyse(store: Path, run: Path, batch: int) -> tuple[dict, float]:
-    from sae_core.analysis.driver import analyze_run
+def analyse(store: Path, run: Path, batch: int, dead_split: str = "test") -> tuple[dict, float]:
+    from sae_core.analysis import analyze_run
     from sae_core.config import load_config
 
     cfg = load_config(
         "seed",
-        overrides={"analysis.ce_loss_documents": 0, "analysis.batch_size": batch, "training.device": "cpu"},
-    )
+        overrides={
+            "analysis.ce_loss_documents": 0, "analysis.batch_size": batch, "training.device": "cpu",
+            "analysis.dead_split": dead_split,
+        },
+    )  # fmt: skip
     start = time.perf_counter()
     summary = analyze_run(store, run, cfg)
     return summary, time.perf_counter() - start
@@ -147,6 +156,32 @@ def report(label: str, store: Path, run: Path, tokens: int, batch: int, repeat: 
     print(f"  RATIO analyze_run end to end / bare encode in memory: {tokens / wall / in_memory:.2f}")
 
 
+def dead_split_cost(root: Path, args: argparse.Namespace, m: int) -> None:
+    """pass 1 over the test split against the extra dead pass over the train split, same token count."""
+    store = build_store(root / "dead", args.tokens, args.d, args.seed, train_tokens=args.tokens)
+    run = build_run(root / "dead", store, args.d, m, args.l0, args.seed)
+    best: dict[str, float] = {}
+    for _ in range(args.repeat):
+        for split in ("test", "all"):
+            summary, wall = analyse(store, run, args.batch, split)
+            t = summary["timings_s"]
+            for key in ("pass1_s", "dead_pass_s"):
+                if key in t:
+                    best[key] = min(best.get(key, float("inf")), t[key])
+            best[f"wall_{split}"] = min(best.get(f"wall_{split}", float("inf")), wall)
+            dead, on = summary["dead_fraction"], summary["dead_tokens"]
+            print(f"  dead_split={split}: dead {dead:.3f} on {on} tokens")
+    n = args.tokens
+    print(f"[dead_split] {n} test + {n} train tokens, L0 target {args.l0}, m={m}")
+    print(f"  pass 1 (test split, full statistics) {n / best['pass1_s']:10.0f} tok/s")
+    print(f"  dead pass (train split, count + max) {n / best['dead_pass_s']:10.0f} tok/s")
+    print(f"  analyze_run wall: test {best['wall_test']:.1f} s, all {best['wall_all']:.1f} s")
+    print(
+        f"  on an 80/10/10 store, dead_split=all adds ~{9 * best['dead_pass_s'] / best['pass1_s']:.1f}× "
+        "pass 1's time"
+    )
+
+
 def child_peak_rss(store: Path, run: Path, batch: int) -> float:
     code = (
         "import sys; sys.path.insert(0, sys.argv[4]);"
@@ -175,6 +210,7 @@ def main() -> None:
     parser.add_argument("--dense", action="store_true", help="also a freshly initialised (dense) SAE")
     parser.add_argument("--memory", action="store_true", help="peak RSS on N and 4N tokens")
     parser.add_argument("--no-speed", action="store_true", help="skip the throughput comparison")
+    parser.add_argument("--dead-split", action="store_true", help="the cost of analysis.dead_split=all")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeat", type=int, default=2, help="alternations of baseline and analysis")
     parser.add_argument(
@@ -196,6 +232,8 @@ def main() -> None:
         if args.dense:
             dense_run = build_run(root, store, args.d, m, None, args.seed)
             report("fresh SAE (dense h)", store, dense_run, args.tokens, args.batch, args.repeat)
+        if args.dead_split:
+            dead_split_cost(root, args, m)
         if args.memory:
             big = build_store(root, 4 * args.tokens, args.d, args.seed)
             for path, n in ((store, args.tokens), (big, 4 * args.tokens)):

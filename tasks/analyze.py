@@ -9,6 +9,7 @@ from prefect import task
 from prefect.runtime import task_run
 
 from sae_core.config import SweepConfig
+from sae_core.dead_figures import dead_caption, pct
 from sae_core.naming import Cell
 from tasks.common import (
     PrefectProgress,
@@ -41,9 +42,10 @@ def analyze_features(store: str, cell: str, cfg: SweepConfig) -> dict[str, Any]:
     summary = analyze_run(store, out, cfg, progress=progress)
     seconds = time.perf_counter() - start
     run_logger().info(
-        "%s analysed: dead %s, L0 %s, explained variance %s",
+        "%s analysed: %s %s, L0 %s, explained variance %s",
         cell,
-        summary.get("dead_fraction"),
+        dead_caption(summary.get("dead_threshold"), summary.get("dead_split")),
+        pct(summary["dead_fraction"]) if summary.get("dead_fraction") is not None else "missing",
         summary.get("l0"),
         summary.get("explained_variance"),
     )

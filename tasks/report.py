@@ -48,7 +48,7 @@ def report_sweep(sweep_dir: str, cfg: SweepConfig) -> dict[str, Any]:
     )
     tables = json.loads((out / "tables.json").read_text())
     create_table_artifact(
-        table=table_rows(tables["cells"]),
+        table=table_rows(tables["cells"], tables.get("dead_caption")),
         key=artifact_key("sweep-cells", cfg.name),
         description=f"Sweep {cfg.name}: one row per cell ('missing'/'skipped' where a stage did not run)",
     )
@@ -97,12 +97,14 @@ def artifact_markdown(markdown: str, report_dir: Path) -> str:
     return re.sub(r"(!?)\[([^\]]*)\]\(((?!\w+:)[^)]+)\)", absolute, markdown)
 
 
-def table_rows(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """tables.json's cell rows flattened for a table artifact: an absent value shows its reason."""
+def table_rows(cells: list[dict[str, Any]], dead_caption: str | None = None) -> list[dict[str, Any]]:
+    """tables.json's cell rows flattened for a table artifact: an absent value shows its reason. The
+    analysis dead % column takes `dead_caption` (tables.json's, naming its threshold and token set)."""
     rows = []
     for cell in cells:
         row: dict[str, Any] = {"cell": cell["cell"]}
         for key, (title, _, fmt) in CELL_METRICS.items():
+            title = dead_caption if key == "dead_pct" and dead_caption else title
             value = cell.get(key)
             row[title] = fmt.format(value) if value is not None else cell["notes"].get(key, "missing")
         rows.append(row)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from sae_core.config import SweepConfig
+from sae_core.dead_figures import dead_caption, dead_token_set, training_dead_fraction
 from sae_core.io import read_json
 from sae_core.naming import Cell, grid_cells
 from tasks.common import run_dir
@@ -38,7 +39,10 @@ def cell_summary(cfg: SweepConfig, cell: Cell) -> dict[str, Any]:
         "trained": bool(metrics.get("completed")),
         "analysed": bool(analysis),
         "dead_fraction": analysis.get("dead_fraction"),
-        "dead_fraction_train": metrics.get("dead_fraction_train"),
+        "dead_caption": dead_caption(analysis.get("dead_threshold"), dead_token_set(analysis))
+        if analysis
+        else None,
+        "training_dead_fraction": training_dead_fraction(metrics)[0],
         "l0": analysis.get("l0"),
         "explained_variance": analysis.get("explained_variance"),
         "monosemanticity_rate": mono,
@@ -48,7 +52,7 @@ def cell_summary(cfg: SweepConfig, cell: Cell) -> dict[str, Any]:
 
 
 def _pct(value: float | None) -> str:
-    return MISSING if value is None else f"{100 * value:.1f}"
+    return MISSING if value is None else f"{round(100 * value, 1)}%"
 
 
 def _num(value: float | None, digits: int = 3) -> str:
@@ -67,8 +71,12 @@ def _mono(summary: dict[str, Any] | None, key: str = "monosemanticity_rate") -> 
 
 def grid_rows(cfg: SweepConfig) -> list[dict[str, str]]:
     """One row per (λ, expansion), as the study's tables: dead % without/with resampling and their
-    delta, L0, explained variance and monosemanticity per strategy."""
+    delta, L0, explained variance and monosemanticity per strategy. The dead columns are titled with
+    the threshold and token set of `cfg.analysis` (`dead % (>0.07, all tokens)`), which the analyses
+    recorded in analysis.json."""
     by_key = {(c.l1, c.expansion, c.strategy): cell_summary(cfg, c) for c in grid_cells(cfg.grid)}
+    acfg = cfg.analysis
+    dead = dead_caption(acfg.dead_threshold, "all" if acfg.dead_split == "all" else acfg.split)
     rows = []
     for l1 in cfg.grid.l1_coefficients:
         for exp in cfg.grid.expansion_factors:
@@ -81,9 +89,9 @@ def grid_rows(cfg: SweepConfig) -> list[dict[str, str]]:
                 {
                     "λ": str(float(l1)),
                     "expansion": f"{exp}x",
-                    "dead % (no resampling)": _pct(dead_plain),
-                    "dead % (resampling)": _pct(dead_res),
-                    "Δ dead % (no − with)": _pct(delta),
+                    f"{dead}, no resampling": _pct(dead_plain),
+                    f"{dead}, resampling": _pct(dead_res),
+                    "Δ dead (no − with), points": MISSING if delta is None else f"{round(100 * delta, 1)}",
                     "L0 (no resampling)": _num(plain["l0"] if plain else None),
                     "L0 (resampling)": _num(resampled["l0"] if resampled else None),
                     "explained var (no resampling)": _num(plain["explained_variance"] if plain else None),

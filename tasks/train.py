@@ -10,6 +10,7 @@ from prefect import task
 from prefect.runtime import task_run
 
 from sae_core.config import SweepConfig
+from sae_core.dead_figures import pct
 from sae_core.errors import SaeSweepError
 from sae_core.naming import Cell
 from tasks.common import (
@@ -57,7 +58,9 @@ def progress_callback(cell: Cell, sweep: str) -> Any:
             self.progress(start, total_steps, {})
 
         def on_log(self, step: int, metrics: dict) -> None:
-            shown = {k: float(metrics[k]) for k in ("loss", "l0", "dead_fraction") if k in metrics}
+            shown: dict[str, Any] = {k: float(metrics[k]) for k in ("loss", "l0") if k in metrics}
+            if "window_dead_fraction" in metrics:
+                shown["dead % (training window)"] = pct(float(metrics["window_dead_fraction"]))
             self.progress(step, self.total_steps, shown)
 
         def on_resample(self, step: int, neurons: int) -> None:
@@ -89,19 +92,19 @@ def train_sae(store: str, cell: str, cfg: SweepConfig) -> dict[str, Any]:
     seconds = time.perf_counter() - start
     final = metrics.get("final") or {}
     run_logger().info(
-        "%s trained: %s steps, loss %s, L0 %s, dead %s",
+        "%s trained: %s steps, loss %s, L0 %s, dead %% (training window) %s",
         the_cell.name,
         metrics.get("steps"),
         final.get("loss"),
         final.get("l0"),
-        final.get("dead_fraction"),
+        pct(metrics["training_dead_fraction"]) if "training_dead_fraction" in metrics else "missing",
     )
     return {
         "cell": the_cell.name,
         "run_dir": str(out),
         "weights": str(Path(out) / the_cell.weights_filename),
         "steps": metrics.get("steps"),
-        "dead_fraction_train": metrics.get("dead_fraction_train"),
+        "training_dead_fraction": metrics.get("training_dead_fraction"),
         "work_s": seconds,
     }
 

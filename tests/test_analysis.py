@@ -102,7 +102,7 @@ def brute(sae: SparseAutoencoder, data: dict[str, np.ndarray], split: str = "tes
 def sparse_run(tmp_path_factory, store_path, data):
     """One analysis shared by the read-only checks below."""
     sae = make_sae()
-    run = write_run(tmp_path_factory.mktemp("runs"), sae, {"dead_fraction_train": 0.25})
+    run = write_run(tmp_path_factory.mktemp("runs"), sae, {"training_dead_fraction": 0.25})
     summary = analyze_run(store_path, run, config())
     return run, sae, summary, brute(sae, data)
 
@@ -299,13 +299,15 @@ def test_outputs_follow_the_contract(sparse_run):
     on_disk = json.loads((run / "analysis.json").read_text())
     assert on_disk == json.loads(json.dumps(summary))
     for key in (
-        "cell", "split", "tokens_analyzed", "dead_threshold", "dead_count", "dead_fraction",
+        "cell", "split", "tokens_analyzed", "dead_threshold", "dead_split", "dead_tokens", "dead_count",
+        "dead_fraction",
         "training_dead_fraction", "l0", "l1", "mse", "explained_variance", "cosine_similarity", "l2_ratio",
         "ce_loss", "ce_loss_note", "histogram_edges", "selected", "code_version",
     ):  # fmt: skip
         assert key in on_disk, key
     assert on_disk["cell"] == CELL and on_disk["split"] == "test"
     assert on_disk["training_dead_fraction"] == 0.25
+    assert on_disk["dead_split"] == "test" and on_disk["dead_tokens"] == on_disk["tokens_analyzed"]
     assert on_disk["ce_loss"] is None and "skipped" in on_disk["ce_loss_note"]
     assert len(on_disk["histogram_edges"]) == 65
     assert not list(run.rglob("*.tmp"))
@@ -404,3 +406,50 @@ def test_cpu_threads_applies_to_cpu_only_and_restores():
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(original)
+
+
+@pytest.mark.parametrize("max_tokens", [None, 100], ids=["whole-split", "capped"])
+def test_dead_split_all_counts_every_token_of_the_store(tmp_path, store_path, data, max_tokens):
+    # A feature that exceeds the threshold only on train tokens is dead on the test split but alive over
+    # all tokens, as the study counted; eligibility for selectivity follows the same counts.
+    sae = make_sae(bias=-0.3)
+    x_all = torch.from_numpy(data["acts"])
+    train = torch.from_numpy(data["splits"] == "train")
+    with torch.no_grad():
+        # feature 5 reaches 0.5 on one train token (its encoder points at it) and stays below 0.07 on
+        # the test tokens
+        j = int(torch.nonzero(train)[0])
+        sae.b_enc[5] = -1.0
+        sae.W_enc[:, 5] = (x_all[j] - sae.b_dec) / (x_all[j] - sae.b_dec).pow(2).sum() * 1.5
+    h_all = sae.encode(x_all).detach().numpy()
+    test = ~train.numpy()
+    assert h_all[test, 5].max() <= 0.07 < h_all[~test, 5].max()
+    run = write_run(tmp_path, sae)
+    test_only = analyze_run(store_path, run, config(ce_loss_documents=0, max_tokens=max_tokens))
+    all_cfg = config(ce_loss_documents=0, max_tokens=max_tokens, dead_split="all", min_activations=1)
+    everything = analyze_run(store_path, run, all_cfg)
+    analysed = h_all[test][: max_tokens or None]
+    assert test_only["dead_split"] == "test" and test_only["dead_tokens"] == len(analysed)
+    assert test_only["dead_count"] == int(((analysed > 0.07).sum(0) == 0).sum())
+    count_all = (h_all > 0.07).sum(0)
+    assert everything["dead_split"] == "all" and everything["dead_tokens"] == len(h_all)
+    assert everything["dead_count"] == int((count_all == 0).sum())
+    stats = pd.read_parquet(run / "features" / "feature_stats.parquet")
+    np.testing.assert_array_equal(stats["dead"], count_all == 0)
+    assert not stats["dead"][5] and stats["dead"][3]
+    np.testing.assert_array_equal(stats["count"], (analysed > 0.07).sum(0))  # stats stay the analysed tokens'
+    # eligible by its firings over all tokens, but no analysed firing to rank it by: NaN, never selected
+    assert math.isnan(stats["selectivity"][5])
+    selected = json.loads((run / "features" / "selected.json").read_text())
+    assert selected["min_activations_counted_on"] == "all"
+
+    # min_activations follows the same token set: a feature short of it on the analysed tokens but not
+    # over all of them is ranked with `all` only
+    count_test = (analysed > 0.07).sum(0)
+    j = int(np.flatnonzero((count_test > 0) & (count_all > count_test))[0])
+    need = int(count_test[j]) + 1
+    for split, eligible in (("test", False), ("all", True)):
+        cfg = config(ce_loss_documents=0, max_tokens=max_tokens, dead_split=split, min_activations=need)
+        analyze_run(store_path, run, cfg)
+        sel = pd.read_parquet(run / "features" / "feature_stats.parquet")["selectivity"]
+        assert (not math.isnan(sel[j])) is eligible, split

@@ -65,7 +65,7 @@ def test_per_cell_rows_equal_the_cells_files(demo_report):
         assert row["explained_variance"] == pytest.approx(analysis["explained_variance"])
         assert row["ce_recovered"] == pytest.approx(analysis["ce_loss"]["recovered"])
         assert row["dead_pct"] == pytest.approx(100 * analysis["dead_fraction"])
-        assert row["training_dead_pct"] == pytest.approx(100 * metrics["dead_fraction_train"])
+        assert row["training_dead_pct"] == pytest.approx(100 * metrics["training_dead_fraction"])
         assert row["tokens_trained"] == metrics["tokens_trained"]
         assert row["wall_time_s"] == pytest.approx(metrics["wall_time_s"])
         assert row["resample_events"] == len(metrics["resample_events"])
@@ -189,3 +189,37 @@ def test_a_config_report_leaves_out_cells_of_another_grid(tmp_path):
     assert sorted(names) == sorted(c.name for c in grid_cells(cfg.grid))
     missing = [row for row in doc["cells"] if row["cell"].startswith("2x_0.5_")]
     assert all(row["dead_pct"] is None and row["notes"]["dead_pct"].startswith("missing") for row in missing)
+
+
+def test_captions_name_the_dead_token_set_and_old_runs_are_read_only_where_right(tmp_path):
+    from sae_core.report.build import cell_rows, collect_cells, dead_pct_caption, grid_tables
+
+    for cell in (Cell(2, 0.01, "sampling"), Cell(2, 0.01, "nosampling")):
+        run = fabricate_cell(tmp_path, cell)
+        analysis = json.loads((run / "analysis.json").read_text())
+        analysis["dead_split"] = "all"
+        (run / "analysis.json").write_text(json.dumps(analysis))
+        # a run written before the rename: only `dead_fraction_train`, whose resets counted as alive
+        metrics = json.loads((run / "metrics.json").read_text())
+        metrics["dead_fraction_train"] = metrics.pop("training_dead_fraction")
+        metrics["training"]["resample_every"] = 250  # window (350, 600]: the reset at step 400 is in it
+        (run / "metrics.json").write_text(json.dumps(metrics))
+    cells = collect_cells(tmp_path)
+    assert dead_pct_caption(cells) == "dead % (>0.07, all tokens)"
+    tables = grid_tables(cells, None)
+    rows = {r["cell"]: r for r in cell_rows(cells)}
+    # no reset in the final window (nosampling): the old figure means the same, and is shown
+    plain = json.loads((tmp_path / "2x_0.01_nosampling" / "metrics.json").read_text())
+    assert rows["2x_0.01_nosampling"]["training_dead_pct"] == pytest.approx(
+        100 * plain["dead_fraction_train"]
+    )
+    # a reset in the final window: refused with the reason, never passed off as the corrected figure
+    assert rows["2x_0.01_sampling"]["training_dead_pct"] is None
+    assert (
+        "counted neurons reset at step 400 as alive" in rows["2x_0.01_sampling"]["notes"]["training_dead_pct"]
+    )
+    out = build_report(tmp_path)
+    md = (out / "report.md").read_text()
+    assert "dead % (>0.07, all tokens)" in md and "dead % (training window)" in md
+    assert "Dead neurons % with resampling — dead % (>0.07, all tokens)" in md
+    assert tables["dead_pct_sampling"]["values"][0][0] is not None

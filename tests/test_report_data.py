@@ -45,7 +45,14 @@ def fabricate_cell(
     (run / "features").mkdir(parents=True, exist_ok=True)
     dead_train = float(rng.uniform(0.05, 0.3))
     events = [{"step": 200, "neurons": 7}, {"step": 400, "neurons": 3}] if cell.strategy == "sampling" else []
-    final = {"loss": 0.5, "mse": 0.4, "l1": 10.0, "l0": 12.0, "explained_variance": 0.8, "dead_fraction": 0.1}
+    final = {
+        "loss": 0.5,
+        "mse": 0.4,
+        "l1": 10.0,
+        "l0": 12.0,
+        "explained_variance": 0.8,
+        "never_fired_fraction": 0.1,
+    }
     metrics = {
         "cell": cell.name,
         "d_in": D_MODEL,
@@ -57,7 +64,7 @@ def fabricate_cell(
         "tokens_per_s": 24000.0,
         "final": final,
         "val": final,
-        "dead_fraction_train": dead_train,
+        "training_dead_fraction": dead_train,
         "resample_events": events,
         "training": {"lr": 1e-3},
         "code_version": "0.1.0+test",
@@ -73,7 +80,15 @@ def fabricate_cell(
             "loss": np.concatenate([2.0 / (1 + steps / 50.0), [np.nan] * len(events)]),
             **{
                 k: np.full(len(steps) + len(events), 0.5)
-                for k in ("mse", "l1", "l0", "explained_variance", "dead_fraction", "lr")
+                for k in (
+                    "mse",
+                    "l1",
+                    "l0",
+                    "explained_variance",
+                    "window_dead_fraction",
+                    "never_fired_fraction",
+                    "lr",
+                )
             },
             "neurons_resampled": pa.array([0] * len(steps) + [e["neurons"] for e in events], pa.int64()),
         }
@@ -191,6 +206,8 @@ def fabricate_cell(
         "split": "test",
         "tokens_analyzed": 100_000,
         "dead_threshold": 0.07,
+        "dead_split": "test",
+        "dead_tokens": 100_000,
         "dead_count": int(dead.sum()),
         "dead_fraction": float(dead.mean()),
         "training_dead_fraction": dead_train,
@@ -330,7 +347,8 @@ def test_fabricated_cell_has_the_contract_columns(tmp_path):
         "l1",
         "l0",
         "explained_variance",
-        "dead_fraction",
+        "window_dead_fraction",
+        "never_fired_fraction",
         "lr",
         "neurons_resampled",
     ]

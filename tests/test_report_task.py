@@ -61,8 +61,10 @@ def test_artifact_markdown_makes_relative_links_absolute(tmp_path):
 
 def test_table_rows_show_reasons_not_zeros(tmp_path):
     fabricate_cell(tmp_path, Cell(2, 0.01, "sampling"), labels="skipped")
-    from sae_core.report.build import cell_rows, collect_cells
+    from sae_core.report.build import cell_rows, collect_cells, dead_pct_caption
 
-    rows = table_rows(cell_rows(collect_cells(tmp_path)))
+    cells = collect_cells(tmp_path)
+    rows = table_rows(cell_rows(cells), dead_pct_caption(cells))
     assert rows[0]["monosemantic %"] == "skipped (no API key in OPENAI_API_KEY)"
-    assert rows[0]["dead % (held-out)"].endswith("%")
+    assert rows[0]["dead % (>0.07, test tokens)"].endswith("%")
+    assert rows[0]["dead % (training window)"].endswith("%")

@@ -10,7 +10,7 @@ from sae_core.config import TrainingConfig
 from sae_core.saes.relu import SparseAutoencoder, fused_step_grads, normalize_decoder
 from sae_core.training.data import InMemoryData
 from sae_core.training.resample import resample_dead
-from sae_core.training.trainer import Trainer
+from sae_core.training.trainer import TrainCallback, Trainer
 
 
 def _trained_with_adam_state(seed: int = 0):
@@ -143,3 +143,97 @@ def test_b_dec_starts_at_the_mean_or_the_geometric_median():
         expected = data.mean(dim=0) if kind == "mean" else geometric_median(data)
         torch.testing.assert_close(trainer.sae.b_dec, expected, rtol=1e-3, atol=1e-3)
     assert (geometric_median(data) - 3.0).abs().max() < 0.2
+
+
+class _KeepDead(TrainCallback):
+    """After every resampling, pushes the eight forced-dead neurons' bias back down: reset, never fire."""
+
+    def __init__(self) -> None:
+        self.trainer: Trainer | None = None
+
+    def on_resample(self, step, neurons):
+        with torch.no_grad():
+            self.trainer.sae.b_enc[:8] = -100.0
+
+
+def test_resampled_neurons_that_stay_dead_are_counted_dead(superposition_data):
+    # 130 steps, a check every 40: the last reset (step 120) falls inside the final window. The old code
+    # recorded a reset as a firing, so those eight read "alive" at the end although they never fired.
+    x_train, x_val, _ = superposition_data
+    cfg = TrainingConfig(
+        lr=3e-3, batch_size=256, epochs=None, max_tokens=256 * 130, l1_scaling="sum", seed=0,
+        resample_every=40, resample_pool_tokens=4096, log_every=10, val_every=10**6, device="cpu",
+    )  # fmt: skip
+    sae = SparseAutoencoder(16, 64, seed=0)
+    with torch.no_grad():
+        sae.b_enc[:8] = -100.0
+    keep = _KeepDead()
+    trainer = Trainer(
+        sae, InMemoryData(x_train[:20_000], x_val), cfg, l1=0.02, strategy="sampling",
+        device=torch.device("cpu"), callbacks=[keep],
+    )  # fmt: skip
+    keep.trainer = trainer
+    metrics = trainer.run()
+    # a reset neuron still gets a full window: the eight are reset again at every check, not earlier
+    events = metrics["resample_events"]
+    assert [e["step"] for e in events] == [40, 80, 120] and all(e["neurons"] >= 8 for e in events)
+    assert int((trainer.state.last_fired[:8] > 0).sum()) == 0
+    assert metrics["training_dead_fraction"] >= 8 / 64
+    windows = [r for r in trainer.state.log_rows if r["kind"] == "train" and r["step"] > 120]
+    assert windows and all(r["window_dead_fraction"] >= 8 / 64 for r in windows)
+
+
+def _weakly_firing_trainer(criterion: str, superposition_data) -> Trainer:
+    """Neurons 0–7 fire on every token at 0.03: alive by "> 0", dead by the 0.07 threshold. The learning
+    rate is ~0, so only resampling can change their weights."""
+    x_train, x_val, _ = superposition_data
+    cfg = TrainingConfig(
+        lr=1e-12, batch_size=256, epochs=None, max_tokens=256 * 50, l1_scaling="sum", seed=0,
+        resample_every=40, resample_pool_tokens=4096, log_every=10, val_every=10**6, device="cpu",
+        resample_criterion=criterion,
+    )  # fmt: skip
+    sae = SparseAutoencoder(16, 64, seed=0)
+    with torch.no_grad():
+        sae.W_enc[:, :8] = 0.0
+        sae.b_enc[:8] = 0.03
+    return Trainer(
+        sae, InMemoryData(x_train[:20_000], x_val), cfg, l1=0.0, strategy="sampling",
+        device=torch.device("cpu"), dead_threshold=0.07,
+    )  # fmt: skip
+
+
+def test_threshold_criterion_resamples_features_that_never_exceed_the_threshold(superposition_data):
+    plain = _weakly_firing_trainer("never_fired", superposition_data)
+    before = plain.sae.W_dec[:8].detach().clone()
+    before = before / before.norm(dim=1, keepdim=True)  # every step renormalises the decoder rows
+    plain.run()
+    torch.testing.assert_close(plain.sae.W_dec[:8], before, atol=1e-6, rtol=0)  # "fired": left alone
+    assert plain.state.last_exceeded is None
+
+    strict = _weakly_firing_trainer("threshold", superposition_data)
+    strict.run()
+    assert strict.state.resample_events[0]["neurons"] >= 8
+    moved = (strict.sae.W_dec[:8] - before).norm(dim=1)
+    assert (moved > 0.1).all(), "every weakly firing neuron was resampled"
+
+
+def test_with_replacement_draws_each_neuron_independently():
+    # one input takes essentially all the loss²: with replacement every dead neuron gets it; without,
+    # only one can, and the others get distinct directions
+    def directions(replacement: bool) -> torch.Tensor:
+        sae = SparseAutoencoder(8, 16, seed=0)
+        pool = torch.randn(1000, 8) * 0.01
+        pool[123] = torch.full((8,), 50.0)
+        dead = torch.zeros(16, dtype=torch.bool)
+        dead[:4] = True
+        resample_dead(
+            sae, None, dead, pool, enc_scale=0.2, bias_low=-0.01,
+            generator=torch.Generator().manual_seed(0), replacement=replacement,
+        )  # fmt: skip
+        return sae.W_dec[:4].detach()
+
+    target = torch.full((8,), 8**-0.5)
+    with_repl = directions(True)
+    assert all(torch.allclose(row, target, atol=1e-3) for row in with_repl)
+    without = directions(False)
+    assert sum(torch.allclose(row, target, atol=1e-3) for row in without) == 1

@@ -62,7 +62,7 @@ def test_train_cell_writes_the_run_dir_and_reuses_a_completed_run(sae_store, tmp
         "tokens_per_s",
         "final",
         "val",
-        "dead_fraction_train",
+        "training_dead_fraction",
         "resample_events",
         "training",
         "code_version",
@@ -70,7 +70,9 @@ def test_train_cell_writes_the_run_dir_and_reuses_a_completed_run(sae_store, tmp
     ):
         assert key in on_disk, key
     assert on_disk["completed"] is True and on_disk["d_hidden"] == 64
-    assert set(on_disk["final"]) == {"loss", "mse", "l1", "l0", "explained_variance", "dead_fraction"}
+    assert "dead_fraction_train" not in on_disk and "dead_fraction" not in on_disk["final"]
+    assert set(on_disk["final"]) == {"loss", "mse", "l1", "l0", "explained_variance", "never_fired_fraction"}
+    assert set(on_disk["val"]) == set(on_disk["final"])
     assert [e["step"] for e in on_disk["resample_events"]] == [20, 40, 60]
     log = pd.read_parquet(out / "train_log.parquet")
     assert list(log.columns) == [
@@ -82,12 +84,18 @@ def test_train_cell_writes_the_run_dir_and_reuses_a_completed_run(sae_store, tmp
         "l1",
         "l0",
         "explained_variance",
-        "dead_fraction",
+        "window_dead_fraction",
+        "never_fired_fraction",
         "lr",
         "neurons_resampled",
     ]
     assert set(log["kind"]) == {"train", "val", "resample"}
     assert log[log.kind == "train"]["loss"].notna().all()
+    # each row kind carries its own dead figure, and only that one
+    train_rows, val_rows = log[log.kind == "train"], log[log.kind == "val"]
+    assert train_rows["window_dead_fraction"].notna().all()
+    assert train_rows["never_fired_fraction"].isna().all()
+    assert val_rows["never_fired_fraction"].notna().all() and val_rows["window_dead_fraction"].isna().all()
 
     class Counter(TrainCallback):
         starts = 0
@@ -110,8 +118,13 @@ class _Kill(TrainCallback):
             raise KeyboardInterrupt
 
 
-def test_resume_equals_uninterrupted(sae_store, tmp_path):
-    cfg = small_config()
+@pytest.mark.parametrize(
+    "training",
+    [{}, {"resample_criterion": "threshold", "resample_replacement": True}],
+    ids=["never_fired", "threshold_with_replacement"],
+)
+def test_resume_equals_uninterrupted(sae_store, tmp_path, training):
+    cfg = small_config(**training)
     whole = train_cell(sae_store, CELL, cfg, tmp_path / "whole")
     with pytest.raises(KeyboardInterrupt):
         train_cell(sae_store, CELL, cfg, tmp_path / "killed", callbacks=[_Kill(50)])
@@ -226,3 +239,15 @@ def test_streaming_from_the_store_when_the_split_exceeds_the_memory_budget(sae_s
     a = torch.load(tmp_path / "whole" / CELL.weights_filename)
     b = torch.load(tmp_path / "killed" / CELL.weights_filename)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_unshuffled_batches_read_the_split_in_store_order_and_resume():
+    data = InMemoryData(torch.arange(40 * 3, dtype=torch.float32).reshape(40, 3))
+    stream = data.batches(8, seed=0, start_step=0, shuffle=False)
+    first = [next(stream) for _ in range(7)]  # 5 per epoch: the second epoch starts over in order
+    assert torch.equal(first[0][:, 0], torch.arange(0, 24, 3, dtype=torch.float32))
+    assert torch.equal(first[4], data.train[32:40]) and torch.equal(first[5], data.train[0:8])
+    resumed = data.batches(8, seed=0, start_step=3, shuffle=False)
+    assert torch.equal(next(resumed), first[3])
+    shuffled = next(data.batches(8, seed=0, start_step=0))
+    assert not torch.equal(shuffled, first[0])

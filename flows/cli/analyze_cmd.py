@@ -26,6 +26,7 @@ def analyze(
     (dead %, selectivity, examples, correlation, reconstruction metrics, CE-loss recovered)."""
     cfg = resolve_config(preset, config, set_)
     from sae_core.analysis import analyze_run
+    from sae_core.dead_figures import dead_caption, pct
 
     bar = _LazyBar(f"analysing {run.name}")
     try:
@@ -35,7 +36,8 @@ def analyze(
     ce = summary.get("ce_loss")
     typer.echo(
         f"{summary['cell']}: {summary['tokens_analyzed']} {summary['split']} tokens, "
-        f"dead {summary['dead_count']}/{summary['d_hidden']} ({100 * summary['dead_fraction']:.1f}%), "
+        f"{dead_caption(summary['dead_threshold'], summary.get('dead_split'))} "
+        f"{summary['dead_count']}/{summary['d_hidden']} ({pct(summary['dead_fraction'])}), "
         f"L0 {_fmt(summary['l0'])}, explained variance {_fmt(summary['explained_variance'])}, "
         f"CE-loss recovered {_fmt(ce['recovered']) if ce else summary['ce_loss_note']}"
     )

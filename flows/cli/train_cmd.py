@@ -40,7 +40,7 @@ def train(
     with TqdmProgress(f"train {cell.name}") as bar:
         metrics = train_cell(activations, cell, cfg, out, progress=bar)
     summary = {
-        k: metrics[k] for k in ("cell", "steps", "tokens_trained", "tokens_per_s", "dead_fraction_train")
+        k: metrics[k] for k in ("cell", "steps", "tokens_trained", "tokens_per_s", "training_dead_fraction")
     }
     summary["final"] = metrics["final"]
     summary["resample_events"] = len(metrics["resample_events"])

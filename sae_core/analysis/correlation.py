@@ -161,7 +161,7 @@ def plot_density(
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
-    alive = density[~dead]
+    alive = density[~dead & (density > 0)]  # alive on dead_split=all tokens may not fire on these
     if alive.size:
         left.hist(np.log10(alive), bins=50, color="tab:blue", label=f"alive: {alive.size}")
     left.plot([], [], " ", label=f"dead: {int(dead.sum())} of {dead.size}")

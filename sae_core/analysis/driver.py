@@ -18,6 +18,12 @@ token count):
 
 Features are selected only once the counts are known, hence two passes; the second costs a store read
 and an encode of 2k columns instead of m.
+
+Dead % counts features that never exceed `dead_threshold` on the token set `analysis.dead_split` names:
+the analysed tokens (`test`), or every token of the store (`all`, as the study counted, training tokens
+included). For `all` a third pass reads the tokens pass 1 did not, encoding only the features pass 1
+left undecided (fewer than `min_activations` firings) and counting their firings; the `min_activations`
+eligibility then uses the counts over all tokens as well.
 """
 
 from __future__ import annotations
@@ -43,8 +49,10 @@ from sae_core.analysis.correlation import (
 )
 from sae_core.analysis.evaluation import ReconstructionStats, ce_loss_recovered, finite_or_none
 from sae_core.analysis.examples import ExampleCollector, TokenDecoder, attach_contexts
-from sae_core.analysis.feature_stats import FeatureStats, histogram_edges, select_features
+from sae_core.analysis.feature_stats import FeatureStats, histogram_edges, select_features, threshold_counts
 from sae_core.config import AnalysisConfig, SweepConfig
+from sae_core.dead_figures import dead_caption, pct
+from sae_core.dead_figures import training_dead_fraction as _training_dead_fraction
 from sae_core.device import cpu_threads, resolve_device
 from sae_core.errors import AnalysisError
 from sae_core.io import atomic_write_json, atomic_write_with, read_json
@@ -90,7 +98,8 @@ def analyze_run(
     timings: dict[str, float] = {}
     docs = store.documents(acfg.split)
     ce_docs = [docs[k] for k in sorted(docs)[: acfg.ce_loss_documents]]
-    total = 2 * n_tokens + sum(len(d) for d in ce_docs)
+    rest = _rest_of_store(store, acfg, n_tokens)
+    total = 2 * n_tokens + sum(n for _, _, n in rest) + sum(len(d) for d in ce_docs)
     cell_name = _cell_name(run_dir, metrics)
     log.info("analysing %s on %d %s tokens of %s", cell_name, n_tokens, acfg.split, store.path)
 
@@ -98,12 +107,19 @@ def analyze_run(
         start = time.perf_counter()
         stats, recon = _first_pass(store, sae, acfg, n_tokens, device, progress, total)
         timings["pass1_s"] = time.perf_counter() - start
-        stats_table, cols = stats.table(acfg.min_activations)
+        start = time.perf_counter()
+        dead_set_count, dead_tokens = _dead_set_counts(store, sae, acfg, stats, rest, device)
+        if rest:
+            timings["dead_pass_s"] = time.perf_counter() - start
+        extra = sum(n for _, _, n in rest)  # the dead pass's share of the progress bar
+        progress(n_tokens + extra, total, {})
+        stats_table, cols = stats.table(acfg.min_activations, dead_set_count)
         top, bottom = select_features(cols["selectivity"], acfg.top_k_features)
         selected, groups = top + bottom, ["top"] * len(top) + ["bottom"] * len(bottom)
         start = time.perf_counter()
+        after_dead_pass: Progress = lambda d, t, info: progress(d + extra, t, info)  # noqa: E731
         collector, pearson = _second_pass(
-            store, sae, acfg, selected, n_tokens, device, progress, total, cfg.training.seed
+            store, sae, acfg, selected, n_tokens, device, after_dead_pass, total, cfg.training.seed
         )
         timings["pass2_s"] = time.perf_counter() - start
         start = time.perf_counter()
@@ -120,7 +136,7 @@ def analyze_run(
     timings["examples_correlation_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    ce, ce_note = _ce_loss(sae, store, cfg, ce_docs, progress, done=2 * n_tokens, total=total)
+    ce, ce_note = _ce_loss(sae, store, cfg, ce_docs, progress, done=2 * n_tokens + extra, total=total)
     timings["ce_loss_s"] = time.perf_counter() - start
 
     features = run_dir / "features"
@@ -132,6 +148,7 @@ def analyze_run(
             "top": top,
             "bottom": bottom,
             "min_activations": acfg.min_activations,
+            "min_activations_counted_on": _dead_split_name(acfg),
             "threshold": acfg.dead_threshold,
             "top_k_features": acfg.top_k_features,
             "eligible": int(np.count_nonzero(~np.isnan(cols["selectivity"]))),
@@ -184,9 +201,11 @@ def analyze_run(
         "d_in": sae.d_in,
         "d_hidden": sae.d_hidden,
         "dead_threshold": acfg.dead_threshold,
+        "dead_split": _dead_split_name(acfg),
+        "dead_tokens": dead_tokens,
         "dead_count": dead_count,
         "dead_fraction": dead_count / sae.d_hidden,
-        "training_dead_fraction": metrics.get("dead_fraction_train"),
+        "training_dead_fraction": _training_dead_fraction(metrics)[0],
         **{k: finite_or_none(v) for k, v in recon_summary.items()},
         "ce_loss": None if ce is None else {k: _json_value(v) for k, v in ce.items()},
         "ce_loss_note": ce_note,
@@ -199,9 +218,10 @@ def analyze_run(
     }
     atomic_write_json(run_dir / "analysis.json", summary)
     log.info(
-        "%s: dead %.1f%%, L0 %.1f, explained variance %s, CE recovered %s",
+        "%s: %s %s, L0 %.1f, explained variance %s, CE recovered %s",
         cell_name,
-        100 * summary["dead_fraction"],
+        dead_caption(acfg.dead_threshold, summary["dead_split"]),
+        pct(summary["dead_fraction"]),
         summary["l0"] or 0,
         summary["explained_variance"],
         None if ce is None else ce["recovered"],
@@ -273,6 +293,77 @@ def _second_pass(
         done += acts.shape[0]
         progress(done, total, {})
     return collector, pearson
+
+
+def _dead_split_name(acfg: AnalysisConfig) -> str:
+    """`analysis.json`'s `dead_split`: the analysed split's name, or `all`."""
+    return "all" if acfg.dead_split == "all" else acfg.split
+
+
+def _rest_of_store(store: Any, acfg: AnalysisConfig, n_tokens: int) -> list[tuple[str, int, int]]:
+    """(split, rows to skip, rows to read) that `dead_split=all` adds to the analysed tokens: the other
+    splits whole, and what `max_tokens` cut from the analysed one. Empty for `dead_split=test`."""
+    if acfg.dead_split != "all":
+        return []
+    from sae_core.store.format import SPLITS
+
+    rest = []
+    for split in SPLITS:
+        available = store.num_tokens_in(split)
+        skip = n_tokens if split == acfg.split else 0
+        if available > skip:
+            rest.append((split, skip, available - skip))
+    return rest
+
+
+def _dead_set_counts(
+    store: Any,
+    sae: Any,
+    acfg: AnalysisConfig,
+    stats: FeatureStats,
+    rest: list[tuple[str, int, int]],
+    device: torch.device,
+) -> tuple[np.ndarray | None, int]:
+    """Firings above the threshold on the dead-% token set (None: the analysed tokens, already counted)
+    and how many tokens that set holds.
+
+    Only features pass 1 left undecided — fewer than `min_activations` firings, the dead ones included —
+    are encoded over the other tokens: the rest are alive and eligible whatever those tokens hold, so
+    their counts there change neither figure. The pass costs an encode of those columns only."""
+    if acfg.dead_split != "all":
+        return None, stats.tokens
+    count = stats.count.clone()
+    tokens = stats.tokens + sum(n for _, _, n in rest)
+    undecided = torch.nonzero(count < acfg.min_activations).flatten()
+    if undecided.numel() == 0 or not rest:
+        return count.cpu().numpy(), tokens
+    sub = _columns(sae, undecided)
+    for split, skip, _ in rest:
+        more = threshold_counts(
+            sub, _skipped(store, split, skip, acfg.batch_size), acfg.dead_threshold, device
+        )
+        count[undecided] += more
+    return count.cpu().numpy(), tokens
+
+
+def _columns(sae: Any, index: torch.Tensor) -> Any:
+    """An SAE made of the features `index` of `sae` (the same encode, fewer columns)."""
+    from sae_core.saes.relu import SparseAutoencoder
+
+    sub = SparseAutoencoder(sae.d_in, int(index.numel()), seed=0).to(sae.W_enc.device)
+    weights = {"W_enc": sae.W_enc[:, index], "b_enc": sae.b_enc[index], "W_dec": sae.W_dec[index]}
+    sub.load_state_dict({**weights, "b_dec": sae.b_dec})
+    return sub
+
+
+def _skipped(store: Any, split: str, skip: int, batch_size: int) -> Any:
+    """The split's rows in store order from row `skip` on (the same order `iter_rows` reads)."""
+    seen = 0
+    for batch in store.batches(split, batch_size=batch_size, shuffle=False, prefetch=True):
+        n = batch.shape[0]
+        if seen + n > skip:
+            yield batch[max(0, skip - seen) :]
+        seen += n
 
 
 def _limited(store: Any, acfg: AnalysisConfig, n_tokens: int) -> Any:

@@ -140,12 +140,18 @@ class FeatureStats:
         guess -= (values < self._lower[guess]).long()
         return guess.clamp_(0, HIST_BINS - 1)
 
-    def table(self, min_activations: int) -> tuple[pa.Table, dict[str, np.ndarray]]:
+    def table(
+        self, min_activations: int, dead_set_count: np.ndarray | None = None
+    ) -> tuple[pa.Table, dict[str, np.ndarray]]:
+        """The per-feature table. `dead_set_count`: firings on the token set dead % is counted on
+        (`analysis.dead_split=all`), when it is not these tokens; `dead` and the `min_activations`
+        eligibility then follow it, while mean, density and selectivity stay those of these tokens."""
         count = self.count.cpu().numpy()
         total = self.sum.cpu().numpy()
+        basis = count if dead_set_count is None else dead_set_count
         with np.errstate(divide="ignore", invalid="ignore"):
             mean = np.where(count > 0, total / count, np.nan)
-            sel = selectivity(mean, count, min_activations)
+            sel = np.where(basis >= min_activations, selectivity(mean, count, 1), np.nan)
         cols = {
             "feature_id": np.arange(self.m, dtype=np.int32),
             "count": count,
@@ -154,7 +160,7 @@ class FeatureStats:
             "max": self.max.cpu().numpy(),
             "density": count / max(self.tokens, 1),
             "selectivity": sel,
-            "dead": count == 0,
+            "dead": basis == 0,
         }
         hist = self.hist.view(self.m, HIST_BINS).cpu().numpy()
         arrays = [pa.array(cols[f.name], type=f.type) for f in STATS_SCHEMA if f.name != "hist"]
@@ -164,6 +170,22 @@ class FeatureStats:
         table = pa.Table.from_arrays([*arrays, hist_array], schema=STATS_SCHEMA)
         cols["hist"] = hist
         return table, cols
+
+
+@torch.no_grad()
+def threshold_counts(
+    sae: Any, batches: Iterator[torch.Tensor], threshold: float, device: torch.device
+) -> torch.Tensor:
+    """Per-feature count of activations strictly above `threshold` over `batches`: the pass
+    `analysis.dead_split=all` adds over the tokens the analysis does not otherwise read (an encode and
+    one comparison per chunk, no gathering)."""
+    count = torch.zeros(sae.d_hidden, dtype=torch.int64, device=device)
+    rows_per_chunk = chunk_rows(sae.d_hidden)
+    for batch in batches:
+        x = batch.to(device, torch.float32, non_blocking=True)
+        for start in range(0, x.shape[0], rows_per_chunk):
+            count += torch.count_nonzero(sae.encode(x[start : start + rows_per_chunk]) > threshold, dim=0)
+    return count
 
 
 def selectivity(mean: np.ndarray, count: np.ndarray, min_activations: int) -> np.ndarray:

@@ -204,11 +204,35 @@ class TrainingConfig(_Section):
     resample_bias: float = Field(-0.01, le=0)
     """Resampled neurons' `b_enc` is drawn from U(resample_bias, 0) (the study: U(-0.01, 0))."""
 
+    resample_criterion: Literal["never_fired", "threshold"] = "never_fired"
+    """Which neurons the `sampling` strategy resets: `never_fired` (the study and Anthropic: no activation
+    > 0 in any step of the last `resample_every` steps) or `threshold` (no activation above
+    `analysis.dead_threshold` in the window: the definition the study *reported* dead % on)."""
+
+    resample_replacement: bool = False
+    """Draw the dead neurons' replacement inputs with replacement (Anthropic's recipe, and the study's:
+    each draw exactly p ∝ loss², but several neurons may get the same input) or without (the default: no
+    two neurons share a direction, but with many dead neurons the draw flattens towards uniform, so
+    "p ∝ loss²" holds only approximately; with `resample_pool_tokens` ≫ dead neurons the two agree)."""
+
     stop_resampling_after: float | None = Field(None, gt=0, le=1)
     """Stop resampling after this fraction of training, so late-revived neurons can still train."""
 
+    init: Literal["seed", "tied"] = "tied"
+    """Weight initialisation. `seed`: the study's untied Gaussians (encoder N(0, 1/d), decoder N(0, 1/m)).
+    `tied`: random unit-norm decoder rows and the encoder as their transpose × `init_encoder_norm`, so
+    each feature starts reading the direction it writes; it recovers known features far better on
+    synthetic data (docs/results.md, "Ground truth")."""
+
+    init_encoder_norm: float = Field(0.1, gt=0)
+    """For `init: tied`, the L2 norm of each encoder column at step 0 (the decoder rows are unit norm)."""
+
     b_dec_init: Literal["zeros", "mean", "geometric_median"] = "zeros"
     """Initial decoder bias: zeros (the study) or the mean / geometric median of training activations."""
+
+    shuffle: bool = True
+    """Shuffle training tokens each epoch. False reads the split in store order, so each batch holds
+    consecutive tokens of one document (the study's unshuffled loader; for ablations)."""
 
     log_every: int = Field(100, gt=0)
     """Steps between logged training metrics."""
@@ -259,8 +283,14 @@ class AnalysisConfig(_Section):
     dead_threshold: float = Field(0.07, ge=0)
     """A feature fires when its activation exceeds this; dead if it never does (the study: 0.07)."""
 
+    dead_split: Literal["test", "all"] = "test"
+    """Token set the dead % (and the `min_activations` eligibility) is counted on: `test` (the analysed
+    split, held-out tokens) or `all` (every split of the store, training tokens included, as the study
+    counted). A feature is dead when it never exceeds `dead_threshold` on that set."""
+
     min_activations: int = Field(10, ge=1)
-    """Features with fewer firings are not ranked by selectivity (the study: 10)."""
+    """Features with fewer firings (on the `dead_split` tokens) are not ranked by selectivity (the study:
+    10)."""
 
     top_k_features: int = Field(25, ge=1)
     """The k most and k least selective features are selected for examples and labels (the study: 25)."""

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
+from sae_core.dead_figures import dead_caption, dead_token_set
 from sae_core.io import atomic_write_text
 from sae_core.naming import Cell
 from sae_core.report.build import ReportError
@@ -194,8 +195,11 @@ def _summary(analysis: dict[str, Any], labels: dict[str, Any] | None, n: int) ->
         "tokens_analyzed",
         "dead_threshold",
         "split",
+        "dead_split",
+        "dead_tokens",
     )
     summary = {k: _clean(analysis.get(k)) for k in keys}
+    summary["dead_caption"] = dead_caption(_clean(analysis.get("dead_threshold")), dead_token_set(analysis))
     ce = analysis.get("ce_loss")
     summary["ce_recovered"] = _clean(ce.get("recovered")) if isinstance(ce, dict) else None
     summary["features"] = n

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sae_core.config import SweepConfig
+from sae_core.dead_figures import TRAINING_CAPTION, dead_caption, dead_token_set, training_dead_fraction
 from sae_core.errors import ReportError
 from sae_core.io import atomic_write_json, atomic_write_text
 from sae_core.naming import Cell, grid_cells
@@ -141,11 +142,28 @@ def dead_pct(data: CellData) -> Entry:
 
 
 def training_dead_pct(data: CellData) -> Entry:
-    entry = _from(data, "metrics.json", "dead_fraction_train", scale=100.0)
-    if entry.value is None and data.analysis is not None:
-        fallback = _from(data, "analysis.json", "training_dead_fraction", scale=100.0)
-        return fallback if fallback.value is not None else entry
-    return entry
+    """metrics.json's training-window figure (an old run's `dead_fraction_train` only where it was not
+    wrong, see `dead_figures`); analysis.json's copy when metrics.json is gone."""
+    if data.metrics is None:
+        copied = (data.analysis or {}).get("dead_split") is not None  # written by the corrected code
+        if copied:
+            fallback = _from(data, "analysis.json", "training_dead_fraction", scale=100.0)
+            if fallback.value is not None:
+                return fallback
+        return data.missing("metrics.json")
+    value, why = training_dead_fraction(data.metrics)
+    return Entry(100.0 * value) if value is not None else Entry(None, why)
+
+
+def dead_pct_caption(cells: list[CellData]) -> str:
+    """The analysis dead % title with the threshold and token set the cells' analysis.json name, e.g.
+    `dead % (>0.07, all tokens)`; `mixed` when cells disagree."""
+    analysed = [c.analysis for c in cells if c.analysis is not None]
+    thresholds = {_number(a.get("dead_threshold")) for a in analysed}
+    sets = {dead_token_set(a) for a in analysed}
+    threshold = thresholds.pop() if len(thresholds) == 1 else None
+    token_set = sets.pop() if len(sets) == 1 else ("mixed" if sets else None)
+    return dead_caption(threshold, token_set)
 
 
 def ce_recovered(data: CellData) -> Entry:
@@ -209,8 +227,9 @@ def _events(data: CellData) -> list[dict[str, Any]] | Entry:
 
 CELL_METRICS: dict[str, tuple[str, Any, str]] = {
     # key: (column title, how to read it, number format)
-    "dead_pct": ("dead % (held-out)", dead_pct, "{:.2f}%"),
-    "training_dead_pct": ("dead % (training)", training_dead_pct, "{:.2f}%"),
+    # the dead_pct title is completed per report with its threshold and token set (`dead_pct_caption`)
+    "dead_pct": ("dead % (analysis)", dead_pct, "{:.1f}%"),
+    "training_dead_pct": (TRAINING_CAPTION, training_dead_pct, "{:.1f}%"),
     "l0": ("L0", lambda d: _from(d, "analysis.json", "l0"), "{:.1f}"),
     "explained_variance": (
         "explained var.",
@@ -361,6 +380,10 @@ def build_report(
     out.mkdir(parents=True, exist_ok=True)
 
     tables = grid_tables(cells, published)
+    caption = dead_pct_caption(cells)
+    for key, table in tables.items():
+        if key.startswith("dead_pct"):
+            table["title"] += f" — {caption}"
     rows = cell_rows(cells)
     steps = report_plots.PLOT_STEPS + 1
     progress(0, steps, {})
@@ -371,6 +394,7 @@ def build_report(
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "code_version": code_version(),
         "published_source": published["source"] if published else None,
+        "dead_caption": caption,
         "grid_tables": tables,
         "cells": rows,
         "figures": [{"file": f.file, "title": f.title} for f in figures],

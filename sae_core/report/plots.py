@@ -75,7 +75,7 @@ def _style(strategy: str) -> dict[str, Any]:
 
 
 def _dead_vs_expansion(cells: list[CellData], tables: dict[str, Any]) -> Figure | None:
-    from sae_core.report.build import dead_pct
+    from sae_core.report.build import dead_pct, dead_pct_caption
 
     series: dict[tuple[float, str], list[tuple[int, float]]] = {}
     for data in cells:
@@ -114,7 +114,7 @@ def _dead_vs_expansion(cells: list[CellData], tables: dict[str, Any]) -> Figure 
     ax.set_xticks(ticks, [f"{e}x" for e in ticks])
     ax.minorticks_off()
     ax.set_xlabel("expansion factor")
-    ax.set_ylabel("dead features (%)")
+    ax.set_ylabel(dead_pct_caption(cells))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     return fig

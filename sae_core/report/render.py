@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from sae_core.dead_figures import TRAINING_CAPTION
 from sae_core.naming import format_l1
 from sae_core.report.build import CELL_METRICS, CellData, Entry, format_entry
 
@@ -49,7 +50,8 @@ def _grid_matrix(table: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 
 def _cell_matrix(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    head = ["cell"] + [title for title, _, _ in CELL_METRICS.values()]
+    titles = {"dead_pct": doc["dead_caption"]} if doc.get("dead_caption") else {}
+    head = ["cell"] + [titles.get(key, title) for key, (title, _, _) in CELL_METRICS.items()]
     body = []
     for row in doc["cells"]:
         texts = [
@@ -77,8 +79,11 @@ def _intro(doc: dict[str, Any], cells: list[CellData]) -> list[str]:
     paragraphs = [
         f"Sweep `{doc['sweep']}`: {present} of {len(cells)} cells present. Generated "
         f"{doc['generated_at']} by sae-sweep {doc['code_version']}.",
-        "Dead % counts features whose activation never exceeds the analysis threshold on held-out "
-        "tokens. A value that could not be measured reads `missing` or `skipped (reason)`, never 0.",
+        f"{doc.get('dead_caption') or 'dead %'}: features whose activation never exceeds the analysis "
+        "threshold on that token set (`analysis.dead_split`: `test` = the analysed held-out split, `all` "
+        f"= every token of the store). {TRAINING_CAPTION}: features that fired in no training step of "
+        "the last `training.resample_every` steps (a resampling reset is not a firing). A value that "
+        "could not be measured reads `missing` or `skipped (reason)`, never 0.",
     ]
     if doc["published_source"]:
         paragraphs.append(

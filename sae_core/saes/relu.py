@@ -22,24 +22,43 @@ import torch
 from torch import nn
 
 L1Scaling = Literal["seed", "sum"]
+InitScheme = Literal["seed", "tied"]
 PARAM_NAMES = ("W_enc", "b_enc", "W_dec", "b_dec")
 
 
 class SparseAutoencoder(nn.Module):
-    """One hidden layer of `d_hidden` ReLU features over `d_in`-dimensional activations."""
+    """One hidden layer of `d_hidden` ReLU features over `d_in`-dimensional activations.
 
-    def __init__(self, d_in: int, d_hidden: int, *, seed: int | None = None) -> None:
+    `init`: `seed` (the study's, the default here so a bare construction stays the study's SAE) or
+    `tied` (see `tied_init`; `training.init` chooses it for every trained SAE and defaults to it)."""
+
+    def __init__(
+        self,
+        d_in: int,
+        d_hidden: int,
+        *,
+        seed: int | None = None,
+        init: InitScheme = "seed",
+        encoder_norm: float = 0.1,
+    ) -> None:
         super().__init__()
         if d_in <= 0 or d_hidden <= 0:
             raise ValueError(f"d_in and d_hidden must be > 0 (got {d_in}, {d_hidden})")
         self.d_in = d_in
         self.d_hidden = d_hidden
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
-        # The study's initialisation: Gaussian encoder scaled by 1/sqrt(d), decoder by 1/sqrt(m), zero biases
-        # (decoder rows become unit-norm after the first step, as in its code).
-        self.W_enc = nn.Parameter(torch.randn(d_in, d_hidden, generator=gen) / math.sqrt(d_in))
+        if init == "seed":
+            # The study's initialisation: Gaussian encoder scaled by 1/sqrt(d), decoder by 1/sqrt(m), zero
+            # biases (decoder rows become unit-norm after the first step, as in its code).
+            w_enc = torch.randn(d_in, d_hidden, generator=gen) / math.sqrt(d_in)
+            w_dec = torch.randn(d_hidden, d_in, generator=gen) / math.sqrt(d_hidden)
+        elif init == "tied":
+            w_dec, w_enc = tied_init(d_in, d_hidden, encoder_norm, gen)
+        else:
+            raise ValueError(f"training.init: must be seed or tied (got {init!r})")
+        self.W_enc = nn.Parameter(w_enc)
         self.b_enc = nn.Parameter(torch.zeros(d_hidden))
-        self.W_dec = nn.Parameter(torch.randn(d_hidden, d_in, generator=gen) / math.sqrt(d_hidden))
+        self.W_dec = nn.Parameter(w_dec)
         self.b_dec = nn.Parameter(torch.zeros(d_in))
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -58,7 +77,7 @@ class SparseAutoencoder(nn.Module):
         if missing or set(state) != set(PARAM_NAMES):
             raise ValueError(f"state dict must hold exactly {PARAM_NAMES} (got {sorted(state)})")
         d_in, d_hidden = state["W_enc"].shape
-        sae = cls(d_in, d_hidden, seed=0)
+        sae = cls(d_in, d_hidden, seed=0)  # the init is overwritten by the state below
         sae.load_state_dict({k: v.float() for k, v in state.items()})
         return sae
 
@@ -67,6 +86,24 @@ class SparseAutoencoder(nn.Module):
         """Load a `.pth` state dict with the study's keys (`W_enc`, `b_enc`, `W_dec`, `b_dec`)."""
         state = torch.load(Path(path), map_location=device, weights_only=True)
         return cls.from_state_dict(state).to(device)
+
+
+def tied_init(
+    d_in: int, d_hidden: int, encoder_norm: float, gen: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decoder rows: random unit-norm directions; encoder: the decoder's transpose × `encoder_norm`.
+
+    Each feature then starts reading along the direction it writes, so it begins as a matched filter
+    for its own direction instead of an unrelated random one, and the decoder row and encoder column
+    co-adapt from step 0 (the untied Gaussian start recovered ground-truth features far worse, see
+    docs/results.md "Ground truth"). The decoder norm itself is irrelevant here: rows are renormalised
+    to unit norm after every step, so only the encoder's scale matters.
+    """
+    if not math.isfinite(encoder_norm) or encoder_norm <= 0:
+        raise ValueError(f"training.init_encoder_norm: must be > 0 (got {encoder_norm})")
+    w_dec = torch.randn(d_hidden, d_in, generator=gen)
+    w_dec /= w_dec.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    return w_dec, w_dec.t().contiguous() * encoder_norm
 
 
 def l1_factor(scaling: L1Scaling, d_hidden: int) -> float:
@@ -113,7 +150,8 @@ def normalize_decoder(sae: SparseAutoencoder) -> None:
 
 @dataclass
 class StepStats:
-    """Tensors (no host sync) describing one training step; `fired` is a per-feature bool."""
+    """Tensors (no host sync) describing one training step; `fired` is a per-feature bool (> 0 on some
+    token), `exceeded` the same above `exceed_threshold` when the step was asked for it."""
 
     loss: torch.Tensor
     mse: torch.Tensor
@@ -121,6 +159,7 @@ class StepStats:
     fired: torch.Tensor
     l0: torch.Tensor | None = None
     explained_variance: torch.Tensor | None = None
+    exceeded: torch.Tensor | None = None
 
 
 def _ensure_grad(p: nn.Parameter) -> torch.Tensor:
@@ -153,6 +192,7 @@ def fused_step_grads(
     *,
     full_stats: bool = False,
     buffers: StepBuffers | None = None,
+    exceed_threshold: float | None = None,
 ) -> StepStats:
     """Forward pass, loss and all four gradients (written into `.grad`), equal to autograd's.
     Pass the same `buffers` every step to reuse the large work arrays."""
@@ -166,6 +206,8 @@ def fused_step_grads(
     mse = err.pow(2).mean()
     l1_per = l1_factor(scaling, m)
     per_feature = h.sum(dim=0)  # h >= 0: |h| = h, and a feature fired iff its column sum is > 0
+    # one extra [B, m] pass, only for resample_criterion=threshold
+    exceeded = h.amax(dim=0) > exceed_threshold if exceed_threshold is not None else None
     l1 = per_feature.sum() * (l1_per / batch)
     # dLoss/dx̂ = 2(x̂ − x)/(B·d); dLoss/dh = that @ W_decᵀ + λ·l1_per/B on h > 0 (ReLU gate).
     g_out = err.mul_(2.0 / (batch * d))
@@ -182,7 +224,7 @@ def fused_step_grads(
     torch.mm(x_c.t(), g_pre, out=_ensure_grad(sae.W_enc))
     # b_dec enters twice: added in the decoder, subtracted before the encoder.
     torch.sub(g_out.sum(dim=0), sae.W_enc @ g_benc, out=_ensure_grad(sae.b_dec))
-    stats = StepStats(loss=mse + l1_coef * l1, mse=mse, l1=l1, fired=per_feature > 0)
+    stats = StepStats(loss=mse + l1_coef * l1, mse=mse, l1=l1, fired=per_feature > 0, exceeded=exceeded)
     if full_stats:
         stats.l0 = (h > 0).sum(dim=1, dtype=torch.float32).mean()
         stats.explained_variance = explained_variance_from_error(x, g_out, scale=batch * d / 2.0)
@@ -204,6 +246,7 @@ def autograd_step_grads(
     *,
     full_stats: bool = False,
     forward: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
+    exceed_threshold: float | None = None,
 ) -> StepStats:
     """The same step through autograd (used under bf16 autocast / torch.compile on CUDA, and as the
     reference the fused step is tested against); `forward` may be a compiled `sae.forward`."""
@@ -216,6 +259,8 @@ def autograd_step_grads(
         stats = StepStats(
             loss=parts.loss.detach(), mse=parts.mse.detach(), l1=parts.l1.detach(), fired=hd.amax(dim=0) > 0
         )
+        if exceed_threshold is not None:
+            stats.exceeded = hd.amax(dim=0) > exceed_threshold
         if full_stats:
             stats.l0 = (hd > 0).sum(dim=1, dtype=torch.float32).mean()
             stats.explained_variance = explained_variance_from_error(x, x_hat.detach().float() - x)
@@ -249,5 +294,5 @@ def evaluate(
         "l1": l1,
         "l0": l0_sum / n,
         "explained_variance": 1.0 - sq_err / max(total_var, 1e-12),
-        "dead_fraction": float((~fired).float().mean()),
+        "never_fired_fraction": float((~fired).float().mean()),
     }

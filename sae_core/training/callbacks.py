@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sae_core.dead_figures import pct
 from sae_core.progress import Progress
 
 
@@ -38,6 +39,6 @@ class ProgressCallback(TrainCallback):
                 "tok/s": round(metrics.get("tokens_per_s", 0.0)),
                 "loss": metrics["loss"],
                 "L0": metrics["l0"],
-                "dead%": 100 * metrics["dead_fraction"],
+                "dead (window)": pct(metrics["window_dead_fraction"]),
             },
         )

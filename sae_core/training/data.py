@@ -43,8 +43,11 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch * 7_919) % (2**63 - 1)
 
 
-def epoch_order(tokens: int, seed: int, epoch: int) -> torch.Tensor:
-    """The epoch's row order: a uniform permutation of the whole split, from (seed, epoch) alone."""
+def epoch_order(tokens: int, seed: int, epoch: int, shuffle: bool = True) -> torch.Tensor:
+    """The epoch's row order: a uniform permutation of the whole split, from (seed, epoch) alone; or,
+    unshuffled, the split in store order (consecutive tokens of one document per batch, as the study)."""
+    if not shuffle:
+        return torch.arange(tokens)
     return torch.randperm(tokens, generator=torch.Generator().manual_seed(epoch_seed(seed, epoch)))
 
 
@@ -62,7 +65,9 @@ class TrainingData(Protocol):
     data_path_reason: str
 
     def fingerprint(self) -> str: ...
-    def batches(self, batch_size: int, seed: int, start_step: int) -> Iterator[torch.Tensor]: ...
+    def batches(
+        self, batch_size: int, seed: int, start_step: int, shuffle: bool = True
+    ) -> Iterator[torch.Tensor]: ...
     def sample(self, n: int, seed: int) -> torch.Tensor: ...
     def validation(self, n: int, seed: int) -> torch.Tensor | None: ...
 
@@ -97,12 +102,14 @@ class InMemoryData:
             self._fingerprint = "tensor:" + digest.hexdigest()[:16]
         return self._fingerprint
 
-    def batches(self, batch_size: int, seed: int, start_step: int) -> Iterator[torch.Tensor]:
+    def batches(
+        self, batch_size: int, seed: int, start_step: int, shuffle: bool = True
+    ) -> Iterator[torch.Tensor]:
         per_epoch = steps_per_epoch(self.train_tokens, batch_size)
         size = min(batch_size, self.train_tokens)
         epoch, offset = divmod(start_step, per_epoch)
         while True:
-            order = epoch_order(self.train_tokens, seed, epoch).to(self.train.device)
+            order = epoch_order(self.train_tokens, seed, epoch, shuffle).to(self.train.device)
             for i in range(offset, per_epoch):
                 yield self.train[order[i * size : (i + 1) * size]].float()
             epoch, offset = epoch + 1, 0
@@ -150,19 +157,23 @@ class StreamingData:
         rows = max(rows, -(-self.min_window_rows // batch_size) * batch_size, batch_size)
         return min(rows, steps_per_epoch(self.train_tokens, batch_size) * batch_size)
 
-    def batches(self, batch_size: int, seed: int, start_step: int) -> Iterator[torch.Tensor]:
+    def batches(
+        self, batch_size: int, seed: int, start_step: int, shuffle: bool = True
+    ) -> Iterator[torch.Tensor]:
         # Batches are cut and widened to float32 a few ahead in a background thread (as the store's
         # reader does), so the training step only moves them to the device.
-        stream = prefetched(self._host_batches(batch_size, seed, start_step))
+        stream = prefetched(self._host_batches(batch_size, seed, start_step, shuffle))
         try:
             for batch in stream:
                 yield batch.to(self.device, non_blocking=True)
         finally:
             stream.close()
 
-    def _host_batches(self, batch_size: int, seed: int, start_step: int) -> Iterator[torch.Tensor]:
+    def _host_batches(
+        self, batch_size: int, seed: int, start_step: int, shuffle: bool
+    ) -> Iterator[torch.Tensor]:
         size = min(batch_size, self.train_tokens)
-        windows = self._windows(size, seed, start_step)
+        windows = self._windows(size, seed, start_step, shuffle)
         # The next window is gathered in the background (across epoch ends too) while the current
         # one is trained on: two windows in memory.
         # Two buffers, allocated once and alternated: window k+2 is written into window k's, whose batches
@@ -177,13 +188,13 @@ class StreamingData:
                 for at in range(0, len(rows), size):
                     yield torch.from_numpy(rows[at : at + size].astype(np.float32))
 
-    def _windows(self, size: int, seed: int, start_step: int) -> Iterator[np.ndarray]:
+    def _windows(self, size: int, seed: int, start_step: int, shuffle: bool) -> Iterator[np.ndarray]:
         """Consecutive slices of each epoch's permutation, whole batches each, from `start_step` on."""
         per_epoch = steps_per_epoch(self.train_tokens, size)
         window = self.window_rows(size)
         epoch, offset = divmod(start_step, per_epoch)
         while True:
-            order = epoch_order(self.train_tokens, seed, epoch).numpy()
+            order = epoch_order(self.train_tokens, seed, epoch, shuffle).numpy()
             for lo in range(offset * size, per_epoch * size, window):
                 yield order[lo : min(lo + window, per_epoch * size)]
             epoch, offset = epoch + 1, 0

@@ -1,10 +1,12 @@
 """Dead-neuron resampling as in Anthropic's "Towards Monosemanticity", with the study's parameters.
 
-Neurons that fired in no step of the window are dead. A large random pool of training inputs (never just
-the current batch, the study's mistake) is scored by squared reconstruction error; one input per dead
-neuron is drawn with probability ∝ loss²; the neuron's decoder row becomes the normalised `x − b_dec`, its
-encoder column the same direction scaled to `enc_scale` × the mean alive encoder norm, its bias is drawn
-from U(bias_low, 0), and the Adam moments of exactly those rows/columns are zeroed. All vectorised.
+Neurons that fired in no step of the window (or, with `training.resample_criterion=threshold`, never
+exceeded the dead threshold in it) are dead. A large random pool of training inputs (never just the
+current batch, the study's mistake) is scored by squared reconstruction error; one input per dead neuron
+is drawn with probability ∝ loss² (without replacement unless `training.resample_replacement`); the
+neuron's decoder row becomes the normalised `x − b_dec`, its encoder column the same direction scaled to
+`enc_scale` × the mean alive encoder norm, its bias is drawn from U(bias_low, 0), and the Adam moments of
+exactly those rows/columns are zeroed. All vectorised.
 """
 
 from __future__ import annotations
@@ -39,8 +41,15 @@ def resample_dead(
     enc_scale: float,
     bias_low: float,
     generator: torch.Generator,
+    replacement: bool = False,
 ) -> int:
-    """Reinitialise the neurons flagged in the bool mask `dead` [m] from `pool` [N, d]; returns how many."""
+    """Reinitialise the neurons flagged in the bool mask `dead` [m] from `pool` [N, d]; returns how many.
+
+    `replacement=True` draws each dead neuron's input independently with p ∝ loss² (Anthropic's recipe;
+    two neurons may get the same input). `False` draws distinct inputs: no duplicated directions, but each
+    draw removes its input, so once the dead neurons are a noticeable share of the pool's high-loss inputs
+    the draw is flatter than p ∝ loss². More dead neurons than usable inputs always draw with replacement.
+    """
     dead_idx = torch.nonzero(dead.to(sae.W_enc.device), as_tuple=False).flatten()
     n_dead = int(dead_idx.numel())
     if n_dead == 0:
@@ -50,7 +59,7 @@ def resample_dead(
     if not torch.isfinite(weights).all() or float(weights.sum()) <= 0:
         weights = torch.ones_like(weights)  # perfect (or broken) reconstruction: draw uniformly
     weights = weights.cpu().double()  # multinomial with the CPU generator: reproducible on any device
-    replacement = n_dead > int((weights > 0).sum())
+    replacement = replacement or n_dead > int((weights > 0).sum())
     chosen = torch.multinomial(weights, n_dead, replacement=replacement, generator=generator)
     inputs = pool[chosen.to(pool.device)] - sae.b_dec
     directions = inputs / inputs.norm(dim=1, keepdim=True).clamp_min(1e-12)

@@ -35,7 +35,8 @@ LOG_COLUMNS = (
     "l1",
     "l0",
     "explained_variance",
-    "dead_fraction",
+    "window_dead_fraction",  # kind=train rows: fired in no step of the last resample_every steps
+    "never_fired_fraction",  # kind=val rows: fired (> 0) on none of the validation tokens
     "lr",
 )
 
@@ -50,11 +51,10 @@ def train_cell(
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Train `cell` on the store at `store_path` into `out_dir`; return the `metrics.json` dict."""
-    from sae_core.saes.relu import SparseAutoencoder
     from sae_core.training.callbacks import ProgressCallback
     from sae_core.training.data import open_store_data
     from sae_core.training.tracking import WandbCallback
-    from sae_core.training.trainer import Trainer
+    from sae_core.training.trainer import Trainer, build_sae
 
     if not math.isfinite(cell.l1) or cell.l1 < 0:
         raise TrainingError(f"l1: λ must be finite and >= 0 (got {cell.l1})")
@@ -63,9 +63,10 @@ def train_cell(
     device = resolve_device(training.device)
     data, store = open_store_data(store_path, device, training.max_memory_gb)
     d_hidden = data.d_model * cell.expansion
-    identity = resume_identity(
-        training.model_dump(mode="json"), cell.to_dict(), data.d_model, data.fingerprint()
-    )
+    trained_by = training.model_dump(mode="json")
+    if training.resample_criterion == "threshold":  # then analysis.dead_threshold shapes the run too
+        trained_by["resample_threshold"] = cfg.analysis.dead_threshold
+    identity = resume_identity(trained_by, cell.to_dict(), data.d_model, data.fingerprint())
     chash = config_hash(identity)
 
     done = _completed_run(out_dir, cell, chash)
@@ -73,7 +74,7 @@ def train_cell(
         log.info("%s: already trained with this config, nothing to do", cell.name)
         return done
 
-    sae = SparseAutoencoder(data.d_model, d_hidden, seed=training.seed)
+    sae = build_sae(data.d_model, d_hidden, training)
     tracker = WandbCallback(
         cfg.tracking,
         name=cell.wandb_name,
@@ -92,6 +93,7 @@ def train_cell(
     trainer = Trainer(
         sae, data, training, l1=cell.l1, strategy=cell.strategy, device=device,
         checkpoint_path=ckpt_path, identity=identity, callbacks=all_callbacks,
+        dead_threshold=cfg.analysis.dead_threshold,
     )  # fmt: skip
     if ckpt_path.exists():
         saved = load_checkpoint(ckpt_path, identity, map_location=device)

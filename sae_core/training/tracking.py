@@ -85,7 +85,7 @@ class WandbCallback(TrainCallback):
             return
         summary = {f"final/{k}": v for k, v in (metrics.get("final") or {}).items()}
         summary.update({f"val/final_{k}": v for k, v in (metrics.get("val") or {}).items()})
-        summary["dead_fraction_train"] = metrics.get("dead_fraction_train")
+        summary["training_dead_fraction"] = metrics.get("training_dead_fraction")
         summary["tokens_per_s"] = metrics.get("tokens_per_s")
         summary["resample_events"] = len(metrics.get("resample_events", []))
         self.run.summary.update(summary)

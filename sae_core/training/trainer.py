@@ -38,13 +38,24 @@ from sae_core.training.resample import resample_dead
 
 log = logging.getLogger(__name__)
 
+# train_log.parquet's two dead figures: the window rule on `kind=train` rows, "fired on none of the
+# evaluated tokens" on `kind=val` rows (NaN on the other kind).
+DEAD_COLUMNS = ("window_dead_fraction", "never_fired_fraction")
+
 
 @dataclass
 class TrainState:
     """Everything beyond weights and optimizer that a resumed run needs."""
 
     step: int = 0
-    last_fired: torch.Tensor | None = None  # [m] int64: last step a feature fired (0 = never since start)
+    # [m] int64: last step a feature fired (0 = never since start). Only real firings: a resampling reset
+    # is not one, so a reset neuron that never fires again is counted dead. (No reset record is needed for
+    # the "a reset neuron gets a full window" rule: resets happen only at checks `resample_every` apart,
+    # and a neuron reset at check r last fired at or before r − window, so at the next check it is
+    # eligible again exactly when it has not fired since the reset.)
+    last_fired: torch.Tensor | None = None
+    # [m] int64: last step a feature exceeded the dead threshold; kept only for resample_criterion=threshold
+    last_exceeded: torch.Tensor | None = None
     resample_events: list[dict] = field(default_factory=list)
     log_rows: list[dict] = field(default_factory=list)
     wall_time_s: float = 0.0
@@ -72,6 +83,7 @@ class Trainer:
         checkpoint_path: Path | None = None,
         identity: dict[str, Any] | None = None,
         callbacks: Sequence[TrainCallback] = (),
+        dead_threshold: float = 0.07,
     ) -> None:
         if not math.isfinite(l1) or l1 < 0:
             raise TrainingError(f"l1: λ must be finite and >= 0 (got {l1})")
@@ -105,24 +117,40 @@ class Trainer:
             betas=(training.adam_beta1, training.adam_beta2),
             fused=device.type in ("cpu", "cuda"),
         )
-        self.state = TrainState(last_fired=torch.zeros(sae.d_hidden, dtype=torch.int64, device=device))
+        # resample_criterion=threshold: a neuron "fires" for resampling only above analysis.dead_threshold
+        by_threshold = training.resample_criterion == "threshold" and strategy == "sampling"
+        self.fire_threshold = float(dead_threshold) if by_threshold else None
+        self.state = self._fresh_state(sae.d_hidden)
         self._step_fn = self._make_step_fn()
         self._val_x: torch.Tensor | None = None
 
     # ---- setup ------------------------------------------------------------------------------------
 
+    def _fresh_state(self, m: int) -> TrainState:
+        def never() -> torch.Tensor:
+            return torch.zeros(m, dtype=torch.int64, device=self.device)
+
+        return TrainState(
+            last_fired=never(),
+            last_exceeded=never() if self.fire_threshold is not None else None,
+        )
+
     def _make_step_fn(self) -> Callable[[torch.Tensor, bool], StepStats]:
-        cfg, sae, scaling = self.cfg, self.sae, self.cfg.l1_scaling
+        cfg, sae, scaling, above = self.cfg, self.sae, self.cfg.l1_scaling, self.fire_threshold
         if self.device.type == "cuda" and (cfg.autocast_bf16 or cfg.compile):
             forward = torch.compile(sae.forward) if cfg.compile else sae.forward
 
             def autograd_step(x: torch.Tensor, full: bool) -> StepStats:
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.autocast_bf16):
-                    return autograd_step_grads(sae, x, self.l1, scaling, full_stats=full, forward=forward)
+                    return autograd_step_grads(
+                        sae, x, self.l1, scaling, full_stats=full, forward=forward, exceed_threshold=above
+                    )
 
             return autograd_step
         buffers = StepBuffers()
-        return lambda x, full: fused_step_grads(sae, x, self.l1, scaling, full_stats=full, buffers=buffers)
+        return lambda x, full: fused_step_grads(
+            sae, x, self.l1, scaling, full_stats=full, buffers=buffers, exceed_threshold=above
+        )
 
     @torch.no_grad()
     def init_b_dec(self) -> None:
@@ -137,9 +165,13 @@ class Trainer:
         """Continue from a loaded checkpoint dict (see `checkpoint_state`)."""
         self.sae.load_state_dict(saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
+        fresh = self._fresh_state(self.sae.d_hidden)
+        # (A checkpoint written before this version counted resets in `last_fired`; resuming it keeps that.)
+        last_exceeded = saved.get("last_exceeded")
         self.state = TrainState(
             step=int(saved["step"]),
             last_fired=saved["last_fired"].to(self.device),
+            last_exceeded=last_exceeded.to(self.device) if last_exceeded is not None else fresh.last_exceeded,
             resample_events=list(saved["resample_events"]),
             log_rows=list(saved["log_rows"]),
             wall_time_s=float(saved["wall_time_s"]),
@@ -156,6 +188,7 @@ class Trainer:
             "model": {k: v.detach().clone() for k, v in self.sae.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
             "last_fired": self.state.last_fired,
+            "last_exceeded": self.state.last_exceeded,
             "resample_events": self.state.resample_events,
             "log_rows": self.state.log_rows,
             "wall_time_s": self.state.wall_time_s,
@@ -183,7 +216,7 @@ class Trainer:
             cb.on_start(self.total_steps, start_info)
         first_bad = torch.full((), -1, dtype=torch.int64, device=self.device)
         loss_seen = torch.zeros((), device=self.device)
-        batches = self.data.batches(self.batch_size, cfg.seed, st.step)
+        batches = self.data.batches(self.batch_size, cfg.seed, st.step, shuffle=cfg.shuffle)
         t0, tokens0 = time.perf_counter(), st.step * self.batch_size
         wall0 = st.wall_time_s
         stop_after = cfg.stop_resampling_after * self.total_steps if cfg.stop_resampling_after else math.inf
@@ -199,6 +232,8 @@ class Trainer:
             first_bad = torch.where(bad & (first_bad < 0), st.step, first_bad)
             loss_seen = stats.loss.detach()
             st.last_fired = torch.where(stats.fired, st.step, st.last_fired)
+            if st.last_exceeded is not None and stats.exceeded is not None:
+                st.last_exceeded = torch.where(stats.exceeded, st.step, st.last_exceeded)
             st.wall_time_s = wall0 + time.perf_counter() - t0
             s = st.step
             if is_log:
@@ -236,16 +271,28 @@ class Trainer:
             )
 
     def _window_dead_fraction(self) -> float:
+        """Features that fired in no step of the last `resample_every` steps (all steps so far, early on).
+        Reads actual firings only: a neuron reset by resampling in the window is dead unless it fired
+        after the reset (under `never_fired` it cannot have fired before it in the window)."""
         window = min(self.cfg.resample_every, self.state.step)
         return float((self.state.last_fired <= self.state.step - window).float().mean())
+
+    def _resample_candidates(self) -> torch.Tensor:
+        """Neurons `resample_criterion` calls dead: no firing (`never_fired`) or none above the threshold
+        (`threshold`) in the last `resample_every` steps."""
+        st = self.state
+        signal = st.last_exceeded if st.last_exceeded is not None else st.last_fired
+        return signal <= st.step - self.cfg.resample_every
 
     def _row(self, kind: str, metrics: dict[str, float], neurons: int | None = None) -> dict[str, Any]:
         row = {
             "step": self.state.step,
             "tokens": self.state.step * self.batch_size,
             "kind": kind,
-            **{k: metrics.get(k, math.nan) for k in ("loss", "mse", "l1", "l0", "explained_variance")},
-            "dead_fraction": metrics.get("dead_fraction", math.nan),
+            **{
+                k: metrics.get(k, math.nan)
+                for k in ("loss", "mse", "l1", "l0", "explained_variance", *DEAD_COLUMNS)
+            },
             "lr": self.optimizer.param_groups[0]["lr"],
             "neurons_resampled": neurons,
         }
@@ -261,7 +308,7 @@ class Trainer:
             "explained_variance": float(stats.explained_variance)
             if stats.explained_variance is not None
             else math.nan,
-            "dead_fraction": self._window_dead_fraction(),
+            "window_dead_fraction": self._window_dead_fraction(),
         }
         row = self._row("train", metrics)
         for cb in self.callbacks:
@@ -278,7 +325,7 @@ class Trainer:
 
     def _resample(self) -> None:
         s = self.state.step
-        dead = self.state.last_fired <= s - self.cfg.resample_every
+        dead = self._resample_candidates()
         n_dead = int(dead.sum())
         if n_dead:
             pool = self.data.sample(self.cfg.resample_pool_tokens, self.cfg.seed + 1000 + s)
@@ -286,8 +333,8 @@ class Trainer:
             resample_dead(
                 self.sae, self.optimizer, dead, pool,
                 enc_scale=self.cfg.resample_enc_scale, bias_low=self.cfg.resample_bias, generator=gen,
+                replacement=self.cfg.resample_replacement,
             )  # fmt: skip
-            self.state.last_fired = torch.where(dead, s, self.state.last_fired)
         self.state.resample_events.append({"step": s, "neurons": n_dead})
         self._row("resample", {}, neurons=n_dead)
         for cb in self.callbacks:
@@ -312,9 +359,16 @@ class Trainer:
             "tokens_per_s": st.step * self.batch_size / max(st.wall_time_s, 1e-9),
             "final": final,
             "val": val,
-            "dead_fraction_train": self._window_dead_fraction(),
+            "training_dead_fraction": self._window_dead_fraction(),
             "resample_events": list(st.resample_events),
         }
+
+
+def build_sae(d_in: int, d_hidden: int, training: TrainingConfig) -> SparseAutoencoder:
+    """A fresh SAE initialised as `training` says (`init`, `init_encoder_norm`, `seed`)."""
+    return SparseAutoencoder(
+        d_in, d_hidden, seed=training.seed, init=training.init, encoder_norm=training.init_encoder_norm
+    )
 
 
 def train_sae(
@@ -326,10 +380,13 @@ def train_sae(
     strategy: str,
     device: str | torch.device = "cpu",
     callbacks: Sequence[TrainCallback] = (),
+    dead_threshold: float = 0.07,
 ) -> tuple[SparseAutoencoder, dict[str, Any]]:
-    """Train an SAE on in-memory data without a run directory (notebooks, benchmarks, tests)."""
-    sae = SparseAutoencoder(data.d_model, d_hidden, seed=training.seed)
+    """Train an SAE on in-memory data without a run directory (notebooks, benchmarks, tests);
+    `dead_threshold` is used only by `training.resample_criterion=threshold`."""
+    sae = build_sae(data.d_model, d_hidden, training)
     trainer = Trainer(
-        sae, data, training, l1=l1, strategy=strategy, device=torch.device(device), callbacks=callbacks
-    )
+        sae, data, training, l1=l1, strategy=strategy, device=torch.device(device), callbacks=callbacks,
+        dead_threshold=dead_threshold,
+    )  # fmt: skip
     return trainer.sae, trainer.run()
