@@ -1,0 +1,20 @@
+"""What every config section shares: unknown keys refused, field docstrings as descriptions, and the
+error type whose messages name the dotted field and the value."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+from sae_core.errors import SaeSweepError
+
+STRATEGIES = ("nosampling", "sampling")
+"""Dead-neuron strategies: plain training, or Anthropic-style resampling of dead neurons."""
+
+
+class ConfigError(SaeSweepError, ValueError):
+    """A configuration problem, phrased as `<dotted.field>: <problem> (got <value>)`."""
+
+
+class Section(BaseModel):
+    # forbid: a misspelt key in a YAML file must fail, not be silently ignored.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True)

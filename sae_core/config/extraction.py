@@ -1,0 +1,93 @@
+"""The language model and layer read, the documents, and how activations are extracted and stored."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from sae_core.config.base import Section
+
+
+class ModelConfig(Section):
+    name: str = "gpt2"
+    """Hugging Face hub id or a local directory saved with `save_pretrained`; `builtin:demo-gpt2` is the
+    small GPT-2 the demo builds (and trains briefly) under `data_root/builtin/`."""
+
+    revision: str | None = None
+    """Hub revision (branch, tag or commit); None means the default branch. Recorded in the store."""
+
+    layer: int = Field(6, ge=0)
+    """Which residual stream to read: `hidden_states[layer]` of the model, 0 being the embeddings. For
+    GPT-2 small, 6 is the stream entering block 6 (the output of block 5), as the study took it."""
+
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    """Dtype the language model runs in during extraction and CE-loss evaluation."""
+
+    device: str = "auto"
+    """`auto` (CUDA when available, else CPU), `cpu`, `cuda`, `cuda:N` or `mps`."""
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        head = value.split(":", 1)[0]
+        if head not in {"auto", "cpu", "cuda", "mps"}:
+            raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
+        return value
+
+
+class DataConfig(Section):
+    dataset: str = "Skylion007/openwebtext"
+    """Hub data set id, or a `datasets` loader name (`json`, `text`, `parquet`, `csv`) used with
+    `data_files`; `builtin:stdlib-docstrings` is the demo corpus built offline from Python's stdlib."""
+
+    data_files: str | list[str] | None = None
+    """Local files (or globs) for a loader-name data set; ignored for hub ids."""
+
+    split: str = "train"
+    """Split of the data set to read documents from."""
+
+    text_column: str = "text"
+    """Column holding each document's text."""
+
+    num_documents: int | None = Field(10_000, gt=0)
+    """Documents to take from the start of the split (the study: the first 10,000); None takes all."""
+
+    context_length: int = Field(1024, gt=1)
+    """Documents are truncated to this many tokens (GPT-2's context is 1024)."""
+
+    streaming: bool = True
+    """Stream the data set instead of downloading it whole (the study streamed OpenWebText)."""
+
+
+class ExtractionConfig(Section):
+    store_dtype: Literal["float16", "float32"] = "float16"
+    """Dtype of activations on disk. float16 halves the store; overflow is detected while writing."""
+
+    batch_tokens: int = Field(16_384, gt=0)
+    """Token budget of one forward batch (documents of similar length are batched together)."""
+
+    num_threads: int = Field(0, ge=0)
+    """CPU threads for a CPU extraction (0: torch's default, every core). Set 1 on a machine shared with
+    other work, as `training.num_threads`. Like `batch_tokens`, it is not part of the store's key."""
+
+    shard_tokens: int = Field(262_144, gt=0)
+    """Rows per Parquet shard; a killed extraction resumes from the last complete shard."""
+
+    drop_first_token: bool = True
+    """Leave out each document's first token: without a BOS token GPT-2's first position has a norm in
+    the hundreds and dominated the study's 'most selective' features."""
+
+    val_fraction: float = Field(0.1, ge=0, lt=1)
+    """Share of documents (by a hash of doc_id) in the validation split."""
+
+    test_fraction: float = Field(0.1, ge=0, lt=1)
+    """Share of documents (by a hash of doc_id) in the test split."""
+
+    @model_validator(mode="after")
+    def _fractions_leave_training(self) -> ExtractionConfig:
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError(
+                f"val_fraction + test_fraction must be < 1 (got {self.val_fraction} + {self.test_fraction})"
+            )
+        return self

@@ -1,0 +1,115 @@
+"""SAE training, shared by every cell of a sweep."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from sae_core.config.base import Section
+
+
+class TrainingConfig(Section):
+    lr: float = Field(1e-4, gt=0)
+    """Adam learning rate (the study: 1e-4, constant)."""
+
+    adam_beta1: float = Field(0.9, ge=0, lt=1)
+    """Adam β1."""
+
+    adam_beta2: float = Field(0.999, ge=0, lt=1)
+    """Adam β2."""
+
+    batch_size: int = Field(4096, gt=0)
+    """Tokens per step (the study: 32, which starves a GPU; see `compile`)."""
+
+    epochs: float | None = Field(1.0, gt=0)
+    """Passes over the training split (the study: 20). Ignored when `max_tokens` is set."""
+
+    max_tokens: int | None = Field(None, gt=0)
+    """Training budget in tokens; overrides `epochs` when set."""
+
+    seed: int = 42
+    """Seed for initialisation, shuffling and resampling draws (the study: 42)."""
+
+    l1_scaling: Literal["seed", "sum"] = "seed"
+    """`seed`: the L1 term is averaged over the m features, as the study's code did, so the effective
+    λ shrinks as the SAE widens. `sum`: summed over features per token (the blog's formula)."""
+
+    resample_every: int = Field(25_000, gt=0)
+    """Steps between dead-neuron checks for the `sampling` strategy (the study: 25,000)."""
+
+    resample_pool_tokens: int = Field(65_536, ge=1024)
+    """Random training tokens scored by reconstruction loss to draw replacement directions from
+    (the study used only the current batch of 32; Anthropic ~819k)."""
+
+    resample_enc_scale: float = Field(0.05, gt=0)
+    """Encoder column of a resampled neuron = direction × mean alive encoder norm × this
+    (the study: 0.05; Anthropic: 0.2)."""
+
+    resample_bias: float = Field(-0.01, le=0)
+    """Resampled neurons' `b_enc` is drawn from U(resample_bias, 0) (the study: U(-0.01, 0))."""
+
+    resample_criterion: Literal["never_fired", "threshold"] = "never_fired"
+    """Which neurons the `sampling` strategy resets: `never_fired` (the study and Anthropic: no activation
+    > 0 in any step of the last `resample_every` steps) or `threshold` (no activation above
+    `analysis.dead_threshold` in the window: the definition the study *reported* dead % on)."""
+
+    resample_replacement: bool = False
+    """Draw the dead neurons' replacement inputs with replacement (Anthropic's recipe, and the study's:
+    each draw exactly p ∝ loss², but several neurons may get the same input) or without (the default: no
+    two neurons share a direction, but with many dead neurons the draw flattens towards uniform, so
+    "p ∝ loss²" holds only approximately; with `resample_pool_tokens` ≫ dead neurons the two agree)."""
+
+    stop_resampling_after: float | None = Field(None, gt=0, le=1)
+    """Stop resampling after this fraction of training, so late-revived neurons can still train."""
+
+    init: Literal["seed", "tied"] = "tied"
+    """Weight initialisation. `seed`: the study's untied Gaussians (encoder N(0, 1/d), decoder N(0, 1/m)).
+    `tied`: random unit-norm decoder rows and the encoder as their transpose × `init_encoder_norm`, so
+    each feature starts reading the direction it writes; it recovers known features far better on
+    synthetic data (docs/results.md, "Ground truth")."""
+
+    init_encoder_norm: float = Field(0.1, gt=0)
+    """For `init: tied`, the L2 norm of each encoder column at step 0 (the decoder rows are unit norm)."""
+
+    b_dec_init: Literal["zeros", "mean", "geometric_median"] = "zeros"
+    """Initial decoder bias: zeros (the study) or the mean / geometric median of training activations."""
+
+    shuffle: bool = True
+    """Shuffle training tokens each epoch. False reads the split in store order, so each batch holds
+    consecutive tokens of one document (the study's unshuffled loader; for ablations)."""
+
+    log_every: int = Field(100, gt=0)
+    """Steps between logged training metrics."""
+
+    val_every: int = Field(2_000, gt=0)
+    """Steps between validation metrics on the val split."""
+
+    val_tokens: int = Field(16_384, gt=0)
+    """Validation tokens evaluated each time."""
+
+    checkpoint_every: int = Field(5_000, gt=0)
+    """Steps between checkpoints (a crashed cell resumes from the last one)."""
+
+    device: str = "auto"
+    """Device for training: `auto`, `cpu`, `cuda`, `cuda:N`, `mps`."""
+
+    autocast_bf16: bool = False
+    """On CUDA, run forward/backward under bfloat16 autocast (weights and Adam stay float32)."""
+
+    compile: bool = False
+    """On CUDA, `torch.compile` the step; it keeps a GPU busy at small batch sizes such as the study's 32."""
+
+    max_memory_gb: float = Field(8.0, ge=0)
+    """Memory the training data may take, in GB (2^30 bytes). A train split that fits (in the store's
+    dtype: float16 rows are 2 × d_model bytes) is held whole on the training device and shuffled by
+    index — the fast path; a larger one is streamed in windows of half this budget (host memory; each
+    epoch reads the split once per window). Both draw the same batches, so this changes speed and
+    memory, never the result; `metrics.json` records which ran (`data_path`). Set it well clear of the
+    split's size (the seed preset states its choice) so the path does not flip with a few % of tokens.
+    8 fits the demo and GPUs of 12 GB and more."""
+
+    num_threads: int = Field(0, ge=0)
+    """CPU threads for training (0: torch's default). Small SAEs on a machine shared with other work
+    (the Prefect server, other cells) run far faster on 1 thread: idle OpenMP workers otherwise wait
+    for busy cores at every small matmul."""
