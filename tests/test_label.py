@@ -18,16 +18,18 @@ from sae_core.labels.client import (
     RejectedLabelError,
     TransientLabelError,
     build_messages,
-    examples_hash,
     label_feature,
-    labels_frame,
-    load_label_inputs,
     make_client,
-    monosemanticity,
     parse_label,
-    write_labels,
 )
 from sae_core.labels.detection import detect_feature, detection_set
+from sae_core.labels.files import (
+    examples_hash,
+    labels_frame,
+    load_label_inputs,
+    monosemanticity,
+    write_labels,
+)
 from sae_core.labels.prompt import LABEL_SCHEMA, MalformedAnswer, parse_detection
 from tests.fixtures_llm import Reply, answer, error, hang, write_analysis
 

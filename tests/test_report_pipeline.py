@@ -17,7 +17,7 @@ from sae_core.report.build import build_report
 @pytest.fixture(scope="module")
 def real_sweep(tiny_store, tiny_store_config, tmp_path_factory):
     from sae_core.analysis.driver import analyze_run
-    from sae_core.labels.client import labels_frame, monosemanticity, write_labels
+    from sae_core.labels import labels_frame, monosemanticity, write_labels
     from sae_core.training import train_cell
 
     cfg = tiny_store_config.model_copy(deep=True)

@@ -3,23 +3,25 @@ answer parsed into a 2–8 word label or POLYSEMANTIC, the monosemanticity rate,
 
 from sae_core.labels.client import (
     PROMPT_VERSION,
-    FeatureInputs,
     LabelAttemptError,
     LabelExample,
-    LabelInputs,
     LabelResult,
     Repair,
-    conservative_rate,
-    examples_hash,
     label_feature,
-    labels_frame,
-    load_label_inputs,
     make_client,
-    monosemanticity,
     scrub,
-    write_labels,
 )
 from sae_core.labels.detection import DetectionSet, detect_feature, detection_set
+from sae_core.labels.files import (
+    FeatureInputs,
+    LabelInputs,
+    conservative_rate,
+    examples_hash,
+    labels_frame,
+    load_label_inputs,
+    monosemanticity,
+    write_labels,
+)
 
 __all__ = [
     "PROMPT_VERSION",

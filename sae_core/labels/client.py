@@ -5,29 +5,19 @@ This module makes ONE attempt per call and classifies every failure (`TransientL
 (`tasks/label.py`). The API key arrives as a string inside an `openai.OpenAI` client built by the
 caller; it is never logged, and every message that leaves this module is scrubbed of it.
 
-Monosemanticity rate = 1 − polysemantic / labelled, where `labelled` counts the features that got a
-label (status `ok`). Beside it, the conservative rate 1 − (polysemantic + failed) / (labelled + failed)
-counts every failed feature as polysemantic: failures are not random (long, hedging answers come from
-messy features), so leaving them out can only flatter the rate; the truth lies between the two.
+The inputs it labels and the files and rate it produces live in `sae_core.labels.files`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from sae_core.errors import LabelingError
-from sae_core.io import atomic_write_json, atomic_write_with, read_json
 from sae_core.labels.prompt import (
     LABEL_SCHEMA,
     POLYSEMANTIC,
@@ -43,10 +33,8 @@ from sae_core.labels.prompt import (
 __all__ = [
     "POLYSEMANTIC",
     "PROMPT_VERSION",
-    "FeatureInputs",
     "LabelAttemptError",
     "LabelExample",
-    "LabelInputs",
     "LabelResult",
     "ParsedLabel",
     "RejectedLabelError",
@@ -54,36 +42,14 @@ __all__ = [
     "RepairTurn",
     "TransientLabelError",
     "build_messages",
-    "conservative_rate",
-    "examples_hash",
     "label_feature",
-    "load_label_inputs",
     "make_client",
-    "monosemanticity",
     "parse_label",
     "scrub",
-    "write_labels",
 ]
 
 log = logging.getLogger(__name__)
 
-LABEL_COLUMNS = pa.schema(
-    [
-        ("feature_id", pa.int32()),
-        ("group", pa.string()),
-        ("label", pa.string()),
-        ("reasoning", pa.string()),
-        ("polysemantic", pa.bool_()),
-        ("model", pa.string()),
-        ("prompt_version", pa.string()),
-        ("attempts", pa.int32()),
-        ("status", pa.string()),
-        ("error", pa.string()),
-        ("examples_hash", pa.string()),
-        ("detection_accuracy", pa.float64()),
-    ]
-)
-EXAMPLE_COLUMNS = ("feature_id", "group", "kind", "rank", "activation", "context_text")
 MAX_RETRY_AFTER_S = 600.0
 """A Retry-After longer than this is capped (a broken server must not park a worker for hours)."""
 
@@ -297,148 +263,3 @@ def label_feature(
         malformed.repair = Repair(structured, (*turns, RepairTurn(text, exc.problem)))
         raise malformed from None
     return LabelResult(parsed.label, parsed.reasoning, parsed.polysemantic, structured)
-
-
-# ---------------------------------------------------------------------------------------------
-# Inputs: selected.json + examples.parquet
-
-
-@dataclass(frozen=True)
-class FeatureInputs:
-    feature_id: int
-    groups: tuple[str, ...]
-    """`top` and/or `bottom` (a feature can be in both when few features qualify)."""
-    examples: tuple[LabelExample, ...]
-    """Top-activating contexts shown in the prompt, highest first."""
-    heldout: tuple[LabelExample, ...] = field(default=())
-    """Activating contexts NOT shown in the prompt (quantile examples, extra top ones): for detection."""
-
-
-@dataclass(frozen=True)
-class LabelInputs:
-    run_dir: Path
-    features: tuple[FeatureInputs, ...]
-
-
-def load_label_inputs(run_dir: str | Path, examples_per_prompt: int = 25) -> LabelInputs:
-    """Read `features/selected.json` and `features/examples.parquet`; a missing file or column is a
-    `LabelingError` naming it. Features appear in selection order, top group first."""
-    run = Path(run_dir)
-    selected_path = run / "features" / "selected.json"
-    examples_path = run / "features" / "examples.parquet"
-    if not selected_path.is_file():
-        raise LabelingError(f"{selected_path}: missing — run the analysis stage on this run first")
-    try:
-        selected = read_json(selected_path)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise LabelingError(f"{selected_path}: not valid JSON ({exc})") from None
-    order: dict[int, list[str]] = {}
-    for group in ("top", "bottom"):
-        ids = selected.get(group) if isinstance(selected, dict) else None
-        if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
-            raise LabelingError(f"{selected_path}: '{group}' must be a list of feature ids (got {ids!r})")
-        for fid in ids:
-            order.setdefault(int(fid), []).append(group)
-    if not order:
-        return LabelInputs(run, ())
-    if not examples_path.is_file():
-        raise LabelingError(f"{examples_path}: missing — run the analysis stage on this run first")
-    try:
-        df = pq.read_table(examples_path).to_pandas()
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise LabelingError(f"{examples_path}: not a readable Parquet file ({exc})") from None
-    missing = [c for c in EXAMPLE_COLUMNS if c not in df.columns]
-    if missing:
-        raise LabelingError(f"{examples_path}: missing columns {missing} (has {list(df.columns)})")
-    df = df[df["feature_id"].isin(list(order))]
-    by_feature = {int(fid): part for fid, part in df.groupby("feature_id", sort=False)}
-    features = []
-    for fid, groups in order.items():
-        part = by_feature.get(fid)
-        if part is None:
-            features.append(FeatureInputs(fid, tuple(groups), ()))
-            continue
-        part = part.drop_duplicates(subset=["kind", "rank"])  # a feature listed in both groups
-        top = part[part["kind"] == "top"].sort_values(["activation", "rank"], ascending=[False, True])
-        rest = part[part["kind"] != "top"]
-        shown = [_example(r) for r in top.head(examples_per_prompt).itertuples()]
-        heldout = [_example(r) for r in top.iloc[examples_per_prompt:].itertuples()]
-        heldout += [_example(r) for r in rest.itertuples()]
-        features.append(FeatureInputs(fid, tuple(groups), tuple(shown), tuple(heldout)))
-    return LabelInputs(run, tuple(features))
-
-
-def _example(row: Any) -> LabelExample:
-    return LabelExample(str(row.context_text), float(row.activation))
-
-
-def examples_hash(examples: Sequence[LabelExample]) -> str:
-    """sha256 (16 hex) over exactly what the prompt shows: each context and its activation (2 d.p.)."""
-    payload = json.dumps([[e.context_text, f"{e.activation:.2f}"] for e in examples], ensure_ascii=False)
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
-
-
-# ---------------------------------------------------------------------------------------------
-# The rate and the output files
-
-
-def conservative_rate(labelled: int, polysemantic: int, failed: int) -> float | None:
-    """1 − (polysemantic + failed) / (labelled + failed): every failed feature counted polysemantic."""
-    counted = labelled + failed
-    return None if counted == 0 else 1.0 - (polysemantic + failed) / counted
-
-
-def _rate(rows: pd.DataFrame) -> dict[str, Any]:
-    ok = rows[rows["status"] == "ok"]
-    labelled = len(ok)
-    poly = int(ok["polysemantic"].fillna(False).astype(bool).sum())
-    failed = int((rows["status"] == "failed").sum())
-    return {
-        "rate": None if labelled == 0 else 1.0 - poly / labelled,
-        "rate_conservative": conservative_rate(labelled, poly, failed),
-        "labelled": labelled,
-        "polysemantic": poly,
-        "failed": failed,
-    }
-
-
-def monosemanticity(labels_df: pd.DataFrame) -> dict[str, Any]:
-    """1 − polysemantic / labelled overall and per group (None when nothing was labelled), the
-    conservative rate beside each (failed features counted polysemantic; None when there is no
-    feature), the counts and the number failed; `detection_accuracy` is the mean over features that
-    have one."""
-    overall = _rate(labels_df)
-    groups = {g: _rate(labels_df[labels_df["group"] == g]) for g in ("top", "bottom")}
-    det = labels_df.loc[labels_df["status"] == "ok", "detection_accuracy"].dropna()
-    return {
-        "monosemanticity_rate": overall["rate"],
-        "monosemanticity_rate_conservative": overall["rate_conservative"],
-        "rate_top": groups["top"]["rate"],
-        "rate_bottom": groups["bottom"]["rate"],
-        "rate_top_conservative": groups["top"]["rate_conservative"],
-        "rate_bottom_conservative": groups["bottom"]["rate_conservative"],
-        "labelled": overall["labelled"],
-        "polysemantic": overall["polysemantic"],
-        "failed": overall["failed"],
-        "groups": groups,
-        "detection_accuracy": float(det.mean()) if len(det) else None,
-    }
-
-
-def labels_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
-    """Rows (dicts with the labels.parquet columns) as a DataFrame in the contract's column order."""
-    table = pa.Table.from_pylist([{c: r.get(c) for c in LABEL_COLUMNS.names} for r in rows], LABEL_COLUMNS)
-    return table.to_pandas()
-
-
-def write_labels(run_dir: str | Path, rows: Sequence[dict[str, Any]], summary: dict[str, Any]) -> Path:
-    """Write `labels.parquet` (unless the summary says the stage was skipped; possibly with no rows) and
-    `labels.json`, each atomically."""
-    run = Path(run_dir)
-    if not summary.get("skipped_reason"):
-        table = pa.Table.from_pylist(
-            [{c: r.get(c) for c in LABEL_COLUMNS.names} for r in rows], LABEL_COLUMNS
-        )
-        atomic_write_with(run / "labels.parquet", lambda tmp: pq.write_table(table, tmp))
-    atomic_write_json(run / "labels.json", summary)
-    return run / "labels.json"

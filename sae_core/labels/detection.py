@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from sae_core.labels.client import (
-    LabelInputs,
     RejectedLabelError,
     TransientLabelError,
     chat_completion,
     refuses_schema,
 )
+from sae_core.labels.files import LabelInputs
 from sae_core.labels.prompt import (
     DETECTION_SCHEMA,
     MalformedAnswer,
