@@ -23,7 +23,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from sae_core.io import atomic_write_text
+from sae_core.io import apply_umask_modes, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +175,7 @@ def build_demo_model(out_dir: str | Path, texts: list[str], spec: DemoModelSpec 
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         atomic_write_text(tmp / "demo_spec.json", json.dumps(asdict(spec), indent=2))
+        apply_umask_modes(tmp)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
