@@ -8,6 +8,7 @@ field and the value it refused (see `ConfigError`).
 from __future__ import annotations
 
 import math
+import os
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -16,6 +17,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sae_core.errors import SaeSweepError
+
+DATA_ROOT_ENV = "SAE_SWEEP_DATA_ROOT"
+"""Environment variable holding the default `data_root` (the deployments and the worker image set it)."""
 
 STRATEGIES = ("nosampling", "sampling")
 """Dead-neuron strategies: plain training, or Anthropic-style resampling of dead neurons."""
@@ -359,8 +363,11 @@ class SweepConfig(_Section):
     name: str = "sweep"
     """Sweep name: runs go to `data_root/runs/<name>/`; also the WandB group."""
 
-    data_root: str = "./sae_data"
-    """Where stores, runs and reports live (a local path, or a network volume shared by workers)."""
+    data_root: str = Field(default_factory=lambda: default_data_root())
+    """Where stores, runs and reports live (a local path, or a network volume shared by workers).
+    Default: `$SAE_SWEEP_DATA_ROOT`, else `./sae_data`. In a run started from a deployment a relative
+    path resolves under the per-user data directory (`~/.local/share/sae-sweep`): the worker's working
+    directory there is temporary."""
 
     model: ModelConfig = Field(default_factory=ModelConfig)
     """The language model and the layer read."""
@@ -403,6 +410,28 @@ class SweepConfig(_Section):
                 f"model.layer: {self.model.name} has {num_layers} layers, so the layer must be "
                 f"0..{num_layers} (got {self.model.layer})"
             )
+
+
+# ---------------------------------------------------------------------------------------------
+# Where data_root is
+
+
+def default_data_root() -> str:
+    """`$SAE_SWEEP_DATA_ROOT` when set, else `./sae_data` (relative to the working directory)."""
+    return os.environ.get(DATA_ROOT_ENV) or "./sae_data"
+
+
+def user_data_dir() -> Path:
+    """The per-user data directory: `$XDG_DATA_HOME/sae-sweep`, by default `~/.local/share/sae-sweep`."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path("~/.local/share").expanduser())
+    return Path(base).expanduser() / "sae-sweep"
+
+
+def anchored_data_root(data_root: str, base: Path) -> str:
+    """`data_root` as an absolute path: `~` expanded, and a relative path taken under `base` (not under
+    the working directory, which a deployed run's process worker deletes when the run ends)."""
+    path = Path(data_root).expanduser()
+    return str(path if path.is_absolute() else base / path)
 
 
 # ---------------------------------------------------------------------------------------------
