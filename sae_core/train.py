@@ -62,16 +62,21 @@ class ProgressCallback(TrainCallback):
         self.progress(int(info.get("tokens", 0)), self.total_tokens, {})
 
     def on_log(self, step: int, metrics: dict) -> None:
-        self.progress(
-            int(metrics["tokens"]),
-            self.total_tokens,
-            {
-                "tok/s": round(metrics.get("tokens_per_s", 0.0)),
-                "loss": metrics["loss"],
-                "L0": metrics["l0"],
-                "dead%": 100 * metrics["dead_fraction"],
-            },
-        )
+        figures = {"tok/s": round(metrics.get("tokens_per_s", 0.0)), **progress_figures(metrics)}
+        self.progress(int(metrics["tokens"]), self.total_tokens, figures)
+
+
+WINDOW_DEAD_LABEL = "dead % (training window)"
+"""How the report, the UI and the logs name a training log row's dead fraction (the window rule)."""
+
+
+def progress_figures(metrics: dict) -> dict[str, float]:
+    """Loss, L0 and the window's dead % (`round(100 * x, 1)`) of a training log row, labelled for display."""
+    return {
+        "loss": float(metrics["loss"]),
+        "L0": float(metrics["l0"]),
+        WINDOW_DEAD_LABEL: round(100 * float(metrics["dead_fraction"]), 1),
+    }
 
 
 @dataclass
@@ -379,6 +384,7 @@ __all__ = [
     "TrainCallback",
     "TrainState",
     "Trainer",
+    "progress_figures",
     "total_steps_for",
     "train_cell",
     "train_sae",

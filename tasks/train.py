@@ -39,14 +39,14 @@ def _retry_unless_user_error(task: Any, task_run: Any, state: Any) -> bool:
 
 def progress_callback(cell: Cell, sweep: str) -> Any:
     """A `TrainCallback` that mirrors training into a Prefect progress artifact and the run log."""
-    from sae_core.train import TrainCallback
+    from sae_core.train import TrainCallback, progress_figures
 
     class PrefectTrainCallback(TrainCallback):
         def __init__(self) -> None:
             self.total_steps = 0
             self.logger = run_logger()
             self.progress = PrefectProgress(
-                artifact_key("train", sweep, cell.task_name), f"training {cell.name}"
+                artifact_key("train", sweep, cell.task_name), f"training {cell.name}", unit="steps"
             )
 
         def on_start(self, total_steps: int, info: dict) -> None:
@@ -57,8 +57,7 @@ def progress_callback(cell: Cell, sweep: str) -> Any:
             self.progress(start, total_steps, {})
 
         def on_log(self, step: int, metrics: dict) -> None:
-            shown = {k: float(metrics[k]) for k in ("loss", "l0", "dead_fraction") if k in metrics}
-            self.progress(step, self.total_steps, shown)
+            self.progress(step, self.total_steps, progress_figures(metrics))
 
         def on_resample(self, step: int, neurons: int) -> None:
             self.logger.info("%s: resampled %d dead neurons at step %d", cell.name, neurons, step)
