@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from sae_core.io import apply_umask_modes, atomic_write_text
+from sae_core.progress import Progress, no_progress
 
 log = logging.getLogger(__name__)
 
@@ -140,8 +141,14 @@ def train_tokenizer(texts: list[str], vocab_size: int):  # -> PreTrainedTokenize
     )
 
 
-def build_demo_model(out_dir: str | Path, texts: list[str], spec: DemoModelSpec | None = None) -> Path:
+def build_demo_model(
+    out_dir: str | Path,
+    texts: list[str],
+    spec: DemoModelSpec | None = None,
+    progress: Progress = no_progress,
+) -> Path:
     """Train a tokenizer, build a GPT-2 from `spec`, train it briefly on `texts`, `save_pretrained`.
+    `progress` hears the training steps (out of `spec.train_steps`) with the current loss.
 
     Written to a temporary directory and renamed, so a half-built model is never picked up.
     """
@@ -165,7 +172,7 @@ def build_demo_model(out_dir: str | Path, texts: list[str], spec: DemoModelSpec 
     if spec.train_steps > 0:
         threads = torch.get_num_threads()
         try:
-            _train_lm(model, tokenizer, texts, spec)
+            _train_lm(model, tokenizer, texts, spec, progress)
         finally:
             torch.set_num_threads(threads)
     model.eval()
@@ -185,7 +192,7 @@ def build_demo_model(out_dir: str | Path, texts: list[str], spec: DemoModelSpec 
     return out
 
 
-def _train_lm(model, tokenizer, texts: list[str], spec: DemoModelSpec) -> None:
+def _train_lm(model, tokenizer, texts: list[str], spec: DemoModelSpec, progress: Progress) -> None:
     """A few hundred AdamW steps on packed sequences, so the model's features mean something."""
     import torch
     from tqdm.auto import tqdm
@@ -216,8 +223,9 @@ def _train_lm(model, tokenizer, texts: list[str], spec: DemoModelSpec) -> None:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        if step % 20 == 0:
+        if step % 20 == 0 or step + 1 == spec.train_steps:
             bar.set_postfix(loss=f"{loss.item():.3f}")
+            progress(step + 1, spec.train_steps, {"loss": loss.item()})
     log.info(
         "demo GPT-2 trained %d steps in %.0f s, final loss %.3f",
         spec.train_steps,
@@ -226,14 +234,17 @@ def _train_lm(model, tokenizer, texts: list[str], spec: DemoModelSpec) -> None:
     )
 
 
-def ensure_demo_model(data_root: str | Path, spec: DemoModelSpec | None = None) -> Path:
-    """The demo model under `data_root/builtin/demo-gpt2`, built (and trained) once."""
+def ensure_demo_model(
+    data_root: str | Path, spec: DemoModelSpec | None = None, progress: Progress = no_progress
+) -> Path:
+    """The demo model under `data_root/builtin/demo-gpt2`, built (and trained) once; `progress` hears
+    that training's steps (nothing when the model exists)."""
     out = Path(data_root) / "builtin" / "demo-gpt2"
     if not (out / "config.json").exists():
         corpus = ensure_demo_corpus(data_root)
         texts = [json.loads(line)["text"] for line in corpus.read_text().splitlines()]
         log.info("building the demo GPT-2 under %s (once; about a minute on a laptop CPU)", out)
-        build_demo_model(out, texts, spec)
+        build_demo_model(out, texts, spec, progress)
     return out
 
 

@@ -44,6 +44,7 @@ def progress_callback(cell: Cell, sweep: str) -> Any:
     class PrefectTrainCallback(TrainCallback):
         def __init__(self) -> None:
             self.total_steps = 0
+            self.figures: dict[str, float] = {}
             self.logger = run_logger()
             self.progress = PrefectProgress(
                 artifact_key("train", sweep, cell.task_name), f"training {cell.name}", unit="steps"
@@ -57,13 +58,14 @@ def progress_callback(cell: Cell, sweep: str) -> Any:
             self.progress(start, total_steps, {})
 
         def on_log(self, step: int, metrics: dict) -> None:
-            self.progress(step, self.total_steps, progress_figures(metrics))
+            self.figures = progress_figures(metrics)
+            self.progress(step, self.total_steps, self.figures)
 
         def on_resample(self, step: int, neurons: int) -> None:
             self.logger.info("%s: resampled %d dead neurons at step %d", cell.name, neurons, step)
 
         def on_end(self, metrics: dict) -> None:
-            self.progress(self.total_steps, self.total_steps, {})
+            self.progress(self.total_steps, self.total_steps, self.figures)  # the last line shows them
 
     return PrefectTrainCallback()
 

@@ -66,7 +66,9 @@ def test_demo_model_trains(tmp_path, tiny_texts):
 
     spec = DemoModelSpec(n_layer=1, n_embd=32, n_head=2, n_positions=64, vocab_size=300,
                          train_steps=30, train_batch=8, train_context=32, lr=3e-3)  # fmt: skip
-    path = build_demo_model(tmp_path / "m", tiny_texts, spec)
+    heard: list[tuple[int, int | None, dict]] = []
+    path = build_demo_model(tmp_path / "m", tiny_texts, spec, lambda *call: heard.append(call))
+    assert heard[-1][:2] == (30, 30) and heard[-1][2]["loss"] > 0  # the UI's progress artifact
     untrained = build_demo_model(
         tmp_path / "u", tiny_texts, DemoModelSpec(**{**spec.__dict__, "train_steps": 0})
     )
