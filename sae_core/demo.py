@@ -169,6 +169,10 @@ def build_demo_model(
         eos_token_id=tokenizer.eos_token_id,
     )
     model = GPT2LMHeadModel(config)
+    # transformers picks a model's loss by matching its class name against its loss table; no entry
+    # matches `GPT2LMHeadModel`, so every forward with labels warned "`loss_type=None` ... unrecognized"
+    # and then used the causal-LM loss. Name that loss.
+    model.loss_type = "ForCausalLM"
     if spec.train_steps > 0:
         threads = torch.get_num_threads()
         try:
