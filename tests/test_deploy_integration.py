@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -198,6 +199,7 @@ def test_deployed_run_outputs_outlive_the_run(deployed, tiny_sweep_factory):
     assert (run_dir(cfg, CELL) / CELL.weights_filename).is_file()
     assert (sweep_dir(cfg) / "report" / "report.html").is_file()
     assert any("working directory is temporary" in m for m in stack.logs(first))
+    assert re.fullmatch(r"demo-\d{8}-\d{6}", stack.http.get(f"/flow_runs/{first}").json()["name"])
 
     second = stack.trigger("sae-sweep/sae-sweep", {"preset": "demo", "overrides": overrides})
     state = stack.wait_final(second)
@@ -213,6 +215,9 @@ def test_deploy_trigger_kill_and_resume(deployed, tmp_path, tiny_sweep_factory):
     assert {"sae-sweep", "sae-sweep-seed", "train-cell"} <= names
     schedules = stack.http.post("/deployments/filter", json={}).json()[0]["schedules"]
     assert schedules and not any(s["active"] for s in schedules)  # shipped inactive
+    form = stack.http.get("/deployments/name/sae-sweep/sae-sweep").json()["parameter_openapi_schema"]
+    assert form["properties"]["preset"]["enum"] == ["demo", "seed"]  # the run form offers a choice
+    assert all(prop.get("description") for prop in form["properties"].values())
 
     # 1. The sweep on the default pool, its cell as a train-cell run on the gpu pool.
     overrides = {
