@@ -12,7 +12,7 @@ import contextvars
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from tasks.common import apply_prefect_defaults
 
@@ -23,11 +23,21 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact  #
 from prefect.runtime import flow_run  # noqa: E402
 from prefect.states import Failed  # noqa: E402
 
+from flows.data_root import lasting_root  # noqa: E402
 from flows.train_cell import run_cell_chain  # noqa: E402
-from sae_core.config import SweepConfig, apply_overrides, load_config, validate_config  # noqa: E402
+from sae_core.config import (  # noqa: E402
+    SweepConfig,
+    apply_overrides,
+    load_config,
+    preset_names,
+    validate_config,
+)
 from sae_core.naming import Cell, grid_cells  # noqa: E402
-from tasks.common import artifact_key, run_logger, sweep_dir, with_absolute_root  # noqa: E402
+from tasks.common import artifact_key, run_logger, sweep_dir  # noqa: E402
 from tasks.summary import grid_rows, markdown_table  # noqa: E402
+
+# The presets shipped in sae_core/presets, as a choice in the deployment's run form.
+PresetName = Literal[tuple(preset_names())]  # type: ignore[valid-type]
 
 
 def resolve_sweep_config(
@@ -38,13 +48,16 @@ def resolve_sweep_config(
         cfg = validate_config(apply_overrides(config, overrides or {}))
     else:
         cfg = load_config(preset, None, overrides or {})
-    return with_absolute_root(cfg)
+    return lasting_root(cfg)
 
 
 def _sweep_run_name() -> str:
+    """`<preset or config name>-<when the run was asked for, UTC>`: the scheduled start (the creation
+    time for a run started now), not the start, so a retry or a queued run keeps the name it got."""
     params = flow_run.parameters
     label = (params.get("config") or {}).get("name") or params.get("preset") or "sweep"
-    return f"{label}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+    when = flow_run.scheduled_start_time or datetime.now(UTC)
+    return f"{label}-{when.astimezone(UTC):%Y%m%d-%H%M%S}"
 
 
 def _guarded(fn: Any, cell: Cell) -> dict[str, Any]:
@@ -76,6 +89,8 @@ def _run_on_pool(store: str, cfg: SweepConfig, cell: Cell) -> dict[str, Any]:
         name=cfg.grid.cell_deployment,
         parameters={"config": cfg.model_dump(mode="json"), "cell": cell.name, "store": store},
         idempotency_key=key,
+        # Named from creation (a deployment run otherwise shows a random name until it starts).
+        flow_run_name=f"cell-{cell.task_name}",
         timeout=None,
         poll_interval=2,
         as_subflow=True,
@@ -89,10 +104,22 @@ def _run_on_pool(store: str, cfg: SweepConfig, cell: Cell) -> dict[str, Any]:
 
 @flow(name="sae-sweep", flow_run_name=_sweep_run_name)
 def sae_sweep(
-    preset: str = "demo", overrides: dict[str, Any] | None = None, config: dict[str, Any] | None = None
+    preset: PresetName = "demo",  # type: ignore[valid-type]
+    overrides: dict[str, Any] | None = None,
+    config: dict[str, Any] | None = None,
 ) -> Any:
-    """Run a sweep: `preset` (`demo`, `seed`), `overrides` as dotted keys (`{"training.lr": 0.001}`),
-    or a full `config` mapping instead of the preset."""
+    """Run a sweep: extract once, then train, analyse, label and upload every grid cell, then report.
+
+    Args:
+        preset: A shipped preset: `demo` (a small GPT-2 built locally, a 2x2x2 grid, minutes on a laptop
+            CPU) or `seed` (the study: GPT-2 small, layer 6, OpenWebText-10k, 16 cells). Ignored when
+            `config` is given.
+        overrides: Dotted keys set on top of the preset (or of `config`), exactly like the CLI's --set,
+            e.g. {"grid.expansion_factors": [4, 8], "training.lr": 0.0003, "data_root": "/srv/sae_data"}.
+            `sae-sweep config show --explain` lists every key.
+        config: A full config mapping (what `sae-sweep config show` prints) used instead of the preset;
+            leave it empty to use the preset.
+    """
     wall_start = time.perf_counter()
     logger = run_logger()
     cfg = resolve_sweep_config(preset, overrides, config)

@@ -13,9 +13,9 @@ from typing import Any
 from prefect import flow
 from prefect.runtime import flow_run
 
+from flows.data_root import lasting_root
 from sae_core.config import SweepConfig, validate_config
 from sae_core.naming import Cell
-from tasks.common import with_absolute_root
 
 
 def run_cell_chain(store: str, cell: Cell, cfg: SweepConfig) -> dict[str, Any]:
@@ -57,12 +57,16 @@ def _cell_run_name() -> str:
 
 @flow(name="train-cell", flow_run_name=_cell_run_name)
 def train_cell_flow(config: dict[str, Any], cell: str, store: str | None = None) -> dict[str, Any]:
-    """Run one cell of a sweep (what a `gpu` pool worker executes).
+    """Run one cell of a sweep (what a `gpu` pool worker executes): train, analyse, label, upload.
 
-    `config` is the sweep's full, resolved config; `store` the activation store to read (extracted by
-    the sweep on shared storage; extracted here when absent, a cache hit when it exists).
+    Args:
+        config: The sweep's full, resolved config (the sweep passes it; `sae-sweep config show` prints
+            one). Its `data_root` must be storage this worker shares with the sweep.
+        cell: The grid cell, `<expansion>x-<l1 coefficient>-<strategy>`, e.g. `4x-0.001-sampling`.
+        store: The activation store to read (extracted by the sweep on shared storage); when empty it
+            is extracted here, a cache hit when it exists.
     """
-    cfg = with_absolute_root(validate_config(config))
+    cfg = lasting_root(validate_config(config))
     the_cell = Cell.parse(cell)
     if store is None:
         from tasks.extract import run_extract

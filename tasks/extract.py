@@ -31,9 +31,12 @@ def extract_stage(cfg: SweepConfig) -> dict[str, Any]:
 
     logger = run_logger()
     start = time.perf_counter()
-    progress = PrefectProgress(artifact_key("extract", cfg.name), f"extracting {cfg.model.name}")
+    progress = PrefectProgress(
+        artifact_key("extract", cfg.name), f"extracting {cfg.model.name}", unit="documents"
+    )
     # The lock makes a second sweep of the same config wait instead of writing the same shards.
     with stage_lock(cfg, f"extract-{store_key(cfg)}"):
+        _build_demo_model(cfg)
         path = extract_activations(cfg, progress=progress)
     manifest = read_json(path / "manifest.json")
     seconds = time.perf_counter() - start
@@ -49,6 +52,17 @@ def extract_stage(cfg: SweepConfig) -> dict[str, Any]:
         "d_model": manifest.get("model", {}).get("d_model"),
         "work_s": seconds,
     }
+
+
+def _build_demo_model(cfg: SweepConfig) -> None:
+    """Build the demo GPT-2 on first use with its own progress artifact and log lines (the first demo's
+    longest wait after extraction); extraction would otherwise build it silently while loading."""
+    from sae_core.extraction import DEMO_MODEL, ensure_demo_model
+    from tasks.common import data_root
+
+    if cfg.model.name == DEMO_MODEL:
+        progress = PrefectProgress(artifact_key("demo-model"), "training the demo GPT-2", unit="steps")
+        ensure_demo_model(data_root(cfg), progress=progress)
 
 
 def expected_store(cfg: SweepConfig) -> str:

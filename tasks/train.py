@@ -40,14 +40,15 @@ def _retry_unless_user_error(task: Any, task_run: Any, state: Any) -> bool:
 
 def progress_callback(cell: Cell, sweep: str) -> Any:
     """A `TrainCallback` that mirrors training into a Prefect progress artifact and the run log."""
-    from sae_core.training import TrainCallback
+    from sae_core.training import TrainCallback, progress_figures
 
     class PrefectTrainCallback(TrainCallback):
         def __init__(self) -> None:
             self.total_steps = 0
+            self.figures: dict[str, float] = {}
             self.logger = run_logger()
             self.progress = PrefectProgress(
-                artifact_key("train", sweep, cell.task_name), f"training {cell.name}"
+                artifact_key("train", sweep, cell.task_name), f"training {cell.name}", unit="steps"
             )
 
         def on_start(self, total_steps: int, info: dict) -> None:
@@ -58,16 +59,14 @@ def progress_callback(cell: Cell, sweep: str) -> Any:
             self.progress(start, total_steps, {})
 
         def on_log(self, step: int, metrics: dict) -> None:
-            shown: dict[str, Any] = {k: float(metrics[k]) for k in ("loss", "l0") if k in metrics}
-            if "window_dead_fraction" in metrics:
-                shown["dead % (training window)"] = pct(float(metrics["window_dead_fraction"]))
-            self.progress(step, self.total_steps, shown)
+            self.figures = progress_figures(metrics)
+            self.progress(step, self.total_steps, self.figures)
 
         def on_resample(self, step: int, neurons: int) -> None:
             self.logger.info("%s: resampled %d dead neurons at step %d", cell.name, neurons, step)
 
         def on_end(self, metrics: dict) -> None:
-            self.progress(self.total_steps, self.total_steps, {})
+            self.progress(self.total_steps, self.total_steps, self.figures)  # the last line shows them
 
     return PrefectTrainCallback()
 
@@ -95,8 +94,8 @@ def train_sae(store: str, cell: str, cfg: SweepConfig) -> dict[str, Any]:
         "%s trained: %s steps, loss %s, L0 %s, dead %% (training window) %s",
         the_cell.name,
         metrics.get("steps"),
-        final.get("loss"),
-        final.get("l0"),
+        _rounded(final.get("loss")),
+        _rounded(final.get("l0")),
         pct(metrics["training_dead_fraction"]) if "training_dead_fraction" in metrics else "missing",
     )
     return {
@@ -112,3 +111,8 @@ def train_sae(store: str, cell: str, cfg: SweepConfig) -> dict[str, Any]:
 def run_train(store: str, cell: Cell, cfg: SweepConfig) -> dict[str, Any]:
     """Call the task from a flow, retraining when a cached run's files were deleted."""
     return call_stage(train_sae, cfg, training_complete(cfg, cell), store, cell.name, cfg)
+
+
+def _rounded(value: Any) -> str:
+    """A figure for a log line: 4 significant digits, or `missing`."""
+    return f"{value:.4g}" if isinstance(value, int | float) else "missing"

@@ -16,6 +16,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from sae_core.naming import Cell
@@ -293,3 +294,46 @@ def test_browser_renders_24576_features(chromium, tmp_path):
     chromium.screenshot("browser-24576.png")
     chromium.open(page, "#f=12345")  # a link to one feature opens it
     chromium.wait_for("document.querySelector('#panel h2').textContent.startsWith('Feature 12345')")
+
+
+@pytest.mark.integration
+def test_histogram_axis_fits_the_features_activations(chromium, tmp_path):
+    """The bins span the analysis's range (0.07 to 1e3, log-spaced); a feature firing between ~0.5 and
+    ~4 filled a third of the plot, the axis labelled 0.07 and 1000 whatever the feature."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from sae_core.analysis.feature_stats import HIST_BINS, histogram_edges
+
+    run = fabricate_cell(tmp_path, Cell(2, 0.01, "sampling"), seed=7)
+    edges = histogram_edges(0.07)
+    stats = pq.read_table(run / "features" / "feature_stats.parquet")
+    lo, hi = np.searchsorted(edges, 0.5), np.searchsorted(edges, 4.0)
+    narrow = [
+        [7 if lo <= b < hi and not dead else 0 for b in range(HIST_BINS)]
+        for dead in stats["dead"].to_pylist()
+    ]
+    stats = stats.set_column(
+        stats.schema.get_field_index("hist"), "hist", pa.array(narrow, pa.list_(pa.int64()))
+    )
+    pq.write_table(stats, run / "features" / "feature_stats.parquet")
+    analysis = json.loads((run / "analysis.json").read_text())
+    (run / "analysis.json").write_text(json.dumps({**analysis, "histogram_edges": edges.tolist()}))
+    page = write_browser(run)
+    feature = next(i for i, dead in enumerate(stats["dead"].to_pylist()) if not dead)
+    chromium.open(page, f"#f={feature}")
+    chromium.wait_for(f"document.querySelector('#panel h2').textContent.startsWith('Feature {feature}')")
+    bars = chromium.js(
+        "[...document.querySelectorAll('#histogram rect')].map(r => [Number(r.getAttribute('x')),"
+        " Number(r.getAttribute('width')), Number(r.getAttribute('height'))])"
+    )
+    width = chromium.js("Number(document.getElementById('histogram').getAttribute('width'))")
+    filled = [(x, w) for x, w, h in bars if h > 0]
+    assert min(x for x, _ in filled) < 0.15 * width and max(x + w for x, w in filled) > 0.85 * width
+    ticks = [
+        float(t)
+        for t in chromium.js("[...document.querySelectorAll('#histogram text')].map(t => t.textContent)")
+    ]
+    assert 0.3 < ticks[0] < 0.5 and 4.0 < ticks[-1] < 6.0, ticks
+    chromium.js("document.getElementById('histogram').scrollIntoView()")
+    chromium.screenshot("browser-histogram.png")

@@ -66,7 +66,9 @@ def test_demo_model_trains(tmp_path, tiny_texts):
 
     spec = DemoModelSpec(n_layer=1, n_embd=32, n_head=2, n_positions=64, vocab_size=300,
                          train_steps=30, train_batch=8, train_context=32, lr=3e-3)  # fmt: skip
-    path = build_demo_model(tmp_path / "m", tiny_texts, spec)
+    heard: list[tuple[int, int | None, dict]] = []
+    path = build_demo_model(tmp_path / "m", tiny_texts, spec, lambda *call: heard.append(call))
+    assert heard[-1][:2] == (30, 30) and heard[-1][2]["loss"] > 0  # the UI's progress artifact
     untrained = build_demo_model(
         tmp_path / "u", tiny_texts, DemoModelSpec(**{**spec.__dict__, "train_steps": 0})
     )
@@ -76,3 +78,19 @@ def test_demo_model_trains(tmp_path, tiny_texts):
         trained_loss = AutoModelForCausalLM.from_pretrained(str(path))(ids, labels=ids).loss
         base_loss = AutoModelForCausalLM.from_pretrained(str(untrained))(ids, labels=ids).loss
     assert trained_loss < base_loss - 0.5
+
+
+def test_demo_model_training_names_its_loss(tmp_path, tiny_texts, caplog):
+    """transformers warned "`loss_type=None` was set in the config but it is unrecognized" on every
+    demo model build: `GPT2LMHeadModel` matches no entry of its loss table."""
+    import transformers
+
+    from sae_core.extraction.demo import DemoModelSpec, build_demo_model
+
+    transformers.logging.enable_propagation()
+    transformers.utils.logging.warning_once.cache_clear()  # it warns once per process
+    spec = DemoModelSpec(n_layer=1, n_embd=16, n_head=2, n_positions=32, vocab_size=280,
+                         train_steps=2, train_batch=2, train_context=16)  # fmt: skip
+    with caplog.at_level("WARNING"):
+        build_demo_model(tmp_path / "m", tiny_texts, spec)
+    assert not [r for r in caplog.records if "loss_type" in r.getMessage()]

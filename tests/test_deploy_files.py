@@ -36,6 +36,21 @@ def test_prefect_yaml_matches_the_flows_and_config():
     assert load_flow_from_entrypoint(deployments["sae-sweep"]["entrypoint"]).name == "sae-sweep"
 
 
+def test_run_form_offers_the_presets_and_describes_every_parameter():
+    """The Custom run form showed `preset` as free text and no parameter descriptions."""
+    from prefect.utilities.callables import parameter_schema
+
+    from flows.sweep import sae_sweep
+    from flows.train_cell import train_cell_flow
+    from sae_core.config import preset_names
+
+    sweep = parameter_schema(sae_sweep.fn).model_dump()["properties"]
+    assert sweep["preset"]["enum"] == preset_names() == ["demo", "seed"]
+    cell = parameter_schema(train_cell_flow.fn).model_dump()["properties"]
+    for name, prop in [*sweep.items(), *cell.items()]:
+        assert len(prop.get("description") or "") > 20, name
+
+
 @pytest.fixture
 def fake_prefect(tmp_path):
     """A `prefect` executable that records its arguments instead of starting a worker."""

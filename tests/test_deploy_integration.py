@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -27,6 +29,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[1]
 CELL = Cell(2, 0.01, "sampling")
+STAGES = ("extract", "train", "analyze")  # the stages with a cache
 
 
 def free_port() -> int:
@@ -42,6 +45,7 @@ class Stack:
         self.home, self.port = home, port
         self.url = f"http://127.0.0.1:{port}/api"
         self.procs: list[subprocess.Popen] = []
+        self.workers: dict[str, subprocess.Popen] = {}
         self.env = {
             **os.environ,
             "PREFECT_HOME": str(home),
@@ -136,14 +140,23 @@ class Stack:
         body = {"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 200}
         return [row["message"] for row in self.http.post("/logs/filter", json=body).json()]
 
+    def task_states(self, flow_run_id: str) -> dict[str, str]:
+        body = {"flow_runs": {"id": {"any_": [flow_run_id]}}, "limit": 200}
+        rows = self.http.post("/task_runs/filter", json=body).json()
+        return {row["name"]: row["state"]["name"] for row in rows}
+
     def artifact_keys(self) -> set[str]:
         return {a["key"] for a in self.http.post("/artifacts/filter", json={"limit": 200}).json() if a["key"]}
 
 
-def test_deploy_trigger_kill_and_resume(tmp_path, tiny_sweep_factory):
-    home = tmp_path / "prefect-home"
-    home.mkdir()
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory) -> Iterator[Stack]:
+    """One server for the module: pools created, the project deployed, a worker on each pool. Workers
+    see no SAE_SWEEP_DATA_ROOT and a temporary XDG_DATA_HOME (the per-user data directory)."""
+    home = tmp_path_factory.mktemp("prefect-home")
     stack = Stack(home, free_port())
+    stack.env.pop("SAE_SWEEP_DATA_ROOT", None)
+    stack.env["XDG_DATA_HOME"] = str(home / "xdg")
     t0 = time.monotonic()
     try:
         stack.start(
@@ -161,68 +174,99 @@ def test_deploy_trigger_kill_and_resume(tmp_path, tiny_sweep_factory):
         stack.cli("work-pool", "create", "default", "--type", "process")
         stack.cli("work-pool", "create", "gpu", "--type", "process")
         stack.cli("deploy", "--all", "--prefect-file", "deployments/prefect.yaml")
-        names = {d["name"] for d in stack.http.post("/deployments/filter", json={}).json()}
-        assert {"sae-sweep", "sae-sweep-seed", "train-cell"} <= names
-        schedules = stack.http.post("/deployments/filter", json={}).json()[0]["schedules"]
-        assert schedules and not any(s["active"] for s in schedules)  # shipped inactive
-
         print(f"deployed at {time.monotonic() - t0:.0f} s")
-        default_worker = stack.start(
+        stack.workers["default"] = stack.start(
             "worker", "start", "--pool", "default", "--type", "process", log="w1.log"
         )
         stack.start("worker", "start", "--pool", "gpu", "--type", "process", log="gpu.log")
-
-        # 1. The sweep on the default pool, its cell as a train-cell run on the gpu pool.
-        overrides = {
-            **tiny_sweep_factory(tmp_path / "data"),
-            "grid.strategies": ["sampling"],
-            "grid.placement": "pool",
-        }
-        run_id = stack.trigger("sae-sweep/sae-sweep", {"preset": "demo", "overrides": overrides})
-        state = stack.wait_final(run_id)
-        assert state["type"] == "COMPLETED", (state, stack.logs(run_id)[-20:])
-        cfg = load_config("demo", None, overrides)
-        assert (run_dir(cfg, CELL) / CELL.weights_filename).is_file()
-        assert (sweep_dir(cfg) / "report" / "report.html").is_file()
-        assert {"grid-demo", "report-demo"} <= stack.artifact_keys()
-        cells = [
-            r for r in stack.http.post("/flow_runs/filter", json={}).json() if r["name"].startswith("cell-")
-        ]
-        assert [(r["name"][:21], r["work_pool_name"], r["state"]["type"]) for r in cells] == [
-            ("cell-2x-0.01-sampling", "gpu", "COMPLETED")
-        ]
-        print(f"pool sweep done at {time.monotonic() - t0:.0f} s")
-
-        # 2. Kill the worker (and its flow run) mid-training, restart it, re-run: the cell resumes.
-        slow = {
-            **overrides,
-            "name": "resume",
-            "grid.placement": "local",
-            "training.max_tokens": 64 * 2500,
-            "training.resample_every": 1000,
-            "training.checkpoint_every": 200,
-            "training.log_every": 100,
-            "training.val_every": 1000,
-        }
-        killed_run = stack.trigger("sae-sweep/sae-sweep", {"preset": "demo", "overrides": slow})
-        slow_cfg = load_config("demo", None, slow)
-        checkpoint = run_dir(slow_cfg, CELL) / "checkpoint.pt"
-        deadline = time.monotonic() + 240
-        while not checkpoint.exists():
-            assert time.monotonic() < deadline, stack.logs(killed_run)[-20:]
-            assert stack.state(killed_run)["type"] not in {"COMPLETED", "FAILED", "CRASHED"}
-            time.sleep(0.2)
-        stack.kill(default_worker)
-        print(f"killed at {time.monotonic() - t0:.0f} s")
-        assert not (run_dir(slow_cfg, CELL) / "metrics.json").exists()  # it really died mid-cell
-        stack.start("worker", "start", "--pool", "default", "--type", "process", log="w2.log")
-        rerun = stack.trigger("sae-sweep/sae-sweep", {"preset": "demo", "overrides": slow})
-        state = stack.wait_final(rerun)
-        assert state["type"] == "COMPLETED", (state, stack.logs(rerun)[-20:])
-        print(f"re-run done at {time.monotonic() - t0:.0f} s")
-        resumed = [m for m in stack.logs(rerun) if "resumes from its checkpoint at step" in m]
-        assert resumed, stack.logs(rerun)
-        assert (run_dir(slow_cfg, CELL) / CELL.weights_filename).is_file()
+        yield stack
     finally:
         stack.stop()
     assert all(p.poll() is not None for p in stack.procs)
+
+
+def test_deployed_run_outputs_outlive_the_run(deployed, tiny_sweep_factory):
+    """The process worker runs a flow run in a temporary directory it deletes afterwards: the default
+    ./sae_data used to land there, so the outputs and the cache vanished with the run."""
+    stack = deployed
+    root = Path(stack.env["XDG_DATA_HOME"]) / "sae-sweep" / "sae_data"
+    overrides = {**tiny_sweep_factory(root), "name": "lasting", "grid.strategies": ["sampling"]}
+    del overrides["data_root"]  # the deployment's default
+    first = stack.trigger("sae-sweep/sae-sweep", {"preset": "demo", "overrides": overrides})
+    state = stack.wait_final(first)
+    assert state["type"] == "COMPLETED", (state, stack.logs(first)[-20:])
+    cfg = load_config("demo", None, {**overrides, "data_root": str(root)})
+    assert (run_dir(cfg, CELL) / CELL.weights_filename).is_file()
+    assert (sweep_dir(cfg) / "report" / "report.html").is_file()
+    assert any("working directory is temporary" in m for m in stack.logs(first))
+    assert re.fullmatch(r"demo-\d{8}-\d{6}", stack.http.get(f"/flow_runs/{first}").json()["name"])
+
+    second = stack.trigger("sae-sweep/sae-sweep", {"preset": "demo", "overrides": overrides})
+    state = stack.wait_final(second)
+    assert state["type"] == "COMPLETED", (state, stack.logs(second)[-20:])
+    stages = {name: state for name, state in stack.task_states(second).items() if name.startswith(STAGES)}
+    assert len(stages) == 3 and set(stages.values()) == {"Cached"}, stack.task_states(second)
+
+
+def test_deploy_trigger_kill_and_resume(deployed, tmp_path, tiny_sweep_factory):
+    stack = deployed
+    t0 = time.monotonic()
+    names = {d["name"] for d in stack.http.post("/deployments/filter", json={}).json()}
+    assert {"sae-sweep", "sae-sweep-seed", "train-cell"} <= names
+    schedules = stack.http.post("/deployments/filter", json={}).json()[0]["schedules"]
+    assert schedules and not any(s["active"] for s in schedules)  # shipped inactive
+    form = stack.http.get("/deployments/name/sae-sweep/sae-sweep").json()["parameter_openapi_schema"]
+    assert form["properties"]["preset"]["enum"] == ["demo", "seed"]  # the run form offers a choice
+    assert all(prop.get("description") for prop in form["properties"].values())
+
+    # 1. The sweep on the default pool, its cell as a train-cell run on the gpu pool.
+    overrides = {
+        **tiny_sweep_factory(tmp_path / "data"),
+        "grid.strategies": ["sampling"],
+        "grid.placement": "pool",
+    }
+    run_id = stack.trigger("sae-sweep/sae-sweep", {"preset": "demo", "overrides": overrides})
+    state = stack.wait_final(run_id)
+    assert state["type"] == "COMPLETED", (state, stack.logs(run_id)[-20:])
+    cfg = load_config("demo", None, overrides)
+    assert (run_dir(cfg, CELL) / CELL.weights_filename).is_file()
+    assert (sweep_dir(cfg) / "report" / "report.html").is_file()
+    assert {"grid-demo", "report-demo"} <= stack.artifact_keys()
+    cells = [r for r in stack.http.post("/flow_runs/filter", json={}).json() if r["name"].startswith("cell-")]
+    assert [(r["name"][:21], r["work_pool_name"], r["state"]["type"]) for r in cells] == [
+        ("cell-2x-0.01-sampling", "gpu", "COMPLETED")
+    ]
+    print(f"pool sweep done at {time.monotonic() - t0:.0f} s")
+
+    # 2. Kill the worker (and its flow run) mid-training, restart it, re-run: the cell resumes.
+    slow = {
+        **overrides,
+        "name": "resume",
+        "grid.placement": "local",
+        "training.max_tokens": 64 * 2500,
+        "training.resample_every": 1000,
+        "training.checkpoint_every": 200,
+        "training.log_every": 100,
+        "training.val_every": 1000,
+    }
+    killed_run = stack.trigger("sae-sweep/sae-sweep", {"preset": "demo", "overrides": slow})
+    slow_cfg = load_config("demo", None, slow)
+    checkpoint = run_dir(slow_cfg, CELL) / "checkpoint.pt"
+    deadline = time.monotonic() + 240
+    while not checkpoint.exists():
+        assert time.monotonic() < deadline, stack.logs(killed_run)[-20:]
+        assert stack.state(killed_run)["type"] not in {"COMPLETED", "FAILED", "CRASHED"}
+        time.sleep(0.2)
+    stack.kill(stack.workers["default"])
+    print(f"killed at {time.monotonic() - t0:.0f} s")
+    assert not (run_dir(slow_cfg, CELL) / "metrics.json").exists()  # it really died mid-cell
+    stack.workers["default"] = stack.start(
+        "worker", "start", "--pool", "default", "--type", "process", log="w2.log"
+    )
+    rerun = stack.trigger("sae-sweep/sae-sweep", {"preset": "demo", "overrides": slow})
+    state = stack.wait_final(rerun)
+    assert state["type"] == "COMPLETED", (state, stack.logs(rerun)[-20:])
+    print(f"re-run done at {time.monotonic() - t0:.0f} s")
+    resumed = [m for m in stack.logs(rerun) if "resumes from its checkpoint at step" in m]
+    assert resumed, stack.logs(rerun)
+    assert (run_dir(slow_cfg, CELL) / CELL.weights_filename).is_file()

@@ -193,3 +193,18 @@ def test_num_threads_applies_during_extraction_and_is_restored(tmp_path, tiny_st
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(original)
+
+
+def test_extraction_reports_documents_out_of_a_known_total(tmp_path, tiny_store_config):
+    """Progress came as tokens with no total, so the UI's progress artifact could show nothing."""
+    cfg = tiny_store_config.model_copy(deep=True)
+    cfg.data_root = str(tmp_path)
+    cfg.data.num_documents = 30
+    calls: list[tuple[int, int | None, dict]] = []
+    extract_activations(cfg, lambda done, total, info: calls.append((done, total, info)))
+    assert calls[0][1] == 30 and calls[0][0] > 0
+    assert all(total for _, total, _ in calls) and "tok/s" in calls[0][2]
+    done, total, info = calls[-1]
+    manifest = ActivationStore.open(store_path(cfg)).manifest
+    assert done == total == manifest["data"]["documents_read"] - manifest["data"]["documents_empty"]
+    assert info["tokens"] == manifest["num_tokens"]

@@ -59,7 +59,7 @@ def test_killed_extraction_resumes_to_an_identical_store(tmp_path, tiny_store, t
     before = {p.name: p.stat().st_mtime_ns for p in out.glob("part-*.parquet")}
 
     seen = []
-    assert extract_activations(cfg, lambda done, total, info: seen.append(done)) == out
+    assert extract_activations(cfg, lambda done, total, info: seen.append((done, info))) == out
 
     after = {p.name: p.stat().st_mtime_ns for p in out.glob("part-*.parquet")}
     assert all(after[name] == stamp for name, stamp in before.items()), "complete shards were rewritten"
@@ -68,7 +68,9 @@ def test_killed_extraction_resumes_to_an_identical_store(tmp_path, tiny_store, t
     for key in ("created_at",):
         resumed.pop(key), reference.pop(key)
     assert resumed == reference
-    assert seen[-1] == reference["num_tokens"]
+    # Progress counts the reused shards' documents and tokens too.
+    data = reference["data"]
+    assert seen[-1] == (data["documents_read"] - data["documents_empty"], {"tokens": reference["num_tokens"]})
 
 
 def _sha(manifest: dict, name: str) -> str:

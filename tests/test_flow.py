@@ -5,6 +5,7 @@ cell does not sink the others and the final state names it."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -23,6 +24,14 @@ def task_states(client, flow_run_id) -> dict[str, str]:
 
     runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
     return {run.name: run.state.name for run in runs}
+
+
+def run_logs(client, flow_run_id) -> list[str]:
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    return [
+        log.message for log in client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+    ]
 
 
 def test_demo_sweep_caches_recomputes_and_isolates_failures(
@@ -50,6 +59,12 @@ def test_demo_sweep_caches_recomputes_and_isolates_failures(
     assert "dead % (>0.07, test tokens), no resampling" in str(grid) and "skipped" in str(grid)
     progress = [a for a in prefect_client.read_artifacts() if a.type == "progress"]
     assert any(a.data == 100.0 for a in progress)
+    # Extraction used to publish no progress (its total was unknown) and log nothing while it ran.
+    assert [a.data for a in progress if a.key == "extract-demo"] == [100.0]
+    logs = run_logs(prefect_client, first.state_details.flow_run_id)
+    assert any(re.match(r"extracting .*: 100% \(\d+/\d+ documents\)", m) for m in logs), logs
+    trained = [m for m in logs if m.startswith("training 2x_0.01_sampling: 100% ")]
+    assert trained and re.search(r"dead % \(training window\) \d+\.\d%\)$", trained[-1]), logs
     first_states = task_states(prefect_client, first.state_details.flow_run_id)
     assert first_states["train-2x-0.01-sampling"] == "Completed"
 

@@ -22,7 +22,7 @@ def extract(preset: PresetOpt = None, config: ConfigOpt = None, set_: SetOpt = N
     from sae_core.extraction import extract_activations
     from sae_core.progress import TqdmProgress
 
-    with TqdmProgress("extracting", unit="tok") as bar:
+    with TqdmProgress("extracting", unit="doc") as bar:
         path = extract_activations(cfg, bar)
     typer.echo(str(path))
 

@@ -31,7 +31,8 @@ def run(preset: PresetOpt = None, config: ConfigOpt = None, set_: SetOpt = None)
         # Preset + overrides: the run's parameters read as the user typed them.
         state = sae_sweep(preset=preset or "demo", overrides=parse_set(set_ or []), return_state=True)
     else:
-        state = sae_sweep(preset=preset or cfg.name, config=cfg.model_dump(mode="json"), return_state=True)
+        # The config replaces the preset; the run is named after the config's name.
+        state = sae_sweep(preset=preset or "demo", config=cfg.model_dump(mode="json"), return_state=True)
 
     from tasks.common import sweep_dir
 

@@ -7,6 +7,7 @@ and the docs show.
 
 from sae_core.config.analysis import AnalysisConfig
 from sae_core.config.base import STRATEGIES, ConfigError, Section
+from sae_core.config.data_root import DATA_ROOT_ENV, anchored_data_root, default_data_root, user_data_dir
 from sae_core.config.extraction import DataConfig, ExtractionConfig, ModelConfig
 from sae_core.config.grid import GridConfig
 from sae_core.config.labeling import LabelingConfig
@@ -25,6 +26,7 @@ from sae_core.config.sweep import SweepConfig, TrackingConfig, UploadConfig
 from sae_core.config.training import TrainingConfig
 
 __all__ = [
+    "DATA_ROOT_ENV",
     "STRATEGIES",
     "AnalysisConfig",
     "ConfigError",
@@ -38,13 +40,16 @@ __all__ = [
     "TrackingConfig",
     "TrainingConfig",
     "UploadConfig",
+    "anchored_data_root",
     "apply_overrides",
     "config_to_yaml",
+    "default_data_root",
     "field_descriptions",
     "format_validation_error",
     "load_config",
     "parse_set",
     "preset_dict",
     "preset_names",
+    "user_data_dir",
     "validate_config",
 ]

@@ -8,6 +8,7 @@ from pydantic import Field, field_validator
 
 from sae_core.config.analysis import AnalysisConfig
 from sae_core.config.base import ConfigError, Section
+from sae_core.config.data_root import default_data_root
 from sae_core.config.extraction import DataConfig, ExtractionConfig, ModelConfig
 from sae_core.config.grid import GridConfig
 from sae_core.config.labeling import LabelingConfig
@@ -46,8 +47,11 @@ class SweepConfig(Section):
     name: str = "sweep"
     """Sweep name: runs go to `data_root/runs/<name>/`; also the WandB group."""
 
-    data_root: str = "./sae_data"
-    """Where stores, runs and reports live (a local path, or a network volume shared by workers)."""
+    data_root: str = Field(default_factory=lambda: default_data_root())
+    """Where stores, runs and reports live (a local path, or a network volume shared by workers).
+    Default: `$SAE_SWEEP_DATA_ROOT`, else `./sae_data`. In a run started from a deployment a relative
+    path resolves under the per-user data directory (`~/.local/share/sae-sweep`): the worker's working
+    directory there is temporary."""
 
     model: ModelConfig = Field(default_factory=ModelConfig)
     """The language model and the layer read."""

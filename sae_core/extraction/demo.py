@@ -23,7 +23,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from sae_core.io import atomic_write_text
+from sae_core.io import apply_umask_modes, atomic_write_text
+from sae_core.progress import Progress, no_progress
 
 log = logging.getLogger(__name__)
 
@@ -140,8 +141,14 @@ def train_tokenizer(texts: list[str], vocab_size: int):  # -> PreTrainedTokenize
     )
 
 
-def build_demo_model(out_dir: str | Path, texts: list[str], spec: DemoModelSpec | None = None) -> Path:
+def build_demo_model(
+    out_dir: str | Path,
+    texts: list[str],
+    spec: DemoModelSpec | None = None,
+    progress: Progress = no_progress,
+) -> Path:
     """Train a tokenizer, build a GPT-2 from `spec`, train it briefly on `texts`, `save_pretrained`.
+    `progress` hears the training steps (out of `spec.train_steps`) with the current loss.
 
     Written to a temporary directory and renamed, so a half-built model is never picked up.
     """
@@ -162,10 +169,14 @@ def build_demo_model(out_dir: str | Path, texts: list[str], spec: DemoModelSpec 
         eos_token_id=tokenizer.eos_token_id,
     )
     model = GPT2LMHeadModel(config)
+    # transformers picks a model's loss by matching its class name against its loss table; no entry
+    # matches `GPT2LMHeadModel`, so every forward with labels warned "`loss_type=None` ... unrecognized"
+    # and then used the causal-LM loss. Name that loss.
+    model.loss_type = "ForCausalLM"
     if spec.train_steps > 0:
         threads = torch.get_num_threads()
         try:
-            _train_lm(model, tokenizer, texts, spec)
+            _train_lm(model, tokenizer, texts, spec, progress)
         finally:
             torch.set_num_threads(threads)
     model.eval()
@@ -175,6 +186,7 @@ def build_demo_model(out_dir: str | Path, texts: list[str], spec: DemoModelSpec 
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         atomic_write_text(tmp / "demo_spec.json", json.dumps(asdict(spec), indent=2))
+        apply_umask_modes(tmp)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
@@ -184,7 +196,7 @@ def build_demo_model(out_dir: str | Path, texts: list[str], spec: DemoModelSpec 
     return out
 
 
-def _train_lm(model, tokenizer, texts: list[str], spec: DemoModelSpec) -> None:
+def _train_lm(model, tokenizer, texts: list[str], spec: DemoModelSpec, progress: Progress) -> None:
     """A few hundred AdamW steps on packed sequences, so the model's features mean something."""
     import torch
     from tqdm.auto import tqdm
@@ -215,8 +227,9 @@ def _train_lm(model, tokenizer, texts: list[str], spec: DemoModelSpec) -> None:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        if step % 20 == 0:
+        if step % 20 == 0 or step + 1 == spec.train_steps:
             bar.set_postfix(loss=f"{loss.item():.3f}")
+            progress(step + 1, spec.train_steps, {"loss": loss.item()})
     log.info(
         "demo GPT-2 trained %d steps in %.0f s, final loss %.3f",
         spec.train_steps,
@@ -225,14 +238,17 @@ def _train_lm(model, tokenizer, texts: list[str], spec: DemoModelSpec) -> None:
     )
 
 
-def ensure_demo_model(data_root: str | Path, spec: DemoModelSpec | None = None) -> Path:
-    """The demo model under `data_root/builtin/demo-gpt2`, built (and trained) once."""
+def ensure_demo_model(
+    data_root: str | Path, spec: DemoModelSpec | None = None, progress: Progress = no_progress
+) -> Path:
+    """The demo model under `data_root/builtin/demo-gpt2`, built (and trained) once; `progress` hears
+    that training's steps (nothing when the model exists)."""
     out = Path(data_root) / "builtin" / "demo-gpt2"
     if not (out / "config.json").exists():
         corpus = ensure_demo_corpus(data_root)
         texts = [json.loads(line)["text"] for line in corpus.read_text().splitlines()]
         log.info("building the demo GPT-2 under %s (once; about a minute on a laptop CPU)", out)
-        build_demo_model(out, texts, spec)
+        build_demo_model(out, texts, spec, progress)
     return out
 
 

@@ -212,15 +212,17 @@ class _Extraction:
             out, self.d_model, ext.store_dtype, min(DEFAULT_ROW_GROUP_TOKENS, ext.shard_tokens)
         )
         self.stats = {"read": 0, "empty": 0}
-        self._done = self._computed = 0
+        self._done = self._computed = self._docs = 0
         self._start = time.perf_counter()
 
-    def _tick(self, rows: int, computed: bool) -> None:
-        """Progress in tokens after every forward batch (a shard can take minutes on a CPU)."""
+    def _tick(self, rows: int, docs: int, computed: bool) -> None:
+        """Progress in documents out of `data.num_documents` after every forward batch (a shard can take
+        minutes on a CPU): the total is known before any token is, so the UI can show a percentage."""
         self._done += rows
+        self._docs += docs
         self._computed += rows if computed else 0
         rate = self._computed / max(time.perf_counter() - self._start, 1e-9)
-        self.progress(self._done, None, {"tok/s": rate, "docs": self.stats["read"]})
+        self.progress(self._docs, self.cfg.data.num_documents, {"tok/s": rate, "tokens": self._done})
 
     def run(self) -> None:
         with cpu_threads(self.cfg.extraction.num_threads, self.device):
@@ -239,7 +241,7 @@ class _Extraction:
                 if entry is None:
                     entry = self.writer.write_shard(index, self._compute(block))
                 else:
-                    self._tick(rows, computed=False)
+                    self._tick(rows, len(block), computed=False)
                 shards.append(entry)
         finally:
             self.reader.close()
@@ -248,6 +250,8 @@ class _Extraction:
                 f"data.dataset: {self.cfg.data.dataset!r} (split {self.cfg.data.split!r}) yielded no "
                 f"tokens ({self.stats['read']} documents read, {self.stats['empty']} empty)"
             )
+        # The split may hold fewer documents than asked for, and empty ones are skipped: end at 100%.
+        self.progress(self._docs, self._docs, {"tokens": self._done})
         for stale in sorted(on_disk - set(range(len(shards)))):
             (self.out / shard_name(stale)).unlink()
         data = {
@@ -352,7 +356,7 @@ class _Extraction:
                 doc_ids = np.full(len(acts), block[i][0], dtype=np.int32)
                 check_values(acts, doc_ids, ext.store_dtype)
                 results[i] = acts.astype(store_np)
-            self._tick(sum(lengths[i] for i in batch), computed=True)
+            self._tick(sum(lengths[i] for i in batch), len(batch), computed=True)
         codes = split_codes(
             np.asarray([d for d, _ in block]), ext.val_fraction, ext.test_fraction, SPLIT_SEED
         )

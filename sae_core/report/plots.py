@@ -129,25 +129,94 @@ def _frontier(cells: list[CellData]) -> Figure | None:
         ev = _from(data, "analysis.json", "explained_variance").value
         if l0 is not None and ev is not None:
             points.append((data.cell, l0, ev))
-    if not points:
-        return None
+    return frontier_figure(points) if points else None
+
+
+def frontier_figure(points: list[tuple[Any, float, float]]) -> Figure:
+    """L0 vs explained variance, one marker per (cell, l0, ev), each labelled with its expansion where
+    the label overlaps no other label or marker."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     fig = Figure(figsize=(7, 4.2))
+    FigureCanvasAgg(fig)  # a renderer, to measure the labels
     ax = fig.add_subplot()
     colors = _colors(sorted({c.l1 for c, _, _ in points}, reverse=True))
     for cell, l0, ev in points:
         ax.scatter([l0], [ev], color=colors[cell.l1], marker=_style(cell.strategy)["marker"], s=40)
-        ax.annotate(f"{cell.expansion}x", (l0, ev), fontsize=7, xytext=(4, 3), textcoords="offset points")
     for l1, color in colors.items():
         ax.scatter([], [], color=color, label=f"λ={format_l1(l1)}")
     ax.scatter([], [], color="k", marker="o", label="sampling")
     ax.scatter([], [], color="k", marker="s", label="nosampling")
-    if all(l0 > 0 for _, l0, _ in points):
+    l0s = [l0 for _, l0, _ in points]
+    if all(l0 > 0 for l0 in l0s):
         ax.set_xscale("log")
+        # Matplotlib labels only powers of ten on a log axis: a range inside one decade got one or two.
+        ax.set_xlim(min(l0s) / 1.25, max(l0s) * 1.25)
+        ticks = log_ticks(min(l0s) / 1.25, max(l0s) * 1.25)
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.minorticks_off()
     ax.set_xlabel("L0 (active features per token)")
     ax.set_ylabel("explained variance")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
+    _place_labels(fig, ax, [(f"{cell.expansion}x", l0, ev) for cell, l0, ev in points])
     return fig
+
+
+# Label positions tried around a marker, in points: right, left, above, below, then further out.
+_OFFSETS = [(5, 2), (-5, 2), (0, 7), (0, -7), (5, -8), (-5, -8), (5, 10), (-5, 10), (12, 2), (-12, 2)]
+
+
+def _place_labels(fig: Figure, ax: Any, labels: list[tuple[str, float, float]]) -> None:
+    """Annotate each point at the first offset whose box overlaps no placed label and no other marker;
+    a label that fits nowhere is left out (its marker stays; its twin's label names the expansion)."""
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    marker_boxes = [_box_around(ax.transData.transform((x, y)), 4.0) for _, x, y in labels]
+    placed: list[Any] = []
+    for i, (text, x, y) in enumerate(labels):
+        for dx, dy in _OFFSETS:
+            note = ax.annotate(
+                text,
+                (x, y),
+                xytext=(dx, dy),
+                textcoords="offset points",
+                fontsize=7,
+                ha="left" if dx > 0 else "right" if dx < 0 else "center",
+                va="bottom" if dy >= 0 else "top",
+            )
+            box = note.get_window_extent(renderer)
+            others = [b for j, b in enumerate(marker_boxes) if j != i]
+            if not any(box.overlaps(b) for b in [*placed, *others]) and _inside(box, ax, renderer):
+                placed.append(box)
+                break
+            note.remove()
+
+
+def _box_around(center: Any, half: float) -> Any:
+    from matplotlib.transforms import Bbox
+
+    return Bbox.from_extents(center[0] - half, center[1] - half, center[0] + half, center[1] + half)
+
+
+def _inside(box: Any, ax: Any, renderer: Any) -> bool:
+    frame = ax.get_window_extent(renderer)
+    return frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+
+
+def log_ticks(low: float, high: float, at_least: int = 4) -> list[float]:
+    """Readable ticks for a log axis from `low` to `high`: 1-2-5 per decade, or a denser 1-1.5-2-3-5-7
+    when that gives fewer than `at_least`."""
+    for mantissas in ((1, 2, 5), (1, 1.5, 2, 3, 5, 7), (1, 1.25, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8, 9)):
+        ticks = [
+            float(f"{m * 10.0**k:.6g}")
+            for k in range(int(np.floor(np.log10(low))), int(np.ceil(np.log10(high))) + 1)
+            for m in mantissas
+            if low <= m * 10.0**k <= high
+        ]
+        if len(ticks) >= at_least:
+            break
+    step = -(-len(ticks) // 8)  # at most 8 labels
+    return ticks[::step]
 
 
 def _read_log(data: CellData) -> Any:

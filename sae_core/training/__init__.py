@@ -1,7 +1,7 @@
 """Training: one SAE from shuffled store batches (the fused step, the decoder constraint, resampling,
 metrics, checkpoints, tracking); `train_cell` trains one grid cell into its run directory."""
 
-from sae_core.training.callbacks import ProgressCallback, TrainCallback
+from sae_core.training.callbacks import ProgressCallback, TrainCallback, progress_figures
 from sae_core.training.data import InMemoryData, StreamingData, TrainingData, open_store_data
 from sae_core.training.run_cell import load_train_log, train_cell
 from sae_core.training.trainer import Trainer, train_sae
@@ -15,6 +15,7 @@ __all__ = [
     "TrainingData",
     "load_train_log",
     "open_store_data",
+    "progress_figures",
     "train_cell",
     "train_sae",
 ]

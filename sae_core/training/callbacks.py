@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sae_core.dead_figures import pct
 from sae_core.progress import Progress
 
 
@@ -32,13 +31,18 @@ class ProgressCallback(TrainCallback):
         self.progress(int(info.get("tokens", 0)), self.total_tokens, {})
 
     def on_log(self, step: int, metrics: dict) -> None:
-        self.progress(
-            int(metrics["tokens"]),
-            self.total_tokens,
-            {
-                "tok/s": round(metrics.get("tokens_per_s", 0.0)),
-                "loss": metrics["loss"],
-                "L0": metrics["l0"],
-                "dead (window)": pct(metrics["window_dead_fraction"]),
-            },
-        )
+        figures = {"tok/s": round(metrics.get("tokens_per_s", 0.0)), **progress_figures(metrics)}
+        self.progress(int(metrics["tokens"]), self.total_tokens, figures)
+
+
+WINDOW_DEAD_LABEL = "dead % (training window)"
+"""How the report, the UI and the logs name a training log row's dead fraction (the window rule)."""
+
+
+def progress_figures(metrics: dict) -> dict[str, float]:
+    """Loss, L0 and the window's dead % (`round(100 * x, 1)`) of a training log row, labelled for display."""
+    return {
+        "loss": float(metrics["loss"]),
+        "L0": float(metrics["l0"]),
+        WINDOW_DEAD_LABEL: round(100 * float(metrics["window_dead_fraction"]), 1),
+    }
