@@ -19,15 +19,13 @@ from tasks.common import apply_prefect_defaults
 apply_prefect_defaults()
 
 from prefect import flow  # noqa: E402
-from prefect.artifacts import create_markdown_artifact, create_table_artifact  # noqa: E402
 from prefect.runtime import flow_run  # noqa: E402
 from prefect.states import Failed  # noqa: E402
 
 from flows.train_cell import run_cell_chain  # noqa: E402
 from sae_core.config import SweepConfig, apply_overrides, load_config, validate_config  # noqa: E402
 from sae_core.naming import Cell, grid_cells  # noqa: E402
-from tasks.common import artifact_key, run_logger, sweep_dir, with_absolute_root  # noqa: E402
-from tasks.summary import grid_rows, markdown_table  # noqa: E402
+from tasks.common import run_logger, sweep_dir, with_absolute_root  # noqa: E402
 
 
 def resolve_sweep_config(
@@ -155,28 +153,8 @@ def sae_sweep(
 def _publish(
     cfg: SweepConfig, summary: dict[str, Any], outcomes: list[dict[str, Any]], report_error: str | None
 ) -> None:
-    rows = grid_rows(cfg)
-    create_table_artifact(
-        rows,
-        key=artifact_key("grid", cfg.name),
-        description=f"Sweep {cfg.name}: dead %, L0, explained variance, monosemanticity",
-    )
-    report_dir = sweep_dir(cfg) / "report"
-    lines = [f"# Sweep `{cfg.name}`", ""]
-    if (report_dir / "report.html").exists():
-        lines.append(
-            f"Report: [{report_dir / 'report.html'}]({(report_dir / 'report.html').as_uri()})"
-            f" · [report.md]({(report_dir / 'report.md').as_uri()})"
-        )
-    else:
-        lines.append(f"Report: missing ({report_error or 'not written'})")
-    lines += ["", f"Run dirs: `{summary['sweep_dir']}`", ""]
-    for outcome in outcomes:
-        status = outcome["status"] + (f" — {outcome['error']}" if outcome.get("error") else "")
-        lines.append(f"- `{outcome['cell']}`: {status}")
-    lines += ["", markdown_table(rows)]
-    create_markdown_artifact(
-        "\n".join(lines),
-        key=artifact_key("report", cfg.name),
-        description=f"Sweep {cfg.name}: the report and each cell's status",
-    )
+    """The sweep's two artifacts: the grid table and the markdown report (see tasks/report.py)."""
+    from tasks.report import hub_browser_links, publish_grid, publish_report
+
+    publish_grid(cfg)
+    publish_report(cfg, outcomes, report_error, hub_browser_links(cfg, outcomes))

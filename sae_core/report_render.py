@@ -158,3 +158,67 @@ def render_html(doc: dict[str, Any], cells: list[CellData], figures: list[Any], 
         f"<title>Sweep report: {esc(doc['sweep'])}</title><style>{_CSS}</style></head>"
         f"<body>{''.join(body)}</body></html>\n"
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# report.md for the Prefect UI: plots embedded, links that open from an http page
+
+UI_IMAGE_WIDTH = 900
+"""Plots are shrunk to this width (px) for the UI's markdown artifact: legible, a few tens of kB each."""
+
+UI_IMAGE_BUDGET = 900_000
+"""Characters of data URIs one markdown artifact may carry. The Prefect 3 server sets no limit on an
+artifact's data, but every UI view of the artifact fetches it whole (and Prefect 1 capped it at 1 MB):
+past the budget, a plot becomes a link."""
+
+
+def png_data_uri(path: Path, max_width: int = UI_IMAGE_WIDTH) -> str:
+    """The PNG, at most `max_width` wide and reduced to a 256-colour palette, as a data URI."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image = image.convert("RGB")
+        if image.width > max_width:
+            height = round(image.height * max_width / image.width)
+            image = image.resize((max_width, height), Image.Resampling.LANCZOS)
+        buffer = BytesIO()
+        image.quantize(256).save(buffer, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+_LINK = re.compile(r"(!?)\[([^\]]*)\]\(((?![a-z][a-z0-9+.-]*:)[^)\s]+)\)")
+
+
+def ui_markdown(
+    markdown: str,
+    report_dir: Path,
+    serve_root: Path,
+    base_url: str,
+    budget: int = UI_IMAGE_BUDGET,
+) -> str:
+    """report.md for a page served over http: each relative image becomes an embedded PNG (until
+    `budget` characters are spent, then a link), each other relative link an http URL under `base_url`
+    (what `sae-sweep serve` serves from `serve_root`). A `file://` link would not open from the UI."""
+    spent = 0
+
+    def url(relative: str) -> str:
+        target = (report_dir / relative).resolve()
+        try:
+            return base_url + target.relative_to(serve_root.resolve()).as_posix()
+        except ValueError:  # outside what the server serves: name the file, link nothing
+            return ""
+
+    def replace(match: re.Match[str]) -> str:
+        nonlocal spent
+        bang, text, href = match.groups()
+        if bang and (report_dir / href).is_file():
+            uri = png_data_uri(report_dir / href)
+            if spent + len(uri) <= budget:
+                spent += len(uri)
+                return f"![{text}]({uri})"
+        link = url(href)
+        return f"[{text}]({link})" if link else f"{text} (`{report_dir / href}`)"
+
+    return _LINK.sub(replace, markdown)

@@ -11,7 +11,7 @@ from typing import Any
 
 from sae_core.config import SweepConfig
 from sae_core.io import read_json
-from sae_core.naming import Cell, grid_cells
+from sae_core.naming import Cell, format_l1, grid_cells
 from tasks.common import run_dir
 
 MISSING = "missing"
@@ -45,6 +45,9 @@ def cell_summary(cfg: SweepConfig, cell: Cell) -> dict[str, Any]:
     }
 
 
+NOT_IN_GRID = "—"
+
+
 def _pct(value: float | None) -> str:
     return MISSING if value is None else f"{100 * value:.1f}"
 
@@ -53,20 +56,42 @@ def _num(value: float | None, digits: int = 3) -> str:
     return MISSING if value is None else f"{value:.{digits}g}"
 
 
-def _mono(summary: dict[str, Any] | None) -> str:
+class _Footnotes:
+    """A reason (why labelling was skipped) shown once under the table; cells carry `skipped [n]`."""
+
+    def __init__(self) -> None:
+        self.reasons: list[str] = []
+
+    def mark(self, reason: str) -> str:
+        if reason not in self.reasons:
+            self.reasons.append(reason)
+        return f"skipped [{self.reasons.index(reason) + 1}]"
+
+    def lines(self) -> list[str]:
+        return [f"[{i}] labelling skipped: {reason}" for i, reason in enumerate(self.reasons, 1)]
+
+
+def _mono(summary: dict[str, Any] | None, notes: _Footnotes) -> str:
     if summary is None:
-        return MISSING
+        return NOT_IN_GRID
     if summary["monosemanticity_rate"] is not None:
-        return f"{100 * summary['monosemanticity_rate']:.0f}%"
+        return f"{100 * summary['monosemanticity_rate']:.0f}"
     if summary["labels_skipped"]:
-        return "skipped"
+        return notes.mark(str(summary["labels_skipped"]))
     return MISSING
 
 
-def grid_rows(cfg: SweepConfig) -> list[dict[str, str]]:
-    """One row per (λ, expansion), as the study's tables: dead % without/with resampling and their
-    delta, L0, explained variance and monosemanticity per strategy."""
+def _pair(plain: dict[str, Any] | None, resampled: dict[str, Any] | None, show: Any) -> str:
+    """`without / with resampling` in one column (a strategy not in the grid shows —): half the width."""
+    return " / ".join(NOT_IN_GRID if s is None else show(s) for s in (plain, resampled))
+
+
+def grid_table(cfg: SweepConfig) -> tuple[list[dict[str, str]], list[str]]:
+    """One row per (λ, expansion), as the study's tables, narrow enough for the UI (7 columns, each
+    pair `without / with resampling`): dead %, its delta, L0, explained variance, monosemanticity %.
+    Returns the rows and the footnotes (each reason a stage was skipped, once)."""
     by_key = {(c.l1, c.expansion, c.strategy): cell_summary(cfg, c) for c in grid_cells(cfg.grid)}
+    notes = _Footnotes()
     rows = []
     for l1 in cfg.grid.l1_coefficients:
         for exp in cfg.grid.expansion_factors:
@@ -77,28 +102,33 @@ def grid_rows(cfg: SweepConfig) -> list[dict[str, str]]:
             delta = None if dead_plain is None or dead_res is None else dead_plain - dead_res
             rows.append(
                 {
-                    "λ": str(float(l1)),
-                    "expansion": f"{exp}x",
-                    "dead % (no resampling)": _pct(dead_plain),
-                    "dead % (resampling)": _pct(dead_res),
-                    "Δ dead % (no − with)": _pct(delta),
-                    "L0 (no resampling)": _num(plain["l0"] if plain else None),
-                    "L0 (resampling)": _num(resampled["l0"] if resampled else None),
-                    "explained var (no resampling)": _num(plain["explained_variance"] if plain else None),
-                    "explained var (resampling)": _num(
-                        resampled["explained_variance"] if resampled else None
+                    "λ": format_l1(l1),
+                    "exp.": f"{exp}x",
+                    "dead %, without / with resampling": _pair(
+                        plain, resampled, lambda s: _pct(s["dead_fraction"])
                     ),
-                    "monosemanticity (no resampling)": _mono(plain),
-                    "monosemanticity (resampling)": _mono(resampled),
+                    "Δ dead, pp": _pct(delta) if plain and resampled else NOT_IN_GRID,
+                    "L0, without / with": _pair(plain, resampled, lambda s: _num(s["l0"])),
+                    "explained var., without / with": _pair(
+                        plain, resampled, lambda s: _num(s["explained_variance"])
+                    ),
+                    "monosemantic %, without / with": " / ".join(_mono(s, notes) for s in (plain, resampled)),
                 }
             )
-    return rows
+    return rows, notes.lines()
 
 
-def markdown_table(rows: list[dict[str, str]]) -> str:
+def grid_rows(cfg: SweepConfig) -> list[dict[str, str]]:
+    """The rows of `grid_table`."""
+    return grid_table(cfg)[0]
+
+
+def markdown_table(rows: list[dict[str, str]], notes: list[str] | None = None) -> str:
     if not rows:
         return "(no cells)\n"
     header = list(rows[0])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(row[h]) for h in header) + " |" for row in rows]
+    if notes:
+        lines += [""] + [f"{note}  " for note in notes]
     return "\n".join(lines) + "\n"

@@ -44,12 +44,21 @@ def test_demo_sweep_caches_recomputes_and_isolates_failures(
         assert (out / "labels.json").is_file()  # skipped: no endpoint configured
     report = sweep_dir(cfg) / "report"
     assert (report / "report.md").is_file() and (report / "report.html").is_file()
-    artifacts = {a.key: a for a in prefect_client.read_artifacts() if a.key}
-    assert "grid-demo" in artifacts and "report-demo" in artifacts
-    grid = artifacts["grid-demo"].data
-    assert "dead % (no resampling)" in str(grid) and "skipped" in str(grid)
-    progress = [a for a in prefect_client.read_artifacts() if a.type == "progress"]
-    assert any(a.data == 100.0 for a in progress)
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    listed = prefect_client.read_artifacts(
+        artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[first.state_details.flow_run_id])
+        )
+    )
+    # One table and one markdown report for the sweep (was five); progress per stage or cell, λ readable.
+    assert sorted(a.key for a in listed if a.type != "progress") == ["grid-demo", "report-demo"]
+    progress = {a.key: a for a in listed if a.type == "progress"}
+    assert "train-demo-2x-1e-2-sampling" in progress and "analyze-demo-2x-1e-2-nosampling" in progress
+    assert all(a.data == 100.0 for a in progress.values())
+    grid = {a.key: a for a in listed}["grid-demo"]
+    assert "skipped [1]" in str(grid.data) and grid.description.count("labelling skipped") == 1
+    assert "data:image/png;base64," in {a.key: a for a in listed}["report-demo"].data
     first_states = task_states(prefect_client, first.state_details.flow_run_id)
     assert first_states["train-2x-0.01-sampling"] == "Completed"
 
