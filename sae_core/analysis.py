@@ -35,9 +35,11 @@ import torch
 
 from sae_core.config import AnalysisConfig, SweepConfig
 from sae_core.correlation import (
+    DUPLICATE_RULE,
     PearsonAccumulator,
     cluster_order,
     decoder_cosine,
+    near_duplicates,
     nearest_neighbors,
     plot_correlation,
     plot_density,
@@ -45,7 +47,13 @@ from sae_core.correlation import (
 from sae_core.device import cpu_threads, resolve_device
 from sae_core.errors import AnalysisError
 from sae_core.evaluation import ReconstructionStats, ce_loss_recovered, finite_or_none
-from sae_core.feature_examples import ExampleCollector, TokenDecoder, attach_contexts
+from sae_core.feature_examples import (
+    ExampleCollector,
+    SparseTopK,
+    TokenDecoder,
+    attach_contexts,
+    example_documents,
+)
 from sae_core.feature_stats import FeatureStats, histogram_edges, select_features
 from sae_core.io import atomic_write_json, atomic_write_with, read_json
 from sae_core.naming import Cell
@@ -96,7 +104,7 @@ def analyze_run(
 
     with torch.inference_mode(), cpu_threads(acfg.num_threads, device):
         start = time.perf_counter()
-        stats, recon = _first_pass(store, sae, acfg, n_tokens, device, progress, total)
+        stats, recon, every_top = _first_pass(store, sae, acfg, n_tokens, device, progress, total)
         timings["pass1_s"] = time.perf_counter() - start
         stats_table, cols = stats.table(acfg.min_activations)
         top, bottom = select_features(cols["selectivity"], acfg.top_k_features)
@@ -117,7 +125,12 @@ def analyze_run(
     corr = pearson.correlation()
     cosine = decoder_cosine(sae.W_dec.detach(), selected) if selected else np.zeros((0, 0))
     order, clusters = cluster_order(corr)
+    duplicate_of = near_duplicates(selected, corr, cosine)
     timings["examples_correlation_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    top_examples = every_top.table()
+    documents, vocab = example_documents(top_examples, docs, TokenDecoder(store.tokenizer_path))
+    timings["examples_all_features_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
     ce, ce_note = _ce_loss(sae, store, cfg, ce_docs, progress, done=2 * n_tokens, total=total)
@@ -138,9 +151,15 @@ def analyze_run(
             "selectivity": "mean activation over firing tokens / ln(count + 1)",
             "split": acfg.split,
             "tokens_analyzed": n_tokens,
+            "duplicate_of": {str(k): v for k, v in duplicate_of.items()},
+            "duplicate_rule": DUPLICATE_RULE,
+            "context_window": acfg.context_window,
         },
     )
     atomic_write_with(features / "examples.parquet", lambda p: pq.write_table(examples, p))
+    atomic_write_with(features / "top_examples.parquet", lambda p: pq.write_table(top_examples, p))
+    atomic_write_with(features / "example_documents.parquet", lambda p: pq.write_table(documents, p))
+    atomic_write_with(features / "example_vocab.parquet", lambda p: pq.write_table(vocab, p))
     atomic_write_json(
         features / "correlation.json",
         {
@@ -151,6 +170,7 @@ def analyze_run(
             "order": order,
             "ordered_ids": [selected[i] for i in order],
             "clusters": clusters,
+            "duplicate_of": {str(k): v for k, v in duplicate_of.items()},
             "clustering": "average linkage on 1 − Pearson, optimal leaf order; clusters cut at 2",
             "tokens": n_tokens,
         },
@@ -217,13 +237,21 @@ def _first_pass(
     device: torch.device,
     progress: Progress,
     total: int,
-) -> tuple[FeatureStats, ReconstructionStats]:
+) -> tuple[FeatureStats, ReconstructionStats, SparseTopK]:
     stats = FeatureStats(sae.d_hidden, acfg.dead_threshold, device)
     recon = ReconstructionStats(sae.d_in)
+    # Every feature's top examples from the firing entries this pass gathers anyway (pass 2 encodes
+    # only the selected columns: collecting them there would cost a second encode of all m).
+    every_top = SparseTopK(sae.d_hidden, acfg.examples_per_feature, device)
     start = time.perf_counter()
     for acts in _limited(store, acfg, n_tokens):
         x = acts.acts.to(device, non_blocking=True)
-        for chunk, x_hat, l0, l1 in stats.encode_and_update(sae, x):
+        seen = stats.tokens
+
+        def sink(first: int, rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor) -> None:
+            every_top.update(rows + first, cols, vals, seen, acts.doc_id, acts.pos, acts.token_id)  # noqa: B023
+
+        for chunk, x_hat, l0, l1 in stats.encode_and_update(sae, x, sink):
             recon.update(chunk, x_hat, l0, l1)
         elapsed = time.perf_counter() - start
         progress(
@@ -231,7 +259,7 @@ def _first_pass(
             total,
             {"tok/s": stats.tokens / max(elapsed, 1e-9), "L0": recon.l0_sum / recon.tokens},
         )
-    return stats, recon
+    return stats, recon, every_top
 
 
 def _second_pass(

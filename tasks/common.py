@@ -181,6 +181,7 @@ ANALYSIS_OUTPUTS = (
     "features/feature_stats.parquet",
     "features/selected.json",
     "features/examples.parquet",
+    "features/top_examples.parquet",
 )
 
 
