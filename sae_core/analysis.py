@@ -242,7 +242,7 @@ def _first_pass(
     recon = ReconstructionStats(sae.d_in)
     # Every feature's top examples from the firing entries this pass gathers anyway (pass 2 encodes
     # only the selected columns: collecting them there would cost a second encode of all m).
-    every_top = SparseTopK(sae.d_hidden, acfg.examples_per_feature, device)
+    every_top = SparseTopK(sae.d_hidden, acfg.examples_per_feature, acfg.dead_threshold, device)
     start = time.perf_counter()
     for acts in _limited(store, acfg, n_tokens):
         x = acts.acts.to(device, non_blocking=True)

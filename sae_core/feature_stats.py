@@ -62,7 +62,8 @@ STATS_SCHEMA = pa.schema(
 
 
 FiringSink = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None]
-"""Receives a chunk's firing entries: (the chunk's first row in the batch, rows, features, values)."""
+"""Receives a chunk's positive entries (all those above the threshold, maybe more): (the chunk's
+first row in the batch, rows, features, values)."""
 
 
 def histogram_edges(threshold: float) -> np.ndarray:
@@ -93,7 +94,8 @@ class FeatureStats:
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor, int, float]]:
         """Encode `x` [B, d] chunk by chunk of rows and accumulate; yield each chunk's (x, x̂, active
         entries, sum of activations), to be measured while both are still in cache. `on_firing` gets
-        each chunk's firing entries (first row, rows, features, values): every feature's top examples."""
+        each chunk's positive entries, at least the firing ones (first row, rows, features, values):
+        every feature's top examples."""
         rows_per_chunk = chunk_rows(self.m)
         for start in range(0, x.shape[0], rows_per_chunk):
             chunk = x[start : start + rows_per_chunk]
@@ -104,8 +106,7 @@ class FeatureStats:
                 rows, cols, vals = positive_entries(h)
                 self.update(cols, vals)
                 if on_firing is not None:
-                    fire = vals > self.threshold
-                    on_firing(start, rows[fire], cols[fire], vals[fire])
+                    on_firing(start, rows, cols, vals)
                 x_hat = decode_chunk(h, rows, cols, vals, sae.W_dec, sae.b_dec)
                 active, total = vals.numel(), float(vals.sum())
             # The next chunk takes the dense path when this one was dense (h's density is stable).
