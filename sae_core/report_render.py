@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,31 @@ def _browser_links(cells: list[CellData]) -> list[tuple[str, str]]:
     ]
 
 
+def _duplicates(cells: list[CellData]) -> tuple[list[str], str | None]:
+    """Per cell, the selected features that repeat an earlier one's direction (selected.json's
+    `duplicate_of`, written by the analysis), as `cell: #b ≈ #a` lines, and the rule that flagged them."""
+    lines, rule = [], None
+    for c in cells:
+        path = c.path / "features" / "selected.json"
+        try:
+            selected = json.loads(path.read_text()) if path.is_file() else {}
+        except (OSError, ValueError):
+            continue
+        pairs = selected.get("duplicate_of") if isinstance(selected, dict) else None
+        if pairs:
+            rule = selected.get("duplicate_rule") or rule
+            shown = ", ".join(f"#{f} ≈ #{r}" for f, r in sorted(pairs.items(), key=lambda p: int(p[0])))
+            lines.append(f"{c.cell.name}: {shown}")
+    return lines, rule
+
+
+def _duplicates_intro(rule: str | None) -> str:
+    return (
+        f"Near-duplicate selected features ({rule or 'decoder cosine > 0.95 and Pearson r > 0.9'}): "
+        "each shares its representative's label; the label stage does not ask again."
+    )
+
+
 def render_markdown(doc: dict[str, Any], cells: list[CellData], figures: list[Any]) -> str:
     parts = [f"# Sweep report: {doc['sweep']}", ""]
     for paragraph in _intro(doc, cells):
@@ -101,6 +127,10 @@ def render_markdown(doc: dict[str, Any], cells: list[CellData], figures: list[An
     for table in doc["grid_tables"].values():
         parts += [f"## {table['title']}", "", _md_table(*_grid_matrix(table)), ""]
     parts += ["## Per cell", "", _md_table(*_cell_matrix(doc)), ""]
+    duplicates, rule = _duplicates(cells)
+    if duplicates:
+        parts += ["## Near-duplicate features", "", _duplicates_intro(rule), ""]
+        parts += [f"- {line}" for line in duplicates] + [""]
     if figures:
         parts += ["## Plots", ""]
         parts += [f"### {f.title}\n\n![{f.title}]({f.file})\n" for f in figures]
@@ -142,6 +172,10 @@ def render_html(doc: dict[str, Any], cells: list[CellData], figures: list[Any], 
     for table in doc["grid_tables"].values():
         body += [f"<h2>{esc(table['title'])}</h2>", _html_table(*_grid_matrix(table))]
     body += ["<h2>Per cell</h2>", _html_table(*_cell_matrix(doc))]
+    duplicates, rule = _duplicates(cells)
+    if duplicates:
+        items = "".join(f"<li>{esc(line)}</li>" for line in duplicates)
+        body += ["<h2>Near-duplicate features</h2>", f"<p>{esc(_duplicates_intro(rule))}</p><ul>{items}</ul>"]
     if figures:
         body.append("<h2>Plots</h2>")
     for fig in figures:
