@@ -314,7 +314,13 @@ def label_cell(run_dir: str, cfg: SweepConfig, progress: Progress | None = None)
 
     for fid, rep in duplicate_of.items():
         note = f"near-duplicate of feature {rep}: shares its label (not requested again)"
-        outcomes[fid] = {**outcomes[rep], "status": "duplicate", "error": note, "attempts": 0, "cached": False}
+        outcomes[fid] = {
+            **outcomes[rep],
+            "status": "duplicate",
+            "error": note,
+            "attempts": 0,
+            "cached": False,
+        }
     if duplicate_of:
         logger.info(
             "%d near-duplicate features of %s share their representative's label, not requested: %s",
@@ -444,10 +450,9 @@ def _publish(run: Path, rows: list[dict[str, Any]], summary: dict[str, Any]) -> 
 
     if FlowRunContext.get() is None:
         return
-    slug = re.sub(r"[^a-z0-9-]+", "-", run.name.lower()).strip("-")
     rate = summary["monosemanticity_rate"]
     create_table_artifact(
-        key=f"labels-{slug}"[:100],
+        key=artifact_key("labels", run.name)[:100],  # the progress artifact's key: the table succeeds it
         table=[{k: r[k] for k in ("feature_id", "group", "label", "status", "attempts")} for r in rows],
         description=(
             f"Labels of {run.name} ({summary['model']}, {PROMPT_VERSION}): monosemanticity rate "
