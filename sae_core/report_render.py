@@ -26,7 +26,7 @@ def _footnoted(text: str, notes: list[str]) -> str:
 
 
 def _table_cell_text(value: float | None, note: str | None, pub: float | None, unit: str) -> str:
-    ours = f"{value:.2f}{unit}" if value is not None else (note or "missing")
+    ours = f"{value:.1f}{unit}" if value is not None else (note or "missing")  # percentages: one decimal
     return ours if pub is None else f"{ours} (study {pub:g}{unit})"
 
 

@@ -81,7 +81,7 @@ def publish_grid(cfg: SweepConfig) -> None:
     """`grid-<sweep>`: one row per (λ, expansion); each reason a stage was skipped once, below."""
     rows, notes = grid_table(cfg)
     description = (
-        f"Sweep {cfg.name}. Pairs read *without / with resampling*. Dead % = dead % (>"
+        f"Sweep {cfg.name}. Each value is a pair **without / with resampling**. Dead % = dead % (>"
         f"{cfg.analysis.dead_threshold:g}, {cfg.analysis.split} tokens): features whose activation never "
         "exceeds analysis.dead_threshold; Δ in percentage points; — = not in the grid."
     )

@@ -87,8 +87,9 @@ def _pair(plain: dict[str, Any] | None, resampled: dict[str, Any] | None, show: 
 
 
 def grid_table(cfg: SweepConfig) -> tuple[list[dict[str, str]], list[str]]:
-    """One row per (λ, expansion), as the study's tables, narrow enough for the UI (7 columns, each
-    pair `without / with resampling`): dead %, its delta, L0, explained variance, monosemanticity %.
+    """One row per (λ, expansion), as the study's tables, narrow enough for the UI at 1,600 px (7 short
+    columns; each value a pair `without / with resampling`, said once in the artifact's description):
+    dead %, its delta, L0, explained variance, monosemanticity %.
     Returns the rows and the footnotes (each reason a stage was skipped, once)."""
     by_key = {(c.l1, c.expansion, c.strategy): cell_summary(cfg, c) for c in grid_cells(cfg.grid)}
     notes = _Footnotes()
@@ -104,15 +105,11 @@ def grid_table(cfg: SweepConfig) -> tuple[list[dict[str, str]], list[str]]:
                 {
                     "λ": format_l1(l1),
                     "exp.": f"{exp}x",
-                    "dead %, without / with resampling": _pair(
-                        plain, resampled, lambda s: _pct(s["dead_fraction"])
-                    ),
+                    "dead %": _pair(plain, resampled, lambda s: _pct(s["dead_fraction"])),
                     "Δ dead, pp": _pct(delta) if plain and resampled else NOT_IN_GRID,
-                    "L0, without / with": _pair(plain, resampled, lambda s: _num(s["l0"])),
-                    "explained var., without / with": _pair(
-                        plain, resampled, lambda s: _num(s["explained_variance"])
-                    ),
-                    "monosemantic %, without / with": " / ".join(_mono(s, notes) for s in (plain, resampled)),
+                    "L0": _pair(plain, resampled, lambda s: _num(s["l0"])),
+                    "explained var.": _pair(plain, resampled, lambda s: _num(s["explained_variance"])),
+                    "monosemantic %": " / ".join(_mono(s, notes) for s in (plain, resampled)),
                 }
             )
     return rows, notes.lines()

@@ -79,7 +79,8 @@ def test_sweep_publishes_one_table_and_one_markdown_report(prefect_harness, pref
     grid = by_key["grid-taskdemo"]
     rows = grid.data if isinstance(grid.data, list) else __import__("json").loads(grid.data)
     assert len(rows) == 4 and len(rows[0]) == 7  # was 11 columns, with the reason in every row
-    assert max(len(str(v)) for row in rows for v in row.values()) <= 40
+    assert max(len(str(v)) for row in rows for v in row.values()) <= 25
+    assert sum(max(len(k), *(len(str(r[k])) for r in rows)) for k in rows[0]) <= 90  # characters wide
     assert grid.description.count("no API key") == 1 and "skipped [1]" in str(rows)
 
     report = by_key["report-taskdemo"].data
@@ -135,6 +136,6 @@ def test_grid_table_names_a_skipped_reason_once(tmp_path):
                    "grid.expansion_factors": [2]},
     )  # fmt: skip
     rows, notes = grid_table(cfg)
-    assert rows[0]["monosemantic %, without / with"] == "skipped [1] / skipped [1]"
-    assert rows[1]["monosemantic %, without / with"] == "missing / missing"
+    assert rows[0]["monosemantic %"] == "skipped [1] / skipped [1]"
+    assert rows[1]["monosemantic %"] == "missing / missing"
     assert notes == ["[1] labelling skipped: no API key in OPENAI_API_KEY"]
