@@ -119,9 +119,8 @@ def analyze_run(
         timings["neighbors_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    examples = attach_contexts(
-        collector.examples(selected, groups), docs, acfg.context_window, TokenDecoder(store.tokenizer_path)
-    )
+    decoder = TokenDecoder(store.tokenizer_path)  # loaded once: the selected and every feature's examples
+    examples = attach_contexts(collector.examples(selected, groups), docs, acfg.context_window, decoder)
     corr = pearson.correlation()
     cosine = decoder_cosine(sae.W_dec.detach(), selected) if selected else np.zeros((0, 0))
     order, clusters = cluster_order(corr)
@@ -129,7 +128,7 @@ def analyze_run(
     timings["examples_correlation_s"] = time.perf_counter() - start
     start = time.perf_counter()
     top_examples = every_top.table()
-    documents, vocab = example_documents(top_examples, docs, TokenDecoder(store.tokenizer_path))
+    documents, vocab = example_documents(top_examples, docs, decoder)
     timings["examples_all_features_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
