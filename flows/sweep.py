@@ -19,7 +19,6 @@ from tasks.common import apply_prefect_defaults
 apply_prefect_defaults()
 
 from prefect import flow  # noqa: E402
-from prefect.artifacts import create_markdown_artifact, create_table_artifact  # noqa: E402
 from prefect.runtime import flow_run  # noqa: E402
 from prefect.states import Failed  # noqa: E402
 
@@ -33,8 +32,7 @@ from sae_core.config import (  # noqa: E402
     validate_config,
 )
 from sae_core.naming import Cell, grid_cells  # noqa: E402
-from tasks.common import artifact_key, run_logger, sweep_dir  # noqa: E402
-from tasks.summary import grid_rows, markdown_table  # noqa: E402
+from tasks.common import run_logger, sweep_dir  # noqa: E402
 
 # The presets shipped in sae_core/presets, as a choice in the deployment's run form.
 PresetName = Literal[tuple(preset_names())]  # type: ignore[valid-type]
@@ -182,28 +180,8 @@ def sae_sweep(
 def _publish(
     cfg: SweepConfig, summary: dict[str, Any], outcomes: list[dict[str, Any]], report_error: str | None
 ) -> None:
-    rows = grid_rows(cfg)
-    create_table_artifact(
-        rows,
-        key=artifact_key("grid", cfg.name),
-        description=f"Sweep {cfg.name}: dead %, L0, explained variance, monosemanticity",
-    )
-    report_dir = sweep_dir(cfg) / "report"
-    lines = [f"# Sweep `{cfg.name}`", ""]
-    if (report_dir / "report.html").exists():
-        lines.append(
-            f"Report: [{report_dir / 'report.html'}]({(report_dir / 'report.html').as_uri()})"
-            f" · [report.md]({(report_dir / 'report.md').as_uri()})"
-        )
-    else:
-        lines.append(f"Report: missing ({report_error or 'not written'})")
-    lines += ["", f"Run dirs: `{summary['sweep_dir']}`", ""]
-    for outcome in outcomes:
-        status = outcome["status"] + (f" — {outcome['error']}" if outcome.get("error") else "")
-        lines.append(f"- `{outcome['cell']}`: {status}")
-    lines += ["", markdown_table(rows)]
-    create_markdown_artifact(
-        "\n".join(lines),
-        key=artifact_key("report", cfg.name),
-        description=f"Sweep {cfg.name}: the report and each cell's status",
-    )
+    """The sweep's two artifacts: the grid table and the markdown report (see tasks/report.py)."""
+    from tasks.report import hub_browser_links, publish_grid, publish_report
+
+    publish_grid(cfg)
+    publish_report(cfg, outcomes, report_error, hub_browser_links(cfg, outcomes))

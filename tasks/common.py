@@ -19,6 +19,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -180,6 +181,7 @@ ANALYSIS_OUTPUTS = (
     "features/feature_stats.parquet",
     "features/selected.json",
     "features/examples.parquet",
+    "features/top_examples.parquet",
 )
 
 
@@ -263,9 +265,21 @@ def resolve_secret(env_name: str | None, block_name: str | None) -> str | None:
 # Progress: the `Progress` callback as a Prefect progress artifact.
 
 
+_DECIMAL = re.compile(r"(?<![A-Za-z0-9.])(\d+\.\d+(?:e[+-]?\d+)?|\d+e[+-]?\d+)(?![A-Za-z0-9.])", re.I)
+
+
+def readable_number(value: float) -> str:
+    """A number with only letters, digits and dashes, still readable: 0.0001 → `1e-4`, 0.00025 →
+    `25e-5`, 0.01 → `1e-2`, 3.0 → `3` (an artifact key cannot hold the dot of `0.0001`)."""
+    sign, digits, exponent = Decimal(repr(float(value))).normalize().as_tuple()
+    mantissa = ("-" if sign else "") + "".join(map(str, digits))
+    return mantissa if exponent == 0 else f"{mantissa}e{exponent}"
+
+
 def artifact_key(*parts: str) -> str:
-    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
-    text = "-".join(parts).lower()
+    """Prefect artifact keys allow lowercase letters, digits and dashes only. Decimal numbers (a cell's
+    λ) are written as `1e-4` first, so `train-demo-8x-1e-4-sampling`, not `…-8x-0-0001-sampling`."""
+    text = _DECIMAL.sub(lambda m: readable_number(float(m.group(1))), "-".join(parts)).lower()
     return re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]", "-", text)).strip("-")
 
 

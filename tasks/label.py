@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -116,9 +117,13 @@ def label_cell(run_dir: str, cfg: SweepConfig, progress: Progress | None = None)
     }
     logger.info("labelling %d features of %s with %s", len(inputs.features), run.name, lab.model)
     outcomes: dict[int, dict[str, Any]] = {}
+    # A near-duplicate of a feature labelled here shares its label: one request per direction.
+    duplicate_of = _duplicates(run, {f.feature_id for f in inputs.features})
     with ThreadPoolTaskRunner(max_workers=lab.concurrency) as runner:
         futures = {}
         for feat in inputs.features:
+            if feat.feature_id in duplicate_of:
+                continue
             if not feat.examples:
                 outcomes[feat.feature_id] = _failed(0, "no examples in features/examples.parquet")
                 continue
@@ -142,6 +147,22 @@ def label_cell(run_dir: str, cfg: SweepConfig, progress: Progress | None = None)
         if lab.detection:
             _detect(runner, inputs, outcomes, endpoint, cell, options, lab.detection_examples, secret)
 
+    for fid, rep in duplicate_of.items():
+        note = f"near-duplicate of feature {rep}: shares its label (not requested again)"
+        outcomes[fid] = {
+            **outcomes[rep],
+            "status": "duplicate",
+            "error": note,
+            "attempts": 0,
+            "cached": False,
+        }
+    if duplicate_of:
+        logger.info(
+            "%d near-duplicate features of %s share their representative's label, not requested: %s",
+            len(duplicate_of),
+            run.name,
+            ", ".join(f"{f}→{r}" for f, r in sorted(duplicate_of.items())),
+        )
     rows = _rows(inputs.features, outcomes, lab.model)
     summary = {**_empty_summary(lab, None), **monosemanticity(labels_frame(rows))}
     summary["cached"] = sum(1 for o in outcomes.values() if o.get("cached"))
@@ -163,6 +184,18 @@ def label_cell(run_dir: str, cfg: SweepConfig, progress: Progress | None = None)
 
 def _fmt_rate(rate: float | None) -> str:
     return "n/a" if rate is None else f"{rate:.3f}"
+
+
+def _duplicates(run: Path, selected: set[int]) -> dict[int, int]:
+    """selected.json's `duplicate_of` (feature → representative), for representatives labelled here."""
+    try:
+        doc = json.loads((run / "features" / "selected.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    pairs = doc.get("duplicate_of") if isinstance(doc, dict) else None
+    if not isinstance(pairs, dict):
+        return {}
+    return {int(f): int(r) for f, r in pairs.items() if int(f) in selected and int(r) in selected}
 
 
 def _default_progress(run: Path) -> Progress:
@@ -259,9 +292,8 @@ def _publish(run: Path, rows: list[dict[str, Any]], summary: dict[str, Any]) -> 
 
     if FlowRunContext.get() is None:
         return
-    slug = re.sub(r"[^a-z0-9-]+", "-", run.name.lower()).strip("-")
     create_table_artifact(
-        key=f"labels-{slug}"[:100],
+        key=artifact_key("labels", run.name)[:100],  # the progress artifact's key: the table succeeds it
         table=[{k: r[k] for k in ("feature_id", "group", "label", "status", "attempts")} for r in rows],
         description=(
             f"Labels of {run.name} ({summary['model']}, {PROMPT_VERSION}): monosemanticity rate "

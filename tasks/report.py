@@ -1,26 +1,40 @@
-"""The report stage as Prefect tasks: the sweep report (published as artifacts) and a cell's browser.
+"""The report stage as Prefect tasks, and the sweep's two artifacts.
 
 Thin wrappers over `sae_core.report.build_report` and `sae_core.report.browser.write_browser`. The report is
 cheap and reads whatever the cells hold now, so it is never cached: every sweep run rebuilds it.
+
+A sweep publishes exactly two artifacts of its own (beside one progress artifact per running stage or
+cell, and the label stage's table per labelled cell): `grid-<sweep>`, a table of the grid, and
+`report-<sweep>`, the report as markdown with its plots embedded and links that open from the UI's http
+page (the Hub, or `sae-sweep serve`; a `file://` link does not).
 """
 
 from __future__ import annotations
 
-import json
-import re
 import time
 from pathlib import Path
 from typing import Any
 
 from prefect import task
-from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import task_run
 
 from sae_core.config import SweepConfig
 from sae_core.naming import Cell
-from sae_core.report import BROWSER_INPUTS, CELL_METRICS, build_report, write_browser, write_browsers
-from tasks.common import PrefectProgress, artifact_key, run_logger
+from sae_core.report import (
+    BROWSER_INPUTS,
+    REPORT_DIRNAME,
+    build_report,
+    ui_markdown,
+    write_browser,
+    write_browsers,
+)
+from sae_core.serve import SERVE_URL_ENV, serve_base_url
+from tasks.common import PrefectProgress, artifact_key, data_root, run_logger, sweep_dir
+from tasks.summary import grid_legend, grid_table, markdown_table
+
+HUB = "https://huggingface.co"
 
 
 def _browse_name() -> str:
@@ -33,31 +47,14 @@ def _browse_name() -> str:
 
 @task(name="report", task_run_name="report-{cfg.name}", cache_policy=NO_CACHE)
 def report_sweep(sweep_dir: str, cfg: SweepConfig) -> dict[str, Any]:
-    """Write every analysed cell's browser (where stale), then `<sweep_dir>/report/`; publish the report
-    as a markdown artifact, the per-cell figures as a table artifact and a link to report.html."""
+    """Write every analysed cell's browser (where stale), then `<sweep_dir>/report/`; the flow publishes
+    it (`publish_report`), with the cells' outcomes."""
     logger = run_logger()
     start = time.perf_counter()
     browsers = write_browsers(sweep_dir)
     progress = PrefectProgress(artifact_key("report-progress", cfg.name), f"report {cfg.name}")
     out = build_report(sweep_dir, cfg, progress=progress)
     html_path, md_path = out / "report.html", out / "report.md"
-    create_markdown_artifact(
-        markdown=artifact_markdown(md_path.read_text(), out),
-        key=artifact_key("sweep-report", cfg.name),
-        description=f"Sweep {cfg.name}: the study's tables from this run",
-    )
-    tables = json.loads((out / "tables.json").read_text())
-    create_table_artifact(
-        table=table_rows(tables["cells"], tables.get("dead_caption")),
-        key=artifact_key("sweep-cells", cfg.name),
-        description=f"Sweep {cfg.name}: one row per cell ('missing'/'skipped' where a stage did not run)",
-    )
-    create_link_artifact(
-        link=html_path.resolve().as_uri(),
-        link_text=f"report.html ({cfg.name})",
-        key=artifact_key("sweep-report-html", cfg.name),
-        description=f"Sweep {cfg.name}: the self-contained HTML report",
-    )
     seconds = time.perf_counter() - start
     logger.info("report for %s: %s (%d feature browsers)", cfg.name, html_path, len(browsers))
     return {
@@ -73,39 +70,88 @@ def report_sweep(sweep_dir: str, cfg: SweepConfig) -> dict[str, Any]:
 @task(name="browse", task_run_name=_browse_name, cache_policy=NO_CACHE)
 def browse_cell(run_dir: str) -> str:
     """Write `run_dir/browser.html` and return its path; "" (with one log line) when the cell has no
-    analysis, so that a cell whose analysis was skipped still uploads its other files."""
+    analysis, so that a cell whose analysis was skipped still uploads its other files. The report
+    artifact links the page (no artifact of its own: a `file://` link would not open from the UI)."""
     if not (Path(run_dir) / BROWSER_INPUTS[0]).is_file():
         run_logger().warning("browser for %s skipped: no %s", run_dir, BROWSER_INPUTS[0])
         return ""
-    page = write_browser(run_dir)
-    create_link_artifact(
-        link=page.resolve().as_uri(),
-        link_text=f"feature browser {Path(run_dir).name}",
-        key=artifact_key("browser", Path(run_dir).parent.name, Path(run_dir).name),
-        description="Self-contained feature browser (open from disk)",
+    return str(write_browser(run_dir))
+
+
+# ---------------------------------------------------------------------------------------------
+# The sweep's artifacts
+
+
+def publish_grid(cfg: SweepConfig) -> None:
+    """`grid-<sweep>`: one row per (λ, expansion); each reason a stage was skipped once, below."""
+    rows, notes = grid_table(cfg)
+    description = f"Sweep {cfg.name}. {grid_legend(cfg)}"
+    if notes:
+        description += "\n\n" + "\n\n".join(notes)
+    create_table_artifact(rows, key=artifact_key("grid", cfg.name), description=description)
+
+
+def hub_browser_links(cfg: SweepConfig, outcomes: list[dict[str, Any]]) -> dict[str, str]:
+    """cell → its browser's page on the Hub, for the cells this run uploaded (or found up to date)."""
+    links = {}
+    for outcome in outcomes:
+        upload = outcome.get("upload") or {}
+        files = upload.get("files") or []
+        if cfg.upload.repo_id and upload.get("status") in {"committed", "unchanged"}:
+            path = f"browser/{outcome['cell']}/browser.html"
+            if path in files or upload.get("status") == "unchanged":
+                links[outcome["cell"]] = f"{HUB}/{cfg.upload.repo_id}/blob/main/{path}"
+    return links
+
+
+def report_markdown(
+    cfg: SweepConfig,
+    outcomes: list[dict[str, Any]],
+    report_error: str | None,
+    hub_links: dict[str, str] | None = None,
+) -> str:
+    """The `report-<sweep>` artifact: how to open the report, each cell's status, then report.md with
+    its plots embedded and its links served over http."""
+    report_dir = sweep_dir(cfg) / REPORT_DIRNAME
+    base = serve_base_url()
+    root = data_root(cfg)
+    failed = [o for o in outcomes if o["status"] != "completed"]
+    lines = [f"# Sweep `{cfg.name}`", ""]
+    md_path = report_dir / "report.md"
+    if md_path.is_file() and report_error is None:
+        html_url = base + (report_dir / "report.html").relative_to(root).as_posix()
+        lines.append(
+            f"**Open** [report.html]({html_url}) and the feature browsers below while "
+            f"`sae-sweep serve` runs on this machine (it serves `{root}` read-only at {base}; set "
+            f"`{SERVE_URL_ENV}` for another address)."
+        )
+    else:
+        lines.append(f"**Report**: not written ({report_error or 'no report.md'}).")
+    if hub_links:
+        hub = " · ".join(f"[{cell}]({url})" for cell, url in sorted(hub_links.items()))
+        lines += ["", f"**Feature browsers on the Hub** ({cfg.upload.repo_id}): {hub}"]
+    done = len(outcomes) - len(failed)
+    lines += ["", f"**Cells**: {done} of {len(outcomes)} completed."]
+    lines += [f"- `{o['cell']}` {o['status']}: {o.get('error', '')}" for o in failed]
+    lines.append("")
+    if md_path.is_file() and report_error is None:
+        body = md_path.read_text()
+        body = body.split("\n", 1)[1] if body.startswith("# ") else body  # our heading replaces it
+        lines.append(ui_markdown(body, report_dir, root, base))
+    else:
+        rows, notes = grid_table(cfg)
+        lines.append(grid_legend(cfg) + "\n\n" + markdown_table(rows, notes))
+    return "\n".join(lines)
+
+
+def publish_report(
+    cfg: SweepConfig,
+    outcomes: list[dict[str, Any]],
+    report_error: str | None,
+    hub_links: dict[str, str] | None = None,
+) -> None:
+    create_markdown_artifact(
+        report_markdown(cfg, outcomes, report_error, hub_links),
+        key=artifact_key("report", cfg.name),
+        description=f"Sweep {cfg.name}: the report (tables, plots, links), each cell's status",
     )
-    return str(page)
-
-
-def artifact_markdown(markdown: str, report_dir: Path) -> str:
-    """report.md for the Prefect UI: relative images and links become file:// links it can follow."""
-    base = report_dir.resolve()
-
-    def absolute(match: re.Match[str]) -> str:
-        return f"[{match.group(2)}]({(base / match.group(3)).resolve().as_uri()})"
-
-    return re.sub(r"(!?)\[([^\]]*)\]\(((?!\w+:)[^)]+)\)", absolute, markdown)
-
-
-def table_rows(cells: list[dict[str, Any]], dead_caption: str | None = None) -> list[dict[str, Any]]:
-    """tables.json's cell rows flattened for a table artifact: an absent value shows its reason. The
-    analysis dead % column takes `dead_caption` (tables.json's, naming its threshold and token set)."""
-    rows = []
-    for cell in cells:
-        row: dict[str, Any] = {"cell": cell["cell"]}
-        for key, (title, _, fmt) in CELL_METRICS.items():
-            title = dead_caption if key == "dead_pct" and dead_caption else title
-            value = cell.get(key)
-            row[title] = fmt.format(value) if value is not None else cell["notes"].get(key, "missing")
-        rows.append(row)
-    return rows

@@ -12,11 +12,10 @@ from typing import Any
 from sae_core.config import SweepConfig
 from sae_core.dead_figures import dead_caption, dead_token_set, training_dead_fraction
 from sae_core.io import read_json
-from sae_core.naming import Cell, grid_cells
+from sae_core.naming import Cell, format_l1, grid_cells
 from tasks.common import run_dir
 
 MISSING = "missing"
-CONSERVATIVE = "monosemanticity_rate_conservative"
 
 
 def _load(path: Path) -> dict[str, Any] | None:
@@ -51,32 +50,58 @@ def cell_summary(cfg: SweepConfig, cell: Cell) -> dict[str, Any]:
     }
 
 
+NOT_IN_GRID = "—"
+
+
 def _pct(value: float | None) -> str:
-    return MISSING if value is None else f"{round(100 * value, 1)}%"
+    return MISSING if value is None else f"{100 * value:.1f}"
 
 
 def _num(value: float | None, digits: int = 3) -> str:
     return MISSING if value is None else f"{value:.{digits}g}"
 
 
-def _mono(summary: dict[str, Any] | None, key: str = "monosemanticity_rate") -> str:
+class _Footnotes:
+    """A reason (why labelling was skipped) shown once under the table; cells carry `skipped [n]`."""
+
+    def __init__(self) -> None:
+        self.reasons: list[str] = []
+
+    def mark(self, reason: str) -> str:
+        if reason not in self.reasons:
+            self.reasons.append(reason)
+        return f"skipped [{self.reasons.index(reason) + 1}]"
+
+    def lines(self) -> list[str]:
+        return [f"[{i}] labelling skipped: {reason}" for i, reason in enumerate(self.reasons, 1)]
+
+
+def _mono(summary: dict[str, Any] | None, notes: _Footnotes) -> str:
+    """The rate, then in parentheses the conservative rate (failed labels counted polysemantic)."""
     if summary is None:
-        return MISSING
-    if summary[key] is not None:
-        return f"{100 * summary[key]:.0f}%"
+        return NOT_IN_GRID
+    if summary["monosemanticity_rate"] is not None:
+        conservative = summary.get("monosemanticity_rate_conservative")
+        shown = f"{100 * summary['monosemanticity_rate']:.0f}"
+        return shown if conservative is None else f"{shown} ({100 * conservative:.0f})"
     if summary["labels_skipped"]:
-        return "skipped"
+        return notes.mark(str(summary["labels_skipped"]))
     return MISSING
 
 
-def grid_rows(cfg: SweepConfig) -> list[dict[str, str]]:
-    """One row per (λ, expansion), as the study's tables: dead % without/with resampling and their
-    delta, L0, explained variance and monosemanticity per strategy. The dead columns are titled with
-    the threshold and token set of `cfg.analysis` (`dead % (>0.07, all tokens)`), which the analyses
-    recorded in analysis.json."""
+def _pair(plain: dict[str, Any] | None, resampled: dict[str, Any] | None, show: Any) -> str:
+    """`without / with resampling` in one column (a strategy not in the grid shows —): half the width."""
+    return " / ".join(NOT_IN_GRID if s is None else show(s) for s in (plain, resampled))
+
+
+def grid_table(cfg: SweepConfig) -> tuple[list[dict[str, str]], list[str]]:
+    """One row per (λ, expansion), as the study's tables, narrow enough for the UI at 1,600 px (7 short
+    columns; each value a pair `without / with resampling`, said once in the artifact's description):
+    dead %, its delta, L0, explained variance, monosemanticity % (in parentheses the conservative rate,
+    failed labels counted polysemantic).
+    Returns the rows and the footnotes (each reason a stage was skipped, once)."""
     by_key = {(c.l1, c.expansion, c.strategy): cell_summary(cfg, c) for c in grid_cells(cfg.grid)}
-    acfg = cfg.analysis
-    dead = dead_caption(acfg.dead_threshold, "all" if acfg.dead_split == "all" else acfg.split)
+    notes = _Footnotes()
     rows = []
     for l1 in cfg.grid.l1_coefficients:
         for exp in cfg.grid.expansion_factors:
@@ -87,31 +112,42 @@ def grid_rows(cfg: SweepConfig) -> list[dict[str, str]]:
             delta = None if dead_plain is None or dead_res is None else dead_plain - dead_res
             rows.append(
                 {
-                    "λ": str(float(l1)),
-                    "expansion": f"{exp}x",
-                    f"{dead}, no resampling": _pct(dead_plain),
-                    f"{dead}, resampling": _pct(dead_res),
-                    "Δ dead (no − with), points": MISSING if delta is None else f"{round(100 * delta, 1)}",
-                    "L0 (no resampling)": _num(plain["l0"] if plain else None),
-                    "L0 (resampling)": _num(resampled["l0"] if resampled else None),
-                    "explained var (no resampling)": _num(plain["explained_variance"] if plain else None),
-                    "explained var (resampling)": _num(
-                        resampled["explained_variance"] if resampled else None
-                    ),
-                    "monosemanticity (no resampling)": _mono(plain),
-                    "monosemanticity (resampling)": _mono(resampled),
-                    # failed labels counted polysemantic: the lower bound beside the rate
-                    "monosemanticity, failed = polysemantic (no resampling)": _mono(plain, CONSERVATIVE),
-                    "monosemanticity, failed = polysemantic (resampling)": _mono(resampled, CONSERVATIVE),
+                    "λ": format_l1(l1),
+                    "exp.": f"{exp}x",
+                    "dead %": _pair(plain, resampled, lambda s: _pct(s["dead_fraction"])),
+                    "Δ dead, pp": _pct(delta) if plain and resampled else NOT_IN_GRID,
+                    "L0": _pair(plain, resampled, lambda s: _num(s["l0"])),
+                    "explained var.": _pair(plain, resampled, lambda s: _num(s["explained_variance"])),
+                    "monosemantic %": " / ".join(_mono(s, notes) for s in (plain, resampled)),
                 }
             )
-    return rows
+    return rows, notes.lines()
 
 
-def markdown_table(rows: list[dict[str, str]]) -> str:
+def grid_legend(cfg: SweepConfig) -> str:
+    """What the grid table's short columns mean, the dead % titled with the threshold and token set the
+    analyses were configured with (`dead % (>0.07, all tokens)`); shown beside the table wherever it goes."""
+    acfg = cfg.analysis
+    dead = dead_caption(acfg.dead_threshold, "all" if acfg.dead_split == "all" else acfg.split)
+    return (
+        "Each value is a pair **without / with resampling** (— = not in the grid). "
+        f"dead % = {dead}: features whose activation never exceeds analysis.dead_threshold on those "
+        "tokens; Δ dead in percentage points; monosemantic % = 1 − polysemantic / labelled, in "
+        "parentheses counting features whose labelling failed as polysemantic."
+    )
+
+
+def grid_rows(cfg: SweepConfig) -> list[dict[str, str]]:
+    """The rows of `grid_table`."""
+    return grid_table(cfg)[0]
+
+
+def markdown_table(rows: list[dict[str, str]], notes: list[str] | None = None) -> str:
     if not rows:
         return "(no cells)\n"
     header = list(rows[0])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(row[h]) for h in header) + " |" for row in rows]
+    if notes:
+        lines += [""] + [f"{note}  " for note in notes]
     return "\n".join(lines) + "\n"

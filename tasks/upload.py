@@ -24,7 +24,7 @@ from sae_core.errors import UploadError
 from sae_core.io import sha256_file
 from sae_core.naming import Cell
 from tasks.common import resolve_secret, run_dir, run_logger
-from tasks.summary import grid_rows, markdown_table
+from tasks.summary import grid_legend, grid_rows, markdown_table
 
 TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
 
@@ -68,7 +68,7 @@ def _same_as_remote(local: Path | bytes, remote: Any) -> bool:
 
 
 def model_card(cfg: SweepConfig) -> str:
-    table = markdown_table(grid_rows(cfg))
+    table = grid_legend(cfg) + "\n\n" + markdown_table(grid_rows(cfg))
     return (
         "---\nlibrary_name: saelens\ntags:\n- sparse-autoencoder\n- interpretability\n---\n\n"
         f"# Sparse autoencoders: {cfg.model.name}, layer {cfg.model.layer}\n\n"

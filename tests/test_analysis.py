@@ -453,3 +453,75 @@ def test_dead_split_all_counts_every_token_of_the_store(tmp_path, store_path, da
         analyze_run(store_path, run, cfg)
         sel = pd.read_parquet(run / "features" / "feature_stats.parquet")["selectivity"]
         assert (not math.isnan(sel[j])) is eligible, split
+
+
+def _every_feature_top(h: np.ndarray, k: int) -> dict[int, np.ndarray]:
+    out = {}
+    for f in range(h.shape[1]):
+        firing = np.flatnonzero(h[:, f] > np.float32(0.07))
+        if firing.size:
+            out[f] = firing[np.lexsort((firing, -h[firing, f]))][:k]  # ties → earlier token
+    return out
+
+
+@pytest.mark.parametrize("dense_stats", [1.1, 0.0], ids=["sparse-stats", "dense-stats"])
+def test_every_alive_feature_has_its_top_examples(tmp_path, store_path, data, monkeypatch, dense_stats):
+    """Was: examples for the 2k selected features only (the browser said "No examples" elsewhere)."""
+    from sae_core.analysis import examples as feature_examples
+
+    monkeypatch.setattr(feature_stats, "DENSE_STATS_DENSITY", dense_stats)
+    monkeypatch.setattr(feature_stats, "CHUNK_ELEMENTS", 100)
+    monkeypatch.setattr(feature_stats, "MIN_CHUNK_ROWS", 1)
+    monkeypatch.setattr(feature_examples, "COMPACT_MIN_ENTRIES", 50)  # compact many times
+    sae = make_sae()
+    run = write_run(tmp_path, sae)
+    analyze_run(store_path, run, config(ce_loss_documents=0))
+    ref = brute(sae, data)
+    expected = _every_feature_top(ref["h"], 12)
+    top = pd.read_parquet(run / "features" / "top_examples.parquet")
+    assert sorted(top.feature_id.unique()) == sorted(expected) and 3 not in expected  # dead: none
+    assert len(expected) > 2 * 4  # more than the selected features
+    for f, order in expected.items():
+        rows = top[top.feature_id == f].sort_values("rank")
+        assert rows["rank"].tolist() == list(range(len(order)))
+        np.testing.assert_allclose(rows.activation, ref["h"][order, f], rtol=1e-6)
+        assert rows.doc_id.tolist() == ref["doc_ids"][order].tolist()
+        assert rows.pos.tolist() == ref["pos"][order].tolist()
+        assert rows.token_id.tolist() == ref["token_ids"][order].tolist()
+    docs = pd.read_parquet(run / "features" / "example_documents.parquet")
+    assert set(docs.doc_id) == set(top.doc_id)
+    for row in docs.itertuples():
+        assert list(row.token_ids) == data["token_ids"][data["doc_ids"] == row.doc_id].tolist()
+    vocab = pd.read_parquet(run / "features" / "example_vocab.parquet")
+    assert set(vocab.token_id) == {t for ids in docs.token_ids for t in ids}
+    assert (vocab.token == [f"<{t}>" for t in vocab.token_id]).all()
+
+
+def test_near_duplicates_are_flagged_once_with_their_representative(tmp_path, store_path):
+    """Two features with the same encoder and decoder direction: the later one is a duplicate."""
+    sae = make_sae(bias=0.0)
+    with torch.no_grad():
+        for twin in (5, 6):  # 5 and 6 copy feature 7 (6 slightly scaled: same direction, r = 1)
+            sae.W_enc[:, twin] = sae.W_enc[:, 7] * (1.0 if twin == 5 else 1.01)
+            sae.b_enc[twin] = sae.b_enc[7]
+            sae.W_dec[twin] = sae.W_dec[7]
+    run = write_run(tmp_path, sae)
+    analyze_run(store_path, run, config(ce_loss_documents=0, top_k_features=16, min_activations=1))
+    selected = json.loads((run / "features" / "selected.json").read_text())
+    order = selected["top"] + selected["bottom"]
+    twins = [f for f in order if f in (5, 6, 7)]
+    assert len(twins) == 3, order
+    first = twins[0]
+    assert selected["duplicate_of"] == {str(f): first for f in twins[1:]}
+    assert "decoder cosine > 0.95" in selected["duplicate_rule"]
+    corr = json.loads((run / "features" / "correlation.json").read_text())
+    assert corr["duplicate_of"] == selected["duplicate_of"]
+
+
+def test_near_duplicates_need_both_direction_and_correlation():
+    from sae_core.analysis.correlation import near_duplicates
+
+    ids = [10, 11, 12, 10]  # 10 is in both groups: never its own duplicate
+    r = np.array([[1, 0.95, 0.95, 1], [0.95, 1, 0.5, 0.95], [0.95, 0.5, 1, 0.95], [1, 0.95, 0.95, 1]])
+    cos = np.array([[1, 0.99, 0.5, 1], [0.99, 1, 0.99, 0.99], [0.5, 0.99, 1, 0.5], [1, 0.99, 0.5, 1]])
+    assert near_duplicates(ids, r, cos) == {11: 10}

@@ -190,7 +190,7 @@ def test_page_is_self_contained_and_escapes_its_data(tmp_path):
     table.to_parquet(run / "labels.parquet")
     page = write_browser(run)
     text = page.read_text()
-    assert text.count("</script>") == 2  # the data block and the code block: the label cannot end either
+    assert text.count("</script>") == 3  # data, every feature's examples, code: a label can end none
     assert not re.search(r"""(src|href)=['"]?(https?:)?//""", text)  # no CDN, no network
     data = _embedded(page)
     assert data["labels"][str(table.loc[0, "feature_id"])]["label"].startswith("</script>")
@@ -203,6 +203,54 @@ def test_missing_analysis_is_a_clear_error(tmp_path):
         write_browser(run)
     with pytest.raises(ReportError, match="no such directory"):
         write_browser(tmp_path / "nope")
+
+
+def _examples_block(page: Path) -> dict[str, Any]:
+    text = page.read_text()
+    raw = re.search(r'<script type="application/json" id="sae-examples">(.*?)</script>', text, re.S).group(1)
+    return json.loads(raw)
+
+
+def test_every_alive_feature_carries_its_examples_compactly(small_page):
+    """Was: examples for the selected features only; the page said "No examples" for all others."""
+    import pyarrow.parquet as pq
+
+    run, page = small_page
+    data, every = _embedded(page), _examples_block(page)
+    stats = pq.read_table(run / "features" / "feature_stats.parquet").to_pandas()
+    alive = {str(f) for f in stats.feature_id[~stats.dead]}
+    assert set(every["ax"]) | set(data["examples"]) == alive
+    assert not set(every["ax"]) & set(data["examples"])  # the selected ones once, with quantiles
+    top = pq.read_table(run / "features" / "top_examples.parquet").to_pandas()
+    fid = sorted(every["ax"], key=int)[0]
+    rows = top[top.feature_id == int(fid)].sort_values("rank")
+    parsed = [part.split(" ") for part in every["ax"][fid].split("|")]
+    assert [(int(d), int(p)) for _, d, p in parsed] == list(zip(rows.doc_id, rows.pos, strict=True))
+    assert data["dup"] and all(str(v) in data["groups"] for v in data["dup"].values())
+
+
+@pytest.mark.integration
+def test_browser_shows_every_features_examples_and_duplicates(chromium, small_page):
+    _, page = small_page
+    data, every = _embedded(page), _examples_block(page)
+    chromium.open(page)
+    fid = sorted(every["ax"], key=int)[0]  # not a selected feature
+    chromium.open(page, f"#f={fid}")
+    chromium.wait_for(f"document.querySelector('#panel h2').textContent.startsWith('Feature {fid}')")
+    marks = chromium.js("[...document.querySelectorAll('#examples-top mark')].map(m => m.textContent)")
+    parsed = [part.split(" ") for part in every["ax"][fid].split("|")]
+    docs, vocab = every["docs"], every["vocab"]
+    assert marks == [vocab[docs[d][int(p)]].replace("\n", "↵") for _, d, p in parsed]
+    chromium.screenshot("browser-unselected-feature.png")
+    dead = next(str(f) for f, d in zip(data["f"]["id"], data["f"]["dead"], strict=True) if d)
+    chromium.open(page, f"#f={dead}")
+    chromium.wait_for(f"document.querySelector('#panel h2').textContent.startsWith('Feature {dead}')")
+    assert "never fired" in chromium.js("document.getElementById('examples-top').textContent")
+    twin, first = next(iter(data["dup"].items()))
+    chromium.open(page, f"#f={twin}")
+    chromium.wait_for(f"document.querySelector('#panel h2').textContent.startsWith('Feature {twin}')")
+    assert f"near-duplicate of #{first}" in chromium.js("document.getElementById('duplicate').textContent")
+    chromium.screenshot("browser-duplicate.png")
 
 
 @pytest.mark.integration

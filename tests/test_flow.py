@@ -53,14 +53,24 @@ def test_demo_sweep_caches_recomputes_and_isolates_failures(
         assert (out / "labels.json").is_file()  # skipped: no endpoint configured
     report = sweep_dir(cfg) / "report"
     assert (report / "report.md").is_file() and (report / "report.html").is_file()
-    artifacts = {a.key: a for a in prefect_client.read_artifacts() if a.key}
-    assert "grid-demo" in artifacts and "report-demo" in artifacts
-    grid = artifacts["grid-demo"].data
-    assert "dead % (>0.07, test tokens), no resampling" in str(grid) and "skipped" in str(grid)
-    progress = [a for a in prefect_client.read_artifacts() if a.type == "progress"]
-    assert any(a.data == 100.0 for a in progress)
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    listed = prefect_client.read_artifacts(
+        artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[first.state_details.flow_run_id])
+        )
+    )
+    # One table and one markdown report for the sweep (was five); progress per stage or cell, λ readable.
+    assert sorted(a.key for a in listed if a.type != "progress") == ["grid-demo", "report-demo"]
+    progress = {a.key: a for a in listed if a.type == "progress"}
+    assert "train-demo-2x-1e-2-sampling" in progress and "analyze-demo-2x-1e-2-nosampling" in progress
+    assert all(a.data == 100.0 for a in progress.values())
+    grid = {a.key: a for a in listed}["grid-demo"]
+    assert "skipped [1]" in str(grid.data) and grid.description.count("labelling skipped") == 1
+    assert "dead % (>0.07, test tokens)" in grid.description  # the threshold and token set counted on
+    assert "data:image/png;base64," in {a.key: a for a in listed}["report-demo"].data
     # Extraction used to publish no progress (its total was unknown) and log nothing while it ran.
-    assert [a.data for a in progress if a.key == "extract-demo"] == [100.0]
+    assert progress["extract-demo"].data == 100.0
     logs = run_logs(prefect_client, first.state_details.flow_run_id)
     assert any(re.match(r"extracting .*: 100% \(\d+/\d+ documents\)", m) for m in logs), logs
     trained = [m for m in logs if m.startswith("training 2x_0.01_sampling: 100% ")]

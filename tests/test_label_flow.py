@@ -288,7 +288,7 @@ def _told_what_was_wrong(body: dict) -> bool:
 
 
 def test_verdicts_repairs_and_the_conservative_rate(label_prefect, fake_llm, tmp_path, monkeypatch) -> None:
-    from sae_core.naming import Cell
+    from sae_core.naming import Cell, format_l1
     from tasks.common import run_dir
     from tasks.summary import grid_rows
 
@@ -340,7 +340,6 @@ def test_verdicts_repairs_and_the_conservative_rate(label_prefect, fake_llm, tmp
     assert summary["rate_bottom"] == 1.0 and summary["rate_bottom_conservative"] == pytest.approx(0.5)
     assert json.loads((run / "labels.json").read_text()) == summary
 
-    row = next(r for r in grid_rows(cfg) if r["λ"] == "0.01" and r["expansion"] == "2x")
-    assert row["monosemanticity (resampling)"] == "50%"
-    assert row["monosemanticity, failed = polysemantic (resampling)"] == "40%"
-    assert row["monosemanticity, failed = polysemantic (no resampling)"] == "missing"
+    row = next(r for r in grid_rows(cfg) if r["λ"] == format_l1(0.01) and r["exp."] == "2x")
+    # without / with resampling; in parentheses the conservative rate (failed counted polysemantic)
+    assert row["monosemantic %"] == "missing / 50 (40)"

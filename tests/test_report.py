@@ -118,6 +118,16 @@ def test_report_files_plots_and_self_contained_html(demo_report):
     assert all(f"]({name})" in md for name in files)
 
 
+def test_report_marks_near_duplicate_features(demo_report):
+    """Was: nothing in the report said two selected features were one direction."""
+    sweep, out, _ = demo_report
+    selected = json.loads((sweep / "2x_0.01_sampling" / "features" / "selected.json").read_text())
+    twin, first = next(iter(selected["duplicate_of"].items()))
+    md, page = (out / "report.md").read_text(), (out / "report.html").read_text()
+    assert "## Near-duplicate features" in md and f"2x_0.01_sampling: #{twin} ≈ #{first}" in md
+    assert "decoder cosine &gt; 0.95" in page and f"#{twin} ≈ #{first}" in page
+
+
 def test_seed_report_puts_the_published_numbers_beside_ours(tmp_path):
     sweep = tmp_path / "runs" / "seed"
     for i, cell in enumerate(

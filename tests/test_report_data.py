@@ -12,7 +12,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sae_core.analysis.examples import EXAMPLE_SCHEMA
+from sae_core.analysis.correlation import DUPLICATE_RULE
+from sae_core.analysis.examples import EXAMPLE_SCHEMA, TOP_EXAMPLES_SCHEMA
 from sae_core.naming import Cell
 
 D_MODEL = 16
@@ -26,6 +27,30 @@ def _png(path: Path, seed: int) -> None:
     fig = Figure(figsize=(2, 2))
     fig.add_subplot().imshow(np.random.default_rng(seed).normal(size=(8, 8)))
     fig.savefig(path, format="png")
+
+
+def _every_feature_examples(run: Path, rng: Any, counts: np.ndarray, maxes: np.ndarray) -> None:
+    """top_examples.parquet (5 per alive feature), the documents they cite and their vocabulary."""
+    n_docs, doc_len, per = 40, 50, 5
+    docs = rng.integers(0, len(VOCAB), size=(n_docs, doc_len)).astype(np.int32)
+    alive = np.flatnonzero(counts > 0)
+    fid = np.repeat(alive, per).astype(np.int32)
+    rank = np.tile(np.arange(per), len(alive)).astype(np.int32)
+    act = (maxes[fid] * (1 - 0.1 * rank)).astype(np.float32)
+    doc = rng.integers(0, n_docs, size=len(fid)).astype(np.int32)
+    pos = rng.integers(0, doc_len, size=len(fid)).astype(np.int32)
+    columns = [fid, rank, act, doc, pos, docs[doc, pos]]
+    table = pa.Table.from_arrays([pa.array(c) for c in columns], schema=TOP_EXAMPLES_SCHEMA)
+    pq.write_table(table, run / "features" / "top_examples.parquet")
+    pq.write_table(
+        pa.table({"doc_id": pa.array(np.arange(n_docs), pa.int32()),
+                  "token_ids": pa.array(list(docs), pa.list_(pa.int32()))}),
+        run / "features" / "example_documents.parquet",
+    )  # fmt: skip
+    pq.write_table(
+        pa.table({"token_id": pa.array(np.arange(len(VOCAB)), pa.int32()), "token": VOCAB}),
+        run / "features" / "example_vocab.parquet",
+    )
 
 
 def fabricate_cell(
@@ -124,11 +149,14 @@ def fabricate_cell(
     ranked = [int(i) for i in np.argsort(-np.nan_to_num(selectivity, nan=-1)) if not np.isnan(selectivity[i])]
     k = min(5, len(ranked) // 2)
     top, bottom = ranked[:k], ranked[-k:]
+    duplicate_of = {str(top[1]): top[0]} if k >= 2 else {}  # one near-duplicate pair
     (run / "features" / "selected.json").write_text(
         json.dumps(
-            {"top": top, "bottom": bottom, "min_activations": 10, "threshold": 0.07, "top_k_features": k}
+            {"top": top, "bottom": bottom, "min_activations": 10, "threshold": 0.07, "top_k_features": k,
+             "duplicate_of": duplicate_of, "duplicate_rule": DUPLICATE_RULE, "context_window": 3}
         )
-    )
+    )  # fmt: skip
+    _every_feature_examples(run, rng, counts, maxes)
     rows: dict[str, list[Any]] = {c: [] for c in EXAMPLE_SCHEMA.names}
     for group, ids in (("top", top), ("bottom", bottom)):
         for fid in ids:

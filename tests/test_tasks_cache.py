@@ -159,6 +159,4 @@ def test_stage_lock_is_exclusive_and_released(cfg):
 
 
 def test_artifact_keys_are_prefect_safe():
-    assert (
-        common.artifact_key("train", "My_Sweep", "8x-0.0001-sampling") == "train-my-sweep-8x-0-0001-sampling"
-    )
+    assert common.artifact_key("train", "My_Sweep", "8x-0.0001-sampling") == "train-my-sweep-8x-1e-4-sampling"

@@ -23,6 +23,7 @@ _COMMAND_MODULES = [
     "flows.cli.analyze_cmd",
     "flows.cli.label_cmd",
     "flows.cli.report_cmd",
+    "flows.cli.serve_cmd",
     "flows.cli.runpod_cmd",
 ]
 

@@ -63,6 +63,32 @@ def decoder_cosine(w_dec: torch.Tensor, ids: Sequence[int]) -> np.ndarray:
     return (rows @ rows.T).cpu().numpy()
 
 
+DUPLICATE_COSINE = 0.95
+DUPLICATE_CORRELATION = 0.9
+DUPLICATE_RULE = (
+    f"decoder cosine > {DUPLICATE_COSINE} and activation Pearson r > {DUPLICATE_CORRELATION} with a "
+    "feature selected before it (top group first, by selectivity)"
+)
+
+
+def near_duplicates(ids: Sequence[int], pearson: np.ndarray, cosine: np.ndarray) -> dict[int, int]:
+    """Selected features that repeat an earlier selected one's direction (`DUPLICATE_RULE`): feature →
+    its representative, the first of its group in selection order (so a chain a ≈ b ≈ c maps b and c
+    to a). Labelling such a feature again would spend a request on the same direction."""
+    duplicate_of: dict[int, int] = {}
+    for j in range(len(ids)):
+        if ids[j] in duplicate_of or ids[j] in ids[:j]:  # a feature in both groups is not its own duplicate
+            continue
+        for i in range(j):
+            if ids[i] == ids[j]:
+                continue
+            r, c = pearson[i, j], cosine[i, j]
+            if np.isfinite(r) and r > DUPLICATE_CORRELATION and c > DUPLICATE_COSINE:
+                duplicate_of[int(ids[j])] = duplicate_of.get(int(ids[i]), int(ids[i]))
+                break
+    return duplicate_of
+
+
 def cluster_order(corr: np.ndarray, max_clusters: int = 2) -> tuple[list[int], list[int]]:
     """Average-linkage clustering on 1 − Pearson (an undefined correlation counts as 0), leaves in
     optimal order; returns (order: positions into the matrix, cluster label per position, 1-based)."""

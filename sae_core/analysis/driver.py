@@ -40,15 +40,23 @@ import pyarrow.parquet as pq
 import torch
 
 from sae_core.analysis.correlation import (
+    DUPLICATE_RULE,
     PearsonAccumulator,
     cluster_order,
     decoder_cosine,
+    near_duplicates,
     nearest_neighbors,
     plot_correlation,
     plot_density,
 )
 from sae_core.analysis.evaluation import ReconstructionStats, ce_loss_recovered, finite_or_none
-from sae_core.analysis.examples import ExampleCollector, TokenDecoder, attach_contexts
+from sae_core.analysis.examples import (
+    ExampleCollector,
+    SparseTopK,
+    TokenDecoder,
+    attach_contexts,
+    example_documents,
+)
 from sae_core.analysis.feature_stats import FeatureStats, histogram_edges, select_features, threshold_counts
 from sae_core.config import AnalysisConfig, SweepConfig
 from sae_core.dead_figures import dead_caption, pct
@@ -105,7 +113,7 @@ def analyze_run(
 
     with torch.inference_mode(), cpu_threads(acfg.num_threads, device):
         start = time.perf_counter()
-        stats, recon = _first_pass(store, sae, acfg, n_tokens, device, progress, total)
+        stats, recon, every_top = _first_pass(store, sae, acfg, n_tokens, device, progress, total)
         timings["pass1_s"] = time.perf_counter() - start
         start = time.perf_counter()
         dead_set_count, dead_tokens = _dead_set_counts(store, sae, acfg, stats, rest, device)
@@ -127,13 +135,17 @@ def analyze_run(
         timings["neighbors_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    examples = attach_contexts(
-        collector.examples(selected, groups), docs, acfg.context_window, TokenDecoder(store.tokenizer_path)
-    )
+    decoder = TokenDecoder(store.tokenizer_path)  # loaded once: the selected and every feature's examples
+    examples = attach_contexts(collector.examples(selected, groups), docs, acfg.context_window, decoder)
     corr = pearson.correlation()
     cosine = decoder_cosine(sae.W_dec.detach(), selected) if selected else np.zeros((0, 0))
     order, clusters = cluster_order(corr)
+    duplicate_of = near_duplicates(selected, corr, cosine)
     timings["examples_correlation_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    top_examples = every_top.table()
+    documents, vocab = example_documents(top_examples, docs, decoder)
+    timings["examples_all_features_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
     ce, ce_note = _ce_loss(sae, store, cfg, ce_docs, progress, done=2 * n_tokens + extra, total=total)
@@ -155,9 +167,15 @@ def analyze_run(
             "selectivity": "mean activation over firing tokens / ln(count + 1)",
             "split": acfg.split,
             "tokens_analyzed": n_tokens,
+            "duplicate_of": {str(k): v for k, v in duplicate_of.items()},
+            "duplicate_rule": DUPLICATE_RULE,
+            "context_window": acfg.context_window,
         },
     )
     atomic_write_with(features / "examples.parquet", lambda p: pq.write_table(examples, p))
+    atomic_write_with(features / "top_examples.parquet", lambda p: pq.write_table(top_examples, p))
+    atomic_write_with(features / "example_documents.parquet", lambda p: pq.write_table(documents, p))
+    atomic_write_with(features / "example_vocab.parquet", lambda p: pq.write_table(vocab, p))
     atomic_write_json(
         features / "correlation.json",
         {
@@ -168,6 +186,7 @@ def analyze_run(
             "order": order,
             "ordered_ids": [selected[i] for i in order],
             "clusters": clusters,
+            "duplicate_of": {str(k): v for k, v in duplicate_of.items()},
             "clustering": "average linkage on 1 − Pearson, optimal leaf order; clusters cut at 2",
             "tokens": n_tokens,
         },
@@ -237,13 +256,21 @@ def _first_pass(
     device: torch.device,
     progress: Progress,
     total: int,
-) -> tuple[FeatureStats, ReconstructionStats]:
+) -> tuple[FeatureStats, ReconstructionStats, SparseTopK]:
     stats = FeatureStats(sae.d_hidden, acfg.dead_threshold, device)
     recon = ReconstructionStats(sae.d_in)
+    # Every feature's top examples from the firing entries this pass gathers anyway (pass 2 encodes
+    # only the selected columns: collecting them there would cost a second encode of all m).
+    every_top = SparseTopK(sae.d_hidden, acfg.examples_per_feature, acfg.dead_threshold, device)
     start = time.perf_counter()
     for acts in _limited(store, acfg, n_tokens):
         x = acts.acts.to(device, non_blocking=True)
-        for chunk, x_hat, l0, l1 in stats.encode_and_update(sae, x):
+        seen = stats.tokens
+
+        def sink(first: int, rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor) -> None:
+            every_top.update(rows + first, cols, vals, seen, acts.doc_id, acts.pos, acts.token_id)  # noqa: B023
+
+        for chunk, x_hat, l0, l1 in stats.encode_and_update(sae, x, sink):
             recon.update(chunk, x_hat, l0, l1)
         elapsed = time.perf_counter() - start
         progress(
@@ -251,7 +278,7 @@ def _first_pass(
             total,
             {"tok/s": stats.tokens / max(elapsed, 1e-9), "L0": recon.l0_sum / recon.tokens},
         )
-    return stats, recon
+    return stats, recon, every_top
 
 
 def _second_pass(

@@ -10,7 +10,7 @@ of thousands), a dense matmul otherwise. Counts are exact: no cap of features pe
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -61,6 +61,11 @@ STATS_SCHEMA = pa.schema(
 )
 
 
+FiringSink = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None]
+"""Receives a chunk's positive entries (all those above the threshold, maybe more): (the chunk's
+first row in the batch, rows, features, values)."""
+
+
 def histogram_edges(threshold: float) -> np.ndarray:
     low = max(threshold, 1e-3)
     return np.logspace(np.log10(low), np.log10(max(HIST_MAX, low * 10)), HIST_BINS + 1)
@@ -85,19 +90,23 @@ class FeatureStats:
         self._dense = False
 
     def encode_and_update(
-        self, sae: Any, x: torch.Tensor
+        self, sae: Any, x: torch.Tensor, on_firing: FiringSink | None = None
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor, int, float]]:
         """Encode `x` [B, d] chunk by chunk of rows and accumulate; yield each chunk's (x, x̂, active
-        entries, sum of activations), to be measured while both are still in cache."""
+        entries, sum of activations), to be measured while both are still in cache. `on_firing` gets
+        each chunk's positive entries, at least the firing ones (first row, rows, features, values):
+        every feature's top examples."""
         rows_per_chunk = chunk_rows(self.m)
         for start in range(0, x.shape[0], rows_per_chunk):
             chunk = x[start : start + rows_per_chunk]
             h = sae.encode(chunk)
             if self._dense:
-                active, total, x_hat = self._update_dense(h, sae)
+                active, total, x_hat = self._update_dense(h, sae, start, on_firing)
             else:
                 rows, cols, vals = positive_entries(h)
                 self.update(cols, vals)
+                if on_firing is not None:
+                    on_firing(start, rows, cols, vals)
                 x_hat = decode_chunk(h, rows, cols, vals, sae.W_dec, sae.b_dec)
                 active, total = vals.numel(), float(vals.sum())
             # The next chunk takes the dense path when this one was dense (h's density is stable).
@@ -105,7 +114,9 @@ class FeatureStats:
             self.tokens += int(chunk.shape[0])
             yield chunk, x_hat, active, total
 
-    def _update_dense(self, h: torch.Tensor, sae: Any) -> tuple[int, float, torch.Tensor]:
+    def _update_dense(
+        self, h: torch.Tensor, sae: Any, start: int = 0, on_firing: FiringSink | None = None
+    ) -> tuple[int, float, torch.Tensor]:
         """The same statistics with dense reductions, for a dense h (gathering half of it costs more)."""
         fired = h > self.threshold
         self.count += torch.count_nonzero(fired, dim=0)
@@ -116,6 +127,8 @@ class FeatureStats:
         index = fired.reshape(-1).nonzero().squeeze(1)
         fc, fv = index % self.m, flat[index]
         self.hist.index_add_(0, fc * HIST_BINS + self._bins(fv), torch.ones_like(fc))
+        if on_firing is not None:
+            on_firing(start, index // self.m, fc, fv)
         active = int(torch.count_nonzero(h))
         return active, float(h.sum()), torch.addmm(sae.b_dec, h, sae.W_dec)
 

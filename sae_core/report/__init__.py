@@ -2,13 +2,16 @@
 tables.json) and the static feature browser of each cell."""
 
 from sae_core.report.browser import BROWSER_INPUTS, write_browser, write_browsers
-from sae_core.report.build import CELL_METRICS, build_report, collect_cells
+from sae_core.report.build import CELL_METRICS, REPORT_DIRNAME, build_report, collect_cells
+from sae_core.report.render import ui_markdown
 
 __all__ = [
     "BROWSER_INPUTS",
     "CELL_METRICS",
+    "REPORT_DIRNAME",
     "build_report",
     "collect_cells",
+    "ui_markdown",
     "write_browser",
     "write_browsers",
 ]

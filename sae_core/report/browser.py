@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 BROWSER_FILENAME = "browser.html"
 PLACEHOLDER = "__SAE_BROWSER_DATA__"
+EXAMPLES_PLACEHOLDER = "__SAE_BROWSER_EXAMPLES__"
 CORRELATED_SHOWN = 8
 """How many most-correlated features (|Pearson r| among the selected ones) a feature panel lists."""
 
@@ -42,9 +43,14 @@ def write_browser(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     payload = browser_data(run_dir)
     template = (resources.files("sae_core.report") / "templates" / "browser.html").read_text(encoding="utf-8")
-    if PLACEHOLDER not in template:
-        raise ReportError(f"browser template: placeholder {PLACEHOLDER} not found")
+    for placeholder in (PLACEHOLDER, EXAMPLES_PLACEHOLDER):
+        if placeholder not in template:
+            raise ReportError(f"browser template: placeholder {placeholder} not found")
+    # Every feature's examples go in a second script element, parsed when a feature is first opened:
+    # the list of 24,576 features appears without waiting for them.
+    every = every_feature_examples(run_dir / "features", skip=set(payload["examples"]))
     page = template.replace(PLACEHOLDER, embed_json(payload), 1)
+    page = page.replace(EXAMPLES_PLACEHOLDER, embed_json(every), 1)
     out = run_dir / BROWSER_FILENAME
     atomic_write_text(out, page)
     log.info("browser: %d features → %s", len(payload["f"]["id"]), out)
@@ -54,6 +60,7 @@ def write_browser(run_dir: str | Path) -> Path:
 BROWSER_INPUTS = (
     "features/feature_stats.parquet",
     "features/examples.parquet",
+    "features/top_examples.parquet",
     "features/neighbors.parquet",
     "features/correlation.json",
     "analysis.json",
@@ -145,6 +152,8 @@ def browser_data(run_dir: Path) -> dict[str, Any]:
         "examples": _examples(run_dir / "features" / "examples.parquet"),
         "nb": _neighbors(run_dir / "features" / "neighbors.parquet"),
         "corr": _correlated(run_dir / "features" / "correlation.json"),
+        "dup": {str(k): int(v) for k, v in (selected.get("duplicate_of") or {}).items()},
+        "dup_rule": selected.get("duplicate_rule"),
     }
 
 
@@ -194,6 +203,7 @@ def _summary(analysis: dict[str, Any], labels: dict[str, Any] | None, n: int) ->
         "explained_variance",
         "tokens_analyzed",
         "dead_threshold",
+        "dead_split",
         "split",
         "dead_split",
         "dead_tokens",
@@ -295,3 +305,43 @@ def _correlated(path: Path) -> dict[str, list[list[float]]]:
         order = [j for j in np.argsort(-strength, kind="stable")[:CORRELATED_SHOWN] if strength[j] >= 0]
         out[str(fid)] = [[int(ids[j]), _round(float(r[i, j]))] for j in order]
     return out
+
+
+def every_feature_examples(features: Path, skip: set[str]) -> dict[str, Any]:
+    """Every alive feature's top examples, compactly: per feature one string `act doc pos|…` (rank
+    order), the cited documents as indices into one vocabulary of decoded tokens, and the context
+    window; the page slices each context out of its document. Features in `skip` (the selected ones,
+    whose examples with quantiles are in the main payload) are left out. Empty when the analysis
+    predates `top_examples.parquet`."""
+    paths = [
+        features / n for n in ("top_examples.parquet", "example_documents.parquet", "example_vocab.parquet")
+    ]
+    if not all(p.is_file() for p in paths):
+        return {}
+    try:
+        top, docs, vocab = (pq.read_table(p) for p in paths)
+    except Exception as exc:  # one bad optional file must not sink the page
+        log.warning("browser: cannot read every feature's examples in %s: %s", features, exc)
+        return {}
+    token_ids = vocab.column("token_id").to_numpy()
+    index = {int(t): i for i, t in enumerate(token_ids.tolist())}
+    documents = {
+        str(d): [index[int(t)] for t in ids]
+        for d, ids in zip(
+            docs.column("doc_id").to_pylist(), docs.column("token_ids").to_pylist(), strict=True
+        )
+    }
+    fid, act = top.column("feature_id").to_numpy(), top.column("activation").to_numpy()
+    doc, pos = top.column("doc_id").to_numpy(), top.column("pos").to_numpy()
+    parts: dict[str, list[str]] = {}
+    for f, a, d, p in zip(fid.tolist(), act.tolist(), doc.tolist(), pos.tolist(), strict=True):
+        key = str(f)
+        if key not in skip:
+            parts.setdefault(key, []).append(f"{a:.4g} {d} {p}")
+    window = _json(features / "selected.json") or {}
+    return {
+        "w": int(window.get("context_window", 10)),
+        "vocab": vocab.column("token").to_pylist(),
+        "docs": documents,
+        "ax": {key: "|".join(rows) for key, rows in parts.items()},
+    }

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ def _footnoted(text: str, notes: list[str]) -> str:
 
 
 def _table_cell_text(value: float | None, note: str | None, pub: float | None, unit: str) -> str:
-    ours = f"{value:.2f}{unit}" if value is not None else (note or "missing")
+    ours = f"{value:.1f}{unit}" if value is not None else (note or "missing")  # percentages: one decimal
     return ours if pub is None else f"{ours} (study {pub:g}{unit})"
 
 
@@ -104,6 +105,31 @@ def _browser_links(cells: list[CellData]) -> list[tuple[str, str]]:
     ]
 
 
+def _duplicates(cells: list[CellData]) -> tuple[list[str], str | None]:
+    """Per cell, the selected features that repeat an earlier one's direction (selected.json's
+    `duplicate_of`, written by the analysis), as `cell: #b ≈ #a` lines, and the rule that flagged them."""
+    lines, rule = [], None
+    for c in cells:
+        path = c.path / "features" / "selected.json"
+        try:
+            selected = json.loads(path.read_text()) if path.is_file() else {}
+        except (OSError, ValueError):
+            continue
+        pairs = selected.get("duplicate_of") if isinstance(selected, dict) else None
+        if pairs:
+            rule = selected.get("duplicate_rule") or rule
+            shown = ", ".join(f"#{f} ≈ #{r}" for f, r in sorted(pairs.items(), key=lambda p: int(p[0])))
+            lines.append(f"{c.cell.name}: {shown}")
+    return lines, rule
+
+
+def _duplicates_intro(rule: str | None) -> str:
+    return (
+        f"Near-duplicate selected features ({rule or 'decoder cosine > 0.95 and Pearson r > 0.9'}): "
+        "each shares its representative's label; the label stage does not ask again."
+    )
+
+
 def render_markdown(doc: dict[str, Any], cells: list[CellData], figures: list[Any]) -> str:
     parts = [f"# Sweep report: {doc['sweep']}", ""]
     for paragraph in _intro(doc, cells):
@@ -111,6 +137,10 @@ def render_markdown(doc: dict[str, Any], cells: list[CellData], figures: list[An
     for table in doc["grid_tables"].values():
         parts += [f"## {table['title']}", "", _md_table(*_grid_matrix(table)), ""]
     parts += ["## Per cell", "", _md_table(*_cell_matrix(doc)), ""]
+    duplicates, rule = _duplicates(cells)
+    if duplicates:
+        parts += ["## Near-duplicate features", "", _duplicates_intro(rule), ""]
+        parts += [f"- {line}" for line in duplicates] + [""]
     if figures:
         parts += ["## Plots", ""]
         parts += [f"### {f.title}\n\n![{f.title}]({f.file})\n" for f in figures]
@@ -152,6 +182,10 @@ def render_html(doc: dict[str, Any], cells: list[CellData], figures: list[Any], 
     for table in doc["grid_tables"].values():
         body += [f"<h2>{esc(table['title'])}</h2>", _html_table(*_grid_matrix(table))]
     body += ["<h2>Per cell</h2>", _html_table(*_cell_matrix(doc))]
+    duplicates, rule = _duplicates(cells)
+    if duplicates:
+        items = "".join(f"<li>{esc(line)}</li>" for line in duplicates)
+        body += ["<h2>Near-duplicate features</h2>", f"<p>{esc(_duplicates_intro(rule))}</p><ul>{items}</ul>"]
     if figures:
         body.append("<h2>Plots</h2>")
     for fig in figures:
@@ -168,3 +202,67 @@ def render_html(doc: dict[str, Any], cells: list[CellData], figures: list[Any], 
         f"<title>Sweep report: {esc(doc['sweep'])}</title><style>{_CSS}</style></head>"
         f"<body>{''.join(body)}</body></html>\n"
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# report.md for the Prefect UI: plots embedded, links that open from an http page
+
+UI_IMAGE_WIDTH = 900
+"""Plots are shrunk to this width (px) for the UI's markdown artifact: legible, a few tens of kB each."""
+
+UI_IMAGE_BUDGET = 900_000
+"""Characters of data URIs one markdown artifact may carry. The Prefect 3 server sets no limit on an
+artifact's data, but every UI view of the artifact fetches it whole (and Prefect 1 capped it at 1 MB):
+past the budget, a plot becomes a link."""
+
+
+def png_data_uri(path: Path, max_width: int = UI_IMAGE_WIDTH) -> str:
+    """The PNG, at most `max_width` wide and reduced to a 256-colour palette, as a data URI."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image = image.convert("RGB")
+        if image.width > max_width:
+            height = round(image.height * max_width / image.width)
+            image = image.resize((max_width, height), Image.Resampling.LANCZOS)
+        buffer = BytesIO()
+        image.quantize(256).save(buffer, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+_LINK = re.compile(r"(!?)\[([^\]]*)\]\(((?![a-z][a-z0-9+.-]*:)[^)\s]+)\)")
+
+
+def ui_markdown(
+    markdown: str,
+    report_dir: Path,
+    serve_root: Path,
+    base_url: str,
+    budget: int = UI_IMAGE_BUDGET,
+) -> str:
+    """report.md for a page served over http: each relative image becomes an embedded PNG (until
+    `budget` characters are spent, then a link), each other relative link an http URL under `base_url`
+    (what `sae-sweep serve` serves from `serve_root`). A `file://` link would not open from the UI."""
+    spent = 0
+
+    def url(relative: str) -> str:
+        target = (report_dir / relative).resolve()
+        try:
+            return base_url + target.relative_to(serve_root.resolve()).as_posix()
+        except ValueError:  # outside what the server serves: name the file, link nothing
+            return ""
+
+    def replace(match: re.Match[str]) -> str:
+        nonlocal spent
+        bang, text, href = match.groups()
+        if bang and (report_dir / href).is_file():
+            uri = png_data_uri(report_dir / href)
+            if spent + len(uri) <= budget:
+                spent += len(uri)
+                return f"![{text}]({uri})"
+        link = url(href)
+        return f"[{text}]({link})" if link else f"{text} (`{report_dir / href}`)"
+
+    return _LINK.sub(replace, markdown)
