@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from sae_core.errors import ReportError
 from sae_core.naming import Cell
 from sae_core.report.browser import write_browser
-from sae_core.report.build import ReportError
 from tests.test_report_data import fabricate_cell
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"

@@ -444,7 +444,7 @@ def test_monosemanticity_rate() -> None:
 
 def test_the_report_shows_the_conservative_rate_beside_the_rate(tmp_path) -> None:
     from sae_core.naming import Cell
-    from sae_core.report.build import (
+    from sae_core.report.cells import (
         CELL_METRICS,
         CellData,
         monosemanticity_conservative_pct,

@@ -10,8 +10,10 @@ import pytest
 
 from flows.cli import main
 from sae_core.config import load_config
+from sae_core.errors import ReportError
 from sae_core.naming import Cell, grid_cells
-from sae_core.report.build import ReportError, build_report, load_published
+from sae_core.report.build import build_report
+from sae_core.report.cells import load_published
 from tests.test_report_data import fabricate_cell, fabricate_sweep
 
 

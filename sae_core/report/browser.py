@@ -25,9 +25,9 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from sae_core.dead_figures import dead_caption, dead_token_set
+from sae_core.errors import ReportError
 from sae_core.io import atomic_write_text
 from sae_core.naming import Cell
-from sae_core.report.build import ReportError
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from sae_core.io import atomic_write_bytes
 from sae_core.naming import format_l1
 
 if TYPE_CHECKING:
-    from sae_core.report.build import CellData
+    from sae_core.report.cells import CellData
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def _style(strategy: str) -> dict[str, Any]:
 
 
 def _dead_vs_expansion(cells: list[CellData], tables: dict[str, Any]) -> Figure | None:
-    from sae_core.report.build import dead_pct, dead_pct_caption
+    from sae_core.report.cells import dead_pct, dead_pct_caption
 
     series: dict[tuple[float, str], list[tuple[int, float]]] = {}
     for data in cells:
@@ -121,12 +121,12 @@ def _dead_vs_expansion(cells: list[CellData], tables: dict[str, Any]) -> Figure 
 
 
 def _frontier(cells: list[CellData]) -> Figure | None:
-    from sae_core.report.build import _from
+    from sae_core.report.cells import figure_from
 
     points = []
     for data in cells:
-        l0 = _from(data, "analysis.json", "l0").value
-        ev = _from(data, "analysis.json", "explained_variance").value
+        l0 = figure_from(data, "analysis.json", "l0").value
+        ev = figure_from(data, "analysis.json", "explained_variance").value
         if l0 is not None and ev is not None:
             points.append((data.cell, l0, ev))
     return frontier_figure(points) if points else None

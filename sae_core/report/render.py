@@ -12,7 +12,7 @@ from typing import Any
 
 from sae_core.dead_figures import TRAINING_CAPTION
 from sae_core.naming import format_l1
-from sae_core.report.build import CELL_METRICS, CellData, Entry, format_entry
+from sae_core.report.cells import CELL_METRICS, CellData, Entry, format_entry
 
 
 def _footnoted(text: str, notes: list[str]) -> str:

@@ -1,0 +1,249 @@
+"""A sweep's cells as the report reads them back from disk (`CellData`), and each figure's reader: a value,
+or the reason it is absent (`Entry`) — a missing or skipped stage never reads as zero."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from sae_core.config import SweepConfig
+from sae_core.dead_figures import TRAINING_CAPTION, dead_caption, dead_token_set, training_dead_fraction
+from sae_core.errors import ReportError
+from sae_core.naming import Cell, grid_cells
+
+log = logging.getLogger(__name__)
+
+
+REPORT_DIRNAME = "report"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One table value: a number, or None with the reason it is absent (`missing`, `skipped (…)`)."""
+
+    value: float | None
+    note: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"value": self.value, "note": self.note}
+
+
+@dataclass
+class CellData:
+    """What one cell directory holds; a file that is absent or unreadable is None plus a note."""
+
+    cell: Cell
+    path: Path
+    exists: bool
+    metrics: dict[str, Any] | None = None
+    analysis: dict[str, Any] | None = None
+    labels: dict[str, Any] | None = None
+    notes: dict[str, str] = field(default_factory=dict)
+
+    def missing(self, what: str) -> Entry:
+        if not self.exists:
+            return Entry(None, "missing (cell not run)")
+        return Entry(None, self.notes.get(what, f"missing ({what})"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading cells
+
+
+def load_published() -> dict[str, Any]:
+    """The study's published tables, with their source (`sae_core/report/published.json`)."""
+    return json.loads((resources.files("sae_core.report") / "published.json").read_text())
+
+
+def collect_cells(sweep_dir: str | Path, cfg: SweepConfig | None = None) -> list[CellData]:
+    """The cells of `cfg.grid` (those without a directory reported missing); without a config, every
+    cell directory found under `sweep_dir`. Cells left from an earlier, different grid of the same
+    sweep are not part of a config's report."""
+    root = Path(sweep_dir)
+    if not root.is_dir():
+        raise ReportError(f"sweep_dir: no such directory {str(root)!r}")
+    found: dict[Cell, Path] = {}
+    for child in sorted(root.iterdir()):
+        if child.is_dir() and child.name != REPORT_DIRNAME:
+            try:
+                found[Cell.parse(child.name)] = child
+            except ValueError:
+                log.debug("report: %s is not a cell directory, ignored", child)
+    expected = set(grid_cells(cfg.grid)) if cfg is not None else set()
+    if not found and not expected:
+        raise ReportError(f"sweep_dir: no cell directories (like 8x_0.0001_sampling) in {str(root)!r}")
+    cells = []
+    for cell in sorted(expected if cfg is not None else set(found)):
+        path = found.get(cell, root / cell.name)
+        data = CellData(cell, path, exists=path.is_dir())
+        if data.exists:
+            data.metrics = _read_json(path / "metrics.json", "metrics.json", data.notes)
+            data.analysis = _read_json(path / "analysis.json", "analysis.json", data.notes)
+            data.labels = _read_json(path / "labels.json", "labels.json", data.notes)
+        cells.append(data)
+    return cells
+
+
+def _read_json(path: Path, what: str, notes: dict[str, str]) -> dict[str, Any] | None:
+    if not path.is_file():
+        notes[what] = f"missing (no {what})"
+        return None
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        log.warning("report: cannot read %s: %s", path, exc)
+        notes[what] = f"missing (unreadable {what})"
+        return None
+    if not isinstance(value, dict):
+        notes[what] = f"missing ({what} is not an object)"
+        return None
+    return value
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-cell metrics: each returns an Entry (a value, or why there is none)
+
+
+def figure_from(data: CellData, source: str, *keys: str, scale: float = 1.0) -> Entry:
+    doc = {"analysis.json": data.analysis, "metrics.json": data.metrics}[source]
+    if doc is None:
+        return data.missing(source)
+    value: Any = doc
+    for key in keys:
+        value = value.get(key) if isinstance(value, dict) else None
+    number = _number(value)
+    if number is None:
+        return Entry(None, f"missing ({'.'.join(keys)} absent)")
+    return Entry(number * scale)
+
+
+def dead_pct(data: CellData) -> Entry:
+    return figure_from(data, "analysis.json", "dead_fraction", scale=100.0)
+
+
+def training_dead_pct(data: CellData) -> Entry:
+    """metrics.json's training-window figure (an old run's `dead_fraction_train` only where it was not
+    wrong, see `dead_figures`); analysis.json's copy when metrics.json is gone."""
+    if data.metrics is None:
+        copied = (data.analysis or {}).get("dead_split") is not None  # written by the corrected code
+        if copied:
+            fallback = figure_from(data, "analysis.json", "training_dead_fraction", scale=100.0)
+            if fallback.value is not None:
+                return fallback
+        return data.missing("metrics.json")
+    value, why = training_dead_fraction(data.metrics)
+    return Entry(100.0 * value) if value is not None else Entry(None, why)
+
+
+def dead_pct_caption(cells: list[CellData]) -> str:
+    """The analysis dead % title with the threshold and token set the cells' analysis.json name, e.g.
+    `dead % (>0.07, all tokens)`; `mixed` when cells disagree."""
+    analysed = [c.analysis for c in cells if c.analysis is not None]
+    thresholds = {_number(a.get("dead_threshold")) for a in analysed}
+    sets = {dead_token_set(a) for a in analysed}
+    threshold = thresholds.pop() if len(thresholds) == 1 else None
+    token_set = sets.pop() if len(sets) == 1 else ("mixed" if sets else None)
+    return dead_caption(threshold, token_set)
+
+
+def ce_recovered(data: CellData) -> Entry:
+    if data.analysis is None:
+        return data.missing("analysis.json")
+    if data.analysis.get("ce_loss") is None:
+        note = data.analysis.get("ce_loss_note")
+        return Entry(None, f"skipped ({note})" if note else "skipped")
+    return figure_from(data, "analysis.json", "ce_loss", "recovered")
+
+
+def monosemanticity_pct(data: CellData) -> Entry:
+    labels = data.labels
+    if labels is None:
+        return data.missing("labels.json")
+    if labels.get("skipped_reason"):
+        return Entry(None, f"skipped ({labels['skipped_reason']})")
+    rate = _number(labels.get("monosemanticity_rate"))
+    if rate is None:
+        failed = labels.get("failed")
+        return Entry(None, f"failed ({failed} labels failed)" if failed else "missing (no rate)")
+    return Entry(rate * 100.0)
+
+
+def monosemanticity_conservative_pct(data: CellData) -> Entry:
+    """The rate counting failed labels as polysemantic; from the counts when labels.json predates the key."""
+    plain = monosemanticity_pct(data)
+    labels = data.labels
+    if labels is None or labels.get("skipped_reason"):
+        return plain
+    rate = _number(labels.get("monosemanticity_rate_conservative"))
+    if rate is None:
+        labelled, poly, failed = (_number(labels.get(k)) for k in ("labelled", "polysemantic", "failed"))
+        if labelled is None or poly is None or failed is None or labelled + failed == 0:
+            return plain if plain.value is None else Entry(None, "missing (no conservative rate)")
+        rate = 1.0 - (poly + failed) / (labelled + failed)
+    return Entry(rate * 100.0)
+
+
+def resample_count(data: CellData) -> Entry:
+    """Resampling checks that revived at least one neuron (a check finding none dead is not counted)."""
+    events = _events(data)
+    return events if isinstance(events, Entry) else Entry(float(sum(1 for e in events if e["neurons"] > 0)))
+
+
+def neurons_resampled(data: CellData) -> Entry:
+    events = _events(data)
+    return events if isinstance(events, Entry) else Entry(float(sum(e["neurons"] for e in events)))
+
+
+def _events(data: CellData) -> list[dict[str, Any]] | Entry:
+    if data.metrics is None:
+        return data.missing("metrics.json")
+    events = data.metrics.get("resample_events")
+    if not isinstance(events, list):
+        return Entry(None, "missing (resample_events absent)")
+    return [
+        {"step": e.get("step"), "neurons": int(e.get("neurons") or 0)} for e in events if isinstance(e, dict)
+    ]
+
+
+CELL_METRICS: dict[str, tuple[str, Any, str]] = {
+    # key: (column title, how to read it, number format)
+    # the dead_pct title is completed per report with its threshold and token set (`dead_pct_caption`)
+    "dead_pct": ("dead % (analysis)", dead_pct, "{:.1f}%"),
+    "training_dead_pct": (TRAINING_CAPTION, training_dead_pct, "{:.1f}%"),
+    "l0": ("L0", lambda d: figure_from(d, "analysis.json", "l0"), "{:.1f}"),
+    "explained_variance": (
+        "explained var.",
+        lambda d: figure_from(d, "analysis.json", "explained_variance"),
+        "{:.3f}",
+    ),
+    "ce_recovered": ("CE loss recovered", ce_recovered, "{:.3f}"),
+    "monosemanticity_pct": ("monosemantic %", monosemanticity_pct, "{:.0f}%"),
+    "monosemanticity_conservative_pct": (
+        "monosemantic % (failed = polysemantic)",
+        monosemanticity_conservative_pct,
+        "{:.0f}%",
+    ),
+    "tokens_trained": (
+        "tokens trained",
+        lambda d: figure_from(d, "metrics.json", "tokens_trained"),
+        "{:,.0f}",
+    ),
+    "wall_time_s": ("wall time (s)", lambda d: figure_from(d, "metrics.json", "wall_time_s"), "{:,.1f}"),
+    "resample_events": ("resamplings", resample_count, "{:.0f}"),
+    "neurons_resampled": ("neurons resampled", neurons_resampled, "{:,.0f}"),
+}
+
+
+def format_entry(entry: Entry, fmt: str) -> str:
+    return fmt.format(entry.value) if entry.value is not None else (entry.note or "missing")
