@@ -41,7 +41,6 @@ import torch
 
 from sae_core.analysis.correlation import (
     DUPLICATE_RULE,
-    PearsonAccumulator,
     cluster_order,
     decoder_cosine,
     near_duplicates,
@@ -49,15 +48,21 @@ from sae_core.analysis.correlation import (
     plot_correlation,
     plot_density,
 )
-from sae_core.analysis.evaluation import ReconstructionStats, ce_loss_recovered, finite_or_none
+from sae_core.analysis.evaluation import finite_or_none
 from sae_core.analysis.examples import (
-    ExampleCollector,
-    SparseTopK,
     TokenDecoder,
     attach_contexts,
     example_documents,
 )
-from sae_core.analysis.feature_stats import FeatureStats, histogram_edges, select_features, threshold_counts
+from sae_core.analysis.feature_stats import histogram_edges, select_features
+from sae_core.analysis.passes import (
+    dead_set_counts,
+    dead_split_name,
+    first_pass,
+    rest_of_store,
+    run_ce_loss,
+    second_pass,
+)
 from sae_core.config import AnalysisConfig, SweepConfig
 from sae_core.dead_figures import dead_caption, pct
 from sae_core.dead_figures import training_dead_fraction as _training_dead_fraction
@@ -106,17 +111,17 @@ def analyze_run(
     timings: dict[str, float] = {}
     docs = store.documents(acfg.split)
     ce_docs = [docs[k] for k in sorted(docs)[: acfg.ce_loss_documents]]
-    rest = _rest_of_store(store, acfg, n_tokens)
+    rest = rest_of_store(store, acfg, n_tokens)
     total = 2 * n_tokens + sum(n for _, _, n in rest) + sum(len(d) for d in ce_docs)
     cell_name = _cell_name(run_dir, metrics)
     log.info("analysing %s on %d %s tokens of %s", cell_name, n_tokens, acfg.split, store.path)
 
     with torch.inference_mode(), cpu_threads(acfg.num_threads, device):
         start = time.perf_counter()
-        stats, recon, every_top = _first_pass(store, sae, acfg, n_tokens, device, progress, total)
+        stats, recon, every_top = first_pass(store, sae, acfg, n_tokens, device, progress, total)
         timings["pass1_s"] = time.perf_counter() - start
         start = time.perf_counter()
-        dead_set_count, dead_tokens = _dead_set_counts(store, sae, acfg, stats, rest, device)
+        dead_set_count, dead_tokens = dead_set_counts(store, sae, acfg, stats, rest, device)
         if rest:
             timings["dead_pass_s"] = time.perf_counter() - start
         extra = sum(n for _, _, n in rest)  # the dead pass's share of the progress bar
@@ -126,7 +131,7 @@ def analyze_run(
         selected, groups = top + bottom, ["top"] * len(top) + ["bottom"] * len(bottom)
         start = time.perf_counter()
         after_dead_pass: Progress = lambda d, t, info: progress(d + extra, t, info)  # noqa: E731
-        collector, pearson = _second_pass(
+        collector, pearson = second_pass(
             store, sae, acfg, selected, n_tokens, device, after_dead_pass, total, cfg.training.seed
         )
         timings["pass2_s"] = time.perf_counter() - start
@@ -148,7 +153,7 @@ def analyze_run(
     timings["examples_all_features_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    ce, ce_note = _ce_loss(sae, store, cfg, ce_docs, progress, done=2 * n_tokens + extra, total=total)
+    ce, ce_note = run_ce_loss(sae, store, cfg, ce_docs, progress, done=2 * n_tokens + extra, total=total)
     timings["ce_loss_s"] = time.perf_counter() - start
 
     features = run_dir / "features"
@@ -160,7 +165,7 @@ def analyze_run(
             "top": top,
             "bottom": bottom,
             "min_activations": acfg.min_activations,
-            "min_activations_counted_on": _dead_split_name(acfg),
+            "min_activations_counted_on": dead_split_name(acfg),
             "threshold": acfg.dead_threshold,
             "top_k_features": acfg.top_k_features,
             "eligible": int(np.count_nonzero(~np.isnan(cols["selectivity"]))),
@@ -220,7 +225,7 @@ def analyze_run(
         "d_in": sae.d_in,
         "d_hidden": sae.d_hidden,
         "dead_threshold": acfg.dead_threshold,
-        "dead_split": _dead_split_name(acfg),
+        "dead_split": dead_split_name(acfg),
         "dead_tokens": dead_tokens,
         "dead_count": dead_count,
         "dead_fraction": dead_count / sae.d_hidden,
@@ -246,194 +251,6 @@ def analyze_run(
         None if ce is None else ce["recovered"],
     )
     return summary
-
-
-def _first_pass(
-    store: Any,
-    sae: Any,
-    acfg: AnalysisConfig,
-    n_tokens: int,
-    device: torch.device,
-    progress: Progress,
-    total: int,
-) -> tuple[FeatureStats, ReconstructionStats, SparseTopK]:
-    stats = FeatureStats(sae.d_hidden, acfg.dead_threshold, device)
-    recon = ReconstructionStats(sae.d_in)
-    # Every feature's top examples from the firing entries this pass gathers anyway (pass 2 encodes
-    # only the selected columns: collecting them there would cost a second encode of all m).
-    every_top = SparseTopK(sae.d_hidden, acfg.examples_per_feature, acfg.dead_threshold, device)
-    start = time.perf_counter()
-    for acts in _limited(store, acfg, n_tokens):
-        x = acts.acts.to(device, non_blocking=True)
-        seen = stats.tokens
-
-        def sink(first: int, rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor) -> None:
-            every_top.update(rows + first, cols, vals, seen, acts.doc_id, acts.pos, acts.token_id)  # noqa: B023
-
-        for chunk, x_hat, l0, l1 in stats.encode_and_update(sae, x, sink):
-            recon.update(chunk, x_hat, l0, l1)
-        elapsed = time.perf_counter() - start
-        progress(
-            stats.tokens,
-            total,
-            {"tok/s": stats.tokens / max(elapsed, 1e-9), "L0": recon.l0_sum / recon.tokens},
-        )
-    return stats, recon, every_top
-
-
-def _second_pass(
-    store: Any,
-    sae: Any,
-    acfg: AnalysisConfig,
-    selected: list[int],
-    n_tokens: int,
-    device: torch.device,
-    progress: Progress,
-    total: int,
-    seed: int,
-) -> tuple[ExampleCollector, PearsonAccumulator]:
-    pearson = PearsonAccumulator(len(selected))
-    collector = ExampleCollector(
-        len(selected), acfg.examples_per_feature, acfg.quantile_examples, acfg.dead_threshold, seed, device
-    )
-    if not selected:
-        progress(2 * n_tokens, total, {})
-        return collector, pearson
-    # An SAE made of the selected features' encoder columns: the same encode, 2k columns instead of m.
-    from sae_core.saes.relu import SparseAutoencoder
-
-    index = torch.as_tensor(selected, dtype=torch.long, device=device)
-    sub = SparseAutoencoder(sae.d_in, len(selected), seed=0).to(device)
-    sub.load_state_dict(
-        {
-            "W_enc": sae.W_enc[:, index],
-            "b_enc": sae.b_enc[index],
-            "W_dec": sae.W_dec[index],
-            "b_dec": sae.b_dec,
-        }
-    )
-    done = n_tokens
-    for batch in _limited(store, acfg, n_tokens):
-        acts = sub.encode(batch.acts.to(device, non_blocking=True))
-        pearson.update(acts)
-        collector.update(acts, batch.doc_id, batch.pos, batch.token_id)
-        done += acts.shape[0]
-        progress(done, total, {})
-    return collector, pearson
-
-
-def _dead_split_name(acfg: AnalysisConfig) -> str:
-    """`analysis.json`'s `dead_split`: the analysed split's name, or `all`."""
-    return "all" if acfg.dead_split == "all" else acfg.split
-
-
-def _rest_of_store(store: Any, acfg: AnalysisConfig, n_tokens: int) -> list[tuple[str, int, int]]:
-    """(split, rows to skip, rows to read) that `dead_split=all` adds to the analysed tokens: the other
-    splits whole, and what `max_tokens` cut from the analysed one. Empty for `dead_split=test`."""
-    if acfg.dead_split != "all":
-        return []
-    from sae_core.store.format import SPLITS
-
-    rest = []
-    for split in SPLITS:
-        available = store.num_tokens_in(split)
-        skip = n_tokens if split == acfg.split else 0
-        if available > skip:
-            rest.append((split, skip, available - skip))
-    return rest
-
-
-def _dead_set_counts(
-    store: Any,
-    sae: Any,
-    acfg: AnalysisConfig,
-    stats: FeatureStats,
-    rest: list[tuple[str, int, int]],
-    device: torch.device,
-) -> tuple[np.ndarray | None, int]:
-    """Firings above the threshold on the dead-% token set (None: the analysed tokens, already counted)
-    and how many tokens that set holds.
-
-    Only features pass 1 left undecided — fewer than `min_activations` firings, the dead ones included —
-    are encoded over the other tokens: the rest are alive and eligible whatever those tokens hold, so
-    their counts there change neither figure. The pass costs an encode of those columns only."""
-    if acfg.dead_split != "all":
-        return None, stats.tokens
-    count = stats.count.clone()
-    tokens = stats.tokens + sum(n for _, _, n in rest)
-    undecided = torch.nonzero(count < acfg.min_activations).flatten()
-    if undecided.numel() == 0 or not rest:
-        return count.cpu().numpy(), tokens
-    sub = _columns(sae, undecided)
-    for split, skip, _ in rest:
-        more = threshold_counts(
-            sub, _skipped(store, split, skip, acfg.batch_size), acfg.dead_threshold, device
-        )
-        count[undecided] += more
-    return count.cpu().numpy(), tokens
-
-
-def _columns(sae: Any, index: torch.Tensor) -> Any:
-    """An SAE made of the features `index` of `sae` (the same encode, fewer columns)."""
-    from sae_core.saes.relu import SparseAutoencoder
-
-    sub = SparseAutoencoder(sae.d_in, int(index.numel()), seed=0).to(sae.W_enc.device)
-    weights = {"W_enc": sae.W_enc[:, index], "b_enc": sae.b_enc[index], "W_dec": sae.W_dec[index]}
-    sub.load_state_dict({**weights, "b_dec": sae.b_dec})
-    return sub
-
-
-def _skipped(store: Any, split: str, skip: int, batch_size: int) -> Any:
-    """The split's rows in store order from row `skip` on (the same order `iter_rows` reads)."""
-    seen = 0
-    for batch in store.batches(split, batch_size=batch_size, shuffle=False, prefetch=True):
-        n = batch.shape[0]
-        if seen + n > skip:
-            yield batch[max(0, skip - seen) :]
-        seen += n
-
-
-def _limited(store: Any, acfg: AnalysisConfig, n_tokens: int) -> Any:
-    """The split's rows in store order, cut at `n_tokens` (the same tokens on both passes)."""
-    seen = 0
-    for batch in store.iter_rows(acfg.split, batch_size=acfg.batch_size):
-        if seen >= n_tokens:
-            return
-        take = min(len(batch.doc_id), n_tokens - seen)
-        if take < len(batch.doc_id):
-            batch = type(batch)(
-                batch.acts[:take], batch.doc_id[:take], batch.pos[:take], batch.token_id[:take]
-            )
-        seen += take
-        yield batch
-
-
-def _ce_loss(
-    sae: Any, store: Any, cfg: SweepConfig, docs: list[np.ndarray], progress: Progress, done: int, total: int
-) -> tuple[dict[str, Any] | None, str]:
-    if cfg.analysis.ce_loss_documents == 0:
-        return None, "skipped: analysis.ce_loss_documents is 0"
-    model = store.manifest.get("model") or {}
-    layer = model.get("layer")
-    if layer is None:
-        return None, "skipped: the store's manifest names no model layer"
-
-    def shifted(d: int, t: int | None, info: dict[str, float]) -> None:
-        progress(done + d, total, info)
-
-    result, note = ce_loss_recovered(
-        sae,
-        store.tokenizer_path,
-        int(layer),
-        docs,
-        revision=model.get("revision"),
-        device=cfg.model.device,
-        dtype=cfg.model.dtype,
-        skip_first_position=store.drop_first_token,
-        progress=shifted,
-    )
-    log.info("CE loss: %s", note)
-    return result, note
 
 
 # ---------------------------------------------------------------------------------------------
