@@ -64,7 +64,7 @@ class ReadOnlyHandler(SimpleHTTPRequestHandler):
             return False
         return True
 
-    def list_directory(self, path: str | os.PathLike[str]) -> BytesIO | None:  # type: ignore[override]
+    def list_directory(self, path: str | os.PathLike[str]) -> BytesIO | None:
         """A plain listing of the visible entries (the stock one would list hidden ones too)."""
         try:
             names = sorted(n for n in os.listdir(path) if not n.startswith("."))

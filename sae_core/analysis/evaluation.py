@@ -154,10 +154,11 @@ def ce_loss_recovered(
     model, why = _load_causal_lm(model_path, revision, device, dtype)
     if model is None:
         return None, f"skipped: {why}"
-    num_layers = int(model.config.num_hidden_layers)
+    config: Any = model.config  # a transformers PretrainedConfig (typed loosely by nn.Module)
+    num_layers = int(config.num_hidden_layers)
     if not 0 <= layer <= num_layers:
         return None, f"skipped: layer {layer} is outside 0..{num_layers} of {model_path}"
-    max_len = int(getattr(model.config, "max_position_embeddings", 0) or 1 << 30)
+    max_len = int(getattr(config, "max_position_embeddings", 0) or 1 << 30)
     docs = [d[:max_len] for d in docs]
     dev = next(model.parameters()).device
     sae = sae.to(dev).eval()
@@ -269,13 +270,14 @@ def _load_causal_lm(
     from transformers import AutoModelForCausalLM
 
     try:
-        model, info = AutoModelForCausalLM.from_pretrained(
+        loaded: Any = AutoModelForCausalLM.from_pretrained(
             model_path,
             revision=revision,
             dtype=resolve_dtype(dtype),
             output_loading_info=True,
             local_files_only=True,  # extraction fetched it; analysis never downloads
         )
+        model, info = loaded  # (model, loading info) with output_loading_info=True
     except ValueError as exc:  # the architecture has no causal-LM class
         return None, f"{model_path} has no language-model head ({str(exc).splitlines()[0]})"
     except OSError as exc:

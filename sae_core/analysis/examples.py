@@ -140,7 +140,7 @@ class ExampleCollector:
             kept = np.isfinite(top["key"][:, j])
             seen = set()
             for rank, slot in enumerate(np.flatnonzero(kept)):
-                rows.append(_row(feature, group, "top", rank, top, slot, j))
+                rows.append(_row(feature, group, "top", rank, top, int(slot), j))
                 seen.add((int(top["doc"][slot, j]), int(top["pos"][slot, j])))
             if res is None:
                 continue
@@ -218,7 +218,7 @@ class TokenDecoder:
             return ""
         if self.tokenizer is None:
             return "".join(self.tokens(ids))
-        return self.tokenizer.decode(list(ids))
+        return str(self.tokenizer.decode(list(ids)))
 
 
 def attach_contexts(

@@ -196,8 +196,10 @@ def run_ce_loss(
     if layer is None:
         return None, "skipped: the store's manifest names no model layer"
 
-    def shifted(d: int, t: int | None, info: dict[str, float]) -> None:
-        progress(done + d, total, info)
+    start, steps = done, total
+
+    def shifted(done: int, total: int | None, info: dict[str, float]) -> None:
+        progress(start + done, steps, info)
 
     result, note = ce_loss_recovered(
         sae,

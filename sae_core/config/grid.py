@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from sae_core.config.base import STRATEGIES, Section
+from sae_core.config.base import STRATEGIES, Section, Strategy
 
 
 class GridConfig(Section):
@@ -17,9 +17,7 @@ class GridConfig(Section):
     l1_coefficients: list[float] = Field(default_factory=lambda: [1e-2, 1e-4], min_length=1)
     """Sparsity penalties λ (see `training.l1_scaling` for what λ multiplies)."""
 
-    strategies: list[Literal["nosampling", "sampling"]] = Field(
-        default_factory=lambda: list(STRATEGIES), min_length=1
-    )
+    strategies: list[Strategy] = Field(default_factory=lambda: list(STRATEGIES), min_length=1)
     """Dead-neuron strategies: `nosampling` (plain training) and/or `sampling` (resampling)."""
 
     placement: Literal["local", "pool"] = "local"

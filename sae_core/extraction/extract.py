@@ -111,7 +111,8 @@ class LayerReader:
     def __init__(self, model: torch.nn.Module, layer: int) -> None:
         self.model = model
         self.layer = layer
-        self.num_layers = int(model.config.num_hidden_layers)
+        config: Any = model.config  # a transformers PretrainedConfig (typed loosely by nn.Module)
+        self.num_layers = int(config.num_hidden_layers)
         self._handle = None
         if layer < self.num_layers:
             block = find_blocks(model, self.num_layers)[layer]
@@ -205,7 +206,8 @@ class _Extraction:
             model.config.use_cache = False
         fuse_gelu(model)
         self.model = model
-        self.d_model = int(model.config.hidden_size)
+        model_config: Any = model.config
+        self.d_model = int(model_config.hidden_size)
         self.reader = LayerReader(model, cfg.model.layer)
         ext = cfg.extraction
         self.writer = ShardWriter(
@@ -349,8 +351,7 @@ class _Extraction:
             for row, i in enumerate(batch):
                 input_ids[row, : lengths[i]] = torch.from_numpy(block[i][1])
                 mask[row, : lengths[i]] = 1
-            hidden = self.reader(input_ids.to(self.device), mask.to(self.device))
-            hidden = hidden.float().cpu().numpy()
+            hidden = self.reader(input_ids.to(self.device), mask.to(self.device)).float().cpu().numpy()
             for row, i in enumerate(batch):
                 acts = hidden[row, : lengths[i]]
                 doc_ids = np.full(len(acts), block[i][0], dtype=np.int32)
@@ -361,7 +362,8 @@ class _Extraction:
             np.asarray([d for d, _ in block]), ext.val_fraction, ext.test_fraction, SPLIT_SEED
         )
         for i, (doc_id, ids) in enumerate(block):
-            acts = results[i]
+            computed = results[i]
+            assert computed is not None  # every document of the block was computed above
             results[i] = None  # free as the shard is written
             n = len(ids)
             yield RowChunk(
@@ -369,7 +371,7 @@ class _Extraction:
                 np.arange(n, dtype=np.int32),
                 ids,
                 np.full(n, codes[i], dtype=np.int8),
-                acts,
+                computed,
             )
 
 

@@ -272,7 +272,7 @@ def _examples(path: Path) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-def _neighbors(path: Path) -> dict[str, list[list[float]]]:
+def _neighbors(path: Path) -> dict[str, list[list[float | None]]]:
     cols = _read(path, ["feature_id", "neighbor_ids", "cosine"])
     if not cols or not {"feature_id", "neighbor_ids", "cosine"} <= set(cols):
         return {}
@@ -282,7 +282,7 @@ def _neighbors(path: Path) -> dict[str, list[list[float]]]:
     }
 
 
-def _correlated(path: Path) -> dict[str, list[list[float]]]:
+def _correlated(path: Path) -> dict[str, list[list[float | None]]]:
     """For each feature in the correlation matrix, the others with the largest |Pearson r|."""
     doc = _json(path)
     if not doc:

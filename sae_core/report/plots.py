@@ -311,7 +311,7 @@ def _density(cells: list[CellData]) -> Figure | None:
     for i, (cell, alive, dead_count, total) in enumerate(densities):
         ax = fig.add_subplot(nrows, ncols, i + 1)
         if len(alive):
-            ax.hist(np.log10(alive), bins=bins, color="#4477aa")
+            ax.hist(np.log10(alive), bins=bins.tolist(), color="#4477aa")
         ax.set_xlim(bins[0], bins[-1])
         ax.set_title(f"{cell.name}\n{dead_count}/{total} dead", fontsize=8)
         ax.set_xlabel("log10 density", fontsize=7)

@@ -222,8 +222,8 @@ def png_data_uri(path: Path, max_width: int = UI_IMAGE_WIDTH) -> str:
 
     from PIL import Image
 
-    with Image.open(path) as image:
-        image = image.convert("RGB")
+    with Image.open(path) as opened:
+        image = opened.convert("RGB")
         if image.width > max_width:
             height = round(image.height * max_width / image.width)
             image = image.resize((max_width, height), Image.Resampling.LANCZOS)

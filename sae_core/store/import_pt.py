@@ -12,6 +12,7 @@ import logging
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -74,7 +75,7 @@ def import_pt_chunks(
         raise StoreError(f"out: {out} already holds a complete store")
     report = progress or no_progress
     writer: ShardWriter | None = None
-    shards = []
+    shards: list[dict[str, Any]] = []
     done = 0
     for block in _blocks(_documents(files, store_dtype), shard_tokens):
         if writer is None:

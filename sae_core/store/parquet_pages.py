@@ -21,7 +21,10 @@ import pyarrow.parquet as pq
 # parquet.thrift enums
 _DATA_PAGE, _DICTIONARY_PAGE, _DATA_PAGE_V2 = 0, 2, 3
 _PLAIN, _RLE = 0, 3
-_VALUE_DTYPES = {("FIXED_LEN_BYTE_ARRAY", "FLOAT16", 2): np.dtype("<f2"), ("FLOAT", None, 0): np.dtype("<f4")}
+_VALUE_DTYPES: dict[tuple[str, str | None, int], np.dtype] = {
+    ("FIXED_LEN_BYTE_ARRAY", "FLOAT16", 2): np.dtype("<f2"),
+    ("FLOAT", None, 0): np.dtype("<f4"),
+}
 
 
 class _Unsupported(Exception):

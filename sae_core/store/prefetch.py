@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 import torch
 
 
-def prefetched(gen: Iterator[torch.Tensor], depth: int = 3) -> Iterator[torch.Tensor]:
+def prefetched(gen: Iterator[torch.Tensor], depth: int = 3) -> Generator[torch.Tensor, None, None]:
     """Run `gen` in a background thread, `depth` batches ahead (Arrow and torch release the GIL)."""
     items: queue.Queue[Any] = queue.Queue(maxsize=depth)
     stop = threading.Event()

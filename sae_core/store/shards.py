@@ -136,8 +136,8 @@ class ShardFiles:
                 pending.append(pool.submit(read, unit))
             while pending:
                 result = pending.popleft().result()
-                if (unit := next(todo, None)) is not None:
-                    pending.append(pool.submit(read, unit))
+                if (following := next(todo, None)) is not None:
+                    pending.append(pool.submit(read, following))
                 yield result
 
     def _read_store_dtype(self, unit: Unit) -> tuple[np.ndarray]:

@@ -245,9 +245,9 @@ def open_store_data(
     val = None
     if int(store.num_tokens_in("val")) > 0:
         val = store.load_split("val", device=device, dtype=torch.float32)
-    data = InMemoryData(train, val, fingerprint=store_fingerprint(store))
-    data.data_path_reason = f"train split {needed_gb:.2f} GB <= training.max_memory_gb={max_memory_gb}"
-    return data, store
+    held = InMemoryData(train, val, fingerprint=store_fingerprint(store))
+    held.data_path_reason = f"train split {needed_gb:.2f} GB <= training.max_memory_gb={max_memory_gb}"
+    return held, store
 
 
 @torch.no_grad()
