@@ -160,23 +160,11 @@ class Trainer:
         return lambda x, full, l1: fused_step_grads(sae, x, l1, scaling, full_stats=full, buffers=buffers)
 
     def l1_at(self, step: int) -> float:
-        """λ for the step that follows `step` completed steps: ramped linearly from λ/N to λ over the
-        first `training.l1_warmup_steps` = N steps (0: constant, the study)."""
-        warm = self.cfg.l1_warmup_steps
+        """λ for the step after `step` completed steps: it rises linearly from λ/N to λ over the first
+        N = `training.l1_warmup_fraction` × total steps (N = 0: constant, the study). A function of the
+        step alone, so a resumed run follows it exactly."""
+        warm = round(self.cfg.l1_warmup_fraction * self.total_steps)
         return self.l1 if step >= warm else self.l1 * (step + 1) / warm
-
-    def lr_at(self, step: int) -> float:
-        """The learning rate of the step after `step` completed steps: a linear warm-up over the first
-        `training.lr_warmup_steps` and a linear decay to 0 over the last `training.lr_decay_steps`
-        (both 0: constant, the study). A pure function of the step, so a resumed run follows it exactly."""
-        cfg = self.cfg
-        factor = 1.0
-        if step < cfg.lr_warmup_steps:
-            factor = (step + 1) / cfg.lr_warmup_steps
-        decay_start = self.total_steps - cfg.lr_decay_steps
-        if cfg.lr_decay_steps and step >= decay_start:
-            factor = min(factor, (self.total_steps - step) / cfg.lr_decay_steps)
-        return cfg.lr * factor
 
     @torch.no_grad()
     def init_b_dec(self) -> None:
@@ -241,14 +229,11 @@ class Trainer:
         t0, tokens0 = time.perf_counter(), st.step * self.batch_size
         wall0 = st.wall_time_s
         stop_after = cfg.stop_resampling_after * self.total_steps if cfg.stop_resampling_after else math.inf
-        scheduled_lr = bool(cfg.lr_warmup_steps or cfg.lr_decay_steps)
         while st.step < self.total_steps:
             x = next(batches)
             is_log = (st.step + 1) % cfg.log_every == 0 or st.step + 1 == self.total_steps
             stats = self._step_fn(x, is_log, self.l1_at(st.step))
             project_decoder_grad(self.sae)
-            if scheduled_lr:
-                self.optimizer.param_groups[0]["lr"] = self.lr_at(st.step)
             self.optimizer.step()
             normalize_decoder(self.sae)
             st.step += 1

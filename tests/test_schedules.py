@@ -1,6 +1,5 @@
-"""λ and learning-rate schedules (`training.l1_warmup_steps`, `lr_warmup_steps`, `lr_decay_steps`): their
-values per step, 0 meaning the study's constants, their effect on the fused step, and a resumed run
-following them bit for bit."""
+"""The λ warm-up (`training.l1_warmup_fraction`): its value per step, 0 meaning the study's constant λ,
+the warmed-up λ reaching the fused step, and a run resumed inside the warm-up following it bit for bit."""
 
 from __future__ import annotations
 
@@ -9,7 +8,7 @@ import pytest
 import torch
 
 from sae_core.checkpoint import CHECKPOINT_NAME
-from sae_core.config import TrainingConfig
+from sae_core.config import TrainingConfig, load_config
 from sae_core.naming import Cell
 from sae_core.sae import SparseAutoencoder
 from sae_core.train import TrainCallback, Trainer, train_cell
@@ -30,22 +29,19 @@ def _trainer(**keys: object) -> Trainer:
     )  # fmt: skip
 
 
-def test_no_schedule_is_the_studys_constant_lambda_and_lr():
-    t = _trainer()
-    assert t.cfg.l1_warmup_steps == t.cfg.lr_warmup_steps == t.cfg.lr_decay_steps == 0
-    assert {t.l1_at(s) for s in range(100)} == {0.5}
-    assert {t.lr_at(s) for s in range(100)} == {1e-3}
+def test_zero_is_the_studys_constant_lambda_and_the_seed_preset_keeps_it():
+    assert {_trainer(l1_warmup_fraction=0).l1_at(s) for s in range(100)} == {0.5}
+    assert load_config("seed").training.l1_warmup_fraction == 0
+    assert TrainingConfig().l1_warmup_fraction == 0.05
 
 
-def test_warmups_ramp_linearly_and_the_decay_reaches_zero_at_the_end():
-    t = _trainer(l1_warmup_steps=10, lr_warmup_steps=4, lr_decay_steps=20)
+def test_the_warmup_ramps_linearly_over_its_fraction_of_the_steps():
+    t = _trainer(l1_warmup_fraction=0.1)  # 10 of 100 steps
     assert [t.l1_at(s) for s in (0, 4, 9, 10, 99)] == pytest.approx([0.05, 0.25, 0.5, 0.5, 0.5])
-    assert [t.lr_at(s) for s in (0, 1, 3, 4, 79)] == pytest.approx([2.5e-4, 5e-4, 1e-3, 1e-3, 1e-3])
-    assert [t.lr_at(s) for s in (80, 90, 99)] == pytest.approx([1e-3, 5e-4, 5e-5])
 
 
 def test_the_warmed_up_lambda_reaches_the_step():
-    """With λ ramped from 0 the first step's loss carries λ/N, not λ (the L1 term is visible in it)."""
+    """The first step's L1 term (loss − MSE) carries λ/N with the warm-up, λ without."""
 
     class FirstL1Term(TrainCallback):
         value: float | None = None
@@ -55,22 +51,22 @@ def test_the_warmed_up_lambda_reaches_the_step():
                 self.value = metrics["loss"] - metrics["mse"]
 
     terms = {}
-    for warm in (0, 10):
-        t = _trainer(l1_warmup_steps=warm, log_every=1)
+    for fraction in (0.0, 0.1):
+        t = _trainer(l1_warmup_fraction=fraction, log_every=1)
         t.callbacks.append(seen := FirstL1Term())
         t.run()
-        terms[warm] = seen.value
-    assert terms[10] == pytest.approx(terms[0] / 10, rel=1e-4)
+        terms[fraction] = seen.value
+    assert terms[0.1] == pytest.approx(terms[0.0] / 10, rel=1e-4)
 
 
 class _Kill(TrainCallback):
     def on_checkpoint(self, step, path):
-        if step == 50:
+        if step == 25:
             raise KeyboardInterrupt
 
 
-def test_resume_inside_the_schedules_equals_uninterrupted(sae_store, tmp_path):
-    cfg = small_config(l1_warmup_steps=60, lr_warmup_steps=30, lr_decay_steps=40)
+def test_resume_inside_the_warmup_equals_uninterrupted(sae_store, tmp_path):
+    cfg = small_config(l1_warmup_fraction=0.5)  # ~40 of ~80 steps: the kill at 25 falls inside it
     train_cell(sae_store, CELL, cfg, tmp_path / "whole")
     with pytest.raises(KeyboardInterrupt):
         train_cell(sae_store, CELL, cfg, tmp_path / "killed", callbacks=[_Kill()])
@@ -81,5 +77,3 @@ def test_resume_inside_the_schedules_equals_uninterrupted(sae_store, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     log_a = pd.read_parquet(tmp_path / "whole" / "train_log.parquet")
     pd.testing.assert_frame_equal(log_a, pd.read_parquet(tmp_path / "killed" / "train_log.parquet"))
-    lr = log_a.loc[log_a.kind == "train", "lr"].to_numpy()
-    assert lr[0] < cfg.training.lr and lr.max() == pytest.approx(cfg.training.lr) and lr[-1] < lr.max()
