@@ -72,6 +72,10 @@ class TrainingConfig(Section):
     init_encoder_norm: float = Field(0.1, gt=0)
     """For `init: tied`, the L2 norm of each encoder column at step 0 (the decoder rows are unit norm)."""
 
+    l1_warmup_fraction: float = Field(0.05, ge=0, lt=1)
+    """λ rises linearly from ~0 to λ over this fraction of the training steps (0: constant λ from the
+    first step, the study). 5 % recovered known features better at strong λ (docs/results.md)."""
+
     b_dec_init: Literal["zeros", "mean", "geometric_median"] = "zeros"
     """Initial decoder bias: zeros (the study) or the mean / geometric median of training activations."""
 

@@ -135,22 +135,29 @@ class Trainer:
             last_exceeded=never() if self.fire_threshold is not None else None,
         )
 
-    def _make_step_fn(self) -> Callable[[torch.Tensor, bool], StepStats]:
+    def _make_step_fn(self) -> Callable[[torch.Tensor, bool, float], StepStats]:
         cfg, sae, scaling, above = self.cfg, self.sae, self.cfg.l1_scaling, self.fire_threshold
         if self.device.type == "cuda" and (cfg.autocast_bf16 or cfg.compile):
             forward = torch.compile(sae.forward) if cfg.compile else sae.forward
 
-            def autograd_step(x: torch.Tensor, full: bool) -> StepStats:
+            def autograd_step(x: torch.Tensor, full: bool, l1: float) -> StepStats:
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.autocast_bf16):
                     return autograd_step_grads(
-                        sae, x, self.l1, scaling, full_stats=full, forward=forward, exceed_threshold=above
+                        sae, x, l1, scaling, full_stats=full, forward=forward, exceed_threshold=above
                     )
 
             return autograd_step
         buffers = StepBuffers()
-        return lambda x, full: fused_step_grads(
-            sae, x, self.l1, scaling, full_stats=full, buffers=buffers, exceed_threshold=above
+        return lambda x, full, l1: fused_step_grads(
+            sae, x, l1, scaling, full_stats=full, buffers=buffers, exceed_threshold=above
         )
+
+    def l1_at(self, step: int) -> float:
+        """λ for the step after `step` completed steps: it rises linearly from λ/N to λ over the first
+        N = `training.l1_warmup_fraction` × total steps (N = 0: constant, the study). A function of the
+        step alone, so a resumed run follows it exactly."""
+        warm = round(self.cfg.l1_warmup_fraction * self.total_steps)
+        return self.l1 if step >= warm else self.l1 * (step + 1) / warm
 
     @torch.no_grad()
     def init_b_dec(self) -> None:
@@ -223,7 +230,7 @@ class Trainer:
         while st.step < self.total_steps:
             x = next(batches)
             is_log = (st.step + 1) % cfg.log_every == 0 or st.step + 1 == self.total_steps
-            stats = self._step_fn(x, is_log)
+            stats = self._step_fn(x, is_log, self.l1_at(st.step))
             project_decoder_grad(self.sae)
             self.optimizer.step()
             normalize_decoder(self.sae)
