@@ -53,7 +53,7 @@ class TrainState:
     # the "a reset neuron gets a full window" rule: resets happen only at checks `resample_every` apart,
     # and a neuron reset at check r last fired at or before r − window, so at the next check it is
     # eligible again exactly when it has not fired since the reset.)
-    last_fired: torch.Tensor | None = None
+    last_fired: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.int64))
     # [m] int64: last step a feature exceeded the dead threshold; kept only for resample_criterion=threshold
     last_exceeded: torch.Tensor | None = None
     resample_events: list[dict] = field(default_factory=list)
