@@ -5,7 +5,8 @@
 #
 #   PREFECT_API_URL          required: the server's API, e.g. http://prefect.example.org:4200/api
 #   SAE_SWEEP_POOL           work pool to poll (default: gpu)
-#   SAE_SWEEP_GPUS           GPUs to use, e.g. "0,2" (default: every GPU nvidia-smi lists)
+#   SAE_SWEEP_GPUS           GPUs to use, e.g. "0,2", or "none" for one CPU worker (default: every GPU
+#                            nvidia-smi lists; one CPU worker where there is no nvidia-smi)
 #   SAE_SWEEP_WORKER_NAME    worker name prefix (default: the RunPod pod id or the host name); -gpu<i> added
 #   SAE_SWEEP_WORKER_LIMIT   flow runs at once per worker (default: 1 — one cell per GPU)
 #   SAE_SWEEP_WAIT_S         seconds to wait for the API to answer before giving up (default: 120)

@@ -1,7 +1,7 @@
 """The worker image's supervisor: one Prefect process worker per GPU, each pinned to its GPU.
 
 `docker/entrypoint.sh` runs `python -m flows.gpu_workers` once the Prefect API answers. It lists the
-GPUs (`SAE_SWEEP_GPUS="0,2"` when set, else `nvidia-smi`; none found: one CPU worker), starts
+GPUs (`SAE_SWEEP_GPUS="0,2"` or `none` when set, else `nvidia-smi`; none: one CPU worker), starts
 `prefect worker start --pool $SAE_SWEEP_POOL --type process --name <name>-gpu<i> --limit 1` for each with
 `CUDA_VISIBLE_DEVICES=<i>`, and then:
 
@@ -40,9 +40,12 @@ class WorkerSetupError(Exception):
 
 
 def visible_gpus(env: Mapping[str, str]) -> list[str]:
-    """GPU ids to pin one worker each to: `SAE_SWEEP_GPUS` (comma-separated indices or UUIDs) when set,
-    else the indices `nvidia-smi` lists; [] on a machine without `nvidia-smi` (a CPU worker)."""
+    """GPU ids to pin one worker each to: `SAE_SWEEP_GPUS` (comma-separated indices or UUIDs, or `none`)
+    when set, else the indices `nvidia-smi` lists; [] (one CPU worker) without `nvidia-smi` or with
+    `none`."""
     override = env.get("SAE_SWEEP_GPUS", "").strip()
+    if override.lower() == "none":  # a CPU worker even where GPUs are visible
+        return []
     if override:
         gpus = [g.strip() for g in override.split(",") if g.strip()]
         bad = [g for g in gpus if not _GPU_ID.match(g)]

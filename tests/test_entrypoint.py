@@ -144,6 +144,11 @@ def test_sae_sweep_gpus_chooses(tmp_path, api_url):
     assert _stop(proc) == 0
 
 
+def test_sae_sweep_gpus_none_is_one_cpu_worker():
+    [(argv, env)] = gpu_workers.worker_commands({"SAE_SWEEP_GPUS": "none", "SAE_SWEEP_WORKER_NAME": "w"})
+    assert "CUDA_VISIBLE_DEVICES" not in env and argv[argv.index("--name") + 1] == "w"
+
+
 def test_no_nvidia_smi_one_cpu_worker(tmp_path, api_url):
     proc, out = _start(tmp_path, api_url, gpus=None)
     records = _records(out, 1, proc)
