@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
-# Entrypoint of the sae-sweep worker image: wait for the Prefect API, then start a process worker on
-# the pool named by SAE_SWEEP_POOL. With arguments, run them instead (e.g. `sae-sweep run --preset demo`).
+# Entrypoint of the sae-sweep worker image: wait for the Prefect API, then start one Prefect process
+# worker per visible GPU (`flows/gpu_workers.py`), each pinned with CUDA_VISIBLE_DEVICES; without a GPU,
+# one CPU worker. With arguments, run them instead (e.g. `sae-sweep run --preset demo`).
 #
-#   PREFECT_API_URL        required: the server's API, e.g. http://prefect.example.org:4200/api
-#   SAE_SWEEP_POOL         work pool to poll (default: gpu)
-#   SAE_SWEEP_WORKER_NAME  worker name (default: the RunPod pod id or the host name)
-#   SAE_SWEEP_WORKER_LIMIT flow runs at once on this worker (default: 1 — one cell per GPU)
-#   SAE_SWEEP_WAIT_S       seconds to wait for the API to answer before giving up (default: 120)
+#   PREFECT_API_URL          required: the server's API, e.g. http://prefect.example.org:4200/api
+#   SAE_SWEEP_POOL           work pool to poll (default: gpu)
+#   SAE_SWEEP_GPUS           GPUs to use, e.g. "0,2", or "none" for one CPU worker (default: every GPU
+#                            nvidia-smi lists; one CPU worker where there is no nvidia-smi)
+#   SAE_SWEEP_WORKER_NAME    worker name prefix (default: the RunPod pod id or the host name); -gpu<i> added
+#   SAE_SWEEP_WORKER_LIMIT   flow runs at once per worker (default: 1 — one cell per GPU)
+#   SAE_SWEEP_WAIT_S         seconds to wait for the API to answer before giving up (default: 120)
+#   SAE_SWEEP_WORKER_COMMAND replaces `prefect worker start` (tests); its arguments stay the same
+#
+# SIGTERM/SIGINT are forwarded to every worker. When one worker exits on its own, the others are stopped
+# and the container exits 1, for its restart policy to start them all again (docs/deploy.md).
 set -euo pipefail
 
 if [ "$#" -gt 0 ]; then
@@ -18,19 +25,7 @@ if [ -z "${PREFECT_API_URL:-}" ]; then
   exit 2
 fi
 
-pool="${SAE_SWEEP_POOL:-gpu}"
-name="${SAE_SWEEP_WORKER_NAME:-${RUNPOD_POD_ID:-$(hostname)}}"
-limit="${SAE_SWEEP_WORKER_LIMIT:-1}"
 wait_s="${SAE_SWEEP_WAIT_S:-120}"
-
-case "$limit" in
-  ''|*[!0-9]*) echo "entrypoint: SAE_SWEEP_WORKER_LIMIT must be a positive integer (got '$limit')" >&2; exit 2 ;;
-esac
-if [ "$limit" -lt 1 ]; then
-  echo "entrypoint: SAE_SWEEP_WORKER_LIMIT must be a positive integer (got '$limit')" >&2
-  exit 2
-fi
-
 # The server may still be starting (compose) or the pod may boot before the network is up.
 deadline=$(( $(date +%s) + wait_s ))
 until python -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1].rstrip('/') + '/health', timeout=5)" \
@@ -42,5 +37,5 @@ until python -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1].
   sleep 2
 done
 
-echo "entrypoint: worker $name polling pool $pool at $PREFECT_API_URL (limit $limit)"
-exec prefect worker start --pool "$pool" --type process --name "$name" --limit "$limit"
+echo "entrypoint: pool ${SAE_SWEEP_POOL:-gpu} at $PREFECT_API_URL"
+exec python -m flows.gpu_workers

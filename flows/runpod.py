@@ -1,10 +1,13 @@
 """GPU workers on RunPod: start pods from the worker image with the Prefect connection in their
 environment, list them, stop them. Prefect has no RunPod integration, so this is the launcher.
 
-Each pod runs `docker/entrypoint.sh`: a Prefect process worker polling one pool (default `gpu`), one
-flow run (one grid cell) at a time. Pods are named `sae-sweep-<pool>-<n>-<suffix>`, which is how `down`
-and `status` find them. The client is the `runpod` SDK module (`create_pod`, `get_pods`, `stop_pod`,
-`terminate_pod`); tests pass a fake with the same methods.
+Each pod runs `docker/entrypoint.sh`: one Prefect process worker per GPU of the pod (`--gpus-per-pod`),
+each pinned to its GPU and polling one pool (default `gpu`), one flow run (one grid cell) at a time.
+There is no default image: the one to run is `--image` or `SAE_SWEEP_IMAGE`, built from
+`docker/Dockerfile` and pushed by you (or `.github/workflows/worker-image.yml`). Pods are named
+`sae-sweep-<pool>-<n>-<suffix>`, which is how `down` and `status` find them. The client is the
+`runpod` SDK module (`create_pod`, `get_pods`, `stop_pod`, `terminate_pod`); tests pass a fake with the
+same methods.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from urllib.parse import urlparse
 from sae_core.errors import SaeSweepError
 
 POD_PREFIX = "sae-sweep"
-DEFAULT_IMAGE = "ghcr.io/sae-sweep/sae-sweep-worker:latest"
+IMAGE_ENV = "SAE_SWEEP_IMAGE"
 # Forwarded to the pods when set here, so workers can label, upload and track. Never printed.
 SECRET_ENV = ("PREFECT_API_KEY", "HF_TOKEN", "OPENAI_API_KEY", "WANDB_API_KEY")
 
@@ -32,7 +35,8 @@ class PodRequest:
     pool: str = "gpu"
     gpu_type: str = "NVIDIA GeForce RTX 4090"
     count: int = 1
-    image: str = DEFAULT_IMAGE
+    gpus_per_pod: int = 1
+    image: str | None = None
     api_url: str | None = None
     network_volume_id: str | None = None
     volume_mount_path: str = "/workspace"
@@ -68,27 +72,41 @@ def worker_env(req: PodRequest) -> dict[str, str]:
     return env
 
 
+def worker_image(req: PodRequest) -> str:
+    """`--image`, else `$SAE_SWEEP_IMAGE`; there is no default (no public image is maintained)."""
+    image = req.image or os.environ.get(IMAGE_ENV)
+    if not image:
+        raise DeployError(
+            f"--image: no worker image (pass --image or set {IMAGE_ENV}); build docker/Dockerfile and "
+            "push it where RunPod can pull it, e.g. ghcr.io/<you>/sae-sweep-worker:<tag> (docs/deploy.md)"
+        )
+    return image
+
+
 def _check(req: PodRequest) -> None:
     if req.count < 1:
         raise DeployError(f"--count: must be >= 1 (got {req.count})")
+    if req.gpus_per_pod < 1:
+        raise DeployError(f"--gpus-per-pod: must be >= 1 (got {req.gpus_per_pod})")
     if not req.pool or any(c in req.pool for c in " /"):
         raise DeployError(f"--pool: must be a work pool name without spaces or slashes (got {req.pool!r})")
 
 
 def pods_up(client: Any, req: PodRequest) -> list[dict[str, Any]]:
-    """Start `req.count` worker pods; returns [{id, name}]."""
+    """Start `req.count` worker pods of `req.gpus_per_pod` GPUs (one worker each); returns [{id, name}]."""
     _check(req)
     env = worker_env(req)
+    image = worker_image(req)
     suffix = _random.token_hex(3)
     started = []
     for index in range(req.count):
         name = f"{POD_PREFIX}-{req.pool}-{index}-{suffix}"
         pod = client.create_pod(
             name=name,
-            image_name=req.image,
+            image_name=image,
             gpu_type_id=req.gpu_type,
             cloud_type=req.cloud_type,
-            gpu_count=1,
+            gpu_count=req.gpus_per_pod,
             container_disk_in_gb=req.container_disk_gb,
             network_volume_id=req.network_volume_id,
             volume_mount_path=req.volume_mount_path,

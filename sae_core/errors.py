@@ -8,6 +8,17 @@ class SaeSweepError(Exception):
     """Base of every error caused by the user's input or environment rather than by a bug."""
 
 
+class StorageWriteError(SaeSweepError):
+    """An output could not be written: no space left, a quota, a read-only or unwritable file system.
+    Raised by the atomic writers (`sae_core.io`) with the path, after removing their temporary file, so
+    nothing half-written is left; `path` and `errno` say which file and why."""
+
+    def __init__(self, message: str, path: str, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.errno = errno
+
+
 class StoreError(SaeSweepError):
     """An activation store that is missing, incomplete, corrupted or does not fit the request."""
 

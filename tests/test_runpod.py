@@ -46,6 +46,7 @@ def fake(monkeypatch):
     client = FakeRunPod()
     monkeypatch.setattr(runpod, "make_client", lambda: client)
     monkeypatch.setenv("PREFECT_API_URL", "https://prefect.example.org/api")
+    monkeypatch.delenv(runpod.IMAGE_ENV, raising=False)
     return client
 
 
@@ -74,7 +75,7 @@ def test_up_status_down(fake, monkeypatch, capsys):
     assert first["network_volume_id"] == "vol123" and first["volume_mount_path"] == "/workspace"
     assert first["env"]["PREFECT_API_URL"] == "https://prefect.example.org/api"
     assert first["env"]["SAE_SWEEP_POOL"] == "gpu" and first["env"]["HF_TOKEN"] == "hf_secret_value"
-    assert first["name"].startswith("sae-sweep-gpu-0-")
+    assert first["name"].startswith("sae-sweep-gpu-0-") and first["gpu_count"] == 1
     out = capsys.readouterr().out
     assert "hf_secret_value" not in out and out.count("started pod") == 2
 
@@ -88,7 +89,7 @@ def test_up_status_down(fake, monkeypatch, capsys):
 
 
 def test_down_stop_only_keeps_pods(fake, capsys):
-    runpod.pods_up(fake, runpod.PodRequest(count=1))
+    runpod.pods_up(fake, runpod.PodRequest(count=1, image="me/worker:1"))
     assert main(["runpod", "down", "--stop-only"]) == 0
     assert fake.stopped == ["pod0"] and fake.terminated == []
 
@@ -97,6 +98,11 @@ def test_down_stop_only_keeps_pods(fake, capsys):
     ("argv", "message"),
     [
         (["runpod", "up", "--count", "0"], "--count: must be >= 1 (got 0)"),
+        (
+            ["runpod", "up", "--image", "me/w:1", "--gpus-per-pod", "0"],
+            "--gpus-per-pod: must be >= 1 (got 0)",
+        ),
+        (["runpod", "up"], "--image: no worker image (pass --image or set SAE_SWEEP_IMAGE)"),
         (["runpod", "up", "--api-url", "http://127.0.0.1:4200/api"], "a pod cannot reach 127.0.0.1"),
         (["runpod", "up", "--pool", "my pool"], "--pool: must be a work pool name"),
     ],
@@ -113,3 +119,13 @@ def test_missing_keys_are_named(monkeypatch, capsys):
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     with pytest.raises(runpod.DeployError, match="PREFECT_API_URL"):
         runpod.worker_env(runpod.PodRequest())
+
+
+def test_gpus_per_pod_and_the_image_from_the_environment(fake, monkeypatch, capsys):
+    """A multi-GPU pod is asked for as such (its entrypoint starts one worker per GPU); the image may
+    come from SAE_SWEEP_IMAGE. Before, every pod had one GPU and a default image no one had published."""
+    monkeypatch.setenv(runpod.IMAGE_ENV, "ghcr.io/me/sae-sweep-worker:v1")
+    assert main(["runpod", "up", "--gpus-per-pod", "4", "--count", "2"]) == 0
+    assert [c["gpu_count"] for c in fake.created] == [4, 4]
+    assert {c["image_name"] for c in fake.created} == {"ghcr.io/me/sae-sweep-worker:v1"}
+    assert {c["env"]["SAE_SWEEP_WORKER_LIMIT"] for c in fake.created} == {"1"}  # per worker, i.e. per GPU

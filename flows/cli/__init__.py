@@ -1,7 +1,7 @@
 """The `sae-sweep` command line. Each command group lives in its own module and registers on `app`.
 
-Errors caused by the user's input (`SaeSweepError`) print as one line on standard error and exit 2;
-anything else is a bug and keeps its traceback.
+Errors caused by the user's input (`SaeSweepError`, and an `OSError` of a full or read-only disk) print
+as one line on standard error and exit 2; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -9,9 +9,11 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
+from pathlib import Path
 
 from flows.cli.app import app
 from sae_core.errors import SaeSweepError
+from sae_core.io import storage_error
 
 # Command modules; each imports `app` and registers its commands. Heavy imports (torch, prefect)
 # happen inside the commands so that `--help` and `config show` stay fast.
@@ -51,6 +53,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except (FileNotFoundError, NotADirectoryError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        # A directory or lock made outside the atomic writers, on a full or read-only data_root.
+        error = storage_error(exc, Path(exc.filename)) if exc.filename else None
+        if error is None:
+            raise
+        print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -22,8 +22,17 @@ def up(
     gpu_type: Annotated[
         str, typer.Option("--gpu-type", help="RunPod GPU type id.")
     ] = "NVIDIA GeForce RTX 4090",
-    count: Annotated[int, typer.Option("--count", "-n", help="Pods (one worker, one GPU each).")] = 1,
-    image: Annotated[str | None, typer.Option(help="Worker image (built from docker/Dockerfile).")] = None,
+    count: Annotated[int, typer.Option("--count", "-n", help="Pods to start.")] = 1,
+    gpus_per_pod: Annotated[
+        int, typer.Option("--gpus-per-pod", help="GPUs per pod; the pod runs one worker per GPU.")
+    ] = 1,
+    image: Annotated[
+        str | None,
+        typer.Option(
+            help="Worker image built from docker/Dockerfile and pushed by you; default $SAE_SWEEP_IMAGE "
+            "(required: there is no public default)."
+        ),
+    ] = None,
     api_url: Annotated[
         str | None,
         typer.Option("--api-url", help="Prefect API URL reachable from RunPod; default $PREFECT_API_URL."),
@@ -37,14 +46,15 @@ def up(
     cloud: Annotated[str, typer.Option(help="SECURE, COMMUNITY or ALL.")] = "SECURE",
     disk_gb: Annotated[int, typer.Option("--disk-gb", help="Container disk per pod.")] = 30,
 ) -> None:
-    """Start COUNT pods, each a Prefect worker on POOL."""
+    """Start COUNT pods of GPUS_PER_POD GPUs, each GPU a Prefect worker on POOL."""
     from flows import runpod
 
     req = runpod.PodRequest(
         pool=pool,
         gpu_type=gpu_type,
         count=count,
-        image=image or runpod.DEFAULT_IMAGE,
+        gpus_per_pod=gpus_per_pod,
+        image=image,
         api_url=api_url,
         network_volume_id=network_volume,
         cloud_type=cloud,

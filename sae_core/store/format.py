@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from sae_core.errors import StoreError
-from sae_core.io import atomic_path, atomic_write_json, sha256_file
+from sae_core.io import atomic_path, atomic_write_json, make_dirs, sha256_file
 from sae_core.version import code_version
 
 log = logging.getLogger(__name__)
@@ -156,7 +156,7 @@ class ShardWriter:
         self.np_dtype = check_store_dtype(store_dtype)
         self.row_group_tokens = int(row_group_tokens)
         self.schema = store_schema(self.d_model, store_dtype)
-        self.path.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.path)
 
     def remove_temporaries(self) -> None:
         """Temporary files a killed writer left behind (never visible as shards)."""

@@ -55,11 +55,19 @@ def describe_difference(saved: dict[str, Any], current: dict[str, Any], prefix: 
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
-    """Write `state` (plus the format version) atomically: a crash mid-write leaves the previous one."""
+    """Write `state` (plus the format version) atomically: a crash mid-write leaves the previous one, and
+    a full or read-only disk raises `StorageWriteError` naming `path`."""
     path = Path(path)
     payload = {"format_version": FORMAT_VERSION, **state}
-    atomic_write_with(path, lambda tmp: torch.save(payload, tmp))
+    atomic_write_with(path, lambda tmp: _save(payload, tmp))
     return path
+
+
+def _save(payload: dict[str, Any], tmp: Path) -> None:
+    # Through a Python file object: given a path, torch's C++ writer fails with "unexpected pos" and
+    # drops the errno; through `write()` the OSError (ENOSPC, EROFS) stays in the exception's context.
+    with open(tmp, "wb") as handle:
+        torch.save(payload, handle)
 
 
 def load_checkpoint(
