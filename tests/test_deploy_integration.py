@@ -53,7 +53,9 @@ class Stack:
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "DO_NOT_TRACK": "1",
             "PREFECT_WORKER_QUERY_SECONDS": "1",
-            "PREFECT_UI_ENABLED": "false",
+            # The UI is served too, so that a test can look at the artifacts as a user does; on a port
+            # other than 4200 it must be told where its API is.
+            "PREFECT_UI_API_URL": self.url,
         }
         # Prefect's own client: the SQLite-backed server answers 503 while another writer holds the
         # database (workers poll every second), and its clients retry those with backoff; a bare
@@ -166,7 +168,6 @@ def deployed(tmp_path_factory) -> Iterator[Stack]:
             "127.0.0.1",
             "--port",
             str(stack.port),
-            "--no-ui",
             "--analytics-off",
             log="server.log",
         )
@@ -206,6 +207,41 @@ def test_deployed_run_outputs_outlive_the_run(deployed, tiny_sweep_factory):
     assert state["type"] == "COMPLETED", (state, stack.logs(second)[-20:])
     stages = {name: state for name, state in stack.task_states(second).items() if name.startswith(STAGES)}
     assert len(stages) == 3 and set(stages.values()) == {"Cached"}, stack.task_states(second)
+
+
+def test_the_sweeps_artifacts_render_in_the_ui(deployed):
+    """The report artifact used to carry plots as file:// links the UI could not open: open the sweep's
+    markdown report and grid table in the real UI (headless Chromium) and check that the plots are
+    images the page shows and the tables are tables."""
+    from tests.test_browser import CHROMIUM, Chromium
+
+    if CHROMIUM is None:
+        pytest.skip("Chromium is not installed (apt-get install -y chromium); the UI rendering is untested")
+    stack = deployed
+    artifacts = stack.http.post("/artifacts/filter", json={"limit": 200, "sort": "CREATED_DESC"}).json()
+    report = next(
+        (a for a in artifacts if a["type"] == "markdown" and (a["key"] or "").startswith("report-")), None
+    )
+    grid = next((a for a in artifacts if a["type"] == "table" and (a["key"] or "").startswith("grid-")), None)
+    assert report and grid, "the deployed sweep published no report or grid artifact"
+    browser = Chromium(stack.home / "chromium-profile")
+    try:
+        base = f"http://127.0.0.1:{stack.port}/artifacts/artifact"
+        browser.send("Page.navigate", url=f"{base}/{report['id']}")
+        browser.wait_for(
+            "[...document.querySelectorAll(\"img[src^='data:image/png']\")]"
+            ".filter((i) => i.complete && i.naturalWidth > 0).length >= 2",
+            timeout=90,
+        )
+        assert browser.js("document.querySelectorAll('table').length") >= 3  # the study's tables
+        assert not browser.js("[...document.querySelectorAll('a')].some((a) => a.href.startsWith('file:'))")
+        browser.screenshot("ui-report-artifact.png")
+        browser.send("Page.navigate", url=f"{base}/{grid['id']}")
+        browser.wait_for("document.body.innerText.includes('monosemantic %')", timeout=90)
+        assert browser.js("document.querySelectorAll('table tr, [role=row]').length") >= 2
+        browser.screenshot("ui-grid-artifact.png")
+    finally:
+        browser.close()
 
 
 def test_deploy_trigger_kill_and_resume(deployed, tmp_path, tiny_sweep_factory):
