@@ -12,7 +12,7 @@ from sae_core.saes.base import Sae
 from sae_core.saes.batchtopk import BatchTopKSAE
 from sae_core.saes.jumprelu import JumpReLUSAE
 from sae_core.saes.relu import SparseAutoencoder
-from sae_core.saes.state_keys import check_state_keys
+from sae_core.saes.state_keys import architecture_of_keys, check_state_keys
 from sae_core.saes.topk import TopKSAE
 
 ARCHITECTURES: dict[str, type[Any]] = {
@@ -64,3 +64,12 @@ def load_sae(path: str | Path, architecture: str, device: str | torch.device = "
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None
     return cls.from_state_dict(state).to(device)
+
+
+def load_any(path: str | Path, device: str | torch.device = "cpu") -> Sae:
+    """The `.pth` at `path` as the architecture its keys name (`state_keys`)."""
+    state = torch.load(Path(path), map_location=device, weights_only=True)
+    architecture = architecture_of_keys(state)
+    if architecture is None:
+        raise ValueError(f"{path}: not the state dict of any architecture (got keys {sorted(state)})")
+    return ARCHITECTURES[architecture].from_state_dict(state).to(device)
