@@ -6,7 +6,13 @@ and the docs show.
 """
 
 from sae_core.config.analysis import AnalysisConfig
-from sae_core.config.architectures import ARCHITECTURE_NAMES, BatchTopKConfig, JumpReLUConfig, TopKConfig
+from sae_core.config.architectures import (
+    ARCHITECTURE_NAMES,
+    BatchTopKConfig,
+    JumpReLUConfig,
+    SaesConfig,
+    TopKConfig,
+)
 from sae_core.config.base import STRATEGIES, ConfigError, Section
 from sae_core.config.data_root import DATA_ROOT_ENV, anchored_data_root, default_data_root, user_data_dir
 from sae_core.config.extraction import DataConfig, ExtractionConfig, ModelConfig
@@ -39,6 +45,7 @@ __all__ = [
     "JumpReLUConfig",
     "LabelingConfig",
     "ModelConfig",
+    "SaesConfig",
     "Section",
     "SweepConfig",
     "TopKConfig",

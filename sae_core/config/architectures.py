@@ -2,7 +2,7 @@
 are grid axes). Field names are the architecture's constructor keywords in `sae_core.saes`, so a section
 builds its SAE as `TopKSAE(d_in, m, k=k, **section.model_dump())`.
 
-Not yet read by the sweep: `grid.architectures` is not wired (docs/architecture.md, "saes").
+`SaesConfig` gathers them as the sweep's `saes` section; `grid.architectures` picks which are trained.
 """
 
 from __future__ import annotations
@@ -15,6 +15,13 @@ from sae_core.config.base import Section
 
 ARCHITECTURE_NAMES = ("relu", "topk", "batchtopk", "jumprelu")
 """Must equal `sae_core.saes.registry.ARCHITECTURES` (a test holds them together; config imports no stage)."""
+TOPK_FAMILY = ("topk", "batchtopk")
+"""The architectures whose sparsity is k (`grid.k_values`) and that take the `auxk` strategy."""
+STRATEGIES_BY_ARCHITECTURE: dict[str, tuple[str, ...]] = {
+    name: ("nosampling", "sampling", "auxk") if name in TOPK_FAMILY else ("nosampling", "sampling")
+    for name in ARCHITECTURE_NAMES
+}
+"""Must equal `sae_core.saes.registry.STRATEGIES_BY_ARCHITECTURE`."""
 
 
 class TopKConfig(Section):
@@ -48,3 +55,14 @@ class JumpReLUConfig(Section):
 
     tanh_scale: float = Field(4.0, gt=0)
     """c in the `tanh` form (SAELens' default 4); unused by `step`."""
+
+
+class SaesConfig(Section):
+    topk: TopKConfig = Field(default_factory=TopKConfig)
+    """TopK cells (`grid.architectures` containing `topk`)."""
+
+    batchtopk: BatchTopKConfig = Field(default_factory=BatchTopKConfig)
+    """BatchTopK cells."""
+
+    jumprelu: JumpReLUConfig = Field(default_factory=JumpReLUConfig)
+    """JumpReLU cells."""

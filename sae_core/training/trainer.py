@@ -28,9 +28,9 @@ from sae_core.saes.relu import (
     autograd_step_grads,
     evaluate,
     fused_step_grads,
-    normalize_decoder,
     project_decoder_grad,
 )
+from sae_core.training import architectures
 from sae_core.training.callbacks import TrainCallback
 from sae_core.training.checkpoint import config_hash, rng_state, save_checkpoint, set_rng_state
 from sae_core.training.data import TrainingData, geometric_median, steps_per_epoch
@@ -87,8 +87,7 @@ class Trainer:
     ) -> None:
         if not math.isfinite(l1) or l1 < 0:
             raise TrainingError(f"l1: λ must be finite and >= 0 (got {l1})")
-        if strategy not in ("sampling", "nosampling"):
-            raise TrainingError(f"strategy: must be sampling or nosampling (got {strategy!r})")
+        architectures.check_cell_strategy(sae.architecture, strategy)  # auxk: the TopK family only
         if data.d_model != sae.d_in:
             raise TrainingError(
                 f"activations: the store's d_model is {data.d_model} but the SAE's d_in is {sae.d_in}"
@@ -137,6 +136,8 @@ class Trainer:
 
     def _make_step_fn(self) -> Callable[[torch.Tensor, bool], StepStats]:
         cfg, sae, scaling, above = self.cfg, self.sae, self.cfg.l1_scaling, self.fire_threshold
+        if sae.architecture != "relu":  # topk, batchtopk, jumprelu: autograd (`training.architectures`)
+            return architectures.autograd_step_fn(self)
         if self.device.type == "cuda" and (cfg.autocast_bf16 or cfg.compile):
             forward = torch.compile(sae.forward) if cfg.compile else sae.forward
 
@@ -226,7 +227,7 @@ class Trainer:
             stats = self._step_fn(x, is_log)
             project_decoder_grad(self.sae)
             self.optimizer.step()
-            normalize_decoder(self.sae)
+            architectures.normalize_after_step(self.sae)  # unit-norm rows; jumprelu: thresholds >= 0
             st.step += 1
             bad = ~torch.isfinite(stats.loss)
             first_bad = torch.where(bad & (first_bad < 0), st.step, first_bad)
@@ -364,8 +365,13 @@ class Trainer:
         }
 
 
-def build_sae(d_in: int, d_hidden: int, training: TrainingConfig) -> SparseAutoencoder:
-    """A fresh SAE initialised as `training` says (`init`, `init_encoder_norm`, `seed`)."""
+def build_sae(
+    d_in: int, d_hidden: int, training: TrainingConfig, architecture: str = "relu", **options: Any
+) -> Any:
+    """A fresh SAE initialised as `training` says (`init`, `init_encoder_norm`, `seed`); `options`: the
+    constructor keywords of another `architecture` (see `architectures.build_architecture`)."""
+    if architecture != "relu":
+        return architectures.build_architecture(architecture, d_in, d_hidden, training, options)
     return SparseAutoencoder(
         d_in, d_hidden, seed=training.seed, init=training.init, encoder_norm=training.init_encoder_norm
     )
