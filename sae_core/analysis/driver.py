@@ -375,7 +375,11 @@ def _dead_set_counts(
 
 def _columns(sae: Any, index: torch.Tensor) -> Any:
     """An SAE made of the features `index` of `sae` (the same encode, fewer columns)."""
+    from sae_core.saes.base import ColumnView
     from sae_core.saes.relu import SparseAutoencoder
+
+    if sae.architecture != "relu":  # topk/jumprelu activations depend on all columns (or on θ)
+        return ColumnView(sae, index)
 
     sub = SparseAutoencoder(sae.d_in, int(index.numel()), seed=0).to(sae.W_enc.device)
     weights = {"W_enc": sae.W_enc[:, index], "b_enc": sae.b_enc[index], "W_dec": sae.W_dec[index]}
@@ -441,15 +445,15 @@ def _ce_loss(
 
 
 def load_sae(run_dir: Path) -> tuple[Any, dict[str, Any]]:
-    """The SAE (`model_weights_*.pth`, the study's keys) and metrics.json (empty when absent) of a run
-    dir; AnalysisError naming the path when either is unusable."""
-    from sae_core.saes.relu import SparseAutoencoder
+    """The SAE (`model_weights_*.pth`, of the architecture its keys name) and metrics.json (empty when
+    absent) of a run dir; AnalysisError naming the path when either is unusable."""
+    from sae_core.saes.registry import load_any
 
     if not run_dir.is_dir():
         raise AnalysisError(f"run: no such run directory {str(run_dir)!r}")
     weights = _weights_file(run_dir)
     try:
-        sae = SparseAutoencoder.from_pth(weights)
+        sae = load_any(weights)
     except (OSError, RuntimeError, ValueError, KeyError, EOFError, pickle.UnpicklingError) as exc:
         raise AnalysisError(f"run: cannot load the SAE weights {weights} ({exc})") from None
     metrics_path = run_dir / "metrics.json"

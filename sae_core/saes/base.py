@@ -187,3 +187,17 @@ class AutogradSae(nn.Module):
     def params(self) -> dict[str, torch.Tensor]:
         """The study's four parameters, detached, float32, on the CPU."""
         return {k: getattr(self, k).detach().to("cpu", torch.float32).contiguous() for k in PARAM_NAMES}
+
+
+class ColumnView:
+    """The features `index` of `sae`: `encode` is the whole SAE's encode restricted to those columns.
+    (Relu can be cut to a smaller SAE; a TopK or JumpReLU latent's activation depends on the other
+    latents or on its threshold, so its columns are read from the full encode.)"""
+
+    def __init__(self, sae: Sae, index: torch.Tensor) -> None:
+        self.sae, self.index = sae, index
+        self.d_hidden = int(index.numel())
+        self.d_in = sae.d_in
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.sae.encode(x)[:, self.index.to(x.device)]
