@@ -165,3 +165,33 @@ def test_an_auxk_topk_cell_resumes_bit_identical(sae_store, tmp_path):
     a = torch.load(tmp_path / "whole" / cell.weights_filename)
     b = torch.load(tmp_path / "killed" / cell.weights_filename)
     assert all(torch.equal(a[key], b[key]) for key in a)
+
+
+def test_cli_train_takes_an_architecture_and_its_sparsity(sae_store, tmp_path, capsys):
+    from flows.cli import main
+    from sae_core.saes.export import load_run
+
+    out = tmp_path / "cli-topk"
+    args = ["train", "--activations", str(sae_store), "--expansion", "2", "--architecture", "topk",
+            "--k", "4", "--strategy", "auxk", "--out", str(out), "--set", "training.batch_size=256",
+            "--set", "training.epochs=1", "--set", "training.resample_every=10",
+            "--set", "training.device=cpu", "--set", "tracking.mode=disabled"]  # fmt: skip
+    assert main(args) == 0
+    sae, _ = load_run(out)
+    assert sae.architecture == "topk" and int(sae.k) == 4
+    assert "model_weights_2x_topk4_auxk.pth" in capsys.readouterr().out
+    bad = ["train", "--activations", str(sae_store), "--architecture", "relu", "--strategy", "auxk",
+           "--out", str(tmp_path / "x")]  # fmt: skip
+    assert main(bad) == 2
+    assert "strategy: 'auxk' is not available for architecture 'relu'" in capsys.readouterr().err
+    no_k = [
+        "train",
+        "--activations",
+        str(sae_store),
+        "--architecture",
+        "batchtopk",
+        "--out",
+        str(tmp_path / "y"),
+    ]
+    assert main(no_k) == 2
+    assert "k: set for topk and batchtopk cells only (got None for batchtopk)" in capsys.readouterr().err
