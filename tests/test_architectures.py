@@ -202,3 +202,26 @@ def test_config_sections_match_the_registry_and_the_constructors():
             assert info.description, f"{section.__name__}.{field} has no docstring"
             assert info.default == params[field].default, f"{section.__name__}.{field}: default differs"
         cls(D, M, **({"k": 4} if "TopK" in cls.__name__ else {}), **section().model_dump())
+
+
+def test_topk_sparse_decode_equals_the_dense_decode_with_equal_gradients():
+    """The training step decodes from the k active latents (`embedding_bag`); loss and every gradient
+    equal the dense formulation's (the base class's step)."""
+    from sae_core.saes.base import AutogradSae
+
+    x = _x(64, seed=7)
+    dead = torch.arange(M) % 3 == 0
+    sparse, dense = TopKSAE(D, M, k=5, seed=2), TopKSAE(D, M, k=5, seed=2)
+    with torch.no_grad():
+        for sae in (sparse, dense):
+            sae.b_dec.normal_(generator=torch.Generator().manual_seed(0))
+    a = sparse.step_grads(x, dead=dead, full_stats=True)
+    dense.zero_grad(set_to_none=False)
+    parts = AutogradSae.training_loss(dense, x, dead)  # h from train_activate, dense h @ W_dec
+    parts.loss.backward()
+    assert torch.allclose(a.loss, parts.loss.detach(), atol=1e-6)
+    for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
+        torch.testing.assert_close(
+            getattr(sparse, name).grad, getattr(dense, name).grad, atol=1e-6, rtol=1e-5
+        )
+    assert torch.equal(a.fired, (parts.h.detach() > 0).any(dim=0))

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from sae_core.saes.base import AutogradSae, TrainLoss
 from sae_core.saes.relu import InitScheme
 from sae_core.saes.topk import AUXK_COEFFICIENT, TopKSAE
 
@@ -68,6 +69,10 @@ class BatchTopKSAE(TopKSAE):
 
     def train_activate(self, pre: torch.Tensor) -> torch.Tensor:
         return top_k_of_batch(pre, self.k_value)
+
+    def training_loss(self, x: torch.Tensor, dead: torch.Tensor | None = None) -> TrainLoss:
+        # The dense decode of the base: TopK's per-token sparse decode assumes k latents in every row.
+        return AutogradSae.training_loss(self, x, dead)
 
     @torch.no_grad()
     def observe_batch(self, pre: torch.Tensor, h: torch.Tensor) -> None:

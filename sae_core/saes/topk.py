@@ -11,9 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from sae_core.saes.auxk import auxk_loss
-from sae_core.saes.base import AutogradSae
+from sae_core.saes.base import AutogradSae, TrainLoss
 from sae_core.saes.relu import InitScheme
 
 AUXK_COEFFICIENT = 1 / 32
@@ -24,6 +25,15 @@ def check_k(k: int, d_hidden: int) -> int:
     if isinstance(k, bool) or int(k) != k or not 0 < k < d_hidden:
         raise ValueError(f"k: must be an integer with 0 < k < d_hidden = {d_hidden} (got {k})")
     return int(k)
+
+
+def sparse_decode(
+    indices: torch.Tensor, values: torch.Tensor, w_dec: torch.Tensor, b_dec: torch.Tensor
+) -> torch.Tensor:
+    """`h W_dec + b_dec` from each row's k active `indices` and `values` ([B, k]): a gather-and-sum of
+    B × k decoder rows (`embedding_bag`), B·k·d work instead of the dense product's B·m·d, and a
+    backward that touches the same k rows per token."""
+    return F.embedding_bag(indices, w_dec, per_sample_weights=values, mode="sum") + b_dec
 
 
 def top_k_per_row(pre: torch.Tensor, k: int) -> torch.Tensor:
@@ -67,6 +77,19 @@ class TopKSAE(AutogradSae):
 
     def activate(self, pre: torch.Tensor) -> torch.Tensor:
         return top_k_per_row(pre, self.k_value)
+
+    def training_loss(self, x: torch.Tensor, dead: torch.Tensor | None = None) -> TrainLoss:
+        """As the base's, but decoded from the k active latents per token (`sparse_decode`)."""
+        pre = self.pre_activation(x)
+        values, indices = pre.topk(self.k_value, dim=-1, sorted=False)
+        values = values.relu()
+        x_hat = sparse_decode(indices, values, self.W_dec, self.b_dec)
+        mse = (x_hat - x).pow(2).mean()
+        term, coefficient = self.extra_loss(pre, values, (x - x_hat).detach(), dead)
+        h = torch.zeros_like(pre).scatter(-1, indices, values.detach())  # for the step's statistics
+        return TrainLoss(
+            loss=mse + coefficient * term if coefficient else mse, mse=mse, penalty=term, x_hat=x_hat, h=h
+        )
 
     def extra_loss(
         self, pre: torch.Tensor, h: torch.Tensor, err: torch.Tensor, dead: torch.Tensor | None
