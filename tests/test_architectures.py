@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from sae_core.config.architectures import ARCHITECTURE_NAMES, BatchTopKConfig, JumpReLUConfig, TopKConfig
+from sae_core.config.architectures import STRATEGIES_BY_ARCHITECTURE as config_strategies
 from sae_core.saes.batchtopk import BatchTopKSAE
 from sae_core.saes.jumprelu import JumpReLUSAE
-from sae_core.saes.registry import ARCHITECTURES, build_sae
+from sae_core.saes.registry import ARCHITECTURES, STRATEGIES_BY_ARCHITECTURE, build_sae
 from sae_core.saes.relu import SparseAutoencoder, normalize_decoder, project_decoder_grad
 from sae_core.saes.topk import TopKSAE
 
@@ -191,6 +192,7 @@ def test_state_dict_round_trip_gives_identical_outputs(name, tmp_path):
 
 def test_config_sections_match_the_registry_and_the_constructors():
     assert set(ARCHITECTURE_NAMES) == set(ARCHITECTURES)
+    assert config_strategies == STRATEGIES_BY_ARCHITECTURE  # config imports no stage: two copies, held equal
     for section, cls in (
         (TopKConfig, TopKSAE),
         (BatchTopKConfig, BatchTopKSAE),
