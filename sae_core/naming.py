@@ -1,15 +1,22 @@
 """Names of grid cells and of the files they produce, shared by every stage and by the Hub upload.
 
 The study named its weights `model_weights_{expansion}x_{λ}.pth` and `..._sampling.pth`, with λ printed by
-Python's `str`; we keep that spelling (`0.01`, `0.0001`) and always name the strategy.
+Python's `str`; we keep that spelling (`0.01`, `0.0001`) and always name the strategy. The other
+architectures put their name and sparsity where λ stands: `8x_topk32_auxk`, `8x_batchtopk32_sampling`
+(k = 32), `8x_jumprelu0.001_nosampling` (L0 coefficient 0.001, spelt as λ is), so a relu cell's names
+never change.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from itertools import product
 
-from sae_core.config import STRATEGIES, GridConfig
+from sae_core.config import GridConfig
+from sae_core.config.architectures import ARCHITECTURE_NAMES, STRATEGIES_BY_ARCHITECTURE, TOPK_FAMILY
+
+_SPARSITY = re.compile(r"^(batchtopk|topk|jumprelu)(.+)$")
 
 
 def format_l1(l1: float) -> str:
@@ -19,24 +26,58 @@ def format_l1(l1: float) -> str:
 
 @dataclass(frozen=True, order=True)
 class Cell:
-    """One grid cell: an expansion factor, an L1 coefficient and a dead-neuron strategy."""
+    """One grid cell: an expansion factor, an L1 coefficient and a dead-neuron strategy; for the other
+    architectures `l1` is 0 and the sparsity is `k` (topk, batchtopk) or `l0` (jumprelu's coefficient)."""
 
     expansion: int
     l1: float
     strategy: str
+    architecture: str = "relu"
+    k: int | None = None
+    l0: float | None = None
 
     def __post_init__(self) -> None:
         if self.expansion <= 0:
             raise ValueError(f"expansion: must be > 0 (got {self.expansion})")
         if self.l1 < 0:
             raise ValueError(f"l1: must be >= 0 (got {self.l1})")
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy: must be one of {STRATEGIES} (got {self.strategy!r})")
+        if self.architecture not in ARCHITECTURE_NAMES:
+            raise ValueError(
+                f"architecture: unknown architecture {self.architecture!r} "
+                f"(known: {list(ARCHITECTURE_NAMES)})"
+            )
+        allowed = STRATEGIES_BY_ARCHITECTURE[self.architecture]
+        if self.strategy not in allowed:
+            raise ValueError(
+                f"strategy: {self.strategy!r} is not available for architecture {self.architecture!r} "
+                f"(it takes {allowed})"
+            )
+        topk = self.architecture in TOPK_FAMILY
+        if topk != (self.k is not None):
+            raise ValueError(
+                f"k: set for topk and batchtopk cells only (got {self.k} for {self.architecture})"
+            )
+        if topk and (isinstance(self.k, bool) or not isinstance(self.k, int) or self.k <= 0):
+            raise ValueError(f"k: must be an integer > 0 (got {self.k!r})")
+        if (self.architecture == "jumprelu") != (self.l0 is not None):
+            raise ValueError(f"l0: set for jumprelu cells only (got {self.l0} for {self.architecture})")
+        if self.l0 is not None and not self.l0 >= 0:
+            raise ValueError(f"l0: must be >= 0 (got {self.l0})")
+        if self.architecture != "relu" and self.l1 != 0:
+            raise ValueError(f"l1: a {self.architecture} cell has no λ, it must be 0 (got {self.l1})")
+
+    @property
+    def sparsity_label(self) -> str:
+        """The middle part of the name: λ (`0.0001`), `topk32`, `batchtopk32`, `jumprelu0.001`."""
+        if self.architecture == "relu":
+            return format_l1(self.l1)
+        value = self.k if self.k is not None else format_l1(self.l0 or 0.0)
+        return f"{self.architecture}{value}"
 
     @property
     def name(self) -> str:
-        """Directory and run name: `8x_0.0001_sampling`."""
-        return f"{self.expansion}x_{format_l1(self.l1)}_{self.strategy}"
+        """Directory and run name: `8x_0.0001_sampling`, `8x_topk32_auxk`."""
+        return f"{self.expansion}x_{self.sparsity_label}_{self.strategy}"
 
     @property
     def weights_filename(self) -> str:
@@ -45,8 +86,8 @@ class Cell:
 
     @property
     def task_name(self) -> str:
-        """Prefect task-run suffix: `8x-0.0001-sampling`."""
-        return f"{self.expansion}x-{format_l1(self.l1)}-{self.strategy}"
+        """Prefect task-run suffix: `8x-0.0001-sampling`, `8x-topk32-auxk`."""
+        return f"{self.expansion}x-{self.sparsity_label}-{self.strategy}"
 
     @property
     def wandb_name(self) -> str:
@@ -54,20 +95,50 @@ class Cell:
 
     @classmethod
     def parse(cls, name: str) -> Cell:
-        """Inverse of `name`: `8x_0.0001_sampling` → Cell(8, 1e-4, 'sampling')."""
+        """Inverse of `name`: `8x_0.0001_sampling` → Cell(8, 1e-4, 'sampling'); `8x_topk32_auxk` →
+        Cell(8, 0.0, 'auxk', 'topk', k=32)."""
         try:
-            exp, l1, strategy = name.split("_")
-            return cls(int(exp.removesuffix("x")), float(l1), strategy)
+            exp, sparsity, strategy = name.split("_")
+            expansion = int(exp.removesuffix("x"))
+            other = _SPARSITY.match(sparsity)
+            if other is None:
+                return cls(expansion, float(sparsity), strategy)
+            architecture, value = other.groups()
+            if architecture == "jumprelu":
+                return cls(expansion, 0.0, strategy, architecture, l0=float(value))
+            return cls(expansion, 0.0, strategy, architecture, k=int(value))
         except ValueError as exc:
             raise ValueError(f"cell: not a cell name like 8x_0.0001_sampling (got {name!r})") from exc
 
     def to_dict(self) -> dict[str, object]:
-        return {"expansion": self.expansion, "l1": self.l1, "strategy": self.strategy}
+        """The cell's fields; a relu cell's are the study's three (its resume identity is unchanged)."""
+        out: dict[str, object] = {"expansion": self.expansion, "l1": self.l1, "strategy": self.strategy}
+        if self.architecture != "relu":
+            out |= {"architecture": self.architecture, "k": self.k, "l0": self.l0}
+        return out
 
 
 def grid_cells(grid: GridConfig) -> list[Cell]:
-    """All cells of a grid, in a stable order (expansion, then λ, then strategy)."""
-    return [
-        Cell(e, float(l1), s)
-        for e, l1, s in product(grid.expansion_factors, grid.l1_coefficients, grid.strategies)
-    ]
+    """All cells of a grid, in a stable order: the relu cells first (expansion, then λ, then strategy:
+    the study's order), then each other architecture of `grid.architectures` in its order (expansion,
+    then its sparsity, then strategy), each with the listed strategies it takes."""
+    cells: list[Cell] = []
+    for arch in grid.architectures:
+        strategies = [s for s in grid.strategies if s in STRATEGIES_BY_ARCHITECTURE[arch]]
+        if arch == "relu":
+            cells += [
+                Cell(e, float(l1), s)
+                for e, l1, s in product(grid.expansion_factors, grid.l1_coefficients, strategies)
+            ]
+        elif arch in TOPK_FAMILY:
+            cells += [
+                Cell(e, 0.0, s, arch, k=int(k))
+                for e, k, s in product(grid.expansion_factors, grid.k_values, strategies)
+            ]
+        else:
+            cells += [
+                Cell(e, 0.0, s, arch, l0=float(c))
+                for e, c, s in product(grid.expansion_factors, grid.l0_coefficients, strategies)
+            ]
+    relu = [c for c in cells if c.architecture == "relu"]
+    return relu + [c for c in cells if c.architecture != "relu"]

@@ -4,7 +4,8 @@ Its code (training) lives in `sae_core.training`; new code imports from there.""
 
 from sae_core.training.callbacks import ProgressCallback, TrainCallback
 from sae_core.training.run_cell import train_cell
-from sae_core.training.trainer import Trainer, TrainState, build_sae, total_steps_for, train_sae
+from sae_core.training.state import TrainState, total_steps_for
+from sae_core.training.trainer import Trainer, build_sae, train_sae
 
 __all__ = [
     "ProgressCallback",

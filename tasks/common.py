@@ -128,9 +128,12 @@ def extract_cache_key(cfg: SweepConfig) -> str:
 
 
 def train_cache_key(cfg: SweepConfig, cell: Cell, store_path: str | Path) -> str:
+    settings = sections(cfg, "training")
+    if cell.architecture != "relu":  # a relu cell's key reads the study's sections only
+        settings["saes"] = sections(cfg, "saes")["saes"][cell.architecture]
     return "train-" + stable_hash(
         cell.name,
-        sections(cfg, "training"),
+        settings,
         store_fingerprint(store_path),
         str(run_dir(cfg, cell)),
         code_version(),

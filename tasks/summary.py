@@ -100,7 +100,8 @@ def grid_table(cfg: SweepConfig) -> tuple[list[dict[str, str]], list[str]]:
     dead %, its delta, L0, explained variance, monosemanticity % (in parentheses the conservative rate,
     failed labels counted polysemantic).
     Returns the rows and the footnotes (each reason a stage was skipped, once)."""
-    by_key = {(c.l1, c.expansion, c.strategy): cell_summary(cfg, c) for c in grid_cells(cfg.grid)}
+    relu = [c for c in grid_cells(cfg.grid) if c.architecture == "relu"]  # the study's table: relu cells
+    by_key = {(c.l1, c.expansion, c.strategy): cell_summary(cfg, c) for c in relu}
     notes = _Footnotes()
     rows = []
     for l1 in cfg.grid.l1_coefficients:

@@ -20,8 +20,15 @@ def train(
     expansion: Annotated[int, typer.Option(help="SAE width as a multiple of d_model.")] = 8,
     l1: Annotated[float, typer.Option("--l1", help="Sparsity penalty λ (see training.l1_scaling).")] = 1e-4,
     strategy: Annotated[
-        str, typer.Option(help="`sampling` (resample dead neurons) or `nosampling`.")
+        str,
+        typer.Option(help="`sampling` (resample dead neurons), `nosampling`, or `auxk` (topk/batchtopk)."),
     ] = "sampling",
+    architecture: Annotated[
+        str,
+        typer.Option(help="`relu` (the study's; uses --l1), `topk`/`batchtopk` (--k), `jumprelu` (--l0)."),
+    ] = "relu",
+    k: Annotated[int | None, typer.Option("--k", help="Active latents per token (topk, batchtopk).")] = None,
+    l0: Annotated[float | None, typer.Option("--l0", help="L0 penalty coefficient (jumprelu).")] = None,
     preset: PresetOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
@@ -34,7 +41,10 @@ def train(
 
     cfg = resolve_config(preset, config, set_)
     try:
-        cell = Cell(expansion, float(l1), strategy)
+        if architecture == "relu":
+            cell = Cell(expansion, float(l1), strategy)
+        else:  # λ is relu's: another architecture's cell has l1 = 0 and its own sparsity
+            cell = Cell(expansion, 0.0, strategy, architecture, k=k, l0=l0)
     except ValueError as exc:
         raise TrainingError(str(exc)) from None
     with TqdmProgress(f"train {cell.name}") as bar:

@@ -258,15 +258,15 @@ def analyze_run(
 
 
 def load_sae(run_dir: Path) -> tuple[Any, dict[str, Any]]:
-    """The SAE (`model_weights_*.pth`, the study's keys) and metrics.json (empty when absent) of a run
-    dir; AnalysisError naming the path when either is unusable."""
-    from sae_core.saes.relu import SparseAutoencoder
+    """The SAE (`model_weights_*.pth`, of the architecture its keys name) and metrics.json (empty when
+    absent) of a run dir; AnalysisError naming the path when either is unusable."""
+    from sae_core.saes.registry import load_any
 
     if not run_dir.is_dir():
         raise AnalysisError(f"run: no such run directory {str(run_dir)!r}")
     weights = _weights_file(run_dir)
     try:
-        sae = SparseAutoencoder.from_pth(weights)
+        sae = load_any(weights)
     except (OSError, RuntimeError, ValueError, KeyError, EOFError, pickle.UnpicklingError) as exc:
         raise AnalysisError(f"run: cannot load the SAE weights {weights} ({exc})") from None
     metrics_path = run_dir / "metrics.json"

@@ -77,19 +77,9 @@ def second_pass(
     if not selected:
         progress(2 * n_tokens, total, {})
         return collector, pearson
-    # An SAE made of the selected features' encoder columns: the same encode, 2k columns instead of m.
-    from sae_core.saes.relu import SparseAutoencoder
-
-    index = torch.as_tensor(selected, dtype=torch.long, device=device)
-    sub = SparseAutoencoder(sae.d_in, len(selected), seed=0).to(device)
-    sub.load_state_dict(
-        {
-            "W_enc": sae.W_enc[:, index],
-            "b_enc": sae.b_enc[index],
-            "W_dec": sae.W_dec[index],
-            "b_dec": sae.b_dec,
-        }
-    )
+    # The selected features' columns: for relu an SAE of 2k columns instead of m (the same encode); a
+    # TopK or JumpReLU latent depends on the other latents or its threshold, so it reads the full encode.
+    sub = _columns(sae, torch.as_tensor(selected, dtype=torch.long, device=device))
     done = n_tokens
     for batch in _limited(store, acfg, n_tokens):
         acts = sub.encode(batch.acts.to(device, non_blocking=True))
@@ -153,7 +143,11 @@ def dead_set_counts(
 
 def _columns(sae: Any, index: torch.Tensor) -> Any:
     """An SAE made of the features `index` of `sae` (the same encode, fewer columns)."""
+    from sae_core.saes.base import ColumnView
     from sae_core.saes.relu import SparseAutoencoder
+
+    if sae.architecture != "relu":  # topk/jumprelu activations depend on all columns (or on θ)
+        return ColumnView(sae, index)
 
     sub = SparseAutoencoder(sae.d_in, int(index.numel()), seed=0).to(sae.W_enc.device)
     weights = {"W_enc": sae.W_enc[:, index], "b_enc": sae.b_enc[index], "W_dec": sae.W_dec[index]}

@@ -6,6 +6,13 @@ and the docs show.
 """
 
 from sae_core.config.analysis import AnalysisConfig
+from sae_core.config.architectures import (
+    ARCHITECTURE_NAMES,
+    BatchTopKConfig,
+    JumpReLUConfig,
+    SaesConfig,
+    TopKConfig,
+)
 from sae_core.config.base import STRATEGIES, ConfigError, Section
 from sae_core.config.data_root import DATA_ROOT_ENV, anchored_data_root, default_data_root, user_data_dir
 from sae_core.config.extraction import DataConfig, ExtractionConfig, ModelConfig
@@ -26,17 +33,22 @@ from sae_core.config.sweep import SweepConfig, TrackingConfig, UploadConfig
 from sae_core.config.training import TrainingConfig
 
 __all__ = [
+    "ARCHITECTURE_NAMES",
     "DATA_ROOT_ENV",
     "STRATEGIES",
     "AnalysisConfig",
+    "BatchTopKConfig",
     "ConfigError",
     "DataConfig",
     "ExtractionConfig",
     "GridConfig",
+    "JumpReLUConfig",
     "LabelingConfig",
     "ModelConfig",
+    "SaesConfig",
     "Section",
     "SweepConfig",
+    "TopKConfig",
     "TrackingConfig",
     "TrainingConfig",
     "UploadConfig",

@@ -3,11 +3,25 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, get_args
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
-from sae_core.config.base import STRATEGIES, Section, Strategy
+from sae_core.config.architectures import ARCHITECTURE_NAMES, STRATEGIES_BY_ARCHITECTURE, TOPK_FAMILY
+from sae_core.config.base import Section
+
+Architecture = Literal["relu", "topk", "batchtopk", "jumprelu"]
+StrategyName = Literal["nosampling", "sampling", "auxk"]
+
+
+def _study_architectures() -> list[Architecture]:
+    """The study's SAE only: the seed preset's 16 cells and their names stay the study's."""
+    return ["relu"]
+
+
+def _study_strategies() -> list[StrategyName]:
+    """The study's two strategies (`auxk` is opt-in: it exists for the TopK family only)."""
+    return ["nosampling", "sampling"]
 
 
 class GridConfig(Section):
@@ -17,8 +31,20 @@ class GridConfig(Section):
     l1_coefficients: list[float] = Field(default_factory=lambda: [1e-2, 1e-4], min_length=1)
     """Sparsity penalties λ (see `training.l1_scaling` for what λ multiplies)."""
 
-    strategies: list[Strategy] = Field(default_factory=lambda: list(STRATEGIES), min_length=1)
-    """Dead-neuron strategies: `nosampling` (plain training) and/or `sampling` (resampling)."""
+    strategies: list[StrategyName] = Field(default_factory=_study_strategies, min_length=1)
+    """Dead-neuron strategies: `nosampling` (plain training), `sampling` (resampling) and, for the TopK
+    family only, `auxk` (Gao et al.'s auxiliary loss on latents dead for `training.resample_every` steps).
+    Each architecture's cells take the listed strategies it has."""
+
+    architectures: list[Architecture] = Field(default_factory=_study_architectures, min_length=1)
+    """SAE architectures: `relu` (the study's ReLU-L1; sparsity axis `l1_coefficients`), `topk` and
+    `batchtopk` (axis `k_values`), `jumprelu` (axis `l0_coefficients`). Settings in the `saes` section."""
+
+    k_values: list[int] = Field(default_factory=lambda: [32], min_length=1)
+    """Active latents per token k of the `topk` and `batchtopk` cells (each must be below the width)."""
+
+    l0_coefficients: list[float] = Field(default_factory=lambda: [1e-3], min_length=1)
+    """L0 penalty coefficients of the `jumprelu` cells."""
 
     placement: Literal["local", "pool"] = "local"
     """`local`: cells train in the sweep's own process; `pool`: each cell is a run of the `train-cell`
@@ -56,3 +82,43 @@ class GridConfig(Section):
         if len(set(values)) != len(values):
             raise ValueError(f"strategies repeat (got {values})")
         return values
+
+    @field_validator("architectures")
+    @classmethod
+    def _unique_architectures(cls, values: list[str]) -> list[str]:
+        if len(set(values)) != len(values):
+            raise ValueError(f"architectures repeat (got {values})")
+        return values
+
+    @field_validator("k_values")
+    @classmethod
+    def _positive_k(cls, values: list[int]) -> list[int]:
+        for value in values:
+            if value <= 0:
+                raise ValueError(f"every k must be > 0 (got {value})")
+        if len(set(values)) != len(values):
+            raise ValueError(f"k values repeat (got {values})")
+        return values
+
+    @field_validator("l0_coefficients")
+    @classmethod
+    def _non_negative_l0(cls, values: list[float]) -> list[float]:
+        for value in values:
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"every L0 coefficient must be finite and >= 0 (got {value})")
+        if len(set(values)) != len(values):
+            raise ValueError(f"L0 coefficients repeat (got {values})")
+        return values
+
+    @model_validator(mode="after")
+    def _every_strategy_has_an_architecture(self) -> GridConfig:
+        for strategy in self.strategies:
+            if not any(strategy in STRATEGIES_BY_ARCHITECTURE[a] for a in self.architectures):
+                raise ValueError(
+                    f"grid.strategies: {strategy!r} is only for {list(TOPK_FAMILY)}, and grid.architectures "
+                    f"is {self.architectures}"
+                )
+        return self
+
+
+assert set(ARCHITECTURE_NAMES) == set(get_args(Architecture))  # the Literal and the names agree

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from sae_core.config.analysis import AnalysisConfig
+from sae_core.config.architectures import SaesConfig
 from sae_core.config.base import ConfigError, Section
 from sae_core.config.data_root import default_data_root
 from sae_core.config.extraction import DataConfig, ExtractionConfig, ModelConfig
@@ -67,6 +68,9 @@ class SweepConfig(Section):
 
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     """SAE training, shared by every cell."""
+
+    saes: SaesConfig = Field(default_factory=SaesConfig)
+    """Settings of the architectures beside relu (their sparsity axes are in `grid`)."""
 
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
     """Feature statistics and evaluation."""

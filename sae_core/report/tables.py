@@ -44,7 +44,9 @@ GRID_TABLES: dict[str, tuple[str, str | None, Any]] = {
 
 def grid_tables(cells: list[CellData], published: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
     """The study's five tables from our cells, and the conservative monosemanticity (failed labels
-    counted polysemantic) beside them; `published` (or None) adds the blog's values beside."""
+    counted polysemantic) beside them; `published` (or None) adds the blog's values beside. Relu cells
+    only: the other architectures have no λ (theirs would all sit in a λ = 0 row)."""
+    cells = [c for c in cells if c.cell.architecture == "relu"]
     rows = sorted({c.cell.l1 for c in cells}, reverse=True)
     cols = sorted({c.cell.expansion for c in cells})
     by_key = {(c.cell.l1, c.cell.expansion, c.cell.strategy): c for c in cells}

@@ -1,4 +1,4 @@
-"""A trained SAE on disk: the study's `.pth`, the SAELens `standard` export, and loaders for both.
+"""A trained SAE on disk: the study's `.pth`, the SAELens export, and loaders for both.
 
 The `.pth` is a state dict with the study's keys and shapes (`W_enc [d, m]`, `b_enc [m]`, `W_dec [m, d]`,
 `b_dec [d]`), float32. SAELens' `standard` SAE computes exactly our encoder and decoder
@@ -6,6 +6,12 @@ The `.pth` is a state dict with the study's keys and shapes (`W_enc [d, m]`, `b_
 export is the same tensors plus a `cfg.json` naming the model, hook and context size, and a
 `sparsity.safetensors` of each feature's log10 firing frequency with the final L0 and dead count in the
 metadata (as SAELens' own trainer writes them).
+
+The other architectures export as SAELens computes them at inference (`AutogradSae.saelens_export`):
+topk as SAELens `topk` with its `k` (and `rescale_acts_by_decoder_norm: false`: our decoder rows are unit
+norm and the top k is taken on the raw pre-activations); jumprelu as `jumprelu` with its thresholds; and
+batchtopk as `jumprelu` with its estimated threshold for every latent, which is how SAELens saves its own
+BatchTopK SAEs for inference. Their weights files hold SAELens' keys only (no `k`, no `topk_threshold`).
 
 The hook is read the way the ecosystem reads it: SAELens hands `model_from_pretrained_kwargs` to
 TransformerLens, whose default `center_writing_weights=True` makes `blocks.L.hook_resid_pre` the stream
@@ -23,7 +29,11 @@ import torch
 
 from sae_core.errors import TrainingError
 from sae_core.io import atomic_write_json, atomic_write_with, read_json
+from sae_core.saes.base import AutogradSae, Sae
+from sae_core.saes.jumprelu import JumpReLUSAE
+from sae_core.saes.registry import load_any
 from sae_core.saes.relu import SparseAutoencoder
+from sae_core.saes.topk import TopKSAE
 
 SAELENS_DIR = "saelens"
 SAELENS_CFG = "cfg.json"
@@ -37,8 +47,12 @@ SPARSITY_EPS = 1e-10
 """Added before log10, as SAELens does: a feature that never fired is written as −10."""
 
 
-def save_pth(sae: SparseAutoencoder, path: str | Path) -> Path:
-    state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in sae.state_dict().items()}
+def save_pth(sae: Sae, path: str | Path) -> Path:
+    """The state dict, float tensors as float32 (topk's integer `k` stays an integer)."""
+    state = {
+        k: v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype).contiguous()
+        for k, v in sae.state_dict().items()
+    }
     atomic_write_with(path, lambda tmp: torch.save(state, tmp))
     return Path(path)
 
@@ -53,13 +67,14 @@ def weights_path(run_dir: str | Path) -> Path:
     return found[0]
 
 
-def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[SparseAutoencoder, dict[str, Any]]:
-    """The trained SAE and the `metrics.json` of a completed run directory."""
+def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[Sae, dict[str, Any]]:
+    """The trained SAE (of whichever architecture its `.pth` holds) and the `metrics.json` of a completed
+    run directory."""
     run_dir = Path(run_dir)
     metrics_file = run_dir / "metrics.json"
     if not metrics_file.is_file():
         raise TrainingError(f"run dir: {run_dir} has no metrics.json (training not finished?)")
-    return SparseAutoencoder.from_pth(weights_path(run_dir), device=device), read_json(metrics_file)
+    return load_any(weights_path(run_dir), device=device), read_json(metrics_file)
 
 
 def hook_name_for_layer(layer: int, num_layers: int | None) -> str:
@@ -79,7 +94,7 @@ def model_from_pretrained_kwargs(layer: int | None, num_layers: int | None) -> d
     return kwargs
 
 
-def firing_frequency(sae: SparseAutoencoder, x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+def firing_frequency(sae: Sae, x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
     """Fraction of the rows of `x` on which each feature's activation is > 0 ([d_hidden], float32)."""
     counts = torch.zeros(sae.d_hidden, dtype=torch.float64)
     with torch.no_grad():
@@ -89,13 +104,22 @@ def firing_frequency(sae: SparseAutoencoder, x: torch.Tensor, chunk: int = 4096)
     return (counts / max(1, len(x))).float()
 
 
-def saelens_cfg(sae: SparseAutoencoder, manifest: dict[str, Any] | None, **extra: Any) -> dict[str, Any]:
+def saelens_cfg(
+    sae: Sae,
+    manifest: dict[str, Any] | None,
+    *,
+    architecture: str = "standard",
+    fields: dict[str, Any] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """SAELens' `cfg.json`: `architecture` and its own `fields` (topk: `k`), then the shared fields."""
     model = (manifest or {}).get("model", {})
     data = (manifest or {}).get("data", {})
     layer = model.get("layer")
     num_layers = model.get("num_layers")
     return {
-        "architecture": "standard",
+        "architecture": architecture,
+        **(fields or {}),
         "d_in": sae.d_in,
         "d_sae": sae.d_hidden,
         "dtype": "float32",
@@ -120,7 +144,7 @@ def saelens_cfg(sae: SparseAutoencoder, manifest: dict[str, Any] | None, **extra
 
 
 def export_saelens(
-    sae: SparseAutoencoder,
+    sae: Sae,
     out_dir: str | Path,
     manifest: dict[str, Any] | None = None,
     *,
@@ -128,7 +152,8 @@ def export_saelens(
     num_dead_features: int | None = None,
     **extra: Any,
 ) -> Path:
-    """Write `cfg.json` + `sae_weights.safetensors` (SAELens `standard`), each atomically.
+    """Write `cfg.json` + `sae_weights.safetensors` (relu as SAELens `standard`, the other architectures
+    as their SAELens inference form, see the module docstring), each atomically.
 
     With `frequency` (each feature's firing frequency, [d_hidden]) also `sparsity.safetensors`
     (`sparsity` = log10(frequency + 1e-10), SAELens' key and formula) and the metadata `l0` (the sum of
@@ -137,7 +162,12 @@ def export_saelens(
     from safetensors.torch import save_file
 
     out_dir = Path(out_dir)
-    state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in sae.state_dict().items()}
+    architecture: str = "standard"
+    fields: dict[str, Any] = {}
+    if isinstance(sae, AutogradSae):
+        architecture, fields, state = sae.saelens_export()
+    else:
+        state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in sae.state_dict().items()}
     atomic_write_with(out_dir / SAELENS_WEIGHTS, lambda tmp: save_file(state, str(tmp)))
     if frequency is not None:
         if tuple(frequency.shape) != (sae.d_hidden,):
@@ -150,18 +180,28 @@ def export_saelens(
         extra = {"l0": float(freq.double().sum()), **extra}
     if num_dead_features is not None:
         extra = {"num_dead_features": int(num_dead_features), **extra}
-    atomic_write_json(out_dir / SAELENS_CFG, saelens_cfg(sae, manifest, **extra))
+    cfg = saelens_cfg(sae, manifest, architecture=architecture, fields=fields, **extra)
+    atomic_write_json(out_dir / SAELENS_CFG, cfg)
     return out_dir
 
 
-def load_saelens_export(path: str | Path) -> SparseAutoencoder:
-    """Our SAE from a SAELens `standard` export (no SAELens needed)."""
+def load_saelens_export(path: str | Path) -> Sae:
+    """Our SAE from a SAELens `standard`, `topk` or `jumprelu` export (no SAELens needed). A batchtopk
+    export comes back as the jumprelu SAE SAELens sees (the same encode and decode)."""
     from safetensors.torch import load_file
 
     path = Path(path)
     cfg = read_json(path / SAELENS_CFG)
-    if cfg.get("architecture") != "standard":
-        raise TrainingError(
-            f"saelens export: architecture must be standard (got {cfg.get('architecture')!r})"
-        )
-    return SparseAutoencoder.from_state_dict(load_file(str(path / SAELENS_WEIGHTS)))
+    state = load_file(str(path / SAELENS_WEIGHTS))
+    architecture = cfg.get("architecture")
+    if architecture == "standard":
+        return SparseAutoencoder.from_state_dict(state)
+    if architecture == "topk":
+        if cfg.get("rescale_acts_by_decoder_norm"):
+            raise TrainingError("saelens export: rescale_acts_by_decoder_norm must be false (got true)")
+        return TopKSAE.from_state_dict({**state, "k": torch.tensor(int(cfg["k"]))})
+    if architecture == "jumprelu":
+        return JumpReLUSAE.from_state_dict(state)
+    raise TrainingError(
+        f"saelens export: architecture must be standard, topk or jumprelu (got {architecture!r})"
+    )

@@ -21,9 +21,11 @@ from typing import Literal
 import torch
 from torch import nn
 
+from sae_core.saes.state_keys import PARAM_NAMES as PARAM_NAMES  # re-exported: it lived here
+from sae_core.saes.state_keys import check_state_keys
+
 L1Scaling = Literal["seed", "sum"]
 InitScheme = Literal["seed", "tied"]
-PARAM_NAMES = ("W_enc", "b_enc", "W_dec", "b_dec")
 
 
 class SparseAutoencoder(nn.Module):
@@ -31,6 +33,9 @@ class SparseAutoencoder(nn.Module):
 
     `init`: `seed` (the study's, the default here so a bare construction stays the study's SAE) or
     `tied` (see `tied_init`; `training.init` chooses it for every trained SAE and defaults to it)."""
+
+    architecture = "relu"
+    """The registry name (`sae_core.saes.registry`); the other architectures share this interface."""
 
     def __init__(
         self,
@@ -73,9 +78,7 @@ class SparseAutoencoder(nn.Module):
 
     @classmethod
     def from_state_dict(cls, state: dict[str, torch.Tensor]) -> SparseAutoencoder:
-        missing = [k for k in PARAM_NAMES if k not in state]
-        if missing or set(state) != set(PARAM_NAMES):
-            raise ValueError(f"state dict must hold exactly {PARAM_NAMES} (got {sorted(state)})")
+        check_state_keys(state, "relu")  # a topk/batchtopk/jumprelu .pth is refused, naming which it is
         d_in, d_hidden = state["W_enc"].shape
         sae = cls(d_in, d_hidden, seed=0)  # the init is overwritten by the state below
         sae.load_state_dict({k: v.float() for k, v in state.items()})

@@ -51,6 +51,7 @@ def train_cell(
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Train `cell` on the store at `store_path` into `out_dir`; return the `metrics.json` dict."""
+    from sae_core.training.architectures import cell_options, cell_settings, export_metadata
     from sae_core.training.callbacks import ProgressCallback
     from sae_core.training.data import open_store_data
     from sae_core.training.tracking import WandbCallback
@@ -66,6 +67,7 @@ def train_cell(
     trained_by = training.model_dump(mode="json")
     if training.resample_criterion == "threshold":  # then analysis.dead_threshold shapes the run too
         trained_by["resample_threshold"] = cfg.analysis.dead_threshold
+    trained_by |= cell_settings(cell, cfg.saes)  # the architecture's settings (nothing for relu)
     identity = resume_identity(trained_by, cell.to_dict(), data.d_model, data.fingerprint())
     chash = config_hash(identity)
 
@@ -74,7 +76,9 @@ def train_cell(
         log.info("%s: already trained with this config, nothing to do", cell.name)
         return done
 
-    sae = build_sae(data.d_model, d_hidden, training)
+    sae = build_sae(
+        data.d_model, d_hidden, training, cell.architecture, **cell_options(cell, cfg.saes, d_hidden)
+    )
     tracker = WandbCallback(
         cfg.tracking,
         name=cell.wandb_name,
@@ -131,6 +135,7 @@ def train_cell(
         sparsity_tokens=len(sample),
         sparsity_source=f"{len(sample)} random training tokens, encoded after the last step",
         l1_coefficient=cell.l1, l1_scaling=training.l1_scaling, strategy=cell.strategy, cell=cell.name,
+        **export_metadata(cell),
     )  # fmt: skip
     write_train_log(out_dir / "train_log.parquet", trainer.state.log_rows)
     atomic_write_json(out_dir / "metrics.json", metrics)  # last: its presence marks the run complete

@@ -12,7 +12,6 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,44 +27,20 @@ from sae_core.saes.relu import (
     autograd_step_grads,
     evaluate,
     fused_step_grads,
-    normalize_decoder,
     project_decoder_grad,
 )
+from sae_core.training import architectures
 from sae_core.training.callbacks import TrainCallback
 from sae_core.training.checkpoint import config_hash, rng_state, save_checkpoint, set_rng_state
-from sae_core.training.data import TrainingData, geometric_median, steps_per_epoch
+from sae_core.training.data import TrainingData, geometric_median
 from sae_core.training.resample import resample_dead
+from sae_core.training.state import TrainState, total_steps_for
 
 log = logging.getLogger(__name__)
 
 # train_log.parquet's two dead figures: the window rule on `kind=train` rows, "fired on none of the
 # evaluated tokens" on `kind=val` rows (NaN on the other kind).
 DEAD_COLUMNS = ("window_dead_fraction", "never_fired_fraction")
-
-
-@dataclass
-class TrainState:
-    """Everything beyond weights and optimizer that a resumed run needs."""
-
-    step: int = 0
-    # [m] int64: last step a feature fired (0 = never since start). Only real firings: a resampling reset
-    # is not one, so a reset neuron that never fires again is counted dead. (No reset record is needed for
-    # the "a reset neuron gets a full window" rule: resets happen only at checks `resample_every` apart,
-    # and a neuron reset at check r last fired at or before r − window, so at the next check it is
-    # eligible again exactly when it has not fired since the reset.)
-    last_fired: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.int64))
-    # [m] int64: last step a feature exceeded the dead threshold; kept only for resample_criterion=threshold
-    last_exceeded: torch.Tensor | None = None
-    resample_events: list[dict] = field(default_factory=list)
-    log_rows: list[dict] = field(default_factory=list)
-    wall_time_s: float = 0.0
-
-
-def total_steps_for(training: TrainingConfig, train_tokens: int) -> int:
-    batch = min(training.batch_size, train_tokens)
-    if training.max_tokens is not None:
-        return max(1, math.ceil(training.max_tokens / batch))
-    return max(1, math.ceil((training.epochs or 1.0) * steps_per_epoch(train_tokens, training.batch_size)))
 
 
 class Trainer:
@@ -87,8 +62,7 @@ class Trainer:
     ) -> None:
         if not math.isfinite(l1) or l1 < 0:
             raise TrainingError(f"l1: λ must be finite and >= 0 (got {l1})")
-        if strategy not in ("sampling", "nosampling"):
-            raise TrainingError(f"strategy: must be sampling or nosampling (got {strategy!r})")
+        architectures.check_cell_strategy(sae.architecture, strategy)  # auxk: the TopK family only
         if data.d_model != sae.d_in:
             raise TrainingError(
                 f"activations: the store's d_model is {data.d_model} but the SAE's d_in is {sae.d_in}"
@@ -137,6 +111,8 @@ class Trainer:
 
     def _make_step_fn(self) -> Callable[[torch.Tensor, bool, float], StepStats]:
         cfg, sae, scaling, above = self.cfg, self.sae, self.cfg.l1_scaling, self.fire_threshold
+        if sae.architecture != "relu":  # topk, batchtopk, jumprelu: autograd (`training.architectures`)
+            return architectures.autograd_step_fn(self)
         if self.device.type == "cuda" and (cfg.autocast_bf16 or cfg.compile):
             forward = torch.compile(sae.forward) if cfg.compile else sae.forward
 
@@ -233,7 +209,7 @@ class Trainer:
             stats = self._step_fn(x, is_log, self.l1_at(st.step))
             project_decoder_grad(self.sae)
             self.optimizer.step()
-            normalize_decoder(self.sae)
+            architectures.normalize_after_step(self.sae)  # unit-norm rows; jumprelu: thresholds >= 0
             st.step += 1
             bad = ~torch.isfinite(stats.loss)
             first_bad = torch.where(bad & (first_bad < 0), st.step, first_bad)
@@ -371,8 +347,13 @@ class Trainer:
         }
 
 
-def build_sae(d_in: int, d_hidden: int, training: TrainingConfig) -> SparseAutoencoder:
-    """A fresh SAE initialised as `training` says (`init`, `init_encoder_norm`, `seed`)."""
+def build_sae(
+    d_in: int, d_hidden: int, training: TrainingConfig, architecture: str = "relu", **options: Any
+) -> Any:
+    """A fresh SAE initialised as `training` says (`init`, `init_encoder_norm`, `seed`); `options`: the
+    constructor keywords of another `architecture` (see `architectures.build_architecture`)."""
+    if architecture != "relu":
+        return architectures.build_architecture(architecture, d_in, d_hidden, training, options)
     return SparseAutoencoder(
         d_in, d_hidden, seed=training.seed, init=training.init, encoder_norm=training.init_encoder_norm
     )

@@ -1,0 +1,68 @@
+"""The settings of each SAE architecture besides its sparsity axis (λ, k or the L0 coefficient, which
+are grid axes). Field names are the architecture's constructor keywords in `sae_core.saes`, so a section
+builds its SAE as `TopKSAE(d_in, m, k=k, **section.model_dump())`.
+
+`SaesConfig` gathers them as the sweep's `saes` section; `grid.architectures` picks which are trained.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from sae_core.config.base import Section
+
+ARCHITECTURE_NAMES = ("relu", "topk", "batchtopk", "jumprelu")
+"""Must equal `sae_core.saes.registry.ARCHITECTURES` (a test holds them together; config imports no stage)."""
+TOPK_FAMILY = ("topk", "batchtopk")
+"""The architectures whose sparsity is k (`grid.k_values`) and that take the `auxk` strategy."""
+STRATEGIES_BY_ARCHITECTURE: dict[str, tuple[str, ...]] = {
+    name: ("nosampling", "sampling", "auxk") if name in TOPK_FAMILY else ("nosampling", "sampling")
+    for name in ARCHITECTURE_NAMES
+}
+"""Must equal `sae_core.saes.registry.STRATEGIES_BY_ARCHITECTURE`."""
+
+
+class TopKConfig(Section):
+    auxk_k: int | None = Field(None, gt=0)
+    """Dead latents the AuxK loss selects per token (the `auxk` strategy); None: d_model // 2, the
+    heuristic of Gao et al. (appendix B.1)."""
+
+    auxk_coefficient: float = Field(1 / 32, ge=0)
+    """Weight α of the AuxK loss (Gao et al.: 1/32); both it and the reconstruction are mean squared
+    errors over batch × d_model."""
+
+
+class BatchTopKConfig(TopKConfig):
+    threshold_decay: float = Field(0.99, ge=0, lt=1)
+    """β of the inference threshold's running mean, θ ← βθ + (1 − β)·(smallest activation kept in the
+    batch); the first training batch sets θ."""
+
+
+class JumpReLUConfig(Section):
+    threshold_init: float = Field(1e-3, ge=0)
+    """Every latent's threshold θ at step 0 (Rajamanoharan et al.: 0.001, on activations scaled to unit
+    mean squared norm per dimension)."""
+
+    bandwidth: float = Field(1e-3, gt=0)
+    """Width ε of the straight-through estimator's rectangle kernel: θ learns only from pre-activations
+    within ε/2 of it (the paper: 0.001)."""
+
+    sparsity_loss: Literal["step", "tanh"] = "step"
+    """`step`: the L0 itself, θ trained through the step's STE (DeepMind's). `tanh`: Σ tanh(c·h·‖W_dec‖),
+    a smooth stand-in for the L0 that also trains the encoder (Anthropic's)."""
+
+    tanh_scale: float = Field(4.0, gt=0)
+    """c in the `tanh` form (SAELens' default 4); unused by `step`."""
+
+
+class SaesConfig(Section):
+    topk: TopKConfig = Field(default_factory=TopKConfig)
+    """TopK cells (`grid.architectures` containing `topk`)."""
+
+    batchtopk: BatchTopKConfig = Field(default_factory=BatchTopKConfig)
+    """BatchTopK cells."""
+
+    jumprelu: JumpReLUConfig = Field(default_factory=JumpReLUConfig)
+    """JumpReLU cells."""

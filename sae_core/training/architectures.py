@@ -1,0 +1,96 @@
+"""What the Trainer needs to train the architectures beside relu (`sae_core.saes`): building one from a
+grid cell's settings (and what the cell's identity adds), and its autograd step with the `auxk`
+strategy's dead mask."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from sae_core.config import SaesConfig, TrainingConfig
+from sae_core.errors import TrainingError
+from sae_core.naming import Cell
+from sae_core.saes.base import AutogradSae
+from sae_core.saes.registry import architecture_class, check_strategy
+from sae_core.saes.relu import StepStats, normalize_decoder
+
+
+def build_architecture(
+    architecture: str, d_in: int, d_hidden: int, training: TrainingConfig, options: dict[str, Any]
+) -> AutogradSae:
+    """A fresh SAE of `architecture`, initialised as relu would be for `training` (`seed`, `init`,
+    `init_encoder_norm`); `options` are its constructor keywords (its sparsity and `saes` section)."""
+    init = {"seed": training.seed, "init": training.init, "encoder_norm": training.init_encoder_norm}
+    try:
+        return architecture_class(architecture)(d_in, d_hidden, **init, **options)
+    except ValueError as exc:  # k >= width and the like, named by the constructor
+        raise TrainingError(f"{architecture}: {exc}") from None
+
+
+def check_cell_strategy(architecture: str, strategy: str) -> None:
+    """`auxk` is for the TopK family only; the error names both values."""
+    try:
+        check_strategy(architecture, strategy)
+    except ValueError as exc:
+        raise TrainingError(str(exc)) from None
+
+
+def auxk_dead(last_fired: torch.Tensor, step: int, window: int) -> torch.Tensor:
+    """The `auxk` strategy's dead latents: no firing in the last `window` (`training.resample_every`)
+    steps — the rule of `window_dead_fraction`; none before a whole window has passed."""
+    return last_fired <= step - window
+
+
+def autograd_step_fn(trainer: Any) -> Callable[[torch.Tensor, bool, float], StepStats]:
+    """The Trainer's step for an `AutogradSae`: autograd, the AuxK term fed the window's dead mask. The
+    third argument, the step's warmed-up λ, is relu's L1 coefficient: these architectures have none."""
+    sae, auxk, window = trainer.sae, trainer.strategy == "auxk", trainer.cfg.resample_every
+
+    def step(x: torch.Tensor, full: bool, l1: float) -> StepStats:
+        dead = auxk_dead(trainer.state.last_fired, trainer.state.step, window) if auxk else None
+        return sae.step_grads(x, dead=dead, full_stats=full, exceed_threshold=trainer.fire_threshold)
+
+    return step
+
+
+@torch.no_grad()
+def normalize_after_step(sae: Any) -> None:
+    """After an optimizer step: unit-norm decoder rows (every architecture), then the architecture's own
+    constraints (jumprelu: thresholds >= 0)."""
+    normalize_decoder(sae)
+    if isinstance(sae, AutogradSae):
+        sae.after_step()
+
+
+def cell_options(cell: Cell, saes: SaesConfig, d_hidden: int) -> dict[str, Any]:
+    """Constructor keywords of `cell`'s architecture: its sparsity (k or the L0 coefficient) and its
+    `saes` section; `{}` for relu. A k not below the width names `grid.k_values`."""
+    if cell.architecture == "relu":
+        return {}
+    settings = getattr(saes, cell.architecture).model_dump()
+    if cell.k is not None:
+        if cell.k >= d_hidden:
+            raise TrainingError(
+                f"grid.k_values: k must be below the SAE's width, {d_hidden} latents for {cell.name} "
+                f"(got {cell.k})"
+            )
+        return {"k": cell.k, **settings}
+    return {"l0_coefficient": cell.l0, **settings}
+
+
+def cell_settings(cell: Cell, saes: SaesConfig) -> dict[str, Any]:
+    """What a cell's resume identity and cache key add for its architecture (nothing for relu, so a
+    relu cell's keys are the study's)."""
+    if cell.architecture == "relu":
+        return {}
+    return {"saes": {cell.architecture: getattr(saes, cell.architecture).model_dump(mode="json")}}
+
+
+def export_metadata(cell: Cell) -> dict[str, Any]:
+    """What a cell of another architecture adds to its SAELens metadata: the architecture it was trained
+    as (batchtopk exports as SAELens `jumprelu`) and its sparsity."""
+    if cell.architecture == "relu":
+        return {}
+    return {"trained_architecture": cell.architecture, "k": cell.k, "l0_coefficient": cell.l0}
