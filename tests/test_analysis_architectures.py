@@ -62,3 +62,23 @@ def test_dead_counts_over_all_tokens_equal_the_full_encode(name, tmp_path, store
     np.testing.assert_array_equal(stats["dead"], count_all == 0)
     assert stats["dead"][3] and not stats["dead"].all()
     assert stats["dead"][7] == (name != "topk")
+
+
+@pytest.mark.parametrize("name", ["topk", "batchtopk", "jumprelu"])
+def test_selected_features_examples_are_the_full_encodes_activations(name, tmp_path, store_path, data):  # noqa: F811
+    # The second pass used to encode the selected columns as a relu sub-SAE: a TopK latent then fired
+    # wherever its pre-activation was positive, not only where it was among the token's k largest.
+    x_all = torch.from_numpy(data["acts"])
+    sae = _sae(name, x_all)
+    run = write_run(
+        tmp_path, sae, cell=f"4x_{name}3_nosampling" if name != "jumprelu" else "4x_jumprelu0.1_sampling"
+    )
+    analyze_run(store_path, run, config(ce_loss_documents=0, min_activations=1))
+    with torch.no_grad():
+        h = sae.encode(x_all).numpy()
+    where = {(int(d), int(p)): i for i, (d, p) in enumerate(zip(data["doc_ids"], data["pos"], strict=True))}
+    examples = pd.read_parquet(run / "features" / "examples.parquet")
+    assert len(examples) > 0 and set(examples["kind"]) >= {"top", "quantile"}
+    for row in examples.itertuples():  # top and quantile examples alike: the activation at that token
+        expected = float(h[where[(row.doc_id, row.pos)], row.feature_id])
+        assert row.activation == pytest.approx(expected, rel=1e-5, abs=1e-6), (row.feature_id, row.kind)
