@@ -56,8 +56,9 @@ def run_stage(name: str, args: list[str], env: dict[str, str], rows: list[dict])
     if proc.returncode != 0:
         sys.stderr.write(out_box.get("out", "") + out_box.get("err", ""))
         raise SystemExit(f"stage {name} failed with exit code {proc.returncode}")
-    rows.append({"stage": name, "wall_s": wall, "peak_rss_mib": usage.ru_maxrss / 1024})
-    print(f"{name:10s} {wall:7.1f} s  peak RSS {usage.ru_maxrss / 1024:7.0f} MiB", flush=True)
+    cpu = usage.ru_utime + usage.ru_stime  # the steadier figure on a shared machine
+    rows.append({"stage": name, "wall_s": wall, "cpu_s": cpu, "peak_rss_mib": usage.ru_maxrss / 1024})
+    print(f"{name:10s} {wall:7.1f} s wall {cpu:7.1f} s cpu  peak RSS {usage.ru_maxrss / 1024:7.0f} MiB")
     lines = out_box.get("out", "").strip().splitlines()
     return lines[-1].strip() if lines else ""
 
@@ -120,6 +121,8 @@ def main() -> None:
             env,
             rows,
         )  # fmt: skip
+        manifest = json.loads((Path(store) / "manifest.json").read_text())
+        print(f"store: {manifest['num_tokens']} tokens, splits {manifest['splits']}", flush=True)
         m = args.expansion * 768
         cell = f"{args.expansion}x_0.0001_sampling"
         run_dir = root / "data" / "runs" / "scale" / cell
