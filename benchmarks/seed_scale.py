@@ -16,6 +16,7 @@ cores at the defaults; `--docs 20 --steps 2 --expansion 4` checks the script in 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -28,11 +29,16 @@ from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+STAGES = ("extract", "train", "analyze", "label", "browse", "report")
 sys.path[:0] = [str(HERE), str(HERE.parent)]  # extract.py's corpus builder; tests/fixtures_llm.py
 
 
-def run_stage(name: str, args: list[str], env: dict[str, str], rows: list[dict]) -> str:
-    """Run one CLI stage as its own process; record wall seconds and that process's peak RSS."""
+def _stage(name: str, args: list[str], env: dict[str, str], rows: list[dict], skip=()) -> str:
+    """Run one CLI stage as its own process; record wall seconds and that process's peak RSS. A
+    skipped stage (`--from`) runs too, its figures not recorded: its outputs exist, so it returns at once
+    (a complete store, a finished run) with the path later stages need."""
+    if name in skip:
+        rows = []
     start = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-m", "flows.cli", *args],
@@ -58,7 +64,8 @@ def run_stage(name: str, args: list[str], env: dict[str, str], rows: list[dict])
         raise SystemExit(f"stage {name} failed with exit code {proc.returncode}")
     cpu = usage.ru_utime + usage.ru_stime  # the steadier figure on a shared machine
     rows.append({"stage": name, "wall_s": wall, "cpu_s": cpu, "peak_rss_mib": usage.ru_maxrss / 1024})
-    print(f"{name:10s} {wall:7.1f} s wall {cpu:7.1f} s cpu  peak RSS {usage.ru_maxrss / 1024:7.0f} MiB")
+    done = " (done before: outputs reused)" if name in skip else ""
+    print(f"{name:10s} {wall:7.1f} s wall {cpu:7.1f} s cpu  peak RSS {usage.ru_maxrss / 1024:7.0f} MiB{done}")
     lines = out_box.get("out", "").strip().splitlines()
     return lines[-1].strip() if lines else ""
 
@@ -83,6 +90,10 @@ def main() -> None:
     parser.add_argument("--expansion", type=int, default=32)
     parser.add_argument("--no-labels", action="store_true", help="skip the labelling stage")
     parser.add_argument("--json", type=Path, help="also write the table here")
+    parser.add_argument(
+        "--root", type=Path, help="reuse this folder (kept) and its earlier stages' outputs (with --from)"
+    )
+    parser.add_argument("--from", dest="start", choices=STAGES, default="extract", help="first stage run")
     parser.add_argument("--setup", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -94,14 +105,17 @@ def main() -> None:
         (args.setup / "docs.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
         return
 
-    root = Path(tempfile.mkdtemp(prefix="bench-seed-scale-"))
+    root = args.root or Path(tempfile.mkdtemp(prefix="bench-seed-scale-"))
     server = None
     try:
         start = time.perf_counter()
         # In a child process: a child forked from a large parent starts with the parent's peak RSS.
         data_file, model_dir = root / "docs.jsonl", root / "gpt2-small-random"
-        subprocess.run([sys.executable, __file__, "--setup", str(root), "--docs", str(args.docs)], check=True)
+        if not data_file.exists():
+            setup = [sys.executable, __file__, "--setup", str(root), "--docs", str(args.docs)]
+            subprocess.run(setup, check=True)
         print(f"setup (model, tokenizer, {args.docs} documents): {time.perf_counter() - start:.1f} s")
+        run_stage = functools.partial(_stage, skip=STAGES[: STAGES.index(args.start)])
         env = {
             **os.environ,
             "PYTHONPATH": os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")]),
@@ -162,7 +176,8 @@ def main() -> None:
     finally:
         if server is not None:
             server.shutdown()
-        shutil.rmtree(root, ignore_errors=True)
+        if args.root is None:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":
