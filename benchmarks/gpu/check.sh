@@ -6,11 +6,14 @@
 #   bash benchmarks/gpu/check.sh --cpu    # smoke version here or in CI: tiny sizes, CPU, seconds
 #
 # Wheels. The device machine has PyTorch, transformers, pyarrow, pandas, safetensors, tqdm, pyyaml, pytest
-# but no pydantic, no `datasets` and no network. Carry them in `.whl/` (ignored: `echo /.whl/ >>
-# .git/info/exclude`), built here once for its Python 3.12:
+# but no pydantic, no `datasets` and no network. Carry them in `.whl/` (git-ignored, with
+# gpu-check-out/), built here once for its Python 3.12:
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-#     -d .whl pydantic pydantic-core annotated-types typing-inspection datasets dill multiprocess
+#     -d .whl pydantic==2.13.4 pydantic-core==2.46.4 annotated-types==0.7.0 typing-inspection==0.4.2 \
+#     typing-extensions datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19
+# (the versions this project is tested with, 2026-11-30; about 4 MB. pydantic and pydantic-core must be a
+# matching pair, and datasets wants pyarrow >= 24 there.)
 # and call the device tool with carry [".whl"] and command
 #   PYTHONUNBUFFERED=1 bash benchmarks/gpu/check.sh 2>&1        (timeout_s 540 leaves time for one rerun)
 # The script installs every wheel in $WHEELS (default .whl) into /tmp/site with --no-deps and puts it
