@@ -15,6 +15,11 @@ of varied length (uniform in [0.2, 1.0] × 1024 tokens, mean ≈ 0.6 × 1024) bu
 - reading: a float16 store at d=768 written with `write_store`, read as shuffled float32 batches of 4096.
 
 Run: `python benchmarks/extract.py [--docs 8] [--read-tokens 131072]` (about 2–3 minutes on 2 cores).
+
+Whole processes (`--whole-process`, 40 documents by default, as a new user meets it): `sae-sweep extract`
+from process start to exit (interpreter, imports, dataset load and its cache, model load, extraction,
+store) against the study's method as its own process (imports, model load, slow tokenizer, the loop,
+`torch.save`), alternating rounds; prints the ratio (target ≥ 3).
 """
 
 from __future__ import annotations
@@ -209,13 +214,71 @@ def report(n_tokens, ours, orig, bare, bare2, fused, store_bytes, orig_bytes, re
     print(f"ratio reader/Arrow decode alone (tokens per cpu-s) = {ratio:.2f}")
 
 
+def study_process(model_dir: Path, data_file: Path, out: Path) -> None:
+    """The study's method as a whole process (`--study-process`): everything it needs, loaded here."""
+    from transformers import AutoTokenizer
+
+    texts = [json.loads(line)["text"] for line in data_file.read_text().splitlines()]
+    fast = AutoTokenizer.from_pretrained(str(model_dir))  # the same ids as ours (cheap next to the rest)
+    token_ids = [ids for ids in fast(texts, truncation=True, max_length=1024)["input_ids"] if ids]
+    run_original(model_dir, texts, token_ids, out)
+
+
+def whole_process(root: Path, model_dir: Path, data_file: Path, n_tokens: int, rounds: int) -> None:
+    import subprocess
+    import sys
+
+    here = Path(__file__).resolve()
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(here.parents[1]), os.environ.get("PYTHONPATH", "")]),
+    }
+    ours_cmd = [
+        sys.executable, "-m", "flows.cli", "extract", "--preset", "seed", "--set", "model.device=cpu",
+        "--set", f"model.name={model_dir}", "--set", "data.dataset=json",
+        "--set", f"data.data_files={data_file}", "--set", "data.num_documents=null",
+        "--set", "data.streaming=false", "--set", "tracking.mode=disabled",
+    ]  # fmt: skip
+    ours, theirs = [], []
+    for r in range(rounds):
+        start = time.perf_counter()
+        subprocess.run([*ours_cmd, "--set", f"data_root={root / f'data{r}'}"], env=env, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        ours.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        study = [
+            sys.executable,
+            str(here),
+            "--study-process",
+            str(model_dir),
+            str(data_file),
+            str(root / "c.pt"),
+        ]
+        subprocess.run(study, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        theirs.append(time.perf_counter() - start)
+        print(f"round {r}: sae-sweep extract {ours[-1]:.1f} s, the study's method {theirs[-1]:.1f} s")
+    print(
+        f"{n_tokens} tokens; load average (1 min) at the end: {os.getloadavg()[0]:.1f} "
+        f"on {os.cpu_count()} cores"
+    )
+    print(f"RATIO whole-process ours/study's method: {min(theirs) / min(ours):.2f}  (target >= 3)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--docs", type=int, default=8, help="documents extracted (mean ≈ 614 tokens)")
+    parser.add_argument("--docs", type=int, default=None, help="documents (default 8; 40 whole-process)")
     parser.add_argument("--read-tokens", type=int, default=131_072, help="tokens in the reading test store")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--whole-process", action="store_true", help="CLI process vs the study's process")
+    parser.add_argument("--rounds", type=int, default=1, help="whole-process rounds (alternating)")
+    parser.add_argument("--study-process", nargs=3, type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.study_process:
+        study_process(*args.study_process)
+        return
+    if args.docs is None:
+        args.docs = 40 if args.whole_process else 8
     root = Path(tempfile.mkdtemp(prefix="bench-extract-"))
     try:
         model_dir, texts = build_model_and_docs(root, args.docs, args.seed)
@@ -228,6 +291,9 @@ def main() -> None:
         n_tokens = sum(len(t) for t in token_ids)
         print(f"{len(token_ids)} documents, {n_tokens} tokens (mean {n_tokens / len(token_ids):.0f})")
 
+        if args.whole_process:
+            whole_process(root, model_dir, data_file, n_tokens, args.rounds)
+            return
         import datasets  # noqa: F401  (a one-off import, not throughput: ours would pay it inside the clock)
 
         bare = run_bare(model_dir, token_ids)
