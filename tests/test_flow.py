@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import re
+import time
+from collections.abc import Callable
 
 import pytest
 
@@ -26,12 +28,27 @@ def task_states(client, flow_run_id) -> dict[str, str]:
     return {run.name: run.state.name for run in runs}
 
 
-def run_logs(client, flow_run_id) -> list[str]:
+def run_logs(
+    client, flow_run_id, expect: Callable[[list[str]], bool] = bool, timeout: float = 30
+) -> list[str]:
+    """The run's log messages, every page of them, read again until `expect` holds or `timeout` passes:
+    Prefect ships log lines to the API in the background, so a read right after the flow returns can
+    miss the last ones."""
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
-    return [
-        log.message for log in client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
-    ]
+    deadline = time.monotonic() + timeout
+    while True:
+        messages: list[str] = []
+        while True:
+            page = client.read_logs(
+                LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])), limit=200, offset=len(messages)
+            )
+            messages += [log.message for log in page]
+            if len(page) < 200:
+                break
+        if expect(messages) or time.monotonic() > deadline:
+            return messages
+        time.sleep(0.5)
 
 
 def test_demo_sweep_caches_recomputes_and_isolates_failures(
@@ -71,7 +88,13 @@ def test_demo_sweep_caches_recomputes_and_isolates_failures(
     assert "data:image/png;base64," in {a.key: a for a in listed}["report-demo"].data
     # Extraction used to publish no progress (its total was unknown) and log nothing while it ran.
     assert progress["extract-demo"].data == 100.0
-    logs = run_logs(prefect_client, first.state_details.flow_run_id)
+
+    def complete(messages: list[str]) -> bool:  # the extraction's and the training's last lines arrived
+        return any(m.startswith("extracting ") and ": 100% " in m for m in messages) and any(
+            m.startswith("training 2x_0.01_sampling: 100% ") for m in messages
+        )
+
+    logs = run_logs(prefect_client, first.state_details.flow_run_id, complete)
     assert any(re.match(r"extracting .*: 100% \(\d+/\d+ documents\)", m) for m in logs), logs
     trained = [m for m in logs if m.startswith("training 2x_0.01_sampling: 100% ")]
     assert trained and re.search(r"dead % \(training window\) \d+\.\d%\)$", trained[-1]), logs
