@@ -272,14 +272,20 @@ def autograd_step_grads(
 
 @torch.no_grad()
 def evaluate(
-    sae: SparseAutoencoder, x: torch.Tensor, l1_coef: float, scaling: L1Scaling, chunk: int = 8192
+    sae: SparseAutoencoder,
+    x: torch.Tensor,
+    l1_coef: float,
+    scaling: L1Scaling,
+    chunk: int = 8192,
+    frequency_out: torch.Tensor | None = None,
 ) -> dict[str, float]:
-    """Loss, MSE, L1, L0 and explained variance over `x` (chunked), plus per-feature firing."""
+    """Loss, MSE, L1, L0 and explained variance over `x` (chunked), plus per-feature firing; with
+    `frequency_out` ([d_hidden]) also each feature's firing frequency (> 0) on `x`, from the same encode."""
     n = x.shape[0]
     sq_err = 0.0
     l1_sum = 0.0
     l0_sum = 0.0
-    fired = torch.zeros(sae.d_hidden, dtype=torch.bool, device=x.device)
+    fired = torch.zeros(sae.d_hidden, dtype=torch.int64, device=x.device)  # rows each feature fired on
     mean = x.mean(dim=0, keepdim=True)
     total_var = float((x - mean).pow(2).sum())
     for start in range(0, n, chunk):
@@ -288,7 +294,9 @@ def evaluate(
         sq_err += float((x_hat - xb).pow(2).sum())
         l1_sum += float(h.sum())
         l0_sum += float((h > 0).sum())
-        fired |= h.amax(dim=0) > 0
+        fired += (h > 0).sum(dim=0)
+    if frequency_out is not None:
+        frequency_out.copy_(fired.to(frequency_out.device, frequency_out.dtype) / max(1, n))
     mse = sq_err / (n * sae.d_in)
     l1 = l1_sum / n * l1_factor(scaling, sae.d_hidden)
     return {
@@ -297,5 +305,5 @@ def evaluate(
         "l1": l1,
         "l0": l0_sum / n,
         "explained_variance": 1.0 - sq_err / max(total_var, 1e-12),
-        "never_fired_fraction": float((~fired).float().mean()),
+        "never_fired_fraction": float((fired == 0).float().mean()),
     }

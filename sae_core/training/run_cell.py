@@ -20,7 +20,7 @@ from sae_core.errors import TrainingError
 from sae_core.io import atomic_write_json, atomic_write_with, read_json
 from sae_core.naming import Cell
 from sae_core.progress import Progress
-from sae_core.saes.export import SAELENS_DIR, export_saelens, firing_frequency, save_pth
+from sae_core.saes.export import SAELENS_DIR, export_saelens, save_pth
 from sae_core.training.checkpoint import CHECKPOINT_NAME, config_hash, load_checkpoint, resume_identity
 from sae_core.version import code_version
 
@@ -126,14 +126,13 @@ def train_cell(
     save_pth(trainer.sae, out_dir / cell.weights_filename)
     # SAELens' sparsity file and `l0` come from the training tokens `final` was evaluated on (the same
     # seeded sample); its `num_dead_features` is the training-window count, as SAELens' trainer writes.
-    sample = data.sample(training.val_tokens, training.seed + 2)
     dead_window = result.get("training_dead_fraction", result.get("dead_fraction_train"))
     export_saelens(
         trainer.sae, out_dir / SAELENS_DIR, getattr(store, "manifest", None),
-        frequency=firing_frequency(trainer.sae, sample),
+        frequency=trainer.final_frequency,
         num_dead_features=round(dead_window * d_hidden) if dead_window is not None else None,
-        sparsity_tokens=len(sample),
-        sparsity_source=f"{len(sample)} random training tokens, encoded after the last step",
+        sparsity_tokens=trainer.final_tokens,
+        sparsity_source=f"{trainer.final_tokens} random training tokens, encoded after the last step",
         l1_coefficient=cell.l1, l1_scaling=training.l1_scaling, strategy=cell.strategy, cell=cell.name,
         **export_metadata(cell),
     )  # fmt: skip

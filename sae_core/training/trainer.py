@@ -97,6 +97,9 @@ class Trainer:
         self.state = self._fresh_state(sae.d_hidden)
         self._step_fn = self._make_step_fn()
         self._val_x: torch.Tensor | None = None
+        # Set by the final evaluation: each feature's firing frequency on its `final_tokens` tokens.
+        self.final_frequency = torch.zeros(sae.d_hidden, dtype=torch.float32)
+        self.final_tokens = 0
 
     # ---- setup ------------------------------------------------------------------------------------
 
@@ -332,7 +335,10 @@ class Trainer:
 
     def _final_metrics(self) -> dict[str, Any]:
         sample = self.data.sample(self.cfg.val_tokens, self.cfg.seed + 2)
-        final = evaluate(self.sae, sample, self.l1, self.cfg.l1_scaling)
+        # Each feature's firing frequency on those tokens, from the same encode (the SAELens export's
+        # sparsity file and L0 use it: no second draw of the sample, no second encode).
+        self.final_tokens = int(sample.shape[0])
+        final = evaluate(self.sae, sample, self.l1, self.cfg.l1_scaling, frequency_out=self.final_frequency)
         val = self._validate()
         st = self.state
         return {
