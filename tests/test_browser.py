@@ -75,16 +75,24 @@ class Chromium:
         return result["result"].get("value")
 
     def open(self, path: Path, fragment: str = "") -> None:
-        self.send("Page.navigate", url=path.resolve().as_uri() + fragment)
-        deadline = time.monotonic() + 60
-        while not self.js("document.readyState === 'complete' && !!window.saeBrowser"):
-            assert time.monotonic() < deadline, "the page did not finish loading"
-            time.sleep(0.1)
+        # Through about:blank, so that every open is a fresh load of the page: Page.navigate returns
+        # before the new document commits (a check could pass on the old one), and a change of the
+        # fragment alone would not reload it at all. (The page rewrites its own fragment, hence the split.)
+        url = path.resolve().as_uri() + fragment
+        for target, ready in (
+            ("about:blank", "location.href === 'about:blank'"),
+            (url, f"location.href.split('#')[0] === {json.dumps(url.split('#')[0])}"
+                  " && document.readyState === 'complete' && !!window.saeBrowser"),
+        ):  # fmt: skip
+            self.send("Page.navigate", url=target)
+            self.wait_for(ready, timeout=60)
 
     def wait_for(self, expression: str, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
         while not self.js(expression):
-            assert time.monotonic() < deadline, f"timed out waiting for {expression}"
+            if time.monotonic() > deadline:
+                where = self.js("[location.href, (document.querySelector('#panel h2') || {}).textContent]")
+                raise AssertionError(f"timed out waiting for {expression} (page: {where})")
             time.sleep(0.05)
 
     def key(self, key: str, code: str, key_code: int, text: str | None = None) -> None:
@@ -97,10 +105,19 @@ class Chromium:
         self.send("Input.insertText", text=text)
 
     def click(self, selector: str) -> None:
+        # Scrolled into view first (a mouse event outside the viewport hits nothing), then two frames
+        # let pass: a scroll redraws the virtualised list on the next frame, and a press and a release
+        # that land on different elements are no click.
         box = self.js(
-            f"(() => {{ const r = document.querySelector({json.dumps(selector)}).getBoundingClientRect();"
-            " return [r.x + r.width / 2, r.y + r.height / 2]; })()"
+            f"(async () => {{ let e = document.querySelector({json.dumps(selector)});"
+            " e.scrollIntoView({block: 'center'});"
+            " for (let k = 0; k < 2; k++) await new Promise((done) => requestAnimationFrame(done));"
+            f" e = document.querySelector({json.dumps(selector)}); const r = e.getBoundingClientRect();"
+            " const x = r.x + r.width / 2, y = r.y + r.height / 2;"
+            " const hit = document.elementFromPoint(x, y);"
+            " return [x, y, hit === e || e.contains(hit)]; })()"
         )
+        assert box[2], f"{selector} is covered or outside the page at {box[:2]}"
         for kind in ("mousePressed", "mouseReleased"):
             self.send("Input.dispatchMouseEvent", type=kind, x=box[0], y=box[1], button="left", clickCount=1)
 
@@ -272,7 +289,7 @@ def test_browser_list_search_click_and_keyboard(chromium, small_page):
 
     target = labelled[0]
     chromium.click(f"#list .row[data-id='{target}']")
-    assert chromium.js("document.querySelector('#panel h2').textContent").startswith(f"Feature {target}")
+    chromium.wait_for(f"document.querySelector('#panel h2').textContent.startsWith('Feature {target}')")
     assert "Washington" in chromium.js("document.getElementById('feature-label').textContent")
     marks = chromium.js(
         "[...document.querySelectorAll('#examples-top mark, #examples-quantile mark')]"
@@ -292,7 +309,7 @@ def test_browser_list_search_click_and_keyboard(chromium, small_page):
     # A correlated feature is a link that opens it.
     chromium.click("#correlated a.fid")
     other = data["corr"][target][0][0]
-    assert chromium.js("document.querySelector('#panel h2').textContent").startswith(f"Feature {other}")
+    chromium.wait_for(f"document.querySelector('#panel h2').textContent.startsWith('Feature {other}')")
 
     # Keyboard: / focuses the search, Escape leaves it, ↓ moves to the next row of the list.
     chromium.js("document.activeElement.blur()")
@@ -307,14 +324,14 @@ def test_browser_list_search_click_and_keyboard(chromium, small_page):
     chromium.key("ArrowDown", "ArrowDown", 40)
     second = chromium.js("document.querySelector('#list .row.current').dataset.id")
     assert second != first
-    assert chromium.js("document.querySelector('#panel h2').textContent").startswith(f"Feature {second}")
+    chromium.wait_for(f"document.querySelector('#panel h2').textContent.startsWith('Feature {second}')")
     chromium.key("ArrowUp", "ArrowUp", 38)
-    assert chromium.js("document.querySelector('#list .row.current').dataset.id") == first
+    chromium.wait_for(f"document.querySelector('#list .row.current').dataset.id === '{first}'")
 
     # Filters: hiding dead features leaves the alive ones.
     chromium.click("#hide-dead")
     alive = len(data["f"]["id"]) - sum(data["f"]["dead"])
-    assert chromium.js("document.getElementById('match-count').textContent") == f"{alive} of 64 features"
+    chromium.wait_for(f"document.getElementById('match-count').textContent === '{alive} of 64 features'")
     chromium.click("#hide-dead")
 
     # Sorting by id, descending after a second click.
@@ -338,7 +355,7 @@ def test_browser_renders_24576_features(chromium, tmp_path):
     chromium.type_text("24575")
     assert chromium.js("document.getElementById('match-count').textContent") == "1 of 24576 features"
     chromium.key("Enter", "Enter", 13, text="\r")
-    assert chromium.js("document.querySelector('#panel h2').textContent").startswith("Feature 24575")
+    chromium.wait_for("document.querySelector('#panel h2').textContent.startsWith('Feature 24575')")
     chromium.screenshot("browser-24576.png")
     chromium.open(page, "#f=12345")  # a link to one feature opens it
     chromium.wait_for("document.querySelector('#panel h2').textContent.startsWith('Feature 12345')")
