@@ -237,7 +237,8 @@ def test_the_sweeps_artifacts_render_in_the_ui(deployed):
         assert not browser.js("[...document.querySelectorAll('a')].some((a) => a.href.startsWith('file:'))")
         browser.screenshot("ui-report-artifact.png")
         browser.send("Page.navigate", url=f"{base}/{grid['id']}")
-        browser.wait_for("document.body.innerText.includes('monosemantic %')", timeout=90)
+        # Between two documents there is no body yet: wait for one as well as for its text.
+        browser.wait_for("!!document.body && document.body.innerText.includes('monosemantic %')", timeout=90)
         assert browser.js("document.querySelectorAll('table tr, [role=row]').length") >= 2
         browser.screenshot("ui-grid-artifact.png")
     finally:
