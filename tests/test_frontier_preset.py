@@ -47,6 +47,7 @@ def test_frontier_short_run_trains_reports_and_exports_every_architecture(
     from flows.sweep import sae_sweep
     from sae_core.saes.export import load_run
     from sae_core.store import ActivationStore
+    from tasks.upload import planned_files
 
     overrides = {**tiny_sweep_factory(tmp_path / "data"), **SHORT}
     cfg = load_config("frontier", None, overrides)
@@ -55,6 +56,7 @@ def test_frontier_short_run_trains_reports_and_exports_every_architecture(
         ["2x_0.01_sampling", "2x_jumprelu0.01_sampling"]
         + [f"2x_{a}4_{s}" for a in ("topk", "batchtopk") for s in ("sampling", "auxk")]
     )
+    assert "model_weights_2x_topk4_auxk.pth" in {c.weights_filename for c in cells}
     state = sae_sweep(preset="frontier", overrides=overrides, return_state=True)
     assert state.is_completed(), state.message
     summary = state.result()
@@ -67,6 +69,10 @@ def test_frontier_short_run_trains_reports_and_exports_every_architecture(
         ours, metrics = load_run(out)
         assert ours.architecture == cell.architecture and metrics["completed"], cell.name
         assert (out / "analysis.json").is_file() and (out / "browser.html").is_file(), cell.name
+        # what the Hub upload would push: the study's file naming extended, one folder per cell
+        files = planned_files(out, cell)
+        assert {cell.weights_filename, f"saelens/{cell.name}/cfg.json", f"browser/{cell.name}/browser.html",
+                f"metrics/{cell.name}/analysis.json"} <= set(files), cell.name  # fmt: skip
         theirs = sae_lens.SAE.load_from_disk(str(out / "saelens"), device="cpu")
         with torch.no_grad():
             h_ours, h_theirs = ours.encode(x), theirs.encode(x)
