@@ -180,3 +180,20 @@ def test_monosemanticity_table_absent_when_nothing_is_labelled(tmp_path):
         fabricate_cell(sweep, cell, seed=i, labels="skipped")
     doc = json.loads((build_report(sweep) / "tables.json").read_text())
     assert set(doc["architectures"]["tables"]) == {"dead_pct_by_architecture"}
+
+
+def test_frontier_curve_per_architecture_and_strategy_on_a_log_l0_axis():
+    from sae_core.report.frontier import frontier_curves
+
+    points = {
+        4: {("topk", "auxk"): [(8.0, 0.9), (32.0, 0.97)], ("relu", "sampling"): [(20.0, 0.8), (60.0, 0.95)]},
+        8: {("jumprelu", "nosampling"): [(10.0, 0.85), (40.0, 0.96)]},
+    }
+    fig = frontier_curves(points, "explained variance")
+    panels = fig.get_axes()
+    assert [ax.get_title() for ax in panels] == ["4x", "8x"]
+    assert all(ax.get_xscale() == "log" for ax in panels)
+    lines = {line.get_label(): line for line in panels[0].get_lines()}
+    assert set(lines) == {"relu sampling", "topk auxk"}
+    assert list(lines["topk auxk"].get_xdata()) == [8.0, 32.0]
+    assert lines["topk auxk"].get_color() != lines["relu sampling"].get_color()
