@@ -13,6 +13,7 @@ from sae_core.config import SweepConfig
 from sae_core.dead_figures import dead_caption, dead_token_set, training_dead_fraction
 from sae_core.io import read_json
 from sae_core.naming import Cell, format_l1, grid_cells
+from sae_core.report import sparsity_text
 from tasks.common import run_dir
 
 MISSING = "missing"
@@ -94,12 +95,67 @@ def _pair(plain: dict[str, Any] | None, resampled: dict[str, Any] | None, show: 
     return " / ".join(NOT_IN_GRID if s is None else show(s) for s in (plain, resampled))
 
 
+def _joined(summaries: list[dict[str, Any] | None], show: Any) -> str:
+    """The values of one row's strategies in one column, `nosampling / sampling / auxk`."""
+    return " / ".join(NOT_IN_GRID if s is None else show(s) for s in summaries)
+
+
+def _compares_architectures(cfg: SweepConfig) -> bool:
+    return cfg.grid.architectures != ["relu"]
+
+
+def _table_strategies(cfg: SweepConfig) -> list[str]:
+    """The strategies each value of an architectures grid lists: the study's two, then auxk if run."""
+    return ["nosampling", "sampling", *(["auxk"] if "auxk" in cfg.grid.strategies else [])]
+
+
+def _architecture_rows(cfg: SweepConfig, notes: _Footnotes) -> list[dict[str, str]]:
+    """A grid with more than the study's relu: one row per architecture, sparsity and width; each value
+    lists the strategies (`_table_strategies`), — where a strategy is not in the grid or not for the
+    architecture (auxk is the TopK family's)."""
+    strategies = _table_strategies(cfg)
+    cells = grid_cells(cfg.grid)
+    by_key = {(c.architecture, c.sparsity_label, c.expansion, c.strategy): c for c in cells}
+    rows = []
+    seen: set[tuple[str, str, int]] = set()
+    for cell in cells:
+        key = (cell.architecture, cell.sparsity_label, cell.expansion)
+        if key in seen:
+            continue
+        seen.add(key)
+        found = [by_key.get((*key, s)) for s in strategies]
+        summaries = [None if c is None else cell_summary(cfg, c) for c in found]
+        plain, resampled = summaries[0], summaries[1]
+        dead_plain = plain["dead_fraction"] if plain else None
+        dead_res = resampled["dead_fraction"] if resampled else None
+        delta = None if dead_plain is None or dead_res is None else dead_plain - dead_res
+        rows.append(
+            {
+                "SAE": sparsity_text(cell)
+                if cell.architecture == "relu"
+                else f"{cell.architecture} {sparsity_text(cell)}",
+                "exp.": f"{cell.expansion}x",
+                "dead %": _joined(summaries, lambda s: _pct(s["dead_fraction"])),
+                "Δ dead, pp": _pct(delta) if plain and resampled else NOT_IN_GRID,
+                "L0": _joined(summaries, lambda s: _num(s["l0"])),
+                "explained var.": _joined(summaries, lambda s: _num(s["explained_variance"])),
+                "monosemantic %": " / ".join(_mono(s, notes) for s in summaries),
+            }
+        )
+    return rows
+
+
 def grid_table(cfg: SweepConfig) -> tuple[list[dict[str, str]], list[str]]:
     """One row per (λ, expansion), as the study's tables, narrow enough for the UI at 1,600 px (7 short
     columns; each value a pair `without / with resampling`, said once in the artifact's description):
     dead %, its delta, L0, explained variance, monosemanticity % (in parentheses the conservative rate,
     failed labels counted polysemantic).
-    Returns the rows and the footnotes (each reason a stage was skipped, once)."""
+    Returns the rows and the footnotes (each reason a stage was skipped, once).
+    A grid of several architectures has one row per architecture, sparsity and width instead, every
+    cell in it (`_architecture_rows`)."""
+    if _compares_architectures(cfg):
+        notes = _Footnotes()
+        return _architecture_rows(cfg, notes), notes.lines()
     relu = [c for c in grid_cells(cfg.grid) if c.architecture == "relu"]  # the study's table: relu cells
     by_key = {(c.l1, c.expansion, c.strategy): cell_summary(cfg, c) for c in relu}
     notes = _Footnotes()
@@ -130,9 +186,16 @@ def grid_legend(cfg: SweepConfig) -> str:
     analyses were configured with (`dead % (>0.07, all tokens)`); shown beside the table wherever it goes."""
     acfg = cfg.analysis
     dead = dead_caption(acfg.dead_threshold, "all" if acfg.dead_split == "all" else acfg.split)
+    if _compares_architectures(cfg):
+        listed = " / ".join(_table_strategies(cfg))
+        first = (
+            f"One row per SAE (architecture and sparsity: λ, k or L0 coeff) and width; each value lists "
+            f"**{listed}** (— = not in the grid, or not a strategy of that architecture). "
+        )
+    else:
+        first = "Each value is a pair **without / with resampling** (— = not in the grid). "
     return (
-        "Each value is a pair **without / with resampling** (— = not in the grid). "
-        f"dead % = {dead}: features whose activation never exceeds analysis.dead_threshold on those "
+        first + f"dead % = {dead}: features whose activation never exceeds analysis.dead_threshold on those "
         "tokens; Δ dead in percentage points; monosemantic % = 1 − polysemantic / labelled, in "
         "parentheses counting features whose labelling failed as polysemantic."
     )

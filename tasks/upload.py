@@ -67,6 +67,15 @@ def _same_as_remote(local: Path | bytes, remote: Any) -> bool:
     return getattr(remote, "blob_id", None) == git_blob_id(data)
 
 
+OTHER_ARCHITECTURES_NAMING = (
+    "The other architectures put their name and sparsity where λ stands: "
+    "`model_weights_8x_topk32_auxk.pth` (k = 32), `model_weights_8x_batchtopk32_sampling.pth`, "
+    "`model_weights_8x_jumprelu0.001_nosampling.pth` (L0 coefficient 0.001); their `.pth` holds the "
+    "architecture's own keys (`k`, `threshold`, …) and SAELens loads every `saelens/<cell>/` folder "
+    "(topk as `topk`, batchtopk and jumprelu as `jumprelu` with thresholds).\n"
+)
+
+
 def model_card(cfg: SweepConfig) -> str:
     table = grid_legend(cfg) + "\n\n" + markdown_table(grid_rows(cfg))
     return (
@@ -74,8 +83,10 @@ def model_card(cfg: SweepConfig) -> str:
         f"# Sparse autoencoders: {cfg.model.name}, layer {cfg.model.layer}\n\n"
         f"Sweep `{cfg.name}` trained with sae-sweep on `{cfg.data.dataset}`.\n"
         "Weights follow the study's naming, `model_weights_<expansion>x_<λ>_<strategy>.pth` (state dict "
-        "`W_enc [d, m]`, `b_enc`, `W_dec [m, d]`, `b_dec`); SAELens exports live in `saelens/<cell>/`.\n\n"
-        "## The grid\n\n" + table
+        "`W_enc [d, m]`, `b_enc`, `W_dec [m, d]`, `b_dec`); SAELens exports live in `saelens/<cell>/`.\n"
+        + (OTHER_ARCHITECTURES_NAMING if cfg.grid.architectures != ["relu"] else "")
+        + "\n## The grid\n\n"
+        + table
     )
 
 

@@ -45,7 +45,7 @@ def test_run_form_offers_the_presets_and_describes_every_parameter():
     from sae_core.config import preset_names
 
     sweep = parameter_schema(sae_sweep.fn).model_dump()["properties"]
-    assert sweep["preset"]["enum"] == preset_names() == ["demo", "seed"]
+    assert sweep["preset"]["enum"] == preset_names() == ["demo", "frontier", "seed"]
     cell = parameter_schema(train_cell_flow.fn).model_dump()["properties"]
     for name, prop in [*sweep.items(), *cell.items()]:
         assert len(prop.get("description") or "") > 20, name

@@ -4,6 +4,7 @@ tables.json) and the static feature browser of each cell."""
 from sae_core.report.browser import BROWSER_INPUTS, write_browser, write_browsers
 from sae_core.report.build import build_report
 from sae_core.report.cells import CELL_METRICS, REPORT_DIRNAME, collect_cells
+from sae_core.report.compare import sparsity_text
 from sae_core.report.render import ui_markdown
 
 __all__ = [
@@ -12,6 +13,7 @@ __all__ = [
     "REPORT_DIRNAME",
     "build_report",
     "collect_cells",
+    "sparsity_text",
     "ui_markdown",
     "write_browser",
     "write_browsers",

@@ -17,6 +17,7 @@ from sae_core.config import SweepConfig
 from sae_core.io import atomic_write_json, atomic_write_text
 from sae_core.progress import Progress, no_progress
 from sae_core.report.cells import REPORT_DIRNAME, collect_cells, dead_pct_caption, load_published
+from sae_core.report.compare import compares_architectures, comparison_tables, computed_on, sparsity_text
 from sae_core.report.tables import cell_rows, grid_tables
 from sae_core.version import code_version
 
@@ -38,6 +39,7 @@ def build_report(
     `compare_published` None means: beside the published numbers when the sweep is the `seed` preset.
     """
     from sae_core.report import plots as report_plots  # matplotlib is imported only when a report is built
+    from sae_core.report.frontier import frontier_plots
     from sae_core.report.render import render_html, render_markdown
 
     progress = progress or no_progress
@@ -59,6 +61,15 @@ def build_report(
     steps = report_plots.PLOT_STEPS + 1
     progress(0, steps, {})
     figures = report_plots.make_plots(cells, tables, out, progress=lambda i: progress(i, steps, {}))
+    architectures = None
+    if compares_architectures(cells):  # a sweep of more than the study's relu: the comparison sections
+        for row, data in zip(rows, cells, strict=True):
+            row |= {"architecture": data.cell.architecture, "sparsity": sparsity_text(data.cell)}
+        architectures = {
+            "computed_on": computed_on(cells, caption),
+            "tables": comparison_tables(cells, caption),
+            "figures": [{"file": f.file, "title": f.title} for f in frontier_plots(cells, out)],
+        }
     doc = {
         "sweep": name,
         "sweep_dir": str(sweep_dir),
@@ -68,6 +79,7 @@ def build_report(
         "dead_caption": caption,
         "grid_tables": tables,
         "cells": rows,
+        **({"architectures": architectures} if architectures else {}),
         "figures": [{"file": f.file, "title": f.title} for f in figures],
     }
     atomic_write_json(out / "tables.json", doc)

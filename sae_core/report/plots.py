@@ -37,14 +37,16 @@ class Plot:
 def make_plots(
     cells: list[CellData], tables: dict[str, Any], out: Path, progress: Callable[[int], None]
 ) -> list[Plot]:
-    """Draw every plot that has data into `out`; return them in report order."""
+    """Draw every plot that has data into `out`; return them in report order. The study's dead % and
+    frontier plots are by λ: relu cells only (the architectures have their own, `report.frontier`)."""
+    study = [c for c in cells if c.cell.architecture == "relu"]
     makers = [
         (
             "dead_vs_expansion.png",
             "Dead % vs expansion, per λ and strategy",
-            lambda: _dead_vs_expansion(cells, tables),
+            lambda: _dead_vs_expansion(study, tables),
         ),
-        ("frontier.png", "Sparsity vs fidelity: L0 vs explained variance", lambda: _frontier(cells)),
+        ("frontier.png", "Sparsity vs fidelity: L0 vs explained variance", lambda: _frontier(study)),
         ("loss_curves.png", "Training loss (× = resampling event)", lambda: _loss_curves(cells)),
         (
             "density.png",
@@ -241,7 +243,9 @@ def _loss_curves(cells: list[CellData]) -> Figure | None:
         return None
     expansions = sorted({d.cell.expansion for d, _ in logs})
     fig = Figure(figsize=(4.2 * min(len(expansions), 4), 3.6 * ((len(expansions) + 3) // 4)))
-    colors = _colors(sorted({d.cell.l1 for d, _ in logs}, reverse=True))
+    # relu cells by λ largest first (the study's colours), then the others by name
+    order = sorted({(d.cell.architecture != "relu", -d.cell.l1, d.cell.sparsity_label) for d, _ in logs})
+    colors = _colors([label for _, _, label in order])
     axes = {
         e: fig.add_subplot((len(expansions) + 3) // 4, min(len(expansions), 4), i + 1)
         for i, e in enumerate(expansions)
@@ -249,11 +253,17 @@ def _loss_curves(cells: list[CellData]) -> Figure | None:
     for data, df in logs:
         ax = axes[data.cell.expansion]
         train = df[df["kind"] == "train"].sort_values("step")
-        style = {"linestyle": _style(data.cell.strategy)["linestyle"], "color": colors[data.cell.l1]}
+        style = {
+            "linestyle": _style(data.cell.strategy)["linestyle"],
+            "color": colors[data.cell.sparsity_label],
+        }
+        name = (
+            f"λ={format_l1(data.cell.l1)}" if data.cell.architecture == "relu" else data.cell.sparsity_label
+        )
         ax.plot(
             train["step"],
             train["loss"],
-            label=f"λ={format_l1(data.cell.l1)} {data.cell.strategy}",
+            label=f"{name} {data.cell.strategy}",
             linewidth=1,
             **style,
         )
@@ -331,6 +341,6 @@ def _copy_correlation_heatmaps(cells: list[CellData], out: Path) -> list[Plot]:
     return plots
 
 
-def _colors(values: list[float]) -> dict[float, str]:
+def _colors(values: list[Any]) -> dict[Any, str]:
     palette = ["#cc3311", "#0077bb", "#009988", "#ee7733", "#33bbee", "#aa3377", "#bbbbbb"]
     return {v: palette[i % len(palette)] for i, v in enumerate(values)}

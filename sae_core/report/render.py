@@ -14,6 +14,8 @@ from sae_core.dead_figures import TRAINING_CAPTION
 from sae_core.naming import format_l1
 from sae_core.report.cells import CELL_METRICS, CellData, Entry, format_entry
 
+ARCHITECTURES_TITLE = "Architectures compared"
+
 
 def _footnoted(text: str, notes: list[str]) -> str:
     """`skipped (a long reason)` → `skipped [1]`, the reason listed once under the table: the same
@@ -52,14 +54,26 @@ def _grid_matrix(table: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 def _cell_matrix(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     titles = {"dead_pct": doc["dead_caption"]} if doc.get("dead_caption") else {}
-    head = ["cell"] + [titles.get(key, title) for key, (title, _, _) in CELL_METRICS.items()]
+    # a sweep of several architectures names each row's architecture and sparsity parameter
+    coords = ["architecture", "sparsity"] if doc.get("architectures") else []
+    head = ["cell", *coords] + [titles.get(key, title) for key, (title, _, _) in CELL_METRICS.items()]
     body = []
     for row in doc["cells"]:
         texts = [
             format_entry(Entry(row[key], row["notes"].get(key)), fmt)
             for key, (_, _, fmt) in CELL_METRICS.items()
         ]
-        body.append([row["cell"], *texts])
+        body.append([row["cell"], *(row[c] for c in coords), *texts])
+    return head, body
+
+
+def _comparison_matrix(table: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """An architecture table: rows architecture · sparsity, columns width · strategy."""
+    head = ["architecture", "sparsity"] + [f"{c['expansion']}x {c['strategy']}" for c in table["columns"]]
+    body = []
+    for row, values, notes in zip(table["rows"], table["values"], table["notes"], strict=True):
+        texts = [_table_cell_text(v, n, None, "%") for v, n in zip(values, notes, strict=True)]
+        body.append([row["architecture"], row["sparsity"], *texts])
     return head, body
 
 
@@ -137,6 +151,11 @@ def render_markdown(doc: dict[str, Any], cells: list[CellData], figures: list[An
     for table in doc["grid_tables"].values():
         parts += [f"## {table['title']}", "", _md_table(*_grid_matrix(table)), ""]
     parts += ["## Per cell", "", _md_table(*_cell_matrix(doc)), ""]
+    if arch := doc.get("architectures"):
+        parts += [f"## {ARCHITECTURES_TITLE}", "", arch["computed_on"], ""]
+        parts += [f"### {f['title']}\n\n![{f['title']}]({f['file']})\n" for f in arch["figures"]]
+        for table in arch["tables"].values():
+            parts += [f"### {table['title']}", "", _md_table(*_comparison_matrix(table)), ""]
     duplicates, rule = _duplicates(cells)
     if duplicates:
         parts += ["## Near-duplicate features", "", _duplicates_intro(rule), ""]
@@ -182,6 +201,14 @@ def render_html(doc: dict[str, Any], cells: list[CellData], figures: list[Any], 
     for table in doc["grid_tables"].values():
         body += [f"<h2>{esc(table['title'])}</h2>", _html_table(*_grid_matrix(table))]
     body += ["<h2>Per cell</h2>", _html_table(*_cell_matrix(doc))]
+    if arch := doc.get("architectures"):
+        body += [f"<h2>{ARCHITECTURES_TITLE}</h2>", f"<p>{_inline_code(esc(arch['computed_on']))}</p>"]
+        for fig in arch["figures"]:
+            data = base64.b64encode((out / fig["file"]).read_bytes()).decode("ascii")
+            title = esc(fig["title"])
+            body.append(f"<h3>{title}</h3><img alt='{title}' src='data:image/png;base64,{data}'>")
+        for table in arch["tables"].values():
+            body += [f"<h3>{esc(table['title'])}</h3>", _html_table(*_comparison_matrix(table))]
     duplicates, rule = _duplicates(cells)
     if duplicates:
         items = "".join(f"<li>{esc(line)}</li>" for line in duplicates)

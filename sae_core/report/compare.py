@@ -1,0 +1,134 @@
+"""The report's architecture comparison (issue 13): present when a sweep trains more than the study's
+ReLU-L1 SAE. Tables of dead % and monosemanticity by architecture, sparsity, strategy and width, and
+the sentences that say what each figure was computed on. The study's own tables stay relu-only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sae_core.config.architectures import STRATEGIES_BY_ARCHITECTURE
+from sae_core.naming import Cell, format_l1
+from sae_core.report.cells import CellData, Entry, dead_pct, monosemanticity_pct
+
+ARCHITECTURE_ORDER = ("relu", "topk", "batchtopk", "jumprelu")
+STRATEGY_ORDER = ("nosampling", "sampling", "auxk")
+
+SPARSITY_NAMES = {"relu": "λ", "topk": "k", "batchtopk": "k", "jumprelu": "L0 coeff"}
+"""What each architecture's sparsity parameter is called in the report."""
+
+NOT_FOR_ARCHITECTURE = "n/a"
+"""A strategy the architecture does not take (`auxk` is for the TopK family only)."""
+
+
+def compares_architectures(cells: list[CellData]) -> bool:
+    """The comparison sections appear when any cell is not the study's relu."""
+    return any(c.cell.architecture != "relu" for c in cells)
+
+
+def sparsity_value(cell: Cell) -> float:
+    """The cell's sparsity parameter as a number (λ, k or the L0 coefficient)."""
+    if cell.architecture == "relu":
+        return cell.l1
+    return float(cell.k) if cell.k is not None else float(cell.l0 or 0.0)
+
+
+def sparsity_text(cell: Cell) -> str:
+    """`λ=0.01`, `k=32`, `L0 coeff=0.001`."""
+    value = str(cell.k) if cell.k is not None else format_l1(sparsity_value(cell))
+    return f"{SPARSITY_NAMES[cell.architecture]}={value}"
+
+
+def _arch_key(cell: Cell) -> tuple[int, float]:
+    # relu rows by λ largest first (the study's order), the others by their parameter as given
+    order = ARCHITECTURE_ORDER.index(cell.architecture)
+    value = sparsity_value(cell)
+    return order, -value if cell.architecture in ("relu", "jumprelu") else value
+
+
+def _by_sparsity_table(cells: list[CellData], title: str, reader: Any) -> dict[str, Any]:
+    """Rows: architecture and sparsity (denser last within an architecture); columns: width × strategy."""
+    widths = sorted({c.cell.expansion for c in cells})
+    strategies = [s for s in STRATEGY_ORDER if any(c.cell.strategy == s for c in cells)]
+    columns = [(w, s) for w in widths for s in strategies]
+    by_key = {
+        (c.cell.architecture, sparsity_value(c.cell), c.cell.expansion, c.cell.strategy): c for c in cells
+    }
+    row_cells = sorted({_row_cell(c.cell) for c in cells}, key=_arch_key)
+    values, notes = [], []
+    for rc in row_cells:
+        entries = []
+        for width, strategy in columns:
+            data = by_key.get((rc.architecture, sparsity_value(rc), width, strategy))
+            if strategy not in STRATEGIES_BY_ARCHITECTURE[rc.architecture]:
+                entries.append(Entry(None, NOT_FOR_ARCHITECTURE))
+            elif data is None:
+                entries.append(Entry(None, "missing (not in grid)"))
+            else:
+                entries.append(reader(data))
+        values.append([e.value for e in entries])
+        notes.append([e.note for e in entries])
+    return {
+        "title": title,
+        "rows": [{"architecture": rc.architecture, "sparsity": sparsity_text(rc)} for rc in row_cells],
+        "columns": [{"expansion": w, "strategy": s} for w, s in columns],
+        "values": values,
+        "notes": notes,
+    }
+
+
+def _row_cell(cell: Cell) -> Cell:
+    """The cell's row identity: architecture and sparsity (width and strategy fixed to one value)."""
+    return Cell(
+        1, cell.l1, STRATEGIES_BY_ARCHITECTURE[cell.architecture][0], cell.architecture, cell.k, cell.l0
+    )
+
+
+def comparison_tables(cells: list[CellData], dead_caption: str) -> dict[str, dict[str, Any]]:
+    """The architecture sections' tables (empty for a relu-only sweep): dead % always, monosemanticity
+    when at least one cell has a rate (labelled)."""
+    if not compares_architectures(cells):
+        return {}
+    tables = {
+        "dead_pct_by_architecture": _by_sparsity_table(
+            cells, f"Dead % by architecture, strategy and width — {dead_caption}", dead_pct
+        )
+    }
+    if any(monosemanticity_pct(c).value is not None for c in cells):
+        tables["monosemanticity_pct_by_architecture"] = _by_sparsity_table(
+            cells, "Monosemanticity % by architecture, strategy and width", monosemanticity_pct
+        )
+    return tables
+
+
+def computed_on(cells: list[CellData], dead_caption: str) -> str:
+    """One paragraph naming the token sets behind L0, explained variance, CE loss recovered, dead % and
+    monosemantic % (read from the cells' analysis.json and labels.json)."""
+    analyses = [c.analysis for c in cells if c.analysis is not None]
+    splits = sorted({str(a.get("split")) for a in analyses if a.get("split")})
+    tokens = sorted(
+        {int(a["tokens_analyzed"]) for a in analyses if isinstance(a.get("tokens_analyzed"), int)}
+    )
+    ce = [a["ce_loss"] for a in analyses if isinstance(a.get("ce_loss"), dict)]
+    docs = sorted({int(x["documents"]) for x in ce if isinstance(x.get("documents"), int)})
+    ce_tokens = sorted({int(x["tokens"]) for x in ce if isinstance(x.get("tokens"), int)})
+    split = "/".join(splits) or "analysis"
+    return (
+        f"L0 (mean active features per token) and explained variance: on the {split} split "
+        f"({_counts(tokens)} tokens per cell). CE loss recovered: the language model's next-token loss with "
+        f"the SAE's reconstruction spliced in, on {_counts(docs)} {split} documents ({_counts(ce_tokens)} "
+        f"tokens); (zero-ablation − SAE) / (zero-ablation − clean). "
+        f"{dead_caption}: see the opening paragraph. "
+        "Monosemantic %: of the labelled selected features (top and bottom by selectivity), "
+        "1 − polysemantic / labelled. "
+        "Sparsity parameter: λ (relu's L1 coefficient), k (topk/batchtopk: active latents per token; "
+        "batchtopk keeps k·B per batch in training and uses its learned threshold at inference) or the "
+        "L0 coefficient (jumprelu). n/a: a strategy the architecture does not take (auxk is for "
+        "topk and batchtopk only)."
+    )
+
+
+def _counts(values: list[int]) -> str:
+    if not values:
+        return "?"
+    return f"{values[0]:,}" if len(values) == 1 else f"{values[0]:,}–{values[-1]:,}"
