@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -160,6 +161,38 @@ class Stack:
 
     def artifact_keys(self) -> set[str]:
         return {a["key"] for a in self.http.post("/artifacts/filter", json={"limit": 200}).json() if a["key"]}
+
+
+class FileWitness:
+    """Every version of some files, seen by polling: an atomic write renames a new inode into place, so
+    a file written twice shows two (inode, mtime) pairs."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        self.paths = paths
+        self.seen: dict[Path, set[tuple[int, int]]] = {p: set() for p in paths}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            for path in self.paths:
+                try:
+                    st = path.stat()
+                except FileNotFoundError:
+                    continue
+                self.seen[path].add((st.st_ino, st.st_mtime_ns))
+            time.sleep(0.05)
+
+    def __enter__(self) -> FileWitness:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def versions(self) -> dict[str, int]:
+        return {p.name: len(v) for p, v in self.seen.items()}
 
 
 @pytest.fixture(scope="session")

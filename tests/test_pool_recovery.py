@@ -5,7 +5,6 @@ and train nothing twice."""
 
 from __future__ import annotations
 
-import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -17,6 +16,7 @@ import torch
 from sae_core.config import load_config
 from sae_core.naming import Cell
 from tasks.common import run_dir
+from tests.fixtures_stack import FileWitness
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -31,38 +31,6 @@ SLOW_TRAINING = {
     "training.log_every": 100,
     "training.val_every": 1000,
 }
-
-
-class FileWitness:
-    """Every version of some files, seen by polling: an atomic write renames a new inode into place, so
-    a file written twice shows two (inode, mtime) pairs."""
-
-    def __init__(self, paths: list[Path]) -> None:
-        self.paths = paths
-        self.seen: dict[Path, set[tuple[int, int]]] = {p: set() for p in paths}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-
-    def _poll(self) -> None:
-        while not self._stop.is_set():
-            for path in self.paths:
-                try:
-                    st = path.stat()
-                except FileNotFoundError:
-                    continue
-                self.seen[path].add((st.st_ino, st.st_mtime_ns))
-            time.sleep(0.05)
-
-    def __enter__(self) -> FileWitness:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def versions(self) -> dict[str, int]:
-        return {p.name: len(v) for p, v in self.seen.items()}
 
 
 def cell_outputs(cfg) -> list[Path]:
