@@ -22,6 +22,9 @@ def extract_flow(config: dict[str, Any]) -> dict[str, Any]:
         config: The sweep's full, resolved config (the sweep passes it; `sae-sweep config show` prints
             one). Its `data_root` must be storage this worker shares with the sweep and the cells.
     """
+    from flows.pool_runs import check_heartbeat
     from tasks.extract import run_extract
 
-    return run_extract(lasting_root(validate_config(config)))
+    cfg = lasting_root(validate_config(config))
+    check_heartbeat(cfg)
+    return run_extract(cfg)

@@ -164,3 +164,22 @@ def run_stage_deployment(
     raise RuntimeError(
         f"flow run {outcome.name} of {deployment} ended {outcome.state.lower()}: {outcome.message}"
     )
+
+
+def check_heartbeat(cfg: SweepConfig) -> None:
+    """In a run a sweep watches: stop at once when this process sends heartbeats too seldom for
+    `grid.lost_after_s` (Prefect's default is every 180 s, and a run started without the deployments'
+    env would be taken as lost, and run twice, while it is healthy)."""
+    from prefect.runtime import flow_run
+    from prefect.settings import get_current_settings
+
+    if flow_run.parent_flow_run_id is None:
+        return  # started by hand: nothing watches it
+    every = get_current_settings().flows.heartbeat_frequency
+    if every is None or every >= cfg.grid.lost_after_s:
+        raise ValueError(
+            f"PREFECT_FLOWS_HEARTBEAT_FREQUENCY is {every} in this worker's environment, not below "
+            f"grid.lost_after_s ({cfg.grid.lost_after_s:g}): the sweep would take this healthy run as "
+            "lost between two heartbeats. Set it to 30 (deployments/prefect.yaml does) or raise "
+            "grid.lost_after_s."
+        )

@@ -72,6 +72,9 @@ def train_cell_flow(config: dict[str, Any], cell: str, store: str | None = None)
             is extracted here, a cache hit when it exists.
     """
     cfg = lasting_root(validate_config(config))
+    from flows.pool_runs import check_heartbeat
+
+    check_heartbeat(cfg)
     the_cell = Cell.parse(cell)
     if store is None:
         from tasks.extract import run_extract
