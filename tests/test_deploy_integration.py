@@ -72,7 +72,8 @@ def test_the_sweeps_artifacts_render_in_the_ui(deployed):
         assert not browser.js("[...document.querySelectorAll('a')].some((a) => a.href.startsWith('file:'))")
         browser.screenshot("ui-report-artifact.png")
         browser.send("Page.navigate", url=f"{base}/{grid['id']}")
-        browser.wait_for("document.body.innerText.includes('monosemantic %')", timeout=90)
+        # `document.body &&`: right after Page.navigate the new document may have no body yet.
+        browser.wait_for("document.body && document.body.innerText.includes('monosemantic %')", timeout=90)
         assert browser.js("document.querySelectorAll('table tr, [role=row]').length") >= 2
         browser.screenshot("ui-grid-artifact.png")
     finally:
@@ -82,9 +83,9 @@ def test_the_sweeps_artifacts_render_in_the_ui(deployed):
 def test_deploy_trigger_kill_and_resume(deployed, tmp_path, tiny_sweep_factory):
     stack = deployed
     t0 = time.monotonic()
-    names = {d["name"] for d in stack.http.post("/deployments/filter", json={}).json()}
-    assert {"sae-sweep", "sae-sweep-seed", "train-cell", "extract"} <= names
-    schedules = stack.http.post("/deployments/filter", json={}).json()[0]["schedules"]
+    deployments = {d["name"]: d for d in stack.http.post("/deployments/filter", json={}).json()}
+    assert {"sae-sweep", "sae-sweep-seed", "train-cell", "extract"} <= set(deployments)
+    schedules = deployments["sae-sweep"]["schedules"]
     assert schedules and not any(s["active"] for s in schedules)  # shipped inactive
     form = stack.http.get("/deployments/name/sae-sweep/sae-sweep").json()["parameter_openapi_schema"]
     assert form["properties"]["preset"]["enum"] == ["demo", "seed"]  # the run form offers a choice
