@@ -77,27 +77,48 @@ def _map_cells(fn: Any, cells: list[Cell], workers: int) -> list[dict[str, Any]]
 
 
 def _run_on_pool(store: str, cfg: SweepConfig, cell: Cell) -> dict[str, Any]:
-    """One cell as a run of the `train-cell` deployment; the results are read back from data_root."""
-    from prefect.deployments import run_deployment
+    """One cell as a run of the `train-cell` deployment, submitted again when its run is lost (see
+    flows/pool_runs.py); the results are read back from data_root."""
+    from flows.pool_runs import run_stage_deployment
 
     # The idempotency key makes a retried parent find the child it already created, never a duplicate
     # (a new attempt gets new children; the cells they find complete are all cache hits).
-    key = f"{flow_run.id}:{flow_run.run_count}:{cell.name}"
-    child = run_deployment(
-        name=cfg.grid.cell_deployment,
-        parameters={"config": cfg.model_dump(mode="json"), "cell": cell.name, "store": store},
-        idempotency_key=key,
-        # Named from creation (a deployment run otherwise shows a random name until it starts).
-        flow_run_name=f"cell-{cell.task_name}",
-        timeout=None,
-        poll_interval=2,
-        as_subflow=True,
+    outcome = run_stage_deployment(
+        cfg,
+        cfg.grid.cell_deployment,
+        {"config": cfg.model_dump(mode="json"), "cell": cell.name, "store": store},
+        key=f"{flow_run.id}:{flow_run.run_count}:{cell.name}",
+        run_name=f"cell-{cell.task_name}",
+        what=f"cell {cell.name}",
     )
-    state = child.state
-    if state is None or not state.is_completed():
-        name = state.name if state else "unknown"
-        raise RuntimeError(f"flow run {child.name} of {cfg.grid.cell_deployment} ended {name}")
-    return {"cell": cell.name, "status": "completed", "flow_run": str(child.id), "work_s": 0.0}
+    return {"cell": cell.name, "status": "completed", "flow_run": str(outcome.flow_run_id), "work_s": 0.0}
+
+
+def _extract(cfg: SweepConfig) -> dict[str, Any]:
+    """The activation store: extracted here (`placement: local`), or by a run of the `extract`
+    deployment on the GPU pool (`placement: pool`), read back from the shared data_root."""
+    from tasks.common import store_complete
+    from tasks.extract import expected_store, run_extract
+
+    if cfg.grid.placement == "local":
+        return run_extract(cfg)
+    from flows.pool_runs import run_stage_deployment
+
+    run_stage_deployment(
+        cfg,
+        cfg.grid.extract_deployment,
+        {"config": cfg.model_dump(mode="json")},
+        key=f"{flow_run.id}:{flow_run.run_count}:extract",
+        run_name="extract-activations",
+        what="extraction",
+    )
+    store = expected_store(cfg)
+    if not store_complete(store):
+        raise RuntimeError(
+            f"{cfg.grid.extract_deployment} completed but the store {store} is not on this machine: "
+            "data_root must be storage the sweep and the gpu workers share"
+        )
+    return {"store": store, "work_s": 0.0}
 
 
 @flow(name="sae-sweep", flow_run_name=_sweep_run_name)
@@ -130,9 +151,7 @@ def sae_sweep(
         cfg.data_root,
     )
 
-    from tasks.extract import run_extract
-
-    extracted = run_extract(cfg)
+    extracted = _extract(cfg)
     store = extracted["store"]
     if cfg.grid.placement == "local":
         outcomes = _map_cells(lambda c: run_cell_chain(store, c, cfg), cells, cfg.grid.max_concurrency)

@@ -21,34 +21,39 @@ from sae_core.naming import Cell
 def run_cell_chain(store: str, cell: Cell, cfg: SweepConfig) -> dict[str, Any]:
     """The per-cell tasks in order; returns each stage's small result and the seconds of stage work."""
     from tasks.analyze import run_analyze
+    from tasks.common import stage_lock
     from tasks.label import label_cell
     from tasks.report import browse_cell
     from tasks.train import run_train
     from tasks.upload import upload_cell
 
-    trained = run_train(store, cell, cfg)
-    analysed = run_analyze(store, cell, cfg)
-    start = time.perf_counter()
-    labels = label_cell(trained["run_dir"], cfg)
-    # The browser embeds the labels, and is uploaded with the cell: write it between the two.
-    browse_cell(trained["run_dir"])
-    label_s = time.perf_counter() - start
-    uploaded = upload_cell(cell.name, cfg)
-    return {
-        "cell": cell.name,
-        "status": "completed",
-        "run_dir": trained["run_dir"],
-        "train": trained,
-        "analyze": analysed,
-        "labels": labels,
-        "upload": uploaded,
-        # labelling submits its own tasks, so its wall time includes some Prefect work: counted as
-        # stage work anyway (it is mostly waiting on the endpoint, or nothing when skipped).
-        "work_s": trained.get("work_s", 0.0)
-        + analysed.get("work_s", 0.0)
-        + label_s
-        + uploaded.get("work_s", 0.0),
-    }
+    # One holder per cell from training to the last output: a second sweep of the same config (another
+    # process, another server, a resubmitted run whose lost twin still runs) waits here, then finds every
+    # stage a cache hit instead of writing the same files again. The kernel drops it when its holder dies.
+    with stage_lock(cfg, f"cell-{cfg.name}-{cell.name}"):
+        trained = run_train(store, cell, cfg)
+        analysed = run_analyze(store, cell, cfg)
+        start = time.perf_counter()
+        labels = label_cell(trained["run_dir"], cfg)
+        # The browser embeds the labels, and is uploaded with the cell: write it between the two.
+        browse_cell(trained["run_dir"])
+        label_s = time.perf_counter() - start
+        uploaded = upload_cell(cell.name, cfg)
+        return {
+            "cell": cell.name,
+            "status": "completed",
+            "run_dir": trained["run_dir"],
+            "train": trained,
+            "analyze": analysed,
+            "labels": labels,
+            "upload": uploaded,
+            # labelling submits its own tasks, so its wall time includes some Prefect work: counted as
+            # stage work anyway (it is mostly waiting on the endpoint, or nothing when skipped).
+            "work_s": trained.get("work_s", 0.0)
+            + analysed.get("work_s", 0.0)
+            + label_s
+            + uploaded.get("work_s", 0.0),
+        }
 
 
 def _cell_run_name() -> str:
@@ -67,6 +72,9 @@ def train_cell_flow(config: dict[str, Any], cell: str, store: str | None = None)
             is extracted here, a cache hit when it exists.
     """
     cfg = lasting_root(validate_config(config))
+    from flows.pool_runs import check_heartbeat
+
+    check_heartbeat(cfg)
     the_cell = Cell.parse(cell)
     if store is None:
         from tasks.extract import run_extract

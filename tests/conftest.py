@@ -30,6 +30,7 @@ pytest_plugins = [
         "tests.fixtures_sae",
         "tests.fixtures_llm",
         "tests.fixtures_prefect",
+        "tests.fixtures_stack",
     )
     if (Path(__file__).parent / f"{name.split('.')[-1]}.py").exists()
 ]

@@ -19,6 +19,8 @@ ENTRYPOINT = REPO / "docker" / "entrypoint.sh"
 
 
 def test_prefect_yaml_matches_the_flows_and_config():
+    from prefect.flows import load_flow_from_entrypoint
+
     spec = yaml.safe_load((REPO / "deployments" / "prefect.yaml").read_text())
     deployments = {d["name"]: d for d in spec["deployments"]}
     assert deployments["sae-sweep"]["work_pool"]["name"] == "default"
@@ -27,11 +29,20 @@ def test_prefect_yaml_matches_the_flows_and_config():
     from flows.train_cell import train_cell_flow
 
     assert f"{train_cell_flow.name}/train-cell" == GridConfig().cell_deployment
+    # Extraction runs on the GPU pool too when placement is pool (it was the sweep's CPU worker's job).
+    from flows.extract_flow import extract_flow
+
+    assert deployments["extract"]["work_pool"]["name"] == "gpu"
+    assert f"{extract_flow.name}/extract" == GridConfig().extract_deployment
+    assert load_flow_from_entrypoint(deployments["extract"]["entrypoint"]).name == extract_flow.name
+    # Runs on the gpu pool send heartbeats often enough for grid.lost_after_s to notice a lost worker.
+    for name in ("extract", "train-cell"):
+        env = deployments[name]["work_pool"]["job_variables"]["env"]
+        assert int(env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"]) < GridConfig().lost_after_s, name
     for dep in deployments.values():
         for schedule in dep.get("schedules", []):
             assert schedule["active"] is False and schedule["cron"]
     assert spec["pull"] == []
-    from prefect.flows import load_flow_from_entrypoint
 
     assert load_flow_from_entrypoint(deployments["sae-sweep"]["entrypoint"]).name == "sae-sweep"
 
@@ -47,7 +58,10 @@ def test_run_form_offers_the_presets_and_describes_every_parameter():
     sweep = parameter_schema(sae_sweep.fn).model_dump()["properties"]
     assert sweep["preset"]["enum"] == preset_names() == ["demo", "frontier", "seed"]
     cell = parameter_schema(train_cell_flow.fn).model_dump()["properties"]
-    for name, prop in [*sweep.items(), *cell.items()]:
+    from flows.extract_flow import extract_flow
+
+    extract = parameter_schema(extract_flow.fn).model_dump()["properties"]
+    for name, prop in [*sweep.items(), *cell.items(), *extract.items()]:
         assert len(prop.get("description") or "") > 20, name
 
 

@@ -56,6 +56,19 @@ class GridConfig(Section):
     cell_deployment: str = "train-cell/train-cell"
     """Deployment (`flow-name/deployment-name`) that runs one cell when `placement` is `pool`."""
 
+    extract_deployment: str = "extract/extract"
+    """Deployment (`flow-name/deployment-name`) that extracts the activation store when `placement` is
+    `pool` (on the `gpu` pool: the model runs on a GPU, the store lands on the shared `data_root`)."""
+
+    cell_retries: int = Field(2, ge=0)
+    """With `placement: pool`, how many more times a cell's (or the extraction's) flow run is submitted
+    when its run crashed or its worker was lost; the new run resumes from the cell's last checkpoint."""
+
+    lost_after_s: float = Field(90.0, gt=0)
+    """With `placement: pool`, seconds without a heartbeat after which a claimed (Pending or Running)
+    flow run counts as lost (its worker died with it): marked Crashed and submitted again. Flow runs send
+    a heartbeat every `PREFECT_FLOWS_HEARTBEAT_FREQUENCY` s (30 in the deployments): keep this above it."""
+
     @field_validator("expansion_factors")
     @classmethod
     def _positive_expansion(cls, values: list[int]) -> list[int]:
