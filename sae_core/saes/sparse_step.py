@@ -83,12 +83,19 @@ def bag_sum(kept: Kept, weights: torch.Tensor, table: torch.Tensor) -> torch.Ten
 
 
 def bag_weight_grad(
-    rows: torch.Tensor, cols: torch.Tensor, weights: torch.Tensor, grad: torch.Tensor, m: int
+    rows: torch.Tensor,
+    cols: torch.Tensor,
+    weights: torch.Tensor,
+    grad: torch.Tensor,
+    m: int,
+    counts: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """∂/∂table of `Σ_b grad[b] · bag_sum(·, weights, table)[b]` for entries (rows, cols) in any order:
-    `out[j] = Σ_{i: cols[i]=j} weights[i] · grad[rows[i]]`, [m, d], without forming the [N, d] products."""
+    `out[j] = Σ_{i: cols[i]=j} weights[i] · grad[rows[i]]`, [m, d], without forming the [N, d] products.
+    `counts`: entries per token (computed when not given; the op reads it for mode "mean" only)."""
     no_max = torch.empty(0, dtype=torch.int64, device=grad.device)
-    counts = torch.empty(0, dtype=torch.int64, device=grad.device)  # bag sizes: read by mode "mean" only
+    if counts is None:
+        counts = torch.bincount(rows, minlength=grad.shape[0])
     return torch.ops.aten._embedding_bag_dense_backward(
         grad.contiguous(), cols, rows, counts, no_max, m, False, _SUM, weights, _NO_PADDING
     )
@@ -141,9 +148,9 @@ def sparse_step_grads(
         err = x_hat - x
         mse = err.pow(2).mean()
         g_out = err * (2.0 / err.numel())
-        grad_dec = bag_weight_grad(kept.rows, kept.cols, acts, g_out, m)
+        grad_dec = bag_weight_grad(kept.rows, kept.cols, acts, g_out, m, kept.counts)
         g_pre = bag_weights_grad(kept, g_out, w_dec) * (kept.pre > 0)
-        rows, cols, grads = kept.rows, kept.cols, g_pre  # where ∂L/∂pre is not zero
+        rows, cols, grads, counts = kept.rows, kept.cols, g_pre, kept.counts  # where ∂L/∂pre ≠ 0
         loss, aux_term = mse, mse.new_zeros(())
         aux = dead_kept(pre, dead, sae.auxk_k) if dead is not None and sae.auxk_coefficient else None
         if aux is not None:
@@ -152,10 +159,10 @@ def sparse_step_grads(
             aux_term = aux_err.pow(2).mean()
             loss = mse + sae.auxk_coefficient * aux_term
             g_aux = aux_err * (2.0 * sae.auxk_coefficient / aux_err.numel())
-            grad_dec += bag_weight_grad(aux.rows, aux.cols, aux.pre, g_aux, m)
-            rows, cols = torch.cat([rows, aux.rows]), torch.cat([cols, aux.cols])
+            grad_dec += bag_weight_grad(aux.rows, aux.cols, aux.pre, g_aux, m, aux.counts)
+            rows, cols, counts = torch.cat([rows, aux.rows]), torch.cat([cols, aux.cols]), counts + aux.counts
             grads = torch.cat([grads, bag_weights_grad(aux, g_aux, w_dec)])
-        grad_enc_t = bag_weight_grad(rows, cols, grads, centred, m)  # [m, d]: ∂L/∂W_enc transposed
+        grad_enc_t = bag_weight_grad(rows, cols, grads, centred, m, counts)  # [m, d]: ∂L/∂W_enc transposed
         grad_b_enc = torch.zeros_like(b_enc).index_add_(0, cols, grads)
         grad_b_dec = g_out.sum(dim=0) - w_enc @ grad_b_enc  # b_dec enters the decode and, negated, pre
         for p, g in ((w_enc, grad_enc_t.t()), (b_enc, grad_b_enc), (w_dec, grad_dec), (b_dec, grad_b_dec)):
