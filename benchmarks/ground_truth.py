@@ -13,7 +13,13 @@ squared error) and mapped to ours: our MSE is averaged over d, so λ_ours = λ·
 `l1_scaling: seed` (L1 averaged over m) and λ/d under `sum`. Adam is invariant to the loss's overall
 scale, so the same learning rate means the same thing on both sides.
 
-    PYTHONPATH=$PWD python benchmarks/ground_truth.py                  # ~5 min on one core
+Our other architectures (`--architectures`, default topk batchtopk jumprelu) train on the same tokens
+through the same Trainer and `TrainingConfig()` defaults: topk/batchtopk at k near the data's true L0
+(Σ of the firing probabilities, 6.78 here → k = 7 and 10), jumprelu over L0 coefficients (our units;
+`--jumprelu-loss`, default tanh: the step form's thresholds barely move in these few Adam steps, see
+docs/results.md). The last table is each setting's run whose held-out L0 is nearest the true L0.
+
+    PYTHONPATH=$PWD python benchmarks/ground_truth.py                  # ~10 min on one core
     PYTHONPATH=$PWD python benchmarks/ground_truth.py --variants study defaults no-l1-warmup gmed beta0
     PYTHONPATH=$PWD python benchmarks/ground_truth.py --quick          # the test's size (~40 s)
 
@@ -32,8 +38,9 @@ from typing import Any
 import torch
 
 from sae_core.config import TrainingConfig
+from sae_core.training.architectures import build_architecture
 from sae_core.training.data import InMemoryData
-from sae_core.training.trainer import train_sae
+from sae_core.training.trainer import Trainer, train_sae
 
 
 @dataclass(frozen=True)
@@ -116,6 +123,46 @@ def run_ours(
     return Result(f"ours ({label})", l1, mcc, l0, ev, seconds)
 
 
+def run_architecture(
+    truth: GroundTruth,
+    architecture: str,
+    expansion: int,
+    steps: int,
+    batch: int,
+    lr: float,
+    *,
+    strategy: str = "nosampling",
+    options: dict[str, Any],
+    **training: Any,
+) -> Result:
+    """One of our other architectures (topk, batchtopk, jumprelu) through the same Trainer, started
+    from the same `TrainingConfig()` init as relu; `options` its constructor keywords (k, the L0
+    coefficient, …). The `l1` column of the result holds its sparsity parameter."""
+    d = truth.train.shape[1]
+    cfg = TrainingConfig(
+        lr=lr, batch_size=batch, epochs=None, max_tokens=batch * steps, seed=0, device="cpu",
+        log_every=max(steps, 1), val_every=10**9, val_tokens=1024, checkpoint_every=10**9, **training,
+    )  # fmt: skip
+    sae = build_architecture(architecture, d, expansion * d, cfg, options)
+    start = time.perf_counter()
+    Trainer(sae, InMemoryData(truth.train), cfg, l1=0.0, strategy=strategy, device=torch.device("cpu")).run()
+    seconds = time.perf_counter() - start
+    mcc, l0, ev = recovery(sae.W_dec, truth, sae)
+    sparsity = float(options.get("k", options.get("l0_coefficient", 0.0)))
+    extra = "".join(
+        f", {k}={v}" for k, v in {**options, **training}.items() if k not in ("k", "l0_coefficient")
+    )
+    return Result(f"{architecture} ({strategy}{extra})", sparsity, mcc, l0, ev, seconds)
+
+
+def true_l0(truth_seed: int = 0, n_features: int = 256, min_p: float = 0.005, max_p: float = 0.05) -> float:
+    """The synthetic data's expected L0: the sum of the features' firing probabilities."""
+    from sae_lens.synthetic import random_firing_probabilities
+
+    probs = random_firing_probabilities(n_features, max_prob=max_p, min_prob=min_p, seed=truth_seed)
+    return float(probs.sum())
+
+
 def _fixed_batches(x: torch.Tensor, batch: int, seed: int) -> Iterator[torch.Tensor]:
     """Shuffled passes over the fixed token set (a fresh permutation per epoch, as ours)."""
     gen = torch.Generator().manual_seed(seed)
@@ -163,9 +210,14 @@ def best(results: Sequence[Result]) -> Result:
     return max(results, key=lambda r: r.mcc)
 
 
+def nearest_l0(results: Sequence[Result], target: float) -> Result:
+    """The run whose held-out L0 is closest to `target` (the matched-L0 comparison)."""
+    return min(results, key=lambda r: abs(r.l0 - target))
+
+
 def print_table(rows: Sequence[Result], header: bool = True) -> None:
     if header:
-        print(f"{'setting':<58} {'λ (SAELens units)':>17} {'MCC':>6} {'L0':>6} {'EV':>6} {'s':>6}")
+        print(f"{'setting':<58} {'λ / k / L0 coef':>17} {'MCC':>6} {'L0':>6} {'EV':>6} {'s':>6}")
     for r in rows:
         print(
             f"{r.setting:<58} {r.l1:>17g} {r.mcc:>6.3f} {r.l0:>6.1f} {r.explained_variance:>6.3f} "
@@ -186,6 +238,21 @@ OUR_VARIANTS: dict[str, dict[str, Any]] = {
 """Our settings compared (`--variants`): `TrainingConfig()` defaults, or these keys changed."""
 
 
+def architecture_sweep(
+    truth: GroundTruth, architecture: str, args: argparse.Namespace, target: float
+) -> list[Result]:
+    """One architecture over its sparsity values: k near the true L0 (topk, batchtopk), or the L0
+    coefficients (jumprelu, in our loss's units: the MSE averaged over d)."""
+    if architecture == "jumprelu":
+        options = [{"l0_coefficient": c, "sparsity_loss": args.jumprelu_loss} for c in args.l0_coefficients]
+    else:
+        options = [{"k": k} for k in (args.k or [round(target), round(1.5 * target)])]
+    return [
+        run_architecture(truth, architecture, args.expansion, args.steps, args.batch, args.lr, options=o)
+        for o in options
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -196,11 +263,24 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--lr", type=float, default=1e-4, help="Adam lr, the same for both")
     parser.add_argument("--expansion", type=int, default=4)
-    parser.add_argument("--l1", type=float, nargs="+", default=[0.1, 0.3, 1.0], help="λ sweep, SAELens units")
+    parser.add_argument(
+        "--l1", type=float, nargs="+", default=[0.1, 0.3, 1.0, 2.0, 3.0], help="λ sweep, SAELens units"
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--magnitude-std", type=float, default=0.5, help="spread of firing magnitudes")
     parser.add_argument("--variants", nargs="+", default=["study", "defaults"], choices=list(OUR_VARIANTS))
     parser.add_argument("--no-saelens", action="store_true")
+    parser.add_argument(
+        "--architectures", nargs="*", default=["topk", "batchtopk", "jumprelu"],
+        choices=["topk", "batchtopk", "jumprelu"], help="ours beside relu, each at its sparsities below",
+    )  # fmt: skip
+    parser.add_argument(
+        "--k", type=int, nargs="+", default=None, help="topk/batchtopk k (default: ≈ true L0)"
+    )
+    parser.add_argument(
+        "--l0-coefficients", type=float, nargs="+", default=[5e-3, 1e-2, 2e-2], help="jumprelu's (our units)"
+    )
+    parser.add_argument("--jumprelu-loss", choices=["step", "tanh"], default="tanh")
     args = parser.parse_args()
     os.environ.setdefault("TQDM_DISABLE", "1")  # SAELens's trainer draws a progress bar per run
     torch.set_num_threads(args.threads)
@@ -209,16 +289,19 @@ def main() -> None:
         args.l1 = [0.3, 1.0]
     tokens, steps = args.tokens, args.steps
     truth = make_ground_truth(tokens, magnitude_std=args.magnitude_std)
+    target = true_l0()
     print(
-        f"ground truth: 256 features in 64 dims, p ∈ [0.5 %, 5 %], {tokens} tokens; "
+        f"ground truth: 256 features in 64 dims, p ∈ [0.5 %, 5 %] (true L0 {target:.2f}), {tokens} tokens; "
         f"{steps} steps × batch {args.batch}, lr {args.lr}, expansion {args.expansion}"
     )
     rows: list[Result] = []
     bests: dict[str, Result] = {}
+    sweeps: dict[str, list[Result]] = {}
     if not args.no_saelens:
         theirs = [run_saelens(truth, args.expansion, steps, args.batch, l1, args.lr) for l1 in args.l1]
         rows += theirs
         bests["SAELens"] = best(theirs)
+        sweeps["SAELens"] = theirs
     for name in args.variants:
         overrides = OUR_VARIANTS[name]
         ours = [
@@ -226,11 +309,20 @@ def main() -> None:
         ]
         rows += ours
         bests[name] = best(ours)
+        sweeps[name] = ours
         print_table(ours, header=False)
+    matched: dict[str, Result] = {name: nearest_l0(sweep, target) for name, sweep in sweeps.items()}
+    for architecture in args.architectures:
+        sweep = architecture_sweep(truth, architecture, args, target)
+        rows += sweep
+        matched[architecture] = nearest_l0(sweep, target)
+        print_table(sweep, header=False)
     print()
     print_table(rows)
     print("\nbest of the λ sweep:")
     print_table(list(bests.values()))
+    print(f"\nat the L0 nearest the true L0 ({target:.2f}), per architecture / setting:")
+    print_table(list(matched.values()))
     if "SAELens" in bests and "defaults" in bests:
         ref, ours_best = bests["SAELens"].mcc, bests["defaults"].mcc
         verdict = "ours >= SAELens" if ours_best >= ref else "ours < SAELens"

@@ -1,11 +1,12 @@
-"""TopK training step: ours (decoded from the k active latents, `topk.sparse_decode`) vs the same SAE
-decoded densely vs SAELens' `TopKTrainingSAE`, on the same in-memory batch.
+"""TopK training step: ours (the hand-written sparse step, `sae_core.saes.sparse_step`) vs the same SAE
+through autograd (decoded from the k active latents, `topk.sparse_decode`: the step before; or decoded
+densely) vs SAELens' `TopKTrainingSAE`, on the same in-memory batch.
 
 One step = loss, backward and Adam (ours also projects and renormalises the decoder rows, as training
 does; SAELens runs its own `training_forward_pass` with its defaults, `rescale_acts_by_decoder_norm`
 included). d=768, 8× (m=6144), k=32 by default; rounds alternate the three so background load hits all
-alike, and the best round of each is compared. This times the step alone, not the whole training loop
-(issue 13 asks for a Trainer row in `benchmarks/train.py`: not done yet). `--help` lists the knobs.
+alike, and the best round of each is compared. This times the step alone; the whole training loop on
+both sides is `benchmarks/train.py --rows topk`. `--help` lists the knobs.
 """
 
 from __future__ import annotations
@@ -21,16 +22,17 @@ from sae_core.saes.relu import normalize_decoder, project_decoder_grad
 from sae_core.saes.topk import TopKSAE
 
 
-def ours(x: torch.Tensor, m: int, k: int, dense: bool) -> Callable[[], None]:
+def ours(x: torch.Tensor, m: int, k: int, how: str) -> Callable[[], None]:
     sae = TopKSAE(x.shape[1], m, k=k, seed=0, init="tied")
     opt = torch.optim.Adam(sae.parameters(), lr=1e-4, fused=True)
 
     def step() -> None:
-        if dense:  # the base class's loss: h from the top-k, then h @ W_dec
-            sae.zero_grad(set_to_none=False)
-            AutogradSae.training_loss(sae, x).loss.backward()
-        else:
+        if how == "hand":
             sae.step_grads(x)
+        else:  # autograd: TopK's own loss (embedding_bag decode) or the base class's (h @ W_dec)
+            sae.zero_grad(set_to_none=False)
+            loss = sae.training_loss if how == "sparse" else lambda x: AutogradSae.training_loss(sae, x)
+            loss(x).loss.backward()
         project_decoder_grad(sae)
         opt.step()
         normalize_decoder(sae)
@@ -70,8 +72,9 @@ def main() -> None:
     x = torch.randn(args.batch, args.d, generator=torch.Generator().manual_seed(0))
     m = args.d * args.expansion
     steps = {
-        "ours (sparse decode)": ours(x, m, args.k, dense=False),
-        "ours (dense decode)": ours(x, m, args.k, dense=True),
+        "ours (hand-written sparse)": ours(x, m, args.k, "hand"),
+        "ours (autograd, sparse decode)": ours(x, m, args.k, "sparse"),
+        "ours (autograd, dense decode)": ours(x, m, args.k, "dense"),
         "SAELens topk": saelens(x, m, args.k),
     }
     best = dict.fromkeys(steps, 0.0)
@@ -84,10 +87,10 @@ def main() -> None:
                 step()
             best[name] = max(best[name], args.batch * args.steps / (time.perf_counter() - t0))
     for name, rate in best.items():
-        print(f"{name:22s} {rate:9.0f} tok/s")
-    sparse = best["ours (sparse decode)"]
-    print(f"ours ÷ SAELens topk: {sparse / best['SAELens topk']:.2f}×; sparse ÷ dense decode: "
-          f"{sparse / best['ours (dense decode)']:.2f}×")  # fmt: skip
+        print(f"{name:32s} {rate:9.0f} tok/s")
+    hand = best["ours (hand-written sparse)"]
+    print(f"ours ÷ SAELens topk: {hand / best['SAELens topk']:.2f}×; hand-written ÷ autograd sparse decode: "
+          f"{hand / best['ours (autograd, sparse decode)']:.2f}×")  # fmt: skip
 
 
 if __name__ == "__main__":

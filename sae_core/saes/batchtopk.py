@@ -15,7 +15,8 @@ from typing import Any
 import torch
 
 from sae_core.saes.base import AutogradSae, TrainLoss
-from sae_core.saes.relu import InitScheme
+from sae_core.saes.relu import InitScheme, StepStats
+from sae_core.saes.sparse_step import sparse_step_grads
 from sae_core.saes.topk import AUXK_COEFFICIENT, TopKSAE
 
 UNESTIMATED = -1.0
@@ -75,6 +76,22 @@ class BatchTopKSAE(TopKSAE):
     def training_loss(self, x: torch.Tensor, dead: torch.Tensor | None = None) -> TrainLoss:
         # The dense decode of the base: TopK's per-token sparse decode assumes k latents in every row.
         return AutogradSae.training_loss(self, x, dead)
+
+    def step_grads(
+        self,
+        x: torch.Tensor,
+        *,
+        dead: torch.Tensor | None = None,
+        full_stats: bool = False,
+        exceed_threshold: float | None = None,
+    ) -> StepStats:
+        """The hand-written step on the k·B kept entries of the batch (`sparse_step`), then θ's update
+        from the kept activations; `training_loss` through autograd is its reference."""
+        stats, kept = sparse_step_grads(
+            self, x, "batch", dead=dead, full_stats=full_stats, exceed_threshold=exceed_threshold
+        )
+        self.observe_batch(kept.pre, kept.pre)
+        return stats
 
     @torch.no_grad()
     def observe_batch(self, pre: torch.Tensor, h: torch.Tensor) -> None:

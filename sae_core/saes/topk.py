@@ -15,7 +15,8 @@ import torch.nn.functional as F
 
 from sae_core.saes.auxk import auxk_loss
 from sae_core.saes.base import AutogradSae, TrainLoss
-from sae_core.saes.relu import InitScheme
+from sae_core.saes.relu import InitScheme, StepStats
+from sae_core.saes.sparse_step import sparse_step_grads
 
 AUXK_COEFFICIENT = 1 / 32
 """Gao et al.'s AuxK coefficient α."""
@@ -92,6 +93,21 @@ class TopKSAE(AutogradSae):
         return TrainLoss(
             loss=mse + coefficient * term if coefficient else mse, mse=mse, penalty=term, x_hat=x_hat, h=h
         )
+
+    def step_grads(
+        self,
+        x: torch.Tensor,
+        *,
+        dead: torch.Tensor | None = None,
+        full_stats: bool = False,
+        exceed_threshold: float | None = None,
+    ) -> StepStats:
+        """The hand-written step on the k kept latents per token (`sparse_step`); `training_loss`
+        through autograd is its reference."""
+        stats, _ = sparse_step_grads(
+            self, x, "token", dead=dead, full_stats=full_stats, exceed_threshold=exceed_threshold
+        )
+        return stats
 
     def extra_loss(
         self, pre: torch.Tensor, h: torch.Tensor, err: torch.Tensor, dead: torch.Tensor | None
