@@ -97,7 +97,7 @@ def prepare_cell(
     """`cell` ready to train on the opened store (`data`, `store`): a `CellRun`, resumed from its
     checkpoint when one of the same config exists; or the `metrics.json` dict of a completed run of the
     same config (nothing to train)."""
-    from sae_core.training.architectures import cell_options, cell_settings
+    from sae_core.training.architectures import cell_options
     from sae_core.training.callbacks import ProgressCallback
     from sae_core.training.tracking import WandbCallback
     from sae_core.training.trainer import Trainer, build_sae
@@ -108,14 +108,10 @@ def prepare_cell(
     training = cfg.training
     device = resolve_device(training.device)
     d_hidden = data.d_model * cell.expansion
-    trained_by = training.model_dump(mode="json")
-    if training.resample_criterion == "threshold":  # then analysis.dead_threshold shapes the run too
-        trained_by["resample_threshold"] = cfg.analysis.dead_threshold
-    trained_by |= cell_settings(cell, cfg.saes)  # the architecture's settings (nothing for relu)
-    identity = resume_identity(trained_by, cell.to_dict(), data.d_model, data.fingerprint())
+    identity = cell_identity(cell, cfg, data)
     chash = config_hash(identity)
 
-    done = _completed_run(out_dir, cell, chash)
+    done = completed_run(out_dir, cell, chash)
     if done is not None:
         log.info("%s: already trained with this config, nothing to do", cell.name)
         return done
@@ -193,7 +189,20 @@ def finish_cell(run: CellRun, result: dict[str, Any]) -> dict[str, Any]:
     return metrics
 
 
-def _completed_run(out_dir: Path, cell: Cell, chash: str) -> dict[str, Any] | None:
+def cell_identity(cell: Cell, cfg: SweepConfig, data: Any) -> dict[str, Any]:
+    """What a checkpoint or a completed run of `cell` must have been trained under (`config_hash` of it
+    is the run's key in metrics.json)."""
+    from sae_core.training.architectures import cell_settings
+
+    trained_by = cfg.training.model_dump(mode="json")
+    if cfg.training.resample_criterion == "threshold":  # then analysis.dead_threshold shapes the run too
+        trained_by["resample_threshold"] = cfg.analysis.dead_threshold
+    trained_by |= cell_settings(cell, cfg.saes)  # the architecture's settings (nothing for relu)
+    return resume_identity(trained_by, cell.to_dict(), data.d_model, data.fingerprint())
+
+
+def completed_run(out_dir: Path, cell: Cell, chash: str) -> dict[str, Any] | None:
+    """The metrics.json dict of a completed run of config hash `chash` in `out_dir`, else None."""
     metrics_file = out_dir / "metrics.json"
     if not metrics_file.is_file() or not (out_dir / cell.weights_filename).is_file():
         return None
