@@ -22,13 +22,17 @@ from typing import Any
 
 from sae_core.config import SweepConfig
 from sae_core.device import cpu_threads, resolve_device
-from sae_core.errors import TrainingError
+from sae_core.errors import SaeSweepError
 from sae_core.naming import Cell
 from sae_core.training.checkpoint import config_hash
 from sae_core.training.pack_memory import available_bytes, cell_bytes, describe_plan, split_pack
 from sae_core.training.run_cell import CellRun, cell_identity, completed_run, finish_cell, prepare_cell
 
 log = logging.getLogger(__name__)
+
+CELL_ERRORS = (SaeSweepError, OSError)
+"""What fails one cell of a pack and not the others: its loss or config (TrainingError), its run dir's
+files (StorageWriteError, OSError). Anything else (out of memory, a kill) stops the pack."""
 
 
 def pack_enabled(cfg: SweepConfig) -> bool:
@@ -45,17 +49,17 @@ def train_pack(
     out_dirs: Mapping[str, str | Path],
     *,
     callbacks: Mapping[str, Sequence[Any]] | None = None,
-) -> dict[str, dict[str, Any] | TrainingError]:
+) -> dict[str, dict[str, Any] | Exception]:
     """Train `cells` together on the store at `store_path`, each into `out_dirs[cell.name]` with
-    `callbacks[cell.name]`; return each cell's `metrics.json` dict, or the `TrainingError` it failed
-    with (a bad cell does not stop the others; any other exception stops the pack, every cell keeping
-    its last checkpoint)."""
+    `callbacks[cell.name]`; return each cell's `metrics.json` dict, or the exception it failed with
+    (`CELL_ERRORS`: a bad cell does not stop the others; any other exception stops the pack, every
+    cell keeping its last checkpoint)."""
     from sae_core.training.data import open_store_data
 
     training = cfg.training
     device = resolve_device(training.device)
     data, store = open_store_data(store_path, device, training.max_memory_gb)
-    results: dict[str, dict[str, Any] | TrainingError] = {}
+    results: dict[str, dict[str, Any] | Exception] = {}
     todo: list[Cell] = []
     for cell in cells:
         done = completed_run(Path(out_dirs[cell.name]), cell, config_hash(cell_identity(cell, cfg, data)))
@@ -79,9 +83,20 @@ def train_pack(
         runs: list[CellRun] = []
         for name in group:
             cell = by_name[name]
-            prepared = prepare_cell(
-                store_path, data, store, cell, cfg, out_dirs[name], callbacks=(callbacks or {}).get(name, ())
-            )
+            try:
+                prepared = prepare_cell(
+                    store_path,
+                    data,
+                    store,
+                    cell,
+                    cfg,
+                    out_dirs[name],
+                    callbacks=(callbacks or {}).get(name, ()),
+                )
+            except CELL_ERRORS as exc:  # e.g. a checkpoint of another config: that cell only
+                log.error("%s cannot join its pack: %s", name, exc)
+                results[name] = exc
+                continue
             if isinstance(prepared, dict):  # completed meanwhile (another sweep of the same config)
                 results[name] = prepared
             else:
@@ -96,7 +111,7 @@ def train_together(runs: Sequence[CellRun], data: Any, cfg: SweepConfig) -> dict
     results: dict[str, Any] = {}
     live: list[CellRun] = []
 
-    def fail(run: CellRun, exc: TrainingError) -> None:
+    def fail(run: CellRun, exc: Exception) -> None:
         log.error("%s failed in its pack: %s", run.cell.name, exc)
         run.tracker.close(failed=True)
         results[run.cell.name] = exc
@@ -110,7 +125,7 @@ def train_together(runs: Sequence[CellRun], data: Any, cfg: SweepConfig) -> dict
                 try:
                     run.trainer.start()
                     live.append(run)
-                except TrainingError as exc:
+                except CELL_ERRORS as exc:
                     fail(run, exc)
             step = min((r.trainer.state.step for r in live), default=0)
             batch = runs[0].trainer.batch_size
@@ -122,14 +137,14 @@ def train_together(runs: Sequence[CellRun], data: Any, cfg: SweepConfig) -> dict
                         continue
                     try:
                         run.trainer.train_step(x)
-                    except TrainingError as exc:
+                    except CELL_ERRORS as exc:
                         live.remove(run)
                         fail(run, exc)
                 step += 1
             for run in list(live):
                 try:
                     results[run.cell.name] = finish_cell(run, run.trainer.finish())
-                except TrainingError as exc:
+                except CELL_ERRORS as exc:
                     fail(run, exc)
                 live.remove(run)
         except BaseException:
