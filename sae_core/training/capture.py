@@ -15,12 +15,15 @@ The step is autograd for every architecture (relu's hand-written step takes λ a
 captured one reads λ from a device scalar, refilled each step for the warm-up schedule) and always
 computes the logged statistics (L0, explained variance): a graph cannot branch on "is this a log step".
 
-Not captured (eager, logged once): the `auxk` strategy, whose dead-latent count sets a tensor's size.
+Not captured (eager, logged once): the `auxk` strategy, whose dead-latent count sets a tensor's size,
+and any step whose capture fails (a host sync inside it: the TopK family reads its `k` buffer with
+`int()` each step), with the reason in a warning; `CapturedUpdate.failed` keeps it.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -55,16 +58,26 @@ class CapturedUpdate:
     """`update(x, full, l1) -> StepStats`, replaying one captured graph; the stats are the graph's
     static outputs (overwritten by the next replay: read them before it, as the Trainer does)."""
 
-    def __init__(self, trainer: Any) -> None:
+    def __init__(self, trainer: Any, eager: Callable[[torch.Tensor, bool, float], StepStats]) -> None:
         self.trainer = trainer
+        self.eager = eager
+        self.failed: str | None = None
         self.graph: torch.cuda.CUDAGraph | None = None
         self.static_x: torch.Tensor | None = None
         self.static_l1 = torch.zeros((), device=trainer.device)
         self.stats: StepStats | None = None
 
     def __call__(self, x: torch.Tensor, full: bool, l1: float) -> StepStats:
+        if self.failed:
+            return self.eager(x, full, l1)
         if self.graph is None or self.static_x is None or self.static_x.shape != x.shape:
-            self._capture(x)
+            try:
+                self._capture(x)
+            except RuntimeError as exc:  # e.g. a host sync inside the step: trained eagerly, said once
+                self.failed, self.graph = f"{type(exc).__name__}: {exc}", None
+                torch.cuda.synchronize()
+                log.warning("training.capture: the step could not be captured, trained eagerly (%s)", exc)
+                return self.eager(x, full, l1)
         assert self.graph is not None and self.static_x is not None and self.stats is not None
         self.static_x.copy_(x)
         self.static_l1.fill_(l1)
@@ -98,11 +111,13 @@ class CapturedUpdate:
         had_state = {p: {k: v.clone() for k, v in s.items()} for p, s in t.optimizer.state.items()}
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(WARMUP_UPDATES):
-                self._update()
-        torch.cuda.current_stream().wait_stream(side)
-        self._undo_warmup(params, buffers, had_state)
+        try:
+            with torch.cuda.stream(side):
+                for _ in range(WARMUP_UPDATES):
+                    self._update()
+        finally:
+            torch.cuda.current_stream().wait_stream(side)
+            self._undo_warmup(params, buffers, had_state)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
             self.stats = self._update()

@@ -103,7 +103,8 @@ class Trainer:
         self.fire_threshold = float(dead_threshold) if by_threshold else None
         self.state = self._fresh_state(sae.d_hidden)
         self._step_fn = self._make_step_fn()
-        self._captured = CapturedUpdate(self) if not_captured is None else None
+        self._captured = CapturedUpdate(self, self._eager_update) if not_captured is None else None
+        self._update = self._captured or self._eager_update
         self._val_x: torch.Tensor | None = None
         # Set by the final evaluation: each feature's firing frequency on its `final_tokens` tokens.
         self.final_frequency = torch.zeros(sae.d_hidden, dtype=torch.float32)
@@ -255,11 +256,9 @@ class Trainer:
         self._check_finite(params=True)
         return self._final_metrics()
 
-    def _update(self, x: torch.Tensor, full: bool, l1: float) -> StepStats:
-        """Gradients, the decoder projection, Adam and the constraints: one call of the captured graph
-        (`training.capture`) or eager."""
-        if self._captured is not None:
-            return self._captured(x, full, l1)
+    def _eager_update(self, x: torch.Tensor, full: bool, l1: float) -> StepStats:
+        """Gradients, the decoder projection, Adam and the constraints (`capture.CapturedUpdate` replays
+        the same as one CUDA graph)."""
         stats = self._step_fn(x, full, l1)
         project_decoder_grad(self.sae)
         self.optimizer.step()
