@@ -124,4 +124,7 @@ class TrainingConfig(Section):
     num_threads: int = Field(0, ge=0)
     """CPU threads for training (0: torch's default). Small SAEs on a machine shared with other work
     (the Prefect server, other cells) run far faster on 1 thread: idle OpenMP workers otherwise wait
-    for busy cores at every small matmul."""
+    for busy cores at every small matmul — so the demo preset sets 1 for its in-flow cells. A bare
+    `sae-sweep train` runs alone and takes all cores (0) instead of a preset's value (it ran 0.82x
+    SAELens with the demo's 1, 1.52x with all cores); `--set training.num_threads=N` or a `--config`
+    file keeps N."""
