@@ -21,7 +21,7 @@ from sae_core.naming import Cell
 from sae_core.training import InMemoryData, TrainCallback, Trainer, pack_enabled, train_cell, train_pack
 from sae_core.training.architectures import build_sae
 from sae_core.training.checkpoint import CHECKPOINT_NAME
-from sae_core.training.pack_memory import cell_bytes, split_pack
+from sae_core.training.pack_memory import cell_bytes, evaluation_bytes, split_pack
 from tests.fixtures_sae import small_config
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -138,8 +138,8 @@ def test_a_killed_pack_resumes_every_cell_from_its_own_checkpoint(sae_store, sol
 
 def test_the_memory_plan_splits_a_pack_over_its_budget_and_logs_it(sae_store, solo, tmp_path, caplog):
     sizes = [cell_bytes(16, 16 * c.expansion, 256, c.architecture, 1024) for c in CELLS]
-    # Room for the largest cell and a bit: the two 4x relu cells cannot share a pack.
-    budget_gb = (max(sizes) + min(sizes)) / 2**30
+    # Room for the largest cell and a bit (+ one evaluation): the two 4x relu cells cannot share a pack.
+    budget_gb = (max(sizes) + min(sizes) + evaluation_bytes(64, 1024)) / 2**30
     cfg = small_config()
     cfg = cfg.model_copy(update={"grid": cfg.grid.model_copy(update={"pack_memory_gb": budget_gb})})
     with caplog.at_level(logging.INFO, logger="sae_core.training.pack"):

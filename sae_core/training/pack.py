@@ -25,7 +25,13 @@ from sae_core.device import cpu_threads, resolve_device
 from sae_core.errors import SaeSweepError
 from sae_core.naming import Cell
 from sae_core.training.checkpoint import config_hash
-from sae_core.training.pack_memory import available_bytes, cell_bytes, describe_plan, split_pack
+from sae_core.training.pack_memory import (
+    available_bytes,
+    cell_bytes,
+    describe_plan,
+    evaluation_bytes,
+    split_pack,
+)
 from sae_core.training.run_cell import CellRun, cell_identity, completed_run, finish_cell, prepare_cell
 
 log = logging.getLogger(__name__)
@@ -77,6 +83,9 @@ def train_pack(
         for c in todo
     ]
     budget, source = available_bytes(device, cfg.grid.pack_memory_gb)
+    widest = max(data.d_model * c.expansion for c in todo)
+    budget -= evaluation_bytes(widest, training.val_tokens)  # transient, one cell at a time
+    source += f", less {evaluation_bytes(widest, training.val_tokens) / 2**20:.1f} MB for one evaluation"
     log.info("%s", describe_plan(names, sizes, budget, source))
     by_name = {c.name: c for c in todo}
     for group in split_pack(names, sizes, budget):

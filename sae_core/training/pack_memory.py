@@ -3,10 +3,11 @@ what the device has, and the split of a pack that does not fit.
 
 A cell's estimate (float32, bytes): parameters, their gradients and Adam's two moments (4 × the parameter
 count), the step's work arrays (relu's fused step holds two [batch, m] arrays and a [batch, d] one; the
-autograd steps of the other architectures keep about four [batch, m] for the backward), the firing
-counters (two int64 per feature), plus the validation and final-evaluation encodes ([chunk, m], chunk =
-min(val_tokens, 8192)). The training data is loaded before the plan and shared by the pack, so on CUDA it
-is already out of the free memory the plan reads.
+autograd steps of the other architectures keep about four [batch, m] for the backward; a captured step
+keeps them in its graph's pool), the firing counters (two int64 per feature). The validation and
+final-evaluation encodes ([chunk, m], chunk = min(val_tokens, 8192)) run one cell at a time: the budget
+reserves them once, for the widest cell. The training data is loaded before the plan and shared by the
+pack, so on CUDA it is already out of the free memory the plan reads.
 """
 
 from __future__ import annotations
@@ -27,11 +28,17 @@ EVAL_CHUNK = 8192
 
 
 def cell_bytes(d: int, m: int, batch: int, architecture: str, val_tokens: int) -> int:
-    """Estimated device bytes of one cell in a pack (see the module docstring)."""
+    """Estimated device bytes one cell holds through a pack's training (see the module docstring);
+    `val_tokens` is not held: the evaluations run one cell at a time (`evaluation_bytes`)."""
     params = 2 * d * m + m + d + (m if architecture == "jumprelu" else 0)
     work = (2 if architecture == "relu" else 4) * batch * m + 3 * batch * d
-    evaluation = 2 * min(val_tokens, EVAL_CHUNK) * m
-    return 4 * (4 * params + work + evaluation) + 16 * m
+    return 4 * (4 * params + work) + 16 * m
+
+
+def evaluation_bytes(m: int, val_tokens: int) -> int:
+    """The transient encode of a validation or the final evaluation ([chunk, m] activations and their
+    test): one cell evaluates at a time, so a pack reserves it once, for its widest cell."""
+    return 4 * 2 * min(val_tokens, EVAL_CHUNK) * m
 
 
 def available_bytes(device: torch.device, memory_gb: float | None) -> tuple[int, str]:
