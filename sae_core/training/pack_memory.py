@@ -49,10 +49,10 @@ def available_bytes(device: torch.device, memory_gb: float | None) -> tuple[int,
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(free * HEADROOM), f"{HEADROOM:.0%} of {free / 2**30:.2f} GB free on {device}"
-    free = _mem_available()
-    if free is None:
+    available = _mem_available()
+    if available is None:
         return 2**62, "no memory figure on this system: not split"
-    return int(free * HEADROOM), f"{HEADROOM:.0%} of {free / 2**30:.2f} GB available (MemAvailable)"
+    return int(available * HEADROOM), f"{HEADROOM:.0%} of {available / 2**30:.2f} GB available (MemAvailable)"
 
 
 def _mem_available() -> int | None:
