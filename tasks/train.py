@@ -171,7 +171,11 @@ def run_train_packs(store: str, cells: list[Cell], cfg: SweepConfig) -> float:
     from sae_core.training import pack_enabled
 
     missing = [c for c in cells if not training_complete(cfg, c)]
-    if not pack_enabled(cfg) or len(missing) < 2:
+    try:
+        packing = pack_enabled(cfg)
+    except SaeSweepError:  # e.g. CUDA asked for and absent: each cell's task fails with it, alone
+        return 0.0
+    if not packing or len(missing) < 2:
         return 0.0
     try:
         return float(train_pack_task(store, [c.name for c in missing], cfg)["work_s"])
