@@ -153,7 +153,11 @@ def sae_sweep(
 
     extracted = _extract(cfg)
     store = extracted["store"]
+    pack_s = 0.0
     if cfg.grid.placement == "local":
+        from tasks.train import run_train_packs
+
+        pack_s = run_train_packs(store, cells, cfg)  # grid.pack: the cells' training, shared batches
         outcomes = _map_cells(lambda c: run_cell_chain(store, c, cfg), cells, cfg.grid.max_concurrency)
     else:
         outcomes = _map_cells(lambda c: _run_on_pool(store, cfg, c), cells, len(cells))
@@ -172,7 +176,7 @@ def sae_sweep(
         logger.error("report failed: %s", report_error)
 
     failed = [o["cell"] for o in outcomes if o["status"] != "completed"]
-    work_s = extracted.get("work_s", 0.0) + sum(o.get("work_s", 0.0) for o in outcomes)
+    work_s = extracted.get("work_s", 0.0) + pack_s + sum(o.get("work_s", 0.0) for o in outcomes)
     work_s += report_s  # the report task publishes its own artifacts: counted as stage work
     summary = {
         "sweep": cfg.name,

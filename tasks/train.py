@@ -1,12 +1,16 @@
-"""The training stage as a Prefect task: one SAE per grid cell, resumable, with a live progress artifact."""
+"""The training stage as Prefect tasks: one SAE per grid cell, resumable, with a live progress artifact;
+with `grid.pack` (local placement) first one `train_pack` task training the sweep's missing cells together,
+after which each cell's own task finds its run complete (its cache key stays the cell's own)."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 from prefect.runtime import task_run
 
 from sae_core.config import SweepConfig
@@ -116,3 +120,67 @@ def run_train(store: str, cell: Cell, cfg: SweepConfig) -> dict[str, Any]:
 def _rounded(value: Any) -> str:
     """A figure for a log line: 4 significant digits, or `missing`."""
     return f"{value:.4g}" if isinstance(value, int | float) else "missing"
+
+
+PACK_NAME_CELLS = 3
+"""Cells a pack's task-run name lists before `+N more` (the UI's run names stay readable)."""
+
+
+def pack_run_name(cells: list[Cell]) -> str:
+    """`train-pack-[2x-0.01-nosampling+2x-0.01-sampling]`; past three cells `…+5 more]`."""
+    shown = "+".join(c.task_name for c in cells[:PACK_NAME_CELLS])
+    more = f"+{len(cells) - PACK_NAME_CELLS} more" if len(cells) > PACK_NAME_CELLS else ""
+    return f"train-pack-[{shown}{more}]"
+
+
+def _pack_run_name() -> str:
+    return pack_run_name([Cell.parse(c) for c in task_run.parameters["cells"]])
+
+
+@task(
+    name="train_pack",
+    task_run_name=_pack_run_name,
+    cache_policy=NO_CACHE,  # each cell's own task holds the cache (its key as when trained alone)
+    retries=1,
+    retry_delay_seconds=2,
+    retry_condition_fn=_retry_unless_user_error,
+)
+def train_pack_task(store: str, cells: list[str], cfg: SweepConfig) -> dict[str, Any]:
+    """Train `cells` together (`grid.pack`), each into its run dir with its own progress artifact."""
+    from sae_core.training import train_pack
+
+    the_cells = [Cell.parse(c) for c in cells]
+    start = time.perf_counter()
+    with contextlib.ExitStack() as locks:
+        for cell in sorted(the_cells, key=lambda c: c.name):  # one order: two sweeps cannot deadlock
+            locks.enter_context(stage_lock(cfg, f"train-{cfg.name}-{cell.name}"))
+        results = train_pack(
+            store, the_cells, cfg, {c.name: run_dir(cfg, c) for c in the_cells},
+            callbacks={c.name: [progress_callback(c, cfg.name)] for c in the_cells},
+        )  # fmt: skip
+    failed = {name: f"{type(r).__name__}: {r}" for name, r in results.items() if isinstance(r, Exception)}
+    for name, error in failed.items():
+        run_logger().error("%s failed in its pack (it is retried alone): %s", name, error)
+    return {"cells": cells, "failed": failed, "work_s": time.perf_counter() - start}
+
+
+def run_train_packs(store: str, cells: list[Cell], cfg: SweepConfig) -> float:
+    """Before the per-cell chains (`grid.placement: local`): train the cells not yet complete as one
+    pack task when `grid.pack` packs (one cell alone goes the solo way). A failed pack is logged, not
+    raised: each cell's own task then resumes it from its checkpoint. Returns the seconds of work."""
+    from sae_core.training import pack_enabled
+
+    missing = [c for c in cells if not training_complete(cfg, c)]
+    try:
+        packing = pack_enabled(cfg)
+    except SaeSweepError:  # e.g. CUDA asked for and absent: each cell's task fails with it, alone
+        return 0.0
+    if not packing or len(missing) < 2:
+        return 0.0
+    try:
+        return float(train_pack_task(store, [c.name for c in missing], cfg)["work_s"])
+    except Exception as exc:
+        run_logger().error(
+            "%s failed (%s: %s); its cells train alone", pack_run_name(missing), type(exc).__name__, exc
+        )
+        return 0.0

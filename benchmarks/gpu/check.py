@@ -2,16 +2,18 @@
 prints one line per figure. `--cpu`: a smoke version at tiny sizes (seconds), so the script cannot rot.
 
 Figures (tok/s = training or extraction tokens per wall second, steady state where it says so):
-- train: d=768, 4×/8×/16×/32×, batch 32 (eager; captured and packed where built) and batch 4096 (fp32,
-  bf16 autocast). Steady state: two runs of different lengths, the difference divided (setup, the first
-  step's allocations and the final evaluation cancel).
+- train: d=768, 4×/8×/16×/32×, batch 32 (eager; `training.capture`; packed ×4 and ×16 cells of the
+  width, captured on CUDA, per cell and in total) and batch 4096 (fp32, bf16 autocast). Steady state:
+  two runs of different lengths, the difference divided (setup, the first step's allocations and the
+  final evaluation cancel).
 - extract: a GPT-2-small-shaped model (random weights) at context 1024: `extract_activations` end to
   end (model load, dataset, tokenizer included) vs the study's method (padding to 1024, batch 2, every
   hidden state, fp32 `torch.save`; its slow tokenizer and model load left out, so the ratio is
   conservative).
 - analyze: `analyze_run` on that store with a briefly trained 8× SAE.
 - projection: the seed grid (16 cells: 4 widths × 4; 20 epochs of 6.95M tokens at batch 32, one
-  extraction of 6.95M tokens, 16 analyses) from those figures, one cell at a time.
+  extraction of 6.95M tokens, 16 analyses) from those figures, one cell at a time or (packed) a width's
+  4 cells as one pack.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -32,6 +35,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 SEED_TOKENS = 6_950_000
 SEED_EPOCHS = 20
 NOT_BUILT = "n/a: not built yet"
+PACK_TIME_BOX_S = 330  # packed rows start only before this: the check stays within its 8 minutes
 START = time.perf_counter()
 
 
@@ -66,6 +70,51 @@ def train_tok_s(d: int, m: int, batch: int, steps: int, device: str, **flags) ->
     return batch * steps / (long_ - short)
 
 
+def packed_tok_s(args, m: int, cells: int, device: str, **flags) -> tuple[float, float]:
+    """Steady-state tokens/s of `cells` cells of width `m` (λ apart) trained as one pack (`train_pack`,
+    the sweep's code: a store, run dirs, each cell's outputs) at batch 32: (per cell, all cells)."""
+    import numpy as np
+
+    from sae_core.config import load_config
+    from sae_core.naming import Cell
+    from sae_core.store import write_store
+    from sae_core.training import train_pack
+
+    batch, steps = 32, args.small_steps
+    root = Path(tempfile.mkdtemp(prefix="pack-"))
+    tokens = int(batch * (2 * steps + 2) / 0.7) + 4096  # the train split is ~80 % of the documents
+    x = torch.randn(tokens, args.d, generator=torch.Generator().manual_seed(0))
+    store = write_store(
+        root / "store", x.numpy(), np.arange(tokens) // 64, store_dtype="float32",
+        model={"name": "random", "layer": 0, "num_layers": 1, "d_model": args.d},
+        data={"dataset": "random", "context_length": 64},
+    )  # fmt: skip
+    grid = [Cell(m // args.d, 10.0 ** -(2 + i / 4), "nosampling") for i in range(cells)]
+
+    def run(n: int, tag: str) -> float:
+        cfg = load_config("demo", overrides={
+            "data_root": str(root / tag), "tracking.mode": "disabled", "grid.pack": "device",
+            "training.device": device, "training.batch_size": batch, "training.epochs": None,
+            "training.max_tokens": batch * n, "training.log_every": 10**9, "training.val_every": 10**9,
+            "training.checkpoint_every": 10**9, "training.val_tokens": 1024,
+            "training.num_threads": 1 if device == "cpu" else 0,  # the smoke run: tiny matmuls
+            **{f"training.{k}": v for k, v in flags.items()},
+        })  # fmt: skip
+        sync(device)
+        start = time.perf_counter()
+        train_pack(store.path, grid, cfg, {c.name: root / tag / c.name for c in grid})
+        sync(device)
+        return time.perf_counter() - start
+
+    try:
+        run(2, "warm")
+        short, long_ = run(steps, "short"), run(2 * steps, "long")
+    finally:  # 16 cells at 32x write ~5 GB of weights per run
+        shutil.rmtree(root, ignore_errors=True)
+    per_cell = 2 * batch * steps / long_ if long_ <= short else batch * steps / (long_ - short)
+    return per_cell, per_cell * cells
+
+
 def training_figures(args, device: str) -> dict:
     from sae_core.config import GridConfig, TrainingConfig
 
@@ -83,8 +132,17 @@ def training_figures(args, device: str) -> dict:
         # torch.compile costs a compilation per run: measured while the check is inside its time box.
         if device == "cuda" and "compile" in fields and time.perf_counter() - START < 200:
             row["compiled_b32"] = train_tok_s(args.d, m, 32, args.small_steps, device, compile=True)
-        packed = "pack" in GridConfig.model_fields
-        row["packed4_b32"] = row["packed16_b32"] = NOT_BUILT if not packed else "n/a: no benchmark hook yet"
+        if "pack" in GridConfig.model_fields:
+            # Captured too where capture exists on this device: the pack's fast configuration.
+            flags = {capture_flag: True} if device == "cuda" and capture_flag else {}
+            for cells in (4, 16):
+                if time.perf_counter() - START > PACK_TIME_BOX_S:
+                    row[f"packed{cells}_b32"] = "n/a: skipped (the check's time box)"
+                    continue
+                per_cell, total = packed_tok_s(args, m, cells, device, **flags)
+                row[f"packed{cells}_b32"], row[f"packed{cells}_b32_total"] = per_cell, total
+        else:
+            row["packed4_b32"] = row["packed16_b32"] = NOT_BUILT
         row["fp32_b4096"] = train_tok_s(args.d, m, args.big_batch, args.big_steps, device)
         if device == "cuda":
             row["bf16_b4096"] = train_tok_s(
@@ -204,6 +262,10 @@ def projection(train: dict, extract: dict, analyze: dict) -> dict:
         rates = [row.get(key) for row in train.values()]
         if all(isinstance(r, float) for r in rates):
             hours[f"train_{key}_h"] = sum(4 * SEED_EPOCHS * SEED_TOKENS / r for r in rates) / 3600
+    # Packed: a width's 4 cells as one pack, all advancing at the pack's per-cell rate.
+    rates = [row.get("packed4_b32") for row in train.values()]
+    if all(isinstance(r, float) for r in rates):
+        hours["train_packed4_b32_h"] = sum(SEED_EPOCHS * SEED_TOKENS / r for r in rates) / 3600
     hours["extract_h"] = SEED_TOKENS / extract["ours_tok_s"] / 3600
     if analyze.get("tok_s"):  # the seed preset analyses the test split (10 %) and counts dead over all
         hours["analyze_h"] = 16 * 1.1 * SEED_TOKENS / analyze["tok_s"] / 3600

@@ -53,6 +53,20 @@ class GridConfig(Section):
     max_concurrency: int = Field(1, ge=1)
     """Cells trained at once when `placement` is `local` (1 on a single GPU or a small CPU)."""
 
+    pack: Literal["auto", "none", "device"] = "auto"
+    """Train the cells of a sweep together (`placement: local`): `device` steps every cell of a pack on one
+    shared batch (read once), each with its own parameters, Adam, resampling, checkpoint and run dir —
+    the same result as alone (bit-identical on a CPU); `none` trains one cell at a time; `auto` (the
+    default): `device` when `training.device` resolves to CUDA, where one cell's small matmuls leave the
+    GPU idle, `none` elsewhere (a CPU gains nothing from it). A sweep's cells share the store, batch
+    size, token budget and seed, so they pack together, any architecture mix, split by `pack_memory_gb`."""
+
+    pack_memory_gb: float | None = Field(None, gt=0)
+    """Memory a pack may take, in GB (2^30 bytes): each cell's parameters, gradients, Adam moments and step
+    work arrays, estimated before training. A pack over it is split (the split is logged). None: the
+    device's free memory (CUDA: free memory after the training data is loaded; CPU: `MemAvailable`),
+    less 10 %."""
+
     cell_deployment: str = "train-cell/train-cell"
     """Deployment (`flow-name/deployment-name`) that runs one cell when `placement` is `pool`."""
 

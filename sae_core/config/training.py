@@ -104,6 +104,14 @@ class TrainingConfig(Section):
     compile: bool = False
     """On CUDA, `torch.compile` the step; it keeps a GPU busy at small batch sizes such as the study's 32."""
 
+    capture: bool = False
+    """On CUDA, record the whole update of a step (gradients, Adam, the decoder constraint) once as a CUDA
+    graph and replay it each step: at small batches such as the study's 32 the kernel launches, not the
+    arithmetic, set the speed. The split stays on the device (see `max_memory_gb`); logging, validation and
+    resampling run outside the graph. Not bit-identical to the eager step (capturable Adam, autograd
+    instead of relu's hand-written gradients), as `compile`. On a CPU or MPS device it is a config error;
+    `auxk` cells are trained eagerly (logged): their dead-latent count sizes a tensor."""
+
     max_memory_gb: float = Field(8.0, ge=0)
     """Memory the training data may take, in GB (2^30 bytes). A train split that fits (in the store's
     dtype: float16 rows are 2 × d_model bytes) is held whole on the training device and shuffled by
@@ -116,4 +124,7 @@ class TrainingConfig(Section):
     num_threads: int = Field(0, ge=0)
     """CPU threads for training (0: torch's default). Small SAEs on a machine shared with other work
     (the Prefect server, other cells) run far faster on 1 thread: idle OpenMP workers otherwise wait
-    for busy cores at every small matmul."""
+    for busy cores at every small matmul — so the demo preset sets 1 for its in-flow cells. A bare
+    `sae-sweep train` runs alone and takes all cores (0) instead of a preset's value (it ran 0.82x
+    SAELens with the demo's 1, 1.52x with all cores); `--set training.num_threads=N` or a `--config`
+    file keeps N."""

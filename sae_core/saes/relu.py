@@ -126,7 +126,7 @@ class LossParts:
 
 
 def sae_loss(
-    x: torch.Tensor, x_hat: torch.Tensor, h: torch.Tensor, l1_coef: float, scaling: L1Scaling
+    x: torch.Tensor, x_hat: torch.Tensor, h: torch.Tensor, l1_coef: float | torch.Tensor, scaling: L1Scaling
 ) -> LossParts:
     """`MSE(x, x̂)` (mean over batch × d, as `F.mse_loss`) `+ λ·L1(h)`; the L1 term is the mean over
     batch × m (`seed`, the study's `F.l1_loss(h, 0)`) or the per-token sum averaged over the batch (`sum`)."""
@@ -244,7 +244,7 @@ def explained_variance_from_error(x: torch.Tensor, err: torch.Tensor, scale: flo
 def autograd_step_grads(
     sae: SparseAutoencoder,
     x: torch.Tensor,
-    l1_coef: float,
+    l1_coef: float | torch.Tensor,  # a device scalar in a captured step (training.capture)
     scaling: L1Scaling,
     *,
     full_stats: bool = False,

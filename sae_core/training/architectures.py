@@ -29,6 +29,20 @@ def build_architecture(
         raise TrainingError(f"{architecture}: {exc}") from None
 
 
+def build_sae(
+    d_in: int, d_hidden: int, training: TrainingConfig, architecture: str = "relu", **options: Any
+) -> Any:
+    """A fresh SAE initialised as `training` says (`init`, `init_encoder_norm`, `seed`); `options`: the
+    constructor keywords of another `architecture` (see `architectures.build_architecture`)."""
+    if architecture != "relu":
+        return build_architecture(architecture, d_in, d_hidden, training, options)
+    from sae_core.saes.relu import SparseAutoencoder
+
+    return SparseAutoencoder(
+        d_in, d_hidden, seed=training.seed, init=training.init, encoder_norm=training.init_encoder_norm
+    )
+
+
 def check_cell_strategy(architecture: str, strategy: str) -> None:
     """`auxk` is for the TopK family only; the error names both values."""
     try:

@@ -24,7 +24,8 @@ FORMAT_VERSION = 1
 
 # Training keys that do not change the trained weights: a run may resume with different values.
 NON_SEMANTIC_KEYS = (
-    "log_every", "val_every", "checkpoint_every", "device", "compile", "max_memory_gb", "num_threads",
+    "log_every", "val_every", "checkpoint_every", "device", "compile", "capture", "max_memory_gb",
+    "num_threads",
 )  # fmt: skip
 
 

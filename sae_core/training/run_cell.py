@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,21 @@ LOG_COLUMNS = (
 )
 
 
+@dataclass
+class CellRun:
+    """One cell set up to train: its Trainer (restored from its checkpoint, if any) and what writing its
+    run dir needs afterwards. A pack (`training.pack`) holds several and steps them together."""
+
+    cell: Cell
+    out_dir: Path
+    trainer: Any
+    tracker: Any
+    callbacks: list[Any]
+    config_hash: str
+    store_path: str
+    store: Any
+
+
 def train_cell(
     store_path: str | Path,
     cell: Cell,
@@ -51,9 +67,38 @@ def train_cell(
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Train `cell` on the store at `store_path` into `out_dir`; return the `metrics.json` dict."""
-    from sae_core.training.architectures import cell_options, cell_settings, export_metadata
-    from sae_core.training.callbacks import ProgressCallback
     from sae_core.training.data import open_store_data
+
+    if not math.isfinite(cell.l1) or cell.l1 < 0:
+        raise TrainingError(f"l1: λ must be finite and >= 0 (got {cell.l1})")
+    data, store = open_store_data(store_path, resolve_device(cfg.training.device), cfg.training.max_memory_gb)
+    run = prepare_cell(store_path, data, store, cell, cfg, out_dir, callbacks=callbacks, progress=progress)
+    if isinstance(run, dict):
+        return run
+    try:
+        result = run.trainer.run()
+    except BaseException:
+        run.tracker.close(failed=True)
+        raise
+    return finish_cell(run, result)
+
+
+def prepare_cell(
+    store_path: str | Path,
+    data: Any,
+    store: Any,
+    cell: Cell,
+    cfg: SweepConfig,
+    out_dir: str | Path,
+    *,
+    callbacks: Sequence[Any] = (),
+    progress: Progress | None = None,
+) -> CellRun | dict[str, Any]:
+    """`cell` ready to train on the opened store (`data`, `store`): a `CellRun`, resumed from its
+    checkpoint when one of the same config exists; or the `metrics.json` dict of a completed run of the
+    same config (nothing to train)."""
+    from sae_core.training.architectures import cell_options
+    from sae_core.training.callbacks import ProgressCallback
     from sae_core.training.tracking import WandbCallback
     from sae_core.training.trainer import Trainer, build_sae
 
@@ -62,16 +107,11 @@ def train_cell(
     out_dir = Path(out_dir)
     training = cfg.training
     device = resolve_device(training.device)
-    data, store = open_store_data(store_path, device, training.max_memory_gb)
     d_hidden = data.d_model * cell.expansion
-    trained_by = training.model_dump(mode="json")
-    if training.resample_criterion == "threshold":  # then analysis.dead_threshold shapes the run too
-        trained_by["resample_threshold"] = cfg.analysis.dead_threshold
-    trained_by |= cell_settings(cell, cfg.saes)  # the architecture's settings (nothing for relu)
-    identity = resume_identity(trained_by, cell.to_dict(), data.d_model, data.fingerprint())
+    identity = cell_identity(cell, cfg, data)
     chash = config_hash(identity)
 
-    done = _completed_run(out_dir, cell, chash)
+    done = completed_run(out_dir, cell, chash)
     if done is not None:
         log.info("%s: already trained with this config, nothing to do", cell.name)
         return done
@@ -103,22 +143,27 @@ def train_cell(
         saved = load_checkpoint(ckpt_path, identity, map_location=device)
         trainer.restore(saved)
         log.info("%s: resuming from %s at step %d", cell.name, ckpt_path, trainer.state.step)
-    try:
-        result = trainer.run()
-    except BaseException:
-        tracker.close(failed=True)
-        raise
+    return CellRun(cell, out_dir, trainer, tracker, all_callbacks, chash, str(store_path), store)
 
+
+def finish_cell(run: CellRun, result: dict[str, Any]) -> dict[str, Any]:
+    """Write the trained cell's run dir (metrics.json last) and return the metrics dict."""
+    from sae_core.training.architectures import export_metadata
+
+    cell, out_dir, trainer = run.cell, run.out_dir, run.trainer
+    training = trainer.cfg
+    d_hidden = trainer.sae.d_hidden
+    data = trainer.data
     metrics = {
         "cell": cell.name,
         "d_in": data.d_model,
         "d_hidden": d_hidden,
-        "store": str(store_path),
+        "store": run.store_path,
         "data_path": data.data_path,
         "data_path_reason": data.data_path_reason,
         **result,
         "training": training.model_dump(mode="json"),
-        "config_hash": chash,
+        "config_hash": run.config_hash,
         "code_version": code_version(),
         "completed": True,
     }
@@ -128,7 +173,7 @@ def train_cell(
     # seeded sample); its `num_dead_features` is the training-window count, as SAELens' trainer writes.
     dead_window = result.get("training_dead_fraction", result.get("dead_fraction_train"))
     export_saelens(
-        trainer.sae, out_dir / SAELENS_DIR, getattr(store, "manifest", None),
+        trainer.sae, out_dir / SAELENS_DIR, getattr(run.store, "manifest", None),
         frequency=trainer.final_frequency,
         num_dead_features=round(dead_window * d_hidden) if dead_window is not None else None,
         sparsity_tokens=trainer.final_tokens,
@@ -138,13 +183,26 @@ def train_cell(
     )  # fmt: skip
     write_train_log(out_dir / "train_log.parquet", trainer.state.log_rows)
     atomic_write_json(out_dir / "metrics.json", metrics)  # last: its presence marks the run complete
-    ckpt_path.unlink(missing_ok=True)
-    for cb in all_callbacks:
+    (out_dir / CHECKPOINT_NAME).unlink(missing_ok=True)
+    for cb in run.callbacks:
         cb.on_end(metrics)
     return metrics
 
 
-def _completed_run(out_dir: Path, cell: Cell, chash: str) -> dict[str, Any] | None:
+def cell_identity(cell: Cell, cfg: SweepConfig, data: Any) -> dict[str, Any]:
+    """What a checkpoint or a completed run of `cell` must have been trained under (`config_hash` of it
+    is the run's key in metrics.json)."""
+    from sae_core.training.architectures import cell_settings
+
+    trained_by = cfg.training.model_dump(mode="json")
+    if cfg.training.resample_criterion == "threshold":  # then analysis.dead_threshold shapes the run too
+        trained_by["resample_threshold"] = cfg.analysis.dead_threshold
+    trained_by |= cell_settings(cell, cfg.saes)  # the architecture's settings (nothing for relu)
+    return resume_identity(trained_by, cell.to_dict(), data.d_model, data.fingerprint())
+
+
+def completed_run(out_dir: Path, cell: Cell, chash: str) -> dict[str, Any] | None:
+    """The metrics.json dict of a completed run of config hash `chash` in `out_dir`, else None."""
     metrics_file = out_dir / "metrics.json"
     if not metrics_file.is_file() or not (out_dir / cell.weights_filename).is_file():
         return None

@@ -30,7 +30,9 @@ from sae_core.saes.relu import (
     project_decoder_grad,
 )
 from sae_core.training import architectures
+from sae_core.training.architectures import build_sae
 from sae_core.training.callbacks import TrainCallback
+from sae_core.training.capture import CapturedUpdate, capture_reason_not, check_capture
 from sae_core.training.checkpoint import config_hash, rng_state, save_checkpoint, set_rng_state
 from sae_core.training.data import TrainingData, geometric_median
 from sae_core.training.resample import resample_dead
@@ -85,17 +87,24 @@ class Trainer:
                 f"training.resample_every: {training.resample_every} steps is not before the end of training "
                 f"({self.total_steps} steps), so the `sampling` strategy would never resample"
             )
+        check_capture(training.capture, device)
+        not_captured = capture_reason_not(self) if training.capture else "off"
+        if training.capture and not_captured:
+            log.info("training.capture: %s is trained eagerly (%s)", strategy, not_captured)
         self.optimizer = torch.optim.Adam(
             self.sae.parameters(),
             lr=training.lr,
             betas=(training.adam_beta1, training.adam_beta2),
-            fused=device.type in ("cpu", "cuda"),
+            fused=device.type in ("cpu", "cuda") and not_captured is not None,
+            capturable=not_captured is None,  # the step count on the device, for the graph
         )
         # resample_criterion=threshold: a neuron "fires" for resampling only above analysis.dead_threshold
         by_threshold = training.resample_criterion == "threshold" and strategy == "sampling"
         self.fire_threshold = float(dead_threshold) if by_threshold else None
         self.state = self._fresh_state(sae.d_hidden)
         self._step_fn = self._make_step_fn()
+        self._captured = CapturedUpdate(self, self._eager_update) if not_captured is None else None
+        self._update = self._captured or self._eager_update
         self._val_x: torch.Tensor | None = None
         # Set by the final evaluation: each feature's firing frequency on its `final_tokens` tokens.
         self.final_frequency = torch.zeros(sae.d_hidden, dtype=torch.float32)
@@ -104,13 +113,9 @@ class Trainer:
     # ---- setup ------------------------------------------------------------------------------------
 
     def _fresh_state(self, m: int) -> TrainState:
-        def never() -> torch.Tensor:
-            return torch.zeros(m, dtype=torch.int64, device=self.device)
-
-        return TrainState(
-            last_fired=never(),
-            last_exceeded=never() if self.fire_threshold is not None else None,
-        )
+        never = torch.zeros(m, dtype=torch.int64, device=self.device)
+        by_threshold = self.fire_threshold is not None
+        return TrainState(last_fired=never, last_exceeded=never.clone() if by_threshold else None)
 
     def _make_step_fn(self) -> Callable[[torch.Tensor, bool, float], StepStats]:
         cfg, sae, scaling, above = self.cfg, self.sae, self.cfg.l1_scaling, self.fire_threshold
@@ -186,9 +191,21 @@ class Trainer:
     def run(self) -> dict[str, Any]:
         """Train to the end (from the restored step, if any) and return the final metrics dict."""
         with cpu_threads(self.cfg.num_threads, self.device):
-            return self._run()
+            self.start()
+            cfg = self.cfg
+            batches = self.data.batches(self.batch_size, cfg.seed, self.state.step, shuffle=cfg.shuffle)
+            while not self.done:
+                self.train_step(next(batches))
+            return self.finish()
 
-    def _run(self) -> dict[str, Any]:
+    # A pack (`grid.pack`, `training.pack.train_pack`) steps several Trainers with one shared batch.
+
+    @property
+    def done(self) -> bool:
+        return self.state.step >= self.total_steps
+
+    def start(self) -> None:
+        """Before the first `train_step`: b_dec init (a fresh run), the validation set, the callbacks."""
         cfg, st = self.cfg, self.state
         if st.step == 0:
             self.init_b_dec()
@@ -200,50 +217,56 @@ class Trainer:
         }
         for cb in self.callbacks:
             cb.on_start(self.total_steps, start_info)
-        first_bad = torch.full((), -1, dtype=torch.int64, device=self.device)
-        loss_seen = torch.zeros((), device=self.device)
-        batches = self.data.batches(self.batch_size, cfg.seed, st.step, shuffle=cfg.shuffle)
-        t0, tokens0 = time.perf_counter(), st.step * self.batch_size
-        wall0 = st.wall_time_s
-        stop_after = cfg.stop_resampling_after * self.total_steps if cfg.stop_resampling_after else math.inf
-        while st.step < self.total_steps:
-            x = next(batches)
-            is_log = (st.step + 1) % cfg.log_every == 0 or st.step + 1 == self.total_steps
-            stats = self._step_fn(x, is_log, self.l1_at(st.step))
-            project_decoder_grad(self.sae)
-            self.optimizer.step()
-            architectures.normalize_after_step(self.sae)  # unit-norm rows; jumprelu: thresholds >= 0
-            st.step += 1
-            bad = ~torch.isfinite(stats.loss)
-            first_bad = torch.where(bad & (first_bad < 0), st.step, first_bad)
-            loss_seen = stats.loss.detach()
-            st.last_fired = torch.where(stats.fired, st.step, st.last_fired)
-            if st.last_exceeded is not None and stats.exceeded is not None:
-                st.last_exceeded = torch.where(stats.exceeded, st.step, st.last_exceeded)
-            st.wall_time_s = wall0 + time.perf_counter() - t0
-            s = st.step
-            if is_log:
-                self._check_finite(first_bad, loss_seen)
-                elapsed = max(st.wall_time_s - wall0, 1e-9)
-                self._log_train(stats, tokens_per_s=(s * self.batch_size - tokens0) / elapsed)
-            if (
-                self.strategy == "sampling"
-                and s % cfg.resample_every == 0
-                and s < self.total_steps
-                and s <= stop_after
-            ):
-                self._check_finite(first_bad, loss_seen)
-                self._resample()
-            if s % cfg.val_every == 0 and s < self.total_steps:
-                self._validate()
-            if s % cfg.checkpoint_every == 0 and s < self.total_steps:
-                self._check_finite(first_bad, loss_seen, params=True)
-                self._save_checkpoint()
-        self._check_finite(first_bad, loss_seen, params=True)
+        self._first_bad = torch.full((), -1, dtype=torch.int64, device=self.device)
+        self._loss_seen = torch.zeros((), device=self.device)
+        self._t0, self._tokens0, self._wall0 = time.perf_counter(), st.step * self.batch_size, st.wall_time_s
+        self._stop_after = (cfg.stop_resampling_after or math.inf) * self.total_steps
+
+    def train_step(self, x: torch.Tensor) -> None:
+        """One optimizer step on batch `x` (the batch of step `state.step`), then what falls due after it:
+        logging, resampling, validation, a checkpoint."""
+        cfg, st = self.cfg, self.state
+        is_log = (st.step + 1) % cfg.log_every == 0 or st.step + 1 == self.total_steps
+        stats = self._update(x, is_log, self.l1_at(st.step))
+        st.step += 1
+        bad = ~torch.isfinite(stats.loss)
+        self._first_bad = torch.where(bad & (self._first_bad < 0), st.step, self._first_bad)
+        self._loss_seen = stats.loss.detach().clone() if self._captured else stats.loss.detach()
+        st.last_fired = torch.where(stats.fired, st.step, st.last_fired)
+        if st.last_exceeded is not None and stats.exceeded is not None:
+            st.last_exceeded = torch.where(stats.exceeded, st.step, st.last_exceeded)
+        st.wall_time_s = self._wall0 + time.perf_counter() - self._t0
+        s = st.step
+        if is_log:
+            self._check_finite()
+            elapsed = max(st.wall_time_s - self._wall0, 1e-9)
+            self._log_train(stats, tokens_per_s=(s * self.batch_size - self._tokens0) / elapsed)
+        resample_due = self.strategy == "sampling" and s % cfg.resample_every == 0
+        if resample_due and s < self.total_steps and s <= self._stop_after:
+            self._check_finite()
+            self._resample()
+        if s % cfg.val_every == 0 and s < self.total_steps:
+            self._validate()
+        if s % cfg.checkpoint_every == 0 and s < self.total_steps:
+            self._check_finite(params=True)
+            self._save_checkpoint()
+
+    def finish(self) -> dict[str, Any]:
+        """After the last step: the final checks and metrics."""
+        self._check_finite(params=True)
         return self._final_metrics()
 
-    def _check_finite(self, first_bad: torch.Tensor, loss: torch.Tensor, params: bool = False) -> None:
-        bad_step = int(first_bad)
+    def _eager_update(self, x: torch.Tensor, full: bool, l1: float) -> StepStats:
+        """Gradients, the decoder projection, Adam and the constraints (`capture.CapturedUpdate` replays
+        the same as one CUDA graph)."""
+        stats = self._step_fn(x, full, l1)
+        project_decoder_grad(self.sae)
+        self.optimizer.step()
+        architectures.normalize_after_step(self.sae)  # unit-norm rows; jumprelu: thresholds >= 0
+        return stats
+
+    def _check_finite(self, params: bool = False) -> None:
+        bad_step, loss = int(self._first_bad), self._loss_seen
         if bad_step < 0 and params and not all(bool(torch.isfinite(p).all()) for p in self.sae.parameters()):
             bad_step = self.state.step
         if bad_step >= 0:
@@ -351,18 +374,6 @@ class Trainer:
             "training_dead_fraction": self._window_dead_fraction(),
             "resample_events": list(st.resample_events),
         }
-
-
-def build_sae(
-    d_in: int, d_hidden: int, training: TrainingConfig, architecture: str = "relu", **options: Any
-) -> Any:
-    """A fresh SAE initialised as `training` says (`init`, `init_encoder_norm`, `seed`); `options`: the
-    constructor keywords of another `architecture` (see `architectures.build_architecture`)."""
-    if architecture != "relu":
-        return architectures.build_architecture(architecture, d_in, d_hidden, training, options)
-    return SparseAutoencoder(
-        d_in, d_hidden, seed=training.seed, init=training.init, encoder_norm=training.init_encoder_norm
-    )
 
 
 def train_sae(
