@@ -48,10 +48,11 @@ class BatchTopKSAE(TopKSAE):
         seed: int | None = None,
         init: InitScheme = "seed",
         encoder_norm: float = 0.1,
+        resample_encoder: str = "entry",
     ) -> None:
         super().__init__(
             d_in, d_hidden, k=k, auxk_k=auxk_k, auxk_coefficient=auxk_coefficient, seed=seed, init=init,
-            encoder_norm=encoder_norm,
+            encoder_norm=encoder_norm, resample_encoder=resample_encoder,
         )  # fmt: skip
         if not 0 <= threshold_decay < 1:
             raise ValueError(f"threshold_decay: must be in [0, 1) (got {threshold_decay})")
