@@ -55,12 +55,12 @@ class ResetWatch(TrainCallback):
         self.pending = (step, reset)
 
 
-def run(splits: dict[str, torch.Tensor], spec: str, epochs: float) -> dict:
+def run(splits: dict[str, torch.Tensor], spec: str, epochs: float, enc_scale: float = 0.05) -> dict:
     architecture, k, strategy, *encoder = spec.split(":")
     cfg = TrainingConfig(
         lr=1e-3, batch_size=512, epochs=epochs, seed=42, l1_scaling="sum", resample_every=200,
-        resample_pool_tokens=16_384, log_every=20, val_every=200, checkpoint_every=10**6, device="cpu",
-        num_threads=1,
+        resample_pool_tokens=16_384, resample_enc_scale=enc_scale, log_every=20, val_every=200,
+        checkpoint_every=10**6, device="cpu", num_threads=1,
     )  # fmt: skip
     d = splits["train"].shape[1]
     options = {"resample_encoder": encoder[0]} if encoder else {}  # else the architecture's default
@@ -93,6 +93,7 @@ def main() -> None:
     parser.add_argument("store")
     parser.add_argument("specs", nargs="+")
     parser.add_argument("--epochs", type=float, default=1.5)
+    parser.add_argument("--enc-scale", type=float, default=0.05, help="training.resample_enc_scale")
     args = parser.parse_args()
     torch.set_num_threads(1)
     store = ActivationStore.open(args.store)
@@ -101,7 +102,7 @@ def main() -> None:
         for name in ("train", "val", "test")
     }
     for spec in args.specs:
-        print(json.dumps(run(splits, spec, args.epochs)), flush=True)
+        print(json.dumps(run(splits, spec, args.epochs, args.enc_scale)), flush=True)
 
 
 if __name__ == "__main__":

@@ -72,7 +72,7 @@ def test_entry_sized_latents_enter_the_top_k_of_their_input(architecture, superp
 
 @pytest.mark.parametrize("architecture", [TopKSAE, BatchTopKSAE])
 def test_relu_recipe_leaves_them_out_of_the_top_k(architecture, superposition_data):
-    # the old behaviour, still reachable as `saes.<arch>.resample_encoder: scaled`
+    # the old behaviour: `saes.<arch>.resample_encoder: scaled` (BatchTopK's default)
     assert _kept_on_own_input(architecture, False, superposition_data) == 0.0
 
 
