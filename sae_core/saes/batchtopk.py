@@ -30,7 +30,8 @@ def top_k_of_batch(pre: torch.Tensor, k: int) -> torch.Tensor:
 
 
 class BatchTopKSAE(TopKSAE):
-    """BatchTopK with a running-mean inference threshold; `threshold_decay` is β above."""
+    """BatchTopK with a running-mean inference threshold; `threshold_decay` is β above; resampling keeps
+    relu's recipe unless `resample_encoder="entry"` (it costs explained variance here: docs/results.md)."""
 
     topk_threshold: torch.Tensor  # a buffer: θ, estimated in training
 
@@ -48,10 +49,11 @@ class BatchTopKSAE(TopKSAE):
         seed: int | None = None,
         init: InitScheme = "seed",
         encoder_norm: float = 0.1,
+        resample_encoder: str = "scaled",
     ) -> None:
         super().__init__(
             d_in, d_hidden, k=k, auxk_k=auxk_k, auxk_coefficient=auxk_coefficient, seed=seed, init=init,
-            encoder_norm=encoder_norm,
+            encoder_norm=encoder_norm, resample_encoder=resample_encoder,
         )  # fmt: skip
         if not 0 <= threshold_decay < 1:
             raise ValueError(f"threshold_decay: must be in [0, 1) (got {threshold_decay})")

@@ -47,7 +47,8 @@ class TopKSAE(AutogradSae):
     """`h = ReLU(TopK_k((x − b_dec) W_enc + b_enc))`.
 
     `auxk_k`: dead latents AuxK selects per token (None: d_in // 2, the heuristic of Gao et al.'s
-    appendix B.1); `auxk_coefficient`: its weight in the loss (Gao et al.: 1/32)."""
+    appendix B.1); `auxk_coefficient`: its weight in the loss (Gao et al.: 1/32); `resample_encoder`:
+    how resampling sizes a revived latent's encoder column (`training.resample.resample_dead`)."""
 
     k: torch.Tensor  # a buffer: the state dict carries it
 
@@ -64,8 +65,12 @@ class TopKSAE(AutogradSae):
         seed: int | None = None,
         init: InitScheme = "seed",
         encoder_norm: float = 0.1,
+        resample_encoder: str = "entry",
     ) -> None:
         super().__init__(d_in, d_hidden, seed=seed, init=init, encoder_norm=encoder_norm)
+        if resample_encoder not in ("entry", "scaled"):
+            raise ValueError(f"resample_encoder: must be 'entry' or 'scaled' (got {resample_encoder!r})")
+        self.resample_encoder = resample_encoder
         self.register_buffer("k", torch.tensor(check_k(k, d_hidden), dtype=torch.int64))
         self.auxk_k = int(auxk_k) if auxk_k is not None else max(1, d_in // 2)
         if self.auxk_k <= 0:

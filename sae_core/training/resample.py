@@ -7,11 +7,19 @@ is drawn with probability ∝ loss² (without replacement unless `training.resam
 neuron's decoder row becomes the normalised `x − b_dec`, its encoder column the same direction scaled to
 `enc_scale` × the mean alive encoder norm, its bias is drawn from U(bias_low, 0), and the Adam moments of
 exactly those rows/columns are zeroed. All vectorised.
+
+That encoder scale suits relu, where any positive pre-activation fires. A TopK latent must beat the k-th
+largest pre-activation of its token (BatchTopK: the batch's, θ at inference), which a 0.05–0.2 × column
+seldom does, so it stays dead (docs/results.md, "Resampling the TopK family"). With `match_entry` (the
+TopK family's `resample_encoder: entry`) each column is instead sized so that the latent's pre-activation
+on the input it was drawn from is just above the k-th largest there (`entry_pre_activation`), never below
+the relu-recipe norm.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import torch
 
@@ -42,6 +50,7 @@ def resample_dead(
     bias_low: float,
     generator: torch.Generator,
     replacement: bool = False,
+    match_entry: bool = False,
 ) -> int:
     """Reinitialise the neurons flagged in the bool mask `dead` [m] from `pool` [N, d]; returns how many.
 
@@ -49,6 +58,7 @@ def resample_dead(
     two neurons may get the same input). `False` draws distinct inputs: no duplicated directions, but each
     draw removes its input, so once the dead neurons are a noticeable share of the pool's high-loss inputs
     the draw is flatter than p ∝ loss². More dead neurons than usable inputs always draw with replacement.
+    `match_entry` (TopK family only): size each encoder column by `entry_pre_activation` (module doc).
     """
     dead_idx = torch.nonzero(dead.to(sae.W_enc.device), as_tuple=False).flatten()
     n_dead = int(dead_idx.numel())
@@ -66,14 +76,34 @@ def resample_dead(
 
     alive = ~dead.to(sae.W_enc.device)
     alive_norm = sae.W_enc[:, alive].norm(dim=0).mean() if bool(alive.any()) else torch.tensor(1.0)
+    bias = (torch.rand(n_dead, generator=generator, dtype=torch.float32) * bias_low).to(sae.b_enc.device)
+    if match_entry:
+        target = entry_pre_activation(sae, pool[chosen.to(pool.device)], alive)
+        norms = ((target - bias) / inputs.norm(dim=1).clamp_min(1e-12)).clamp_min(alive_norm * enc_scale)
+        sae.W_enc[:, dead_idx] = directions.t() * norms
+    else:
+        sae.W_enc[:, dead_idx] = directions.t() * (alive_norm * enc_scale)
     sae.W_dec[dead_idx] = directions
-    sae.W_enc[:, dead_idx] = directions.t() * (alive_norm * enc_scale)
-    bias = torch.rand(n_dead, generator=generator, dtype=torch.float32) * bias_low  # U(bias_low, 0)
-    sae.b_enc[dead_idx] = bias.to(sae.b_enc.device)
+    sae.b_enc[dead_idx] = bias  # U(bias_low, 0)
     if optimizer is not None:
         zero_adam_moments(sae, optimizer, dead_idx)
     log.info("resampled %d dead neurons from a pool of %d inputs", n_dead, pool.shape[0])
     return n_dead
+
+
+@torch.no_grad()
+def entry_pre_activation(sae: Any, x: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
+    """The pre-activation a revived latent starts at on each row of `x`: halfway between the k-th and the
+    (k−1)-th largest pre-activations of the alive latents there, so it is kept on that row (TopK keeps a
+    row's k largest; BatchTopK k per row on average) as the last of the k, displacing no stronger one.
+    The k-th itself would only tie; the mean of the k largest revives more but costs explained variance
+    (docs/results.md, "Resampling the TopK family"). Zero when no latent is alive."""
+    if not bool(alive.any()):
+        return x.new_zeros(x.shape[0])
+    pre = sae.pre_activation(x.float())[:, alive]
+    k = min(int(sae.k), pre.shape[1])
+    largest = pre.topk(k, dim=1).values
+    return (largest[:, k - 1] + largest[:, max(k - 2, 0)]) / 2
 
 
 @torch.no_grad()

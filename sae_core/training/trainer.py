@@ -343,6 +343,7 @@ class Trainer:
                 self.sae, self.optimizer, dead, pool,
                 enc_scale=self.cfg.resample_enc_scale, bias_low=self.cfg.resample_bias, generator=gen,
                 replacement=self.cfg.resample_replacement,
+                match_entry=getattr(self.sae, "resample_encoder", "scaled") == "entry",
             )  # fmt: skip
         self.state.resample_events.append({"step": s, "neurons": n_dead})
         self._row("resample", {}, neurons=n_dead)
