@@ -190,6 +190,51 @@ def test_state_dict_round_trip_gives_identical_outputs(name, tmp_path):
     assert torch.equal(loaded(x)[0], sae(x)[0])
 
 
+@pytest.mark.parametrize("name", ["topk", "batchtopk"])
+def test_topk_family_training_never_reads_k_from_its_buffer(name):
+    """`training.capture` needs a step with no host sync: the step takes k as a Python int. With the `k`
+    buffer swapped for a meta tensor (whose value cannot be read) the Trainer still trains, and its
+    weights equal, bit for bit, those of the same run with the real buffer."""
+    from sae_core.config import TrainingConfig
+    from sae_core.training import InMemoryData, Trainer
+    from sae_core.training.architectures import build_sae as build_cell_sae
+
+    cfg = TrainingConfig(
+        lr=1e-3, batch_size=16, epochs=None, max_tokens=16 * 30, seed=0, resample_every=10,
+        resample_pool_tokens=1024, log_every=5, val_every=10**9, val_tokens=64, checkpoint_every=10**9,
+    )  # fmt: skip
+    data = InMemoryData(_x(1200, seed=7), _x(64, seed=8))
+    trainers = []
+    for _ in range(2):
+        sae = build_cell_sae(D, M, cfg, name, k=5)
+        trainers.append(Trainer(sae, data, cfg, l1=0.0, strategy="sampling", device=torch.device("cpu")))
+    with torch.no_grad():
+        trainers[1].sae.k = torch.empty((), dtype=torch.int64, device="meta")
+    batches = data.batches(16, 0, 0)
+    for t in trainers:
+        t.start()
+    for _ in range(30):  # two resamplings (the entry recipe reads k too) and six log steps
+        x = next(batches)
+        for t in trainers:
+            t.train_step(x)
+    assert trainers[1].state.resample_events == trainers[0].state.resample_events
+    for key in ("W_enc", "b_enc", "W_dec", "b_dec"):
+        assert torch.equal(getattr(trainers[1].sae, key), getattr(trainers[0].sae, key)), key
+
+
+def test_topk_k_follows_a_loaded_state_dict():
+    """The Python k is refreshed from the buffer `load_state_dict` writes (a checkpoint of another k)."""
+    sae, other = TopKSAE(D, M, k=5, seed=0), TopKSAE(D, M, k=7, seed=1)
+    sae.load_state_dict(other.state_dict())
+    assert sae.k_value == 7 and isinstance(sae.k_value, int)
+    with torch.no_grad():
+        sae.b_enc.fill_(10.0)
+    assert ((sae.encode(_x()) > 0).sum(dim=1) == 7).all()
+    bad = {**other.state_dict(), "k": torch.tensor(M)}
+    with pytest.raises(ValueError, match="k: must be an integer with 0 < k < d_hidden"):
+        sae.load_state_dict(bad)
+
+
 def test_config_sections_match_the_registry_and_the_constructors():
     assert set(ARCHITECTURE_NAMES) == set(ARCHITECTURES)
     assert config_strategies == STRATEGIES_BY_ARCHITECTURE  # config imports no stage: two copies, held equal

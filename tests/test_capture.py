@@ -17,15 +17,14 @@ NEEDS_CUDA = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="training.capture records CUDA graphs: needs a CUDA device"
 )
 
-# The TopK family reads its `k` buffer with `int()` every step (a host sync, which a capture refuses), so
-# its capture falls back to eager with a warning until `k_value` is a Python int (sae_core/saes/topk.py).
-TOPK_SYNC = pytest.mark.xfail(reason="TopK's k_value syncs with the host inside the step", strict=False)
+# The TopK family is captured (k a Python int, BatchTopK's kept entries of static shape): no fallback.
 CELLS = [
     Cell(4, 0.02, "sampling"),
     Cell(4, 0.02, "nosampling"),
     Cell(4, 0.0, "nosampling", "jumprelu", l0=1e-3),
-    pytest.param(Cell(4, 0.0, "nosampling", "topk", k=4), marks=TOPK_SYNC),
-    pytest.param(Cell(4, 0.0, "nosampling", "batchtopk", k=4), marks=TOPK_SYNC),
+    Cell(4, 0.0, "nosampling", "topk", k=4),
+    Cell(4, 0.0, "nosampling", "batchtopk", k=4),
+    Cell(4, 0.0, "sampling", "topk", k=4),  # resampling (the entry recipe) between replays
 ]
 
 
@@ -58,19 +57,22 @@ def test_cuda_captured_update_equals_eager_update(superposition_data, cell):
         assert captured._captured is not None and captured._captured.failed is None, captured._captured.failed
         for (name, a), b in zip(eager.sae.named_parameters(), captured.sae.parameters(), strict=True):
             torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=f"{cell.name} {name}")
+        for a, b in zip(eager.sae.buffers(), captured.sae.buffers(), strict=True):  # k, BatchTopK's θ
+            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=f"{cell.name} buffer")
         torch.testing.assert_close(eager.state.last_fired, captured.state.last_fired)
     assert captured._captured.graph is not None  # replayed, not the eager fallback
 
 
 @NEEDS_CUDA
-@pytest.mark.parametrize("cell", CELLS[:3], ids=lambda c: c.name)
+@pytest.mark.parametrize("cell", CELLS, ids=lambda c: c.name)
 def test_cuda_captured_training_matches_eager_training(superposition_data, cell):
     x_train, x_val, _ = superposition_data
     data = InMemoryData(x_train.cuda(), x_val.cuda())
     eager = _trainer(cell, data, False, 300).run()
     trainer = _trainer(cell, data, True, 300)
     captured = trainer.run()
-    assert trainer._captured is not None and trainer._captured.graph is not None
+    assert trainer._captured is not None and trainer._captured.failed is None, trainer._captured.failed
+    assert trainer._captured.graph is not None
     assert [e["step"] for e in captured["resample_events"]] == [e["step"] for e in eager["resample_events"]]
     assert abs(captured["final"]["explained_variance"] - eager["final"]["explained_variance"]) < 0.02
     assert abs(captured["final"]["l0"] - eager["final"]["l0"]) < 0.1 * max(1.0, eager["final"]["l0"])

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# The device check: the first thing a session with a GPU runs (issue 14 item 3). Finishes in <= 8 minutes
-# on one H200 and writes $OUT/figures.json (+ $OUT/check.log); see benchmarks/gpu/check.py for the figures.
+# The device check: the first thing a session with a GPU runs (issue 14 item 3, issue 19 item 5). Finishes
+# in <= 8 minutes on one H200 and writes $OUT/figures.json (+ $OUT/check.log); see benchmarks/gpu/check.py
+# for the figures: the CUDA tests (captured TopK/BatchTopK among them), the training rates per cell shape,
+# extraction, a pack of seed cells through `train_pack` + each cell's `analyze_run` (what a `train-pack`
+# run executes), and the seed grid's projected wall time from those rates.
 #
 #   bash benchmarks/gpu/check.sh          # on the device machine (CUDA)
 #   bash benchmarks/gpu/check.sh --cpu    # smoke version here or in CI: tiny sizes, CPU, seconds
@@ -33,6 +36,7 @@ else
   export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 fi
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=disabled PYTHONUNBUFFERED=1
+export CHECK_START="${CHECK_START:-$(date +%s)}"  # check.py's time boxes count from here
 
 {
   echo "device check $(date -u +%FT%TZ) ${CPU:-cuda}"

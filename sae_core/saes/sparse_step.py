@@ -62,7 +62,11 @@ class Kept:
         flat = flat.sort().values  # row-major flat indices: sorted by index = grouped by token
         batch, m = pre.shape
         rows, cols = flat // m, flat % m
-        counts = torch.bincount(rows, minlength=batch)
+        # Not `bincount`: on CUDA it reads the largest row to the host to size its output, which a
+        # captured step (`training.capture`) cannot do; here the size is the batch, known beforehand.
+        counts = torch.zeros(batch, dtype=torch.int64, device=pre.device).index_add_(
+            0, rows, torch.ones_like(rows)
+        )
         offsets = torch.cumsum(counts, 0) - counts
         return Kept(rows, cols, pre.reshape(-1)[flat], offsets, counts)
 
@@ -139,7 +143,7 @@ def sparse_step_grads(
     w_enc, b_enc, w_dec, b_dec = params
     batch = x.shape[0]
     m = int(w_dec.shape[0])
-    k = int(sae.k)  # type: ignore[arg-type]
+    k = int(sae.k_value)  # type: ignore[arg-type]  # a Python int: reading the buffer syncs the host
     auxk_k = int(sae.auxk_k)  # type: ignore[arg-type]
     auxk_coefficient = float(sae.auxk_coefficient)  # type: ignore[arg-type]
     with torch.no_grad():

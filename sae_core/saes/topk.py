@@ -4,6 +4,10 @@ Sparsity is set by `k` directly, so the loss is the reconstruction alone; the op
 (`auxk.auxk_loss`) trains the latents dead for a window when the trainer passes their mask. The state
 dict adds `k` (an int64 scalar) to the study's four tensors, so the `.pth` says what it is and loading it
 as another architecture fails (`state_keys`). Exported as SAELens `topk` with the same `k`.
+
+The step reads `k` as a Python int (`k_value`), never from the buffer: reading a device tensor's value
+is a host sync, which a CUDA-graph capture (`training.capture`) refuses and which stalls the GPU each
+step otherwise. Loading a state dict refreshes the int from the buffer it loaded.
 """
 
 from __future__ import annotations
@@ -43,6 +47,12 @@ def top_k_per_row(pre: torch.Tensor, k: int) -> torch.Tensor:
     return torch.zeros_like(pre).scatter(-1, indices, values.relu())
 
 
+def _refresh_k(module: torch.nn.Module, incompatible: Any) -> None:
+    """After `load_state_dict`: the Python `k` follows the loaded buffer (once per load, not per step)."""
+    sae: Any = module
+    sae._k = check_k(int(sae.k), sae.d_hidden)
+
+
 class TopKSAE(AutogradSae):
     """`h = ReLU(TopK_k((x − b_dec) W_enc + b_enc))`.
 
@@ -71,7 +81,9 @@ class TopKSAE(AutogradSae):
         if resample_encoder not in ("entry", "scaled"):
             raise ValueError(f"resample_encoder: must be 'entry' or 'scaled' (got {resample_encoder!r})")
         self.resample_encoder = resample_encoder
-        self.register_buffer("k", torch.tensor(check_k(k, d_hidden), dtype=torch.int64))
+        self._k = check_k(k, d_hidden)
+        self.register_buffer("k", torch.tensor(self._k, dtype=torch.int64))
+        self.register_load_state_dict_post_hook(_refresh_k)
         self.auxk_k = int(auxk_k) if auxk_k is not None else max(1, d_in // 2)
         if self.auxk_k <= 0:
             raise ValueError(f"auxk_k: must be > 0 (got {auxk_k})")
@@ -81,7 +93,8 @@ class TopKSAE(AutogradSae):
 
     @property
     def k_value(self) -> int:
-        return int(self.k)
+        """`k` as a Python int: no device read (the buffer is for the state dict)."""
+        return self._k
 
     def activate(self, pre: torch.Tensor) -> torch.Tensor:
         return top_k_per_row(pre, self.k_value)

@@ -15,9 +15,11 @@ The step is autograd for every architecture (relu's hand-written step takes λ a
 captured one reads λ from a device scalar, refilled each step for the warm-up schedule) and always
 computes the logged statistics (L0, explained variance): a graph cannot branch on "is this a log step".
 
-Not captured (eager, logged once): the `auxk` strategy, whose dead-latent count sets a tensor's size,
-and any step whose capture fails (a host sync inside it: the TopK family reads its `k` buffer with
-`int()` each step), with the reason in a warning; `CapturedUpdate.failed` keeps it.
+The TopK family is captured too: its step keeps `k` a Python int (`TopKSAE.k_value`) and BatchTopK's
+k·B kept entries of the batch have static shapes (their per-token counts come from an `index_add`, not
+a `bincount` sized on the host). Not captured (eager, logged once): the `auxk` strategy, whose
+dead-latent count sets a tensor's size, and any step whose capture fails (a host sync inside it), with
+the reason in a warning; `CapturedUpdate.failed` keeps it.
 """
 
 from __future__ import annotations

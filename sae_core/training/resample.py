@@ -101,7 +101,7 @@ def entry_pre_activation(sae: Any, x: torch.Tensor, alive: torch.Tensor) -> torc
     if not bool(alive.any()):
         return x.new_zeros(x.shape[0])
     pre = sae.pre_activation(x.float())[:, alive]
-    k = min(int(sae.k), pre.shape[1])
+    k = min(sae.k_value, pre.shape[1])
     largest = pre.topk(k, dim=1).values
     return (largest[:, k - 1] + largest[:, max(k - 2, 0)]) / 2
 
