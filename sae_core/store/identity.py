@@ -51,6 +51,7 @@ def store_identity(manifest: dict[str, Any]) -> dict[str, Any]:
 def store_fingerprint(store: str | Path | dict[str, Any] | Any) -> str:
     """`store:<32 hex>`, the sha256 of `store_identity`, for a store's directory, its manifest dict or
     an opened store (anything with a `manifest`)."""
+    manifest: Any
     if isinstance(store, dict):
         manifest = store
     elif isinstance(store, str | Path):
