@@ -4,7 +4,8 @@ A checkpoint holds everything a resumed run needs to continue exactly where the 
 weights, Adam state, the step, RNG states, the data position (the step alone: batch order is a pure
 function of seed and epoch), the firing counters, the log so far and the resample events. It also holds
 the hash and the dict of the config it was trained under, so a run with another config refuses to resume
-from it and says which keys differ.
+from it and says which keys differ; one trained on another store (its identity,
+`sae_core.store.store_fingerprint`, is the dict's `data`) is set aside and the run starts afresh.
 """
 
 from __future__ import annotations
