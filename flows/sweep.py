@@ -143,6 +143,9 @@ def sae_sweep(
     logger = run_logger()
     cfg = resolve_sweep_config(preset, overrides, config)
     cells = grid_cells(cfg.grid)
+    from tasks.plan import publish_plan
+
+    publish_plan(cfg)  # the first artifact: what the sweep will take, before it takes it
     logger.info(
         "sweep %s: %d cells, placement %s, data_root %s",
         cfg.name,

@@ -1,7 +1,8 @@
 """What every Prefect task of the sweep shares: where things live, cache keys, locks, secrets, progress.
 
-Cache keys are content keys: the config sections a stage depends on, the upstream artifact's checksums
-and `code_version()` (a hash of sae_core's sources — Prefect's TASK_SOURCE policy would not see a change
+Cache keys are content keys: the config sections a stage depends on, the upstream artifact's identity
+(the store's: `sae_core.store.store_fingerprint`, the one training's resume identity uses too) and
+`code_version()` (a hash of sae_core's sources — Prefect's TASK_SOURCE policy would not see a change
 in a helper module). Results are persisted under `data_root/.prefect/results`, so a second process (the
 next `sae-sweep run`, another worker on the same volume) sees the cache, and deleting `data_root` drops
 it with the data. A cached result whose files were deleted must be recomputed, not returned stale:
@@ -98,22 +99,6 @@ def sections(cfg: SweepConfig, *names: str) -> dict[str, Any]:
     return {name: dumped[name] for name in names}
 
 
-def store_fingerprint(store_path: str | Path) -> str:
-    """The store's content: its shards' checksums and row counts plus the meaning of its rows.
-
-    Not the whole manifest: `created_at` changes when an identical store is re-extracted, and that must
-    not retrain every cell.
-    """
-    manifest = read_json(Path(store_path) / "manifest.json")
-    content = {
-        "shards": [(s.get("file"), s.get("rows"), s.get("sha256")) for s in manifest.get("shards", [])],
-        "model": manifest.get("model"),
-        "store_dtype": manifest.get("store_dtype"),
-        "drop_first_token": manifest.get("drop_first_token"),
-    }
-    return stable_hash(content)
-
-
 def file_fingerprint(path: str | Path) -> str:
     """sha256 of a file (weights are at most a few hundred MB: well under a second)."""
     from sae_core.io import sha256_file
@@ -128,6 +113,8 @@ def extract_cache_key(cfg: SweepConfig) -> str:
 
 
 def train_cache_key(cfg: SweepConfig, cell: Cell, store_path: str | Path) -> str:
+    from sae_core.store import store_fingerprint  # the store's one identity (torch: imported late)
+
     settings = sections(cfg, "training")
     if cell.architecture != "relu":  # a relu cell's key reads the study's sections only
         settings["saes"] = sections(cfg, "saes")["saes"][cell.architecture]
@@ -141,6 +128,8 @@ def train_cache_key(cfg: SweepConfig, cell: Cell, store_path: str | Path) -> str
 
 
 def analyze_cache_key(cfg: SweepConfig, cell: Cell, store_path: str | Path) -> str:
+    from sae_core.store import store_fingerprint
+
     weights = run_dir(cfg, cell) / cell.weights_filename
     return "analyze-" + stable_hash(
         cell.name,

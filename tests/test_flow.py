@@ -77,8 +77,11 @@ def test_demo_sweep_caches_recomputes_and_isolates_failures(
             flow_run_id=ArtifactFilterFlowRunId(any_=[first.state_details.flow_run_id])
         )
     )
-    # One table and one markdown report for the sweep (was five); progress per stage or cell, λ readable.
-    assert sorted(a.key for a in listed if a.type != "progress") == ["grid-demo", "report-demo"]
+    # The plan first, then one table and one markdown report (was five); progress per stage or cell.
+    assert sorted(a.key for a in listed if a.type != "progress") == ["grid-demo", "plan-demo", "report-demo"]
+    plan = {a.key: a for a in listed}["plan-demo"]
+    assert plan.created == min(a.created for a in listed)  # before extraction's progress, even
+    assert "# Plan of sweep `demo`" in plan.data and "2 cells in 2 packs" in plan.data
     progress = {a.key: a for a in listed if a.type == "progress"}
     assert "train-demo-2x-1e-2-sampling" in progress and "analyze-demo-2x-1e-2-nosampling" in progress
     assert all(a.data == 100.0 for a in progress.values())

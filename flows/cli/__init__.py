@@ -19,6 +19,7 @@ from sae_core.io import storage_error
 # happen inside the commands so that `--help` and `config show` stay fast.
 _COMMAND_MODULES = [
     "flows.cli.config_cmd",
+    "flows.cli.plan_cmd",
     "flows.cli.run_cmd",
     "flows.cli.extract_cmd",
     "flows.cli.train_cmd",

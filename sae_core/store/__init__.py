@@ -1,7 +1,8 @@
 """The activation store: one row per token in Parquet shards plus a manifest, written by extraction or
-`write_store`, read by training and analysis (`ActivationStore`)."""
+`write_store`, read by training and analysis (`ActivationStore`); `store_fingerprint` is its one identity."""
 
 from sae_core.store.format import SPLITS, split_codes, split_of
+from sae_core.store.identity import store_fingerprint, store_identity
 from sae_core.store.import_pt import import_pt_chunks
 from sae_core.store.reader import ActivationStore, RowBatch
 from sae_core.store.writer import write_store
@@ -13,5 +14,7 @@ __all__ = [
     "import_pt_chunks",
     "split_codes",
     "split_of",
+    "store_fingerprint",
+    "store_identity",
     "write_store",
 ]

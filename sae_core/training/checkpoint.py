@@ -4,7 +4,8 @@ A checkpoint holds everything a resumed run needs to continue exactly where the 
 weights, Adam state, the step, RNG states, the data position (the step alone: batch order is a pure
 function of seed and epoch), the firing counters, the log so far and the resample events. It also holds
 the hash and the dict of the config it was trained under, so a run with another config refuses to resume
-from it and says which keys differ.
+from it and says which keys differ; one trained on another store (its identity,
+`sae_core.store.store_fingerprint`, is the dict's `data`) is set aside and the run starts afresh.
 """
 
 from __future__ import annotations
@@ -73,8 +74,11 @@ def _save(payload: dict[str, Any], tmp: Path) -> None:
 
 def load_checkpoint(
     path: str | Path, identity: dict[str, Any], map_location: str | torch.device = "cpu"
-) -> dict:
-    """Load a checkpoint trained under `identity`; refuse (TrainingError naming the keys) otherwise."""
+) -> dict | None:
+    """Load a checkpoint trained under `identity`; None when it differs in the data only (it was trained
+    on another store, or under an older definition of the store's identity: nothing of it may be
+    reused, so the run trains afresh, as a completed run of another store does); refuse (TrainingError
+    naming the keys) when the config differs: that is a user's mistake to point out, not to overwrite."""
     path = Path(path)
     try:
         state = torch.load(path, map_location=map_location, weights_only=False)
@@ -83,6 +87,11 @@ def load_checkpoint(
     if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
         raise TrainingError(f"checkpoint: {path} is not a sae-sweep checkpoint of format {FORMAT_VERSION}")
     if state.get("config_hash") != config_hash(identity):
+        saved = state.get("identity", {})
+        if isinstance(saved, dict) and saved.get("data") != identity.get("data"):
+            rest = {k: v for k, v in identity.items() if k != "data"}
+            if {k: v for k, v in saved.items() if k != "data"} == rest:
+                return None
         diffs = describe_difference(state.get("identity", {}), identity) or ["(unknown)"]
         raise TrainingError(
             f"checkpoint: {path} was trained under another config, refusing to resume "

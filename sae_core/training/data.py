@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from sae_core.errors import TrainingError
+from sae_core.store.identity import store_fingerprint
 from sae_core.store.prefetch import prefetched
 
 log = logging.getLogger(__name__)
@@ -209,14 +210,6 @@ class StreamingData:
             return None
         rows = np.arange(available) if available <= n else sample_rows(available, n, seed).numpy()
         return torch.from_numpy(self.store.gather("val", rows).astype(np.float32)).to(self.device)
-
-
-def store_fingerprint(store: Any) -> str:
-    """Identity of a store's contents: its shard checksums (or the whole manifest when they are absent)."""
-    manifest = getattr(store, "manifest", {}) or {}
-    shards = manifest.get("shards")
-    basis = repr([s.get("sha256") for s in shards]) if shards else repr(sorted(manifest.items()))
-    return "store:" + hashlib.sha256(basis.encode()).hexdigest()[:16]
 
 
 def open_store_data(

@@ -2,7 +2,8 @@
 
 Writes (see docs/architecture.md, "runs/<sweep>/<cell>/"): `model_weights_<cell>.pth`, `saelens/`,
 `metrics.json`, `train_log.parquet`, and `checkpoint.pt` while training. A completed run with the same
-config is returned as is; a checkpoint of the same config is resumed; one of another config is refused.
+config is returned as is; a checkpoint of the same config is resumed; one of another config is refused;
+a completed run or a checkpoint of another store (`sae_core.store.store_fingerprint`) is trained again.
 Re-exported as `sae_core.training.trainer.train_cell`.
 """
 
@@ -139,10 +140,12 @@ def prepare_cell(
         checkpoint_path=ckpt_path, identity=identity, callbacks=all_callbacks,
         dead_threshold=cfg.analysis.dead_threshold,
     )  # fmt: skip
-    if ckpt_path.exists():
-        saved = load_checkpoint(ckpt_path, identity, map_location=device)
+    saved = load_checkpoint(ckpt_path, identity, map_location=device) if ckpt_path.exists() else None
+    if saved is not None:
         trainer.restore(saved)
         log.info("%s: resuming from %s at step %d", cell.name, ckpt_path, trainer.state.step)
+    elif ckpt_path.exists():  # overwritten by this run's first checkpoint
+        log.info("%s: %s was trained on another store; training again", cell.name, ckpt_path)
     return CellRun(cell, out_dir, trainer, tracker, all_callbacks, chash, str(store_path), store)
 
 
@@ -209,7 +212,7 @@ def completed_run(out_dir: Path, cell: Cell, chash: str) -> dict[str, Any] | Non
     metrics = read_json(metrics_file)
     if metrics.get("completed") is True and metrics.get("config_hash") == chash:
         return metrics
-    log.info("%s: %s holds a run of another config; training again", cell.name, out_dir)
+    log.info("%s: %s holds a run of another config or store; training again", cell.name, out_dir)
     return None
 
 
