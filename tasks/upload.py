@@ -19,7 +19,7 @@ from typing import Any
 from prefect import task
 from prefect.runtime import task_run
 
-from sae_core.config import SweepConfig
+from sae_core.config import HUB_TOKENS, SweepConfig
 from sae_core.errors import UploadError
 from sae_core.io import sha256_file
 from sae_core.naming import Cell
@@ -182,7 +182,7 @@ def upload_cell(cell: str, cfg: SweepConfig, base_delay: float = 2.0) -> dict[st
     if not cfg.upload.repo_id:
         logger.info("upload of %s skipped: upload.repo_id is not set", cell)
         return {"status": "skipped", "reason": "upload.repo_id is not set"}
-    token = resolve_secret(cfg.upload.token_env, cfg.upload.token_secret_block)
+    token = resolve_secret(cfg.upload.token_env, cfg.upload.token_secret_block, HUB_TOKENS)
     if not token:
         reason = f"no Hub token (set ${cfg.upload.token_env} or upload.token_secret_block)"
         logger.info("upload of %s skipped: %s", cell, reason)
