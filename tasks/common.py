@@ -276,9 +276,7 @@ def check_label_key(cfg: SweepConfig) -> None:
 
     lab = cfg.labeling
     if lab.enabled:
-        check_key_source(
-            LABELING_KEYS, lab.api_key_env, lab.api_key_secret_block, endpoint_url(lab.base_url)
-        )
+        check_key_source(LABELING_KEYS, lab.api_key_env, lab.api_key_secret_block, endpoint_url(lab.base_url))
 
 
 def check_credentials(cfg: SweepConfig) -> None:

@@ -29,10 +29,30 @@ from tasks.summary import grid_legend, grid_rows, markdown_table
 TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
 
 
-def make_hf_api(token: str) -> Any:
-    """The Hub client; tests replace this function with one returning a fake (no network)."""
-    from huggingface_hub import HfApi
+HUB_CONNECT_TIMEOUT_S = 30.0
+HUB_STALL_TIMEOUT_S = 300.0
+"""huggingface_hub's shared client has no timeout at all (`timeout=None`): a Hub (or proxy) that stops
+answering held an upload for ever. Each connect and each read or write is bounded here; a whole
+request is not, since an LFS upload of a large checkpoint legitimately takes as long as its size."""
 
+
+def _hub_client() -> Any:
+    import httpx2
+    from huggingface_hub.utils._http import default_client_factory
+
+    client = default_client_factory()  # keeps the Hub's own hooks (offline mode) and its redirects
+    client.timeout = httpx2.Timeout(HUB_STALL_TIMEOUT_S, connect=HUB_CONNECT_TIMEOUT_S)
+    return client
+
+
+def make_hf_api(token: str) -> Any:
+    """The Hub client, over a session with bounded timeouts; tests replace this function with one
+    returning a fake (no network)."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.utils import get_session, set_client_factory
+
+    if get_session().timeout.read is None:
+        set_client_factory(_hub_client)
     return HfApi(token=token)
 
 
