@@ -143,7 +143,7 @@ def sae_sweep(
     logger = run_logger()
     cfg = resolve_sweep_config(preset, overrides, config)
     if cfg.grid.placement == "local":  # pool workers check their own allow-lists (train_cell_flow)
-        from tasks.common import check_credentials
+        from tasks.credentials import check_credentials
 
         check_credentials(cfg)
     cells = grid_cells(cfg.grid)

@@ -23,7 +23,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sae_core.config import HUB_TOKENS, LABELING_KEYS, KeyPolicy, SweepConfig, check_key_source
+from sae_core.config import KeyPolicy, SweepConfig, check_key_source
 from sae_core.io import read_json
 from sae_core.naming import Cell
 from sae_core.version import code_version
@@ -248,13 +248,9 @@ def stage_lock(cfg: SweepConfig, name: str) -> Iterator[None]:
 def resolve_secret(
     env_name: str | None, block_name: str | None, policy: KeyPolicy, url: str | None = None
 ) -> str | None:
-    """The secret's value, or None when neither the variable nor the block is set.
-
-    The names must be on the worker's allow-list for `policy` (and, with `url`, bound to its host or
-    to none): a run's config chooses among the keys the operator allowed, never others
-    (`sae_core.config.credentials`). Called inside tasks only, so the value is never a task or flow
-    parameter that Prefect records.
-    """
+    """The secret's value, or None when neither the variable nor the block is set. The names must be on
+    the worker's allow-list for `policy` (`sae_core.config.credentials`; with `url`, bound to its host
+    or to none). Called inside tasks only: the value is never a parameter that Prefect records."""
     check_key_source(policy, env_name, block_name, url)
     if env_name and os.environ.get(env_name):
         return os.environ[env_name]
@@ -268,22 +264,6 @@ def resolve_secret(
             return None
         return str(value) if value else None
     return None
-
-
-def check_label_key(cfg: SweepConfig) -> None:
-    """The labelling key's variable or block is allowed on this worker for the configured endpoint."""
-    from sae_core.labels import endpoint_url
-
-    lab = cfg.labeling
-    if lab.enabled:
-        check_key_source(LABELING_KEYS, lab.api_key_env, lab.api_key_secret_block, endpoint_url(lab.base_url))
-
-
-def check_credentials(cfg: SweepConfig) -> None:
-    """Before any work: the key names of the stages that will run are allowed on this worker."""
-    check_label_key(cfg)
-    if cfg.upload.repo_id:
-        check_key_source(HUB_TOKENS, cfg.upload.token_env, cfg.upload.token_secret_block)
 
 
 # ---------------------------------------------------------------------------------------------

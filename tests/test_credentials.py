@@ -62,7 +62,7 @@ def test_a_config_cannot_send_another_services_key(fake_llm, tmp_path, monkeypat
     with pytest.raises(ConfigError, match=r"^labeling\.api_key_secret_block: 'hf-token' is not allowed"):
         label_cell(str(run), blocked)
     # The Hub token's own allow-list keeps an LLM key away from the Hub.
-    from tasks.common import check_credentials
+    from tasks.credentials import check_credentials
 
     upload = _cfg(tmp_path, None, **{"upload.repo_id": "me/x", "upload.token_env": "OPENAI_API_KEY"})
     with pytest.raises(ConfigError, match=r"^upload\.token_env: 'OPENAI_API_KEY' is not allowed"):
@@ -70,7 +70,7 @@ def test_a_config_cannot_send_another_services_key(fake_llm, tmp_path, monkeypat
 
 
 def test_the_operator_widens_and_binds_the_allow_list(fake_llm, tmp_path, monkeypatch) -> None:
-    from tasks.common import check_credentials
+    from tasks.credentials import check_credentials
 
     monkeypatch.setenv("MY_VLLM_KEY", KEY)
     cfg = _cfg(tmp_path, fake_llm.url, **{"labeling.api_key_env": "MY_VLLM_KEY"})

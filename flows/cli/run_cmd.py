@@ -20,7 +20,8 @@ def run(preset: PresetOpt = None, config: ConfigOpt = None, set_: SetOpt = None)
     """Run the sweep (extract, train every cell, analyse, label, upload, report) as a Prefect flow."""
     cfg = resolve_config(preset, config, set_)  # fail fast, before any server starts
 
-    from tasks.common import apply_prefect_defaults, check_credentials
+    from tasks.common import apply_prefect_defaults
+    from tasks.credentials import check_credentials
 
     if cfg.grid.placement == "local":  # pool workers check their own allow-lists
         check_credentials(cfg)  # this process's allow-list, before any server starts
