@@ -237,3 +237,22 @@ def test_a_non_json_answer_says_so(fake_llm) -> None:
     assert f"{fake_llm.url} answered HTTP 200 with non-JSON" in message
     assert "text/html" in message and "<html><body><script>x</script>\\x00\\xff" in message
     assert message.isascii() and "labeling.base_url" in message and len(message) < 400
+
+
+def test_a_deployments_overrides_cannot_widen_it(tmp_path, monkeypatch, capsys) -> None:
+    """The Prefect UI's `overrides` (and `sae-sweep run --set`) choose among the allowed names only; the
+    sweep and each pool cell refuse before extraction or training starts."""
+    from flows.cli import main
+    from flows.sweep import sae_sweep
+    from flows.train_cell import train_cell_flow
+
+    monkeypatch.setenv("HF_TOKEN", HF)
+    overrides = {"data_root": str(tmp_path / "data"), "labeling.api_key_env": "HF_TOKEN"}
+    with pytest.raises(ConfigError, match=r"^labeling\.api_key_env: 'HF_TOKEN' is not allowed"):
+        sae_sweep.fn(preset="demo", overrides=overrides)
+    cfg = load_config("demo", overrides={**overrides, "grid.placement": "pool"})
+    with pytest.raises(ConfigError, match=r"^labeling\.api_key_env"):
+        train_cell_flow.fn(cfg.model_dump(mode="json"), "4x-0.001-sampling", None)
+    assert not (tmp_path / "data").exists()  # nothing extracted, trained or written
+    assert main(["run", "--preset", "demo", *(f"--set={k}={v}" for k, v in overrides.items())]) == 2
+    assert capsys.readouterr().err.startswith("error: labeling.api_key_env: 'HF_TOKEN' is not allowed")
