@@ -18,12 +18,23 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
+from sae_core.config import HUB_TOKENS, LABELING_KEYS, allowed_envs
 from sae_core.errors import SaeSweepError
 
 POD_PREFIX = "sae-sweep"
 IMAGE_ENV = "SAE_SWEEP_IMAGE"
-# Forwarded to the pods when set here, so workers can label, upload and track. Never printed.
-SECRET_ENV = ("PREFECT_API_KEY", "HF_TOKEN", "OPENAI_API_KEY", "WANDB_API_KEY")
+# The Prefect connection: every pod needs it (Prefect Cloud's key, or a self-hosted server's password).
+PREFECT_ENV = ("PREFECT_API_KEY", "PREFECT_API_AUTH_STRING")
+# The worker's allow-lists (not secrets): a pod applies the launcher's, not the defaults, when set here.
+ALLOW_LIST_ENV = (
+    LABELING_KEYS.envs_var,
+    LABELING_KEYS.blocks_var,
+    HUB_TOKENS.envs_var,
+    HUB_TOKENS.blocks_var,
+)
+WANDB_ENV = "WANDB_API_KEY"
+CLOUD_HOSTS = {"api.prefect.cloud"}
+"""Prefect Cloud authenticates with PREFECT_API_KEY; any other API must have a password."""
 
 
 class DeployError(SaeSweepError):
@@ -43,6 +54,12 @@ class PodRequest:
     cloud_type: str = "SECURE"
     container_disk_gb: int = 30
     extra_env: dict[str, str] = field(default_factory=dict)
+    label: bool = False
+    """Forward the labelling keys (the allowed LLM key variables set here): labelling runs on the pods."""
+    upload: bool = False
+    """Forward the Hub token: the pods' cells upload (`upload.repo_id`)."""
+    track_online: bool = False
+    """Forward WANDB_API_KEY: the pods' cells track online (`tracking.mode: online`)."""
 
 
 def make_client() -> Any:
@@ -67,9 +84,38 @@ def worker_env(req: PodRequest) -> dict[str, str]:
             f"--api-url: a pod cannot reach {host}; use an address reachable from RunPod (got {api_url!r})"
         )
     env = {"PREFECT_API_URL": api_url, "SAE_SWEEP_POOL": req.pool, "SAE_SWEEP_WORKER_LIMIT": "1"}
-    env.update({name: os.environ[name] for name in SECRET_ENV if os.environ.get(name)})
+    names = [*PREFECT_ENV, *ALLOW_LIST_ENV, *secret_names(req)]
+    env.update({name: os.environ[name] for name in names if os.environ.get(name)})
+    if host not in CLOUD_HOSTS and not env.get("PREFECT_API_AUTH_STRING"):
+        raise DeployError(
+            "PREFECT_API_AUTH_STRING: not set; the pods would need an API without a password, which "
+            "lets anyone who reaches it read Secret blocks and start runs. Set it to the server's "
+            "PREFECT_SERVER_API_AUTH_STRING (docs/deploy.md, Security model)"
+        )
     env.update(req.extra_env)
     return env
+
+
+def secret_names(req: PodRequest) -> list[str]:
+    """The keys the pods' stages need, by the launch options: none unless asked. Fails when an asked
+    stage has no key here (use a Secret block instead and leave the option off)."""
+    wanted: list[tuple[str, str, list[str]]] = []
+    if req.label:
+        wanted.append(("--label", LABELING_KEYS.envs_var, sorted(allowed_envs(LABELING_KEYS))))
+    if req.upload:
+        wanted.append(("--upload", HUB_TOKENS.envs_var, sorted(allowed_envs(HUB_TOKENS))))
+    if req.track_online:
+        wanted.append(("--track-online", WANDB_ENV, [WANDB_ENV]))
+    names = []
+    for option, _, candidates in wanted:
+        present = [n for n in candidates if os.environ.get(n)]
+        if not present:
+            raise DeployError(
+                f"{option}: none of {', '.join(candidates)} is set here to forward to the pods (set one, "
+                "or keep the key in a Prefect Secret block named in the config and drop the option)"
+            )
+        names += present
+    return names
 
 
 def worker_image(req: PodRequest) -> str:

@@ -142,6 +142,10 @@ def sae_sweep(
     wall_start = time.perf_counter()
     logger = run_logger()
     cfg = resolve_sweep_config(preset, overrides, config)
+    if cfg.grid.placement == "local":  # pool workers check their own allow-lists (train_cell_flow)
+        from tasks.credentials import check_credentials
+
+        check_credentials(cfg)
     cells = grid_cells(cfg.grid)
     from tasks.plan import publish_plan
 

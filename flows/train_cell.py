@@ -73,6 +73,9 @@ def train_cell_flow(config: dict[str, Any], cell: str, store: str | None = None)
     """
     cfg = lasting_root(validate_config(config))
     from flows.pool_runs import check_heartbeat
+    from tasks.credentials import check_credentials
+
+    check_credentials(cfg)  # before any work: this worker's allow-list, not the sweep's
 
     check_heartbeat(cfg)
     the_cell = Cell.parse(cell)

@@ -24,7 +24,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sae_core.config import SweepConfig
+from sae_core.config import KeyPolicy, SweepConfig, check_key_source
 from sae_core.io import read_json
 from sae_core.naming import Cell
 from sae_core.version import code_version
@@ -234,11 +234,13 @@ def stage_lock(cfg: SweepConfig, name: str) -> Iterator[None]:
 # Secrets: from the environment, else a Prefect Secret block; never parameters, logs or artifacts.
 
 
-def resolve_secret(env_name: str | None, block_name: str | None) -> str | None:
-    """The secret's value, or None when neither the variable nor the block is set.
-
-    Called inside tasks only, so the value is never a task or flow parameter that Prefect records.
-    """
+def resolve_secret(
+    env_name: str | None, block_name: str | None, policy: KeyPolicy, url: str | None = None
+) -> str | None:
+    """The secret's value, or None when neither the variable nor the block is set. The names must be on
+    the worker's allow-list for `policy` (`sae_core.config.credentials`; with `url`, bound to its host
+    or to none). Called inside tasks only: the value is never a parameter that Prefect records."""
+    check_key_source(policy, env_name, block_name, url)
     if env_name and os.environ.get(env_name):
         return os.environ[env_name]
     if block_name:

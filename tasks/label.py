@@ -12,12 +12,13 @@ from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import SecretStr
 
-from sae_core.config import LabelingConfig, SweepConfig
+from sae_core.config import LABELING_KEYS, LabelingConfig, SweepConfig
 from sae_core.labels import (
     PROMPT_VERSION,
     FeatureInputs,
     LabelAttemptError,
     detection_set,
+    endpoint_url,
     examples_hash,
     labels_frame,
     load_label_inputs,
@@ -86,7 +87,11 @@ def label_cell(run_dir: str, cfg: SweepConfig, progress: Progress | None = None)
     run = Path(run_dir)
     logger = label_logger()
     # Resolved here, inside the flow: never a flow or task parameter that Prefect would record.
-    key = resolve_secret(lab.api_key_env, lab.api_key_secret_block) if lab.enabled else None
+    key = (
+        resolve_secret(lab.api_key_env, lab.api_key_secret_block, LABELING_KEYS, endpoint_url(lab.base_url))
+        if lab.enabled
+        else None
+    )
     reason = skip_reason(lab, key)
     if reason:
         logger.info("labels skipped for %s: %s", run.name, reason)

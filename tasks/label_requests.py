@@ -86,6 +86,17 @@ def _slot(endpoint: Endpoint) -> threading.BoundedSemaphore:
         )
 
 
+def _no_traceback_for_label_errors(record: logging.LogRecord) -> bool:
+    """Drop Prefect's "Task run failed … Retries are exhausted" record and its traceback for a
+    classified labelling error: its message already says what failed and what to do, and Prefect's
+    "Finished in state Failed(…)" line repeats it, once per feature. Other errors keep theirs."""
+    exc = record.exc_info[1] if record.exc_info else None
+    return not isinstance(exc, LabelAttemptError)
+
+
+logging.getLogger("prefect.task_runs").addFilter(_no_traceback_for_label_errors)
+
+
 def label_logger() -> logging.Logger | logging.LoggerAdapter:
     from prefect.exceptions import MissingContextError
     from prefect.logging import get_run_logger

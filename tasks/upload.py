@@ -19,7 +19,7 @@ from typing import Any
 from prefect import task
 from prefect.runtime import task_run
 
-from sae_core.config import SweepConfig
+from sae_core.config import HUB_TOKENS, SweepConfig
 from sae_core.errors import UploadError
 from sae_core.io import sha256_file
 from sae_core.naming import Cell
@@ -29,10 +29,30 @@ from tasks.summary import grid_legend, grid_rows, markdown_table
 TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
 
 
-def make_hf_api(token: str) -> Any:
-    """The Hub client; tests replace this function with one returning a fake (no network)."""
-    from huggingface_hub import HfApi
+HUB_CONNECT_TIMEOUT_S = 30.0
+HUB_STALL_TIMEOUT_S = 300.0
+"""huggingface_hub's shared client has no timeout at all (`timeout=None`): a Hub (or proxy) that stops
+answering held an upload for ever. Each connect and each read or write is bounded here; a whole
+request is not, since an LFS upload of a large checkpoint legitimately takes as long as its size."""
 
+
+def _hub_client() -> Any:
+    import httpx2
+    from huggingface_hub.utils._http import default_client_factory
+
+    client = default_client_factory()  # keeps the Hub's own hooks (offline mode) and its redirects
+    client.timeout = httpx2.Timeout(HUB_STALL_TIMEOUT_S, connect=HUB_CONNECT_TIMEOUT_S)
+    return client
+
+
+def make_hf_api(token: str) -> Any:
+    """The Hub client, over a session with bounded timeouts; tests replace this function with one
+    returning a fake (no network)."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.utils import get_session, set_client_factory
+
+    if get_session().timeout.read is None:
+        set_client_factory(_hub_client)
     return HfApi(token=token)
 
 
@@ -182,7 +202,7 @@ def upload_cell(cell: str, cfg: SweepConfig, base_delay: float = 2.0) -> dict[st
     if not cfg.upload.repo_id:
         logger.info("upload of %s skipped: upload.repo_id is not set", cell)
         return {"status": "skipped", "reason": "upload.repo_id is not set"}
-    token = resolve_secret(cfg.upload.token_env, cfg.upload.token_secret_block)
+    token = resolve_secret(cfg.upload.token_env, cfg.upload.token_secret_block, HUB_TOKENS)
     if not token:
         reason = f"no Hub token (set ${cfg.upload.token_env} or upload.token_secret_block)"
         logger.info("upload of %s skipped: %s", cell, reason)

@@ -213,7 +213,8 @@ def _handler(state: FakeLLM) -> type[BaseHTTPRequestHandler]:
                     else _completion(reply.content, (body or {}).get("model", "?"))
                 )
                 self.send_response(reply.status)
-                self.send_header("content-type", "application/json")
+                if not any(k.lower() == "content-type" for k in reply.headers):
+                    self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(data)))
                 for key, value in reply.headers.items():
                     self.send_header(key, value)

@@ -143,3 +143,21 @@ def test_entrypoint_runs_a_given_command_instead(fake_prefect):
     bin_dir, record = fake_prefect
     done = run_entrypoint({}, bin_dir, "echo", "hello")
     assert done.returncode == 0 and done.stdout.strip() == "hello" and not record.exists()
+
+
+def test_the_shipped_server_requires_a_password():
+    """The probe: compose served the API on 0.0.0.0:4200 with no `PREFECT_SERVER_API_AUTH_STRING`, so
+    anyone reaching it read Secret blocks and started runs. Now compose refuses to start without one
+    (`${VAR:?message}`, never a default) and the worker presents the same string."""
+    import re
+
+    spec = yaml.safe_load((REPO / "docker" / "compose.yaml").read_text())
+    services = spec["services"]
+    required = re.compile(r"^\$\{PREFECT_SERVER_API_AUTH_STRING:\?[^}]+\}$")
+    assert required.match(services["prefect-server"]["environment"]["PREFECT_SERVER_API_AUTH_STRING"])
+    assert required.match(services["cpu-worker"]["environment"]["PREFECT_API_AUTH_STRING"])
+    text = (REPO / "docker" / "compose.yaml").read_text()
+    assert not re.search(r"AUTH_STRING:-", text)  # no default value anywhere
+    deploy = (REPO / "docs" / "deploy.md").read_text()
+    assert "PREFECT_SERVER_API_AUTH_STRING" in deploy and "PREFECT_API_AUTH_STRING" in deploy
+    assert "## Security model" in deploy

@@ -83,8 +83,16 @@ def labelled(label_prefect, fake_llm, tmp_path, monkeypatch, caplog):
     return {"run": run, "cfg": cfg, "summary": summary, "requests": list(fake_llm.requests), "tmp": tmp_path}
 
 
-def test_retries_failures_rate_and_cache(labelled, fake_llm, label_prefect, monkeypatch) -> None:
+def test_retries_failures_rate_and_cache(labelled, fake_llm, label_prefect, monkeypatch, caplog) -> None:
     run, summary, reqs = labelled["run"], labelled["summary"], labelled["requests"]
+    # A feature that fails for good is one line (status, endpoint, what to do), not a traceback: the
+    # probe saw 24 tracebacks for an endpoint answering 500. (The fixture's flow ran in setup.)
+    records = caplog.get_records("setup")
+    assert not [r.getMessage()[:200] for r in records if r.exc_info]
+    failed_lines = [r.getMessage() for r in records if r.levelno >= logging.ERROR]
+    assert len(failed_lines) == 2, failed_lines  # tokE (401) and tokF (500 for ever)
+    five_hundred = next(m for m in failed_lines if "HTTP 500" in m)
+    assert f"HTTP 500 from {fake_llm.url}" in five_hundred and "re-run" in five_hundred
     count = {marker: sum(r.marker == marker for r in reqs) for _, marker in FEATURES.values()}
     assert count == {
         "tokA": 2,
@@ -262,6 +270,7 @@ def test_key_from_a_prefect_secret_block(label_prefect, fake_llm, tmp_path, monk
     block_key = "sk-from-secret-block-0123456789"  # not KEY: blocks live in the API's database
     Secret(value=block_key).save("label-test-key", overwrite=True)
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.setenv("SAE_SWEEP_ALLOWED_KEY_BLOCKS", "label-test-key,no-such-block")
     run = write_analysis(tmp_path / CELL, {1: ("top", "tokS")})
     cfg = _cfg(tmp_path / "data", None, **{"labeling.api_key_secret_block": "label-test-key"})
     cfg = cfg.model_copy(update={"labeling": cfg.labeling.model_copy(update={"base_url": fake_llm.url})})

@@ -46,6 +46,7 @@ def fake(monkeypatch):
     client = FakeRunPod()
     monkeypatch.setattr(runpod, "make_client", lambda: client)
     monkeypatch.setenv("PREFECT_API_URL", "https://prefect.example.org/api")
+    monkeypatch.setenv("PREFECT_API_AUTH_STRING", "admin:server-password-7c1e")
     monkeypatch.delenv(runpod.IMAGE_ENV, raising=False)
     return client
 
@@ -66,6 +67,7 @@ def test_up_status_down(fake, monkeypatch, capsys):
             "vol123",
             "--image",
             "me/worker:1",
+            "--upload",
         ]
     )
     assert code == 0
@@ -129,3 +131,34 @@ def test_gpus_per_pod_and_the_image_from_the_environment(fake, monkeypatch, caps
     assert [c["gpu_count"] for c in fake.created] == [4, 4]
     assert {c["image_name"] for c in fake.created} == {"ghcr.io/me/sae-sweep-worker:v1"}
     assert {c["env"]["SAE_SWEEP_WORKER_LIMIT"] for c in fake.created} == {"1"}  # per worker, i.e. per GPU
+
+
+def test_a_pod_gets_the_server_password_and_only_the_keys_its_stages_need(fake, monkeypatch, capsys):
+    """The probe: every pod got every key (HF, OpenAI, WandB, Prefect) whatever its work, and not the
+    self-hosted server's password, so pods could only reach an open server."""
+    keys = {"HF_TOKEN": "hf_x1", "OPENAI_API_KEY": "sk-x2", "GROQ_API_KEY": "gsk_x3", "WANDB_API_KEY": "w4"}
+    for name, value in {**keys, "SECRET_OF_SOMETHING_ELSE": "nope"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("SAE_SWEEP_ALLOWED_KEY_ENVS", "OPENAI_API_KEY,GROQ_API_KEY")
+    base = {"PREFECT_API_URL", "SAE_SWEEP_POOL", "SAE_SWEEP_WORKER_LIMIT"}
+
+    env = runpod.worker_env(runpod.PodRequest())
+    assert env["PREFECT_API_AUTH_STRING"] == "admin:server-password-7c1e"
+    assert set(env) == base | {"PREFECT_API_AUTH_STRING", "SAE_SWEEP_ALLOWED_KEY_ENVS"}
+    labelling = runpod.worker_env(runpod.PodRequest(label=True))
+    assert {n for n in labelling if n in keys} == {"OPENAI_API_KEY", "GROQ_API_KEY"}
+    everything = runpod.worker_env(runpod.PodRequest(label=True, upload=True, track_online=True))
+    assert {n for n in everything if n in keys} == set(keys) and "SECRET_OF_SOMETHING_ELSE" not in everything
+
+    monkeypatch.delenv("WANDB_API_KEY")
+    with pytest.raises(runpod.DeployError, match=r"^--track-online: none of WANDB_API_KEY is set here"):
+        runpod.worker_env(runpod.PodRequest(track_online=True))
+    # No password for a self-hosted API: refused before any pod (Prefect Cloud needs PREFECT_API_KEY only).
+    monkeypatch.delenv("PREFECT_API_AUTH_STRING")
+    assert main(["runpod", "up", "--image", "me/worker:1"]) == 2
+    assert "PREFECT_API_AUTH_STRING: not set" in capsys.readouterr().err and fake.created == []
+    monkeypatch.setenv("PREFECT_API_KEY", "pnu_cloud")
+    cloud = runpod.worker_env(
+        runpod.PodRequest(api_url="https://api.prefect.cloud/api/accounts/a/workspaces/w")
+    )
+    assert cloud["PREFECT_API_KEY"] == "pnu_cloud" and "PREFECT_API_AUTH_STRING" not in cloud

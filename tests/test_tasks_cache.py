@@ -130,13 +130,21 @@ def test_outputs_on_disk_decide_whether_the_cache_is_refreshed(cfg, store):
 def test_secret_from_env_then_secret_block(prefect_harness, monkeypatch):
     from prefect.blocks.system import Secret
 
+    from sae_core.config import HUB_TOKENS, ConfigError
+
+    monkeypatch.setenv("SAE_SWEEP_ALLOWED_HF_TOKEN_ENVS", "MY_TOKEN")
+    monkeypatch.setenv("SAE_SWEEP_ALLOWED_HF_TOKEN_BLOCKS", "hub-token-test,no-such-block")
     monkeypatch.setenv("MY_TOKEN", "from-env")
-    assert common.resolve_secret("MY_TOKEN", None) == "from-env"
+    assert common.resolve_secret("MY_TOKEN", None, HUB_TOKENS) == "from-env"
     monkeypatch.delenv("MY_TOKEN")
-    assert common.resolve_secret("MY_TOKEN", None) is None
+    assert common.resolve_secret("MY_TOKEN", None, HUB_TOKENS) is None
     Secret(value="from-block").save("hub-token-test", overwrite=True)
-    assert common.resolve_secret("MY_TOKEN", "hub-token-test") == "from-block"
-    assert common.resolve_secret("MY_TOKEN", "no-such-block") is None
+    assert common.resolve_secret("MY_TOKEN", "hub-token-test", HUB_TOKENS) == "from-block"
+    assert common.resolve_secret("MY_TOKEN", "no-such-block", HUB_TOKENS) is None
+    # A block the operator did not name is refused before it is read, even when it exists.
+    monkeypatch.setenv("SAE_SWEEP_ALLOWED_HF_TOKEN_BLOCKS", "no-such-block")
+    with pytest.raises(ConfigError, match=r"^upload\.token_secret_block: 'hub-token-test' is not allowed"):
+        common.resolve_secret("MY_TOKEN", "hub-token-test", HUB_TOKENS)
 
 
 def test_stage_lock_is_exclusive_and_released(cfg):

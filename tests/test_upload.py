@@ -190,3 +190,22 @@ def test_task_skips_without_repo_or_token_and_never_records_the_token(cfg, prefe
     for path in stored.rglob("*"):
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), path
+
+
+def test_the_hub_session_has_bounded_timeouts():
+    """huggingface_hub's shared client ships with `timeout=None`: a Hub that stops answering held an
+    upload for ever. After `make_hf_api`, connects and every read or write are bounded."""
+    from huggingface_hub.utils import get_session, set_client_factory
+    from huggingface_hub.utils._http import default_client_factory
+
+    try:
+        api = upload.make_hf_api("hf_unused_token")
+        timeout = get_session().timeout
+        assert (timeout.connect, timeout.read, timeout.write) == (
+            upload.HUB_CONNECT_TIMEOUT_S,
+            upload.HUB_STALL_TIMEOUT_S,
+            upload.HUB_STALL_TIMEOUT_S,
+        )
+        assert api.token == "hf_unused_token" and get_session().follow_redirects
+    finally:
+        set_client_factory(default_client_factory)

@@ -32,6 +32,9 @@ def label(
         raise LabelingError(f"--run: no such run directory {str(run)!r}")
 
     from tasks.common import apply_prefect_defaults, with_absolute_root
+    from tasks.credentials import check_label_key
+
+    check_label_key(cfg)  # this process's allow-list, before any server starts
 
     apply_prefect_defaults()
     # One line per HTTP call (Prefect's API, the endpoint) drowns the labels in a terminal.

@@ -21,6 +21,10 @@ def run(preset: PresetOpt = None, config: ConfigOpt = None, set_: SetOpt = None)
     cfg = resolve_config(preset, config, set_)  # fail fast, before any server starts
 
     from tasks.common import apply_prefect_defaults
+    from tasks.credentials import check_credentials
+
+    if cfg.grid.placement == "local":  # pool workers check their own allow-lists
+        check_credentials(cfg)  # this process's allow-list, before any server starts
 
     apply_prefect_defaults()
     # One line per HTTP call to the local API server would drown the run's own log lines.

@@ -45,6 +45,15 @@ def up(
     ] = None,
     cloud: Annotated[str, typer.Option(help="SECURE, COMMUNITY or ALL.")] = "SECURE",
     disk_gb: Annotated[int, typer.Option("--disk-gb", help="Container disk per pod.")] = 30,
+    label: Annotated[
+        bool, typer.Option("--label", help="Forward the allowed LLM key variables set here: cells label.")
+    ] = False,
+    upload: Annotated[
+        bool, typer.Option("--upload", help="Forward the Hub token (HF_TOKEN): cells upload.")
+    ] = False,
+    track_online: Annotated[
+        bool, typer.Option("--track-online", help="Forward WANDB_API_KEY: cells track online.")
+    ] = False,
 ) -> None:
     """Start COUNT pods of GPUS_PER_POD GPUs, each GPU a Prefect worker on POOL."""
     from flows import runpod
@@ -59,6 +68,9 @@ def up(
         network_volume_id=network_volume,
         cloud_type=cloud,
         container_disk_gb=disk_gb,
+        label=label,
+        upload=upload,
+        track_online=track_online,
     )
     for pod in runpod.pods_up(runpod.make_client(), req):
         typer.echo(f"started {pod['id']}  {pod['name']}")

@@ -14,6 +14,13 @@ from sae_core.config.architectures import (
     TopKConfig,
 )
 from sae_core.config.base import STRATEGIES, ConfigError, Section
+from sae_core.config.credentials import (
+    HUB_TOKENS,
+    LABELING_KEYS,
+    KeyPolicy,
+    allowed_envs,
+    check_key_source,
+)
 from sae_core.config.data_root import DATA_ROOT_ENV, anchored_data_root, default_data_root, user_data_dir
 from sae_core.config.extraction import DataConfig, ExtractionConfig, ModelConfig
 from sae_core.config.grid import GridConfig
@@ -35,6 +42,8 @@ from sae_core.config.training import TrainingConfig
 __all__ = [
     "ARCHITECTURE_NAMES",
     "DATA_ROOT_ENV",
+    "HUB_TOKENS",
+    "LABELING_KEYS",
     "STRATEGIES",
     "AnalysisConfig",
     "BatchTopKConfig",
@@ -43,6 +52,7 @@ __all__ = [
     "ExtractionConfig",
     "GridConfig",
     "JumpReLUConfig",
+    "KeyPolicy",
     "LabelingConfig",
     "ModelConfig",
     "SaesConfig",
@@ -52,8 +62,10 @@ __all__ = [
     "TrackingConfig",
     "TrainingConfig",
     "UploadConfig",
+    "allowed_envs",
     "anchored_data_root",
     "apply_overrides",
+    "check_key_source",
     "config_to_yaml",
     "default_data_root",
     "field_descriptions",

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sae_core.errors import LabelingError
+from sae_core.labels.http import deadline, first_bytes, http_client, safe_endpoint
 from sae_core.labels.prompt import (
     LABEL_SCHEMA,
     POLYSEMANTIC,
@@ -42,6 +43,7 @@ __all__ = [
     "RepairTurn",
     "TransientLabelError",
     "build_messages",
+    "endpoint_url",
     "label_feature",
     "make_client",
     "parse_label",
@@ -97,29 +99,46 @@ def scrub(text: str, secret: str | None) -> str:
     return out
 
 
-def classify(exc: BaseException, secret: str | None = None) -> LabelAttemptError:
-    """Map an `openai` exception to a transient or rejected attempt error with a key-free message."""
+def classify(
+    exc: BaseException, secret: str | None = None, endpoint: str = "the endpoint", timeout: float = 0.0
+) -> LabelAttemptError:
+    """Map an `openai` exception to a transient or rejected attempt error with a key-free message that
+    names the endpoint and says what to do."""
     import openai
 
     def msg(text: str) -> str:
         return scrub(" ".join(text.split())[:300], secret)
 
     if isinstance(exc, openai.APITimeoutError):
-        return TransientLabelError("the request timed out", "timeout")
+        return TransientLabelError(
+            f"no complete answer from {endpoint} within {timeout:g} s (labeling.timeout_s)", "timeout"
+        )
     if isinstance(exc, openai.APIConnectionError):
-        return TransientLabelError(msg(f"cannot connect to the endpoint: {exc}"), "connection")
+        return TransientLabelError(msg(f"cannot connect to {endpoint}: {exc}"), "connection")
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
         body = msg(str(exc.message))
         if status == 429:
             after = _retry_after(exc.response.headers)
-            return TransientLabelError(f"HTTP 429 rate limited: {body}", "rate_limited", after)
+            return TransientLabelError(f"HTTP 429 rate limited by {endpoint}: {body}", "rate_limited", after)
         if status >= 500 or status in (408, 409):
-            return TransientLabelError(f"HTTP {status} from the endpoint: {body}", "server_error")
+            return TransientLabelError(
+                f"HTTP {status} from {endpoint}: {body} (the server failed; retried up to "
+                "labeling.max_retries: check the server, or lower labeling.concurrency, and re-run: "
+                "features already labelled are cached)",
+                "server_error",
+            )
+        if 300 <= status < 400:
+            where = safe_endpoint(exc.response.headers.get("location", "")) or "nowhere"
+            return RejectedLabelError(
+                f"HTTP {status} from {endpoint}: it redirects to {where}, which is not followed (the "
+                "key would go with it); set labeling.base_url to the address that answers",
+                "redirect",
+            )
         kind = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found"}.get(
             status, "rejected"
         )
-        return RejectedLabelError(f"HTTP {status} from the endpoint: {body}", kind)
+        return RejectedLabelError(f"HTTP {status} from {endpoint}: {body}", kind)
     if isinstance(exc, openai.APIResponseValidationError | json.JSONDecodeError):
         return TransientLabelError(msg(f"unreadable response: {exc}"), "malformed")
     return TransientLabelError(msg(f"{type(exc).__name__}: {exc}"), "unexpected")
@@ -154,10 +173,24 @@ def _retry_after(headers: Any) -> float | None:
 
 
 def make_client(api_key: str, base_url: str | None, timeout: float) -> Any:
-    """An `openai.OpenAI` client with the library's own retries off: the task layer retries."""
+    """An `openai.OpenAI` client with the library's own retries off (the task layer retries), over an
+    HTTP client that follows no redirect and bounds each request by a deadline (`labels.http`)."""
     import openai
 
-    return openai.OpenAI(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0)
+    return openai.OpenAI(
+        api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0, http_client=http_client(timeout)
+    )
+
+
+OPENAI_URL = "https://api.openai.com/v1"
+
+
+def endpoint_url(base_url: str | None) -> str:
+    """Where a client built with this `base_url` sends its requests (the openai client's own rule:
+    `OPENAI_BASE_URL`, else OpenAI)."""
+    import os
+
+    return base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_URL
 
 
 @dataclass(frozen=True)
@@ -200,18 +233,42 @@ def chat_completion(
         response = _create(client, timeout, kwargs)
     choices = getattr(response, "choices", None) or []
     if not choices:
-        raise TransientLabelError("the response has no choices", "malformed")
+        raise TransientLabelError(
+            f"the answer of {_endpoint(client)} has no choices (JSON without a chat completion)", "malformed"
+        )
     return choices[0].message.content
 
 
+def _endpoint(client: Any) -> str:
+    return safe_endpoint(str(getattr(client, "base_url", "") or "")) or "the endpoint"
+
+
 def _create(client: Any, timeout: float, kwargs: dict[str, Any]) -> Any:
-    """One HTTP request; any failure becomes a classified, key-free error (the cause is dropped, since
-    tracebacks end up in Prefect's logs)."""
+    """One HTTP request, ended at `timeout` seconds however the endpoint sends; any failure becomes a
+    classified, key-free error (the cause is dropped, since tracebacks end up in Prefect's logs)."""
+    secret = getattr(client, "api_key", None)
+    secret = secret if isinstance(secret, str) else None
+    endpoint = _endpoint(client)
     try:
-        return client.chat.completions.create(timeout=timeout, **kwargs)
+        with deadline(timeout):
+            raw = client.chat.completions.with_raw_response.create(timeout=timeout, **kwargs)
+            content_type = raw.headers.get("content-type", "")
+            if "json" not in content_type.lower():
+                raise RejectedLabelError(
+                    scrub(
+                        f"{endpoint} answered HTTP {raw.status_code} with non-JSON "
+                        f"(content-type {content_type or 'none'!r}, "
+                        f"first bytes '{first_bytes(raw.content)}'); "
+                        "labeling.base_url must be an OpenAI-compatible API root (usually ending in /v1)",
+                        secret,
+                    ),
+                    "not_json",
+                )
+            return raw.parse()
+    except LabelAttemptError:
+        raise
     except Exception as exc:
-        secret = getattr(client, "api_key", None)
-        raise classify(exc, secret if isinstance(secret, str) else None) from None
+        raise classify(exc, secret, endpoint, timeout) from None
 
 
 def refuses_schema(err: RejectedLabelError) -> bool:
