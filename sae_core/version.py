@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from functools import lru_cache
+from importlib import metadata
 from pathlib import Path
 
 PACKAGE_VERSION = "0.1.0"
@@ -22,3 +23,15 @@ def code_version() -> str:
         digest.update(str(path.relative_to(root)).encode())
         digest.update(path.read_bytes())
     return f"{PACKAGE_VERSION}+{digest.hexdigest()[:12]}"
+
+
+def library_versions() -> dict[str, str | None]:
+    """Versions of the libraries that shape a store's values (None: not installed), and ours."""
+    versions: dict[str, str | None] = {}
+    for name in ("torch", "transformers", "datasets"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    versions["sae-sweep"] = code_version()
+    return versions

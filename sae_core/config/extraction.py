@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SerializerFunctionWrapHandler, field_validator, model_serializer, model_validator
 
 from sae_core.config.base import Section
 
@@ -41,8 +41,19 @@ class DataConfig(Section):
     """Hub data set id, or a `datasets` loader name (`json`, `text`, `parquet`, `csv`) used with
     `data_files`; `builtin:stdlib-docstrings` is the demo corpus built offline from Python's stdlib."""
 
+    revision: str | None = None
+    """Hub revision of the data set (branch, tag, commit, `refs/convert/parquet` for the Hub's parquet
+    conversion, `refs/pr/N` for an open pull request); None means the default branch. The store's
+    manifest records the commit it resolved to when the Hub says."""
+
+    config_name: str | None = None
+    """The data set's configuration (`load_dataset`'s `name`). In a repository that declares no
+    configurations but lays each out as a top-level directory — the Hub's parquet conversion does — the
+    directory of that name is read instead (`data_dir`)."""
+
     data_files: str | list[str] | None = None
-    """Local files (or globs) for a loader-name data set; ignored for hub ids."""
+    """Files (or globs) to read: local paths for a loader-name data set (`json`, `parquet`, …), or paths
+    inside the repository (at `data.revision`) for a Hub data set."""
 
     split: str = "train"
     """Split of the data set to read documents from."""
@@ -58,6 +69,26 @@ class DataConfig(Section):
 
     streaming: bool = True
     """Stream the data set instead of downloading it whole (the study streamed OpenWebText)."""
+
+    @field_validator("revision", "config_name")
+    @classmethod
+    def _not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must be a non-empty name, or null for the default")
+        return value
+
+    @model_serializer(mode="wrap")
+    def _leave_out_unset_source(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        # The store's key and the extraction's cache key hash this section: a revision or config name
+        # left at None must not move every existing store to a new path.
+        dumped = handler(self)
+        for key in _UNSET_WHEN_NONE:
+            if dumped.get(key, "") is None:
+                del dumped[key]
+        return dumped
+
+
+_UNSET_WHEN_NONE = ("revision", "config_name")
 
 
 class ExtractionConfig(Section):

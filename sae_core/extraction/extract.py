@@ -29,7 +29,7 @@ import torch
 from sae_core.config import ConfigError, SweepConfig
 from sae_core.device import cpu_threads, resolve_device, resolve_dtype
 from sae_core.errors import StoreError
-from sae_core.extraction.hf_load import iter_documents, load_model, load_model_config, load_tokenizer
+from sae_core.extraction.hf_load import Documents, load_model, load_model_config, load_tokenizer
 from sae_core.progress import Progress, no_progress
 from sae_core.store.format import (
     DEFAULT_ROW_GROUP_TOKENS,
@@ -214,6 +214,7 @@ class _Extraction:
             out, self.d_model, ext.store_dtype, min(DEFAULT_ROW_GROUP_TOKENS, ext.shard_tokens)
         )
         self.stats = {"read": 0, "empty": 0}
+        self.documents = Documents(cfg)
         self._done = self._computed = self._docs = 0
         self._start = time.perf_counter()
 
@@ -282,6 +283,7 @@ class _Extraction:
                 "seed": SPLIT_SEED,
             },
             extraction=ext.model_dump(mode="json"),
+            source=self.documents.source(),
         )
 
     def _blocks(self) -> Iterator[list[tuple[int, np.ndarray]]]:
@@ -300,7 +302,7 @@ class _Extraction:
 
     def _tokenized(self) -> Iterator[tuple[int, np.ndarray]]:
         texts: list[tuple[int, str]] = []
-        for doc_id, text in iter_documents(self.cfg):
+        for doc_id, text in self.documents:
             self.stats["read"] += 1
             texts.append((doc_id, text))
             if len(texts) == _TOKENIZE_CHUNK:

@@ -7,8 +7,10 @@ and the value, and says so when the Hub was needed while the network is switched
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -84,6 +86,54 @@ def load_model(cfg: SweepConfig, resolved: str, dtype: torch.dtype) -> torch.nn.
         raise _why("model.name", cfg.model.name, exc, local_hint=True) from None
 
 
+_SCRIPT_REFUSED = "Dataset scripts are no longer supported"
+_NO_SUCH_CONFIG = re.compile(r"BuilderConfig '(?P<name>[^']*)' not found\. Available: \['default'\]")
+
+
+def _script_refused(dataset: str, exc: BaseException) -> ConfigError:
+    """datasets ≥ 4 runs no loading script: say so, and how to read the same data without one."""
+    import datasets
+
+    found = str(exc).rsplit("found", 1)[-1].strip() or "a .py script"
+    return ConfigError(
+        f"data.dataset: {dataset!r} ships a loading script ({found}), which datasets "
+        f"{datasets.__version__} no longer runs (scripts stopped in 4.0); read parquet instead: "
+        "--set data.revision=refs/convert/parquet (the Hub's parquet conversion; with its config as "
+        "data.config_name), data.data_files=<parquet or json files of the repository or on disk>, or a "
+        "parquet mirror as data.dataset"
+    )
+
+
+def _load(name: str, files: object, cfg: SweepConfig) -> Any:
+    """`load_dataset` as the config says. A config name the repository does not declare is retried as
+    its directory: the Hub's parquet conversion lays each configuration out as `<config>/<split>/*.parquet`
+    without a card declaring them, which datasets then reads as one `default` configuration."""
+    import datasets
+
+    data = cfg.data
+    kwargs: dict[str, Any] = {"data_files": files, "split": data.split, "streaming": data.streaming}
+    if data.revision is not None:
+        kwargs["revision"] = data.revision
+    if data.config_name is None:
+        return datasets.load_dataset(name, **kwargs)
+    try:
+        return datasets.load_dataset(name, data.config_name, **kwargs)
+    except ValueError as exc:
+        match = _NO_SUCH_CONFIG.search(str(exc))
+        if match is None or match["name"] != data.config_name:
+            raise
+    log.info(
+        "data.config_name: %s declares no configurations; reading its directory %s/", name, data.config_name
+    )
+    try:
+        return datasets.load_dataset(name, data_dir=data.config_name, **kwargs)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"data.config_name: {data.dataset!r} declares no configurations and has no directory "
+            f"{data.config_name!r} of data files (null reads the whole repository)"
+        ) from None
+
+
 def iter_documents(cfg: SweepConfig) -> Iterator[tuple[int, str]]:
     """(index in the data set as loaded, text) for the first `data.num_documents` documents."""
     import datasets
@@ -91,14 +141,27 @@ def iter_documents(cfg: SweepConfig) -> Iterator[tuple[int, str]]:
     data = cfg.data
     name, files = resolve_dataset(data.dataset, data.data_files, cfg.data_root)
     try:
-        ds = datasets.load_dataset(name, data_files=files, split=data.split, streaming=data.streaming)
+        ds = _load(name, files, cfg)
+    except ConfigError:
+        raise
     except ValueError as exc:
         if "split" in str(exc).lower():
             raise ConfigError(f"data.split: {data.dataset!r} has no split {data.split!r} ({exc})") from None
+        if "BuilderConfig" in str(exc):
+            known = str(exc).partition("Available:")[2].strip() or "none declared"
+            raise ConfigError(
+                f"data.config_name: {data.dataset!r} has no configuration {data.config_name!r} "
+                f"(configurations: {known})"
+            ) from None
         raise _why("data.dataset", data.dataset, exc, local_hint=False) from None
     except FileNotFoundError as exc:
         field = "data.data_files" if files else "data.dataset"
+        field = "data.revision" if data.revision and "Revision" in str(exc) else field
         raise _why(field, str(files or data.dataset), exc, local_hint=False) from None
+    except RuntimeError as exc:
+        if _SCRIPT_REFUSED in str(exc):
+            raise _script_refused(data.dataset, exc) from None
+        raise _why("data.dataset", data.dataset, exc, local_hint=False) from None
     except Exception as exc:
         raise _why("data.dataset", data.dataset, exc, local_hint=False) from None
     if data.num_documents is not None:
@@ -125,3 +188,64 @@ def _missing_column(cfg: SweepConfig, columns: list[str]) -> ConfigError:
         f"data.text_column: {cfg.data.dataset!r} has no column {cfg.data.text_column!r} "
         f"(columns: {', '.join(columns)})"
     )
+
+
+def hub_repository(name: str) -> bool:
+    """Whether `load_dataset` would look `name` up on the Hub (not a loader name, builtin or local path)."""
+    from datasets.packaged_modules import _PACKAGED_DATASETS_MODULES
+
+    if name.startswith("hf://datasets/"):
+        return True
+    if ":" in name or name in _PACKAGED_DATASETS_MODULES or Path(name).exists():
+        return False
+    return bool(re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name))
+
+
+def dataset_commit(cfg: SweepConfig) -> str | None:
+    """The commit `data.revision` of a Hub data set resolves to, or None when there is no Hub repository
+    or the Hub cannot say (offline, unreachable): provenance is never worth failing an extraction."""
+    name = cfg.data.dataset
+    if offline() or not hub_repository(name):
+        return None
+    try:
+        from huggingface_hub import HfApi
+
+        repo = name.removeprefix("hf://datasets/").split("@", 1)[0]
+        return HfApi().dataset_info(repo, revision=cfg.data.revision, timeout=10.0).sha
+    except Exception as exc:  # any network or Hub error: the commit stays unknown
+        log.info("data.revision: could not resolve the commit of %s (%s)", name, type(exc).__name__)
+        return None
+
+
+class Documents:
+    """`iter_documents` that counts what it read and hashes the first document's text, so a store's
+    manifest can say which corpus it holds, in which order (`source()`)."""
+
+    def __init__(self, cfg: SweepConfig) -> None:
+        self.cfg = cfg
+        self.count = 0
+        self.first_sha256: str | None = None
+
+    def __iter__(self) -> Iterator[tuple[int, str]]:
+        self.count, self.first_sha256 = 0, None
+        for index, text in iter_documents(self.cfg):
+            if self.count == 0:
+                self.first_sha256 = hashlib.sha256(text.encode("utf-8")).hexdigest()
+            self.count += 1
+            yield index, text
+
+    def source(self) -> dict[str, Any]:
+        """The manifest's `source`: the data set as configured, the commit it resolved to (None when
+        the Hub does not say), and what was read from it."""
+        data = self.cfg.data
+        _, files = resolve_dataset(data.dataset, data.data_files, self.cfg.data_root)
+        return {
+            "repository": data.dataset,
+            "revision": data.revision,
+            "commit": dataset_commit(self.cfg),
+            "config_name": data.config_name,
+            "data_files": files,
+            "split": data.split,
+            "documents": self.count,
+            "first_document_sha256": self.first_sha256,
+        }

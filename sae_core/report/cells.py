@@ -89,6 +89,34 @@ def collect_cells(sweep_dir: str | Path, cfg: SweepConfig | None = None) -> list
     return cells
 
 
+def store_provenance(cells: list[CellData]) -> list[dict[str, Any]]:
+    """Per store the cells were trained on (metrics.json's `store`), what its manifest says it was read
+    from: model, data source and library versions. A store written before manifests recorded the
+    source has `source` None; one that is gone has `found` False."""
+    stores = sorted({str(c.metrics["store"]) for c in cells if c.metrics and c.metrics.get("store")})
+    out = []
+    for store in stores:
+        manifest = _read_json(Path(store) / "manifest.json", "manifest.json", {})
+        if manifest is None:
+            out.append({"store": store, "found": False})
+            continue
+        model, data = manifest.get("model") or {}, manifest.get("data") or {}
+        out.append(
+            {
+                "store": store,
+                "found": True,
+                "model": {k: model.get(k) for k in ("name", "revision", "layer", "dtype")},
+                "dataset": data.get("dataset"),
+                "split": data.get("split"),
+                "num_documents": manifest.get("num_documents"),
+                "source": manifest.get("source"),
+                "versions": manifest.get("versions"),
+                "code_version": manifest.get("code_version"),
+            }
+        )
+    return out
+
+
 def _read_json(path: Path, what: str, notes: dict[str, str]) -> dict[str, Any] | None:
     if not path.is_file():
         notes[what] = f"missing (no {what})"

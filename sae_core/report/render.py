@@ -100,6 +100,7 @@ def _intro(doc: dict[str, Any], cells: list[CellData]) -> list[str]:
         "the last `training.resample_every` steps (a resampling reset is not a firing). A value that "
         "could not be measured reads `missing` or `skipped (reason)`, never 0.",
     ]
+    paragraphs += [provenance_text(p) for p in doc.get("provenance") or []]
     if doc["published_source"]:
         paragraphs.append(
             f'Published values ("study …") are from {doc["published_source"]} The study measured '
@@ -111,6 +112,42 @@ def _intro(doc: dict[str, Any], cells: list[CellData]) -> list[str]:
         "failed) / (labelled + failed); the true rate lies between the two."
     )
     return paragraphs
+
+
+def provenance_text(p: dict[str, Any]) -> str:
+    """Where a store's activations came from, as its manifest records it (older manifests say less)."""
+    if not p.get("found"):
+        return f"Store `{p['store']}`: not found (moved or deleted), so its model and data are unknown."
+    model = p["model"]
+    revision = f" at revision `{model['revision']}`" if model.get("revision") else ""
+    layer = f"`hidden_states[{model['layer']}]` in {model['dtype']}"
+    text = f"Store `{p['store']}`: `{model['name']}`{revision}, {layer}, over "
+    source = p.get("source")
+    if source is None:
+        docs = f", {p['num_documents']:,} documents" if p.get("num_documents") is not None else ""
+        text += (
+            f"`{p['dataset']}` (split `{p['split']}`{docs}); its manifest predates source records "
+            "(no revision, commit or first-document hash)."
+        )
+    else:
+        where = [f"`{source['repository']}`"]
+        if source.get("revision"):
+            where.append(f"revision `{source['revision']}`")
+        where.append(f"commit `{source['commit']}`" if source.get("commit") else "commit not resolved")
+        if source.get("config_name"):
+            where.append(f"config `{source['config_name']}`")
+        if files := source.get("data_files"):
+            where.append(
+                "files " + ", ".join(f"`{f}`" for f in ([files] if isinstance(files, str) else files))
+            )
+        digest = source.get("first_document_sha256")
+        first = f", the first with sha256 `{digest}`" if digest else ""
+        text += f"{', '.join(where)}, split `{source['split']}`: {source['documents']:,} documents{first}."
+    if versions := p.get("versions"):
+        text += " Extracted with " + ", ".join(f"{k} {v}" for k, v in versions.items()) + "."
+    elif p.get("code_version"):
+        text += f" Extracted by sae-sweep {p['code_version']}."
+    return text
 
 
 def _browser_links(cells: list[CellData]) -> list[tuple[str, str]]:

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from sae_core.errors import StoreError
 from sae_core.io import atomic_path, atomic_write_json, make_dirs, sha256_file
-from sae_core.version import code_version
+from sae_core.version import code_version, library_versions
 
 log = logging.getLogger(__name__)
 
@@ -230,8 +230,11 @@ class ShardWriter:
         drop_first_token: bool,
         split_rule: dict[str, Any],
         extraction: dict[str, Any] | None = None,
+        source: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Totals from the shard entries; written atomically, last: its presence marks a complete store."""
+        """Totals from the shard entries; written atomically, last: its presence marks a complete store.
+        `source` says where the documents came from (`extract` records it; arrays brought by the
+        caller have none)."""
         splits: dict[str, dict[str, int]] = {}
         for name in SPLITS:
             docs: set[int] = set()
@@ -257,6 +260,8 @@ class ShardWriter:
             "row_group_tokens": self.row_group_tokens,
             "shards": [{k: v for k, v in s.items() if not k.startswith("_")} for s in shards],
             "code_version": code_version(),
+            **({"source": source} if source is not None else {}),
+            "versions": library_versions(),
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         atomic_write_json(self.path / MANIFEST, manifest)
