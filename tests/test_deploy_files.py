@@ -158,6 +158,11 @@ def test_the_shipped_server_requires_a_password():
     assert required.match(services["cpu-worker"]["environment"]["PREFECT_API_AUTH_STRING"])
     text = (REPO / "docker" / "compose.yaml").read_text()
     assert not re.search(r"AUTH_STRING:-", text)  # no default value anywhere
+    # The database password too: required, never a default, wherever compose reads it.
+    assert services["postgres"]["environment"]["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
+    assert not re.search(r"POSTGRES_PASSWORD:-", text)
+    # compose reads `$(` outside a comment as an invalid interpolation: messages must not hold one.
+    assert not [line for line in text.splitlines() if "$(" in line and not line.lstrip().startswith("#")]
     deploy = (REPO / "docs" / "deploy.md").read_text()
     assert "PREFECT_SERVER_API_AUTH_STRING" in deploy and "PREFECT_API_AUTH_STRING" in deploy
     assert "## Security model" in deploy
