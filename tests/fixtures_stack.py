@@ -150,12 +150,8 @@ class Stack:
         body = {"flow_runs": {"parent_flow_run_id": {"any_": [flow_run_id]}}, "limit": 200}
         return self.http.post("/flow_runs/filter", json=body).json()
 
-    def logs(self, flow_run_id: str, text: str | None = None) -> list[str]:
-        """The run's log messages (the first 200), or those that contain `text`."""
-        logs: dict = {"flow_run_id": {"any_": [flow_run_id]}}
-        if text is not None:
-            logs["text"] = {"query": f'"{text}"'}
-        body = {"logs": logs, "limit": 200}
+    def logs(self, flow_run_id: str) -> list[str]:
+        body = {"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 200}
         return [row["message"] for row in self.http.post("/logs/filter", json=body).json()]
 
     def task_states(self, flow_run_id: str) -> dict[str, str]:
