@@ -37,6 +37,45 @@ CLOUD_HOSTS = {"api.prefect.cloud"}
 """Prefect Cloud authenticates with PREFECT_API_KEY; any other API must have a password."""
 
 
+# GPU memory in GB (2^30 bytes, as nvidia-smi reports it, rounded down) by RunPod GPU type id: what one
+# gpu worker's packs may plan for (`pack_memory_gb`). A type missing here gets no figure.
+GPU_MEMORY_GB = {
+    "NVIDIA GeForce RTX 3090": 24,
+    "NVIDIA GeForce RTX 4090": 24,
+    "NVIDIA GeForce RTX 5090": 32,
+    "NVIDIA RTX A4000": 16,
+    "NVIDIA RTX A5000": 24,
+    "NVIDIA RTX A6000": 48,
+    "NVIDIA RTX 4000 Ada Generation": 20,
+    "NVIDIA RTX 6000 Ada Generation": 48,
+    "NVIDIA L4": 24,
+    "NVIDIA L40": 48,
+    "NVIDIA L40S": 48,
+    "NVIDIA A40": 48,
+    "NVIDIA A100 80GB PCIe": 80,
+    "NVIDIA A100-SXM4-80GB": 80,
+    "NVIDIA H100 PCIe": 80,
+    "NVIDIA H100 80GB HBM3": 80,
+    "NVIDIA H100 NVL": 94,
+    "NVIDIA H200": 141,
+}
+
+PACK_HEADROOM = 0.9
+"""Share of a GPU's memory its packs plan for (the CUDA context, allocator fragmentation), as a pack
+that measures its free memory does (`sae_core.training.pack_memory.HEADROOM`)."""
+
+
+def pack_memory_gb(gpu_type: str, data_gb: float) -> float | None:
+    """`grid.pack_memory_gb` for a worker on `gpu_type`: its memory × `PACK_HEADROOM` less `data_gb`, the
+    training data held on the same GPU (at most `training.max_memory_gb`); None for a type not in
+    `GPU_MEMORY_GB`, or too small to hold the data."""
+    memory = GPU_MEMORY_GB.get(gpu_type)
+    if memory is None:
+        return None
+    free = memory * PACK_HEADROOM - data_gb
+    return round(free, 1) if free > 0 else None
+
+
 class DeployError(SaeSweepError):
     """A worker launch that cannot work as asked (missing key, unreachable API URL, bad count)."""
 

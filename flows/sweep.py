@@ -76,24 +76,6 @@ def _map_cells(fn: Any, cells: list[Cell], workers: int) -> list[dict[str, Any]]
         return [f.result() for f in futures]
 
 
-def _run_on_pool(store: str, cfg: SweepConfig, cell: Cell) -> dict[str, Any]:
-    """One cell as a run of the `train-cell` deployment, submitted again when its run is lost (see
-    flows/pool_runs.py); the results are read back from data_root."""
-    from flows.pool_runs import run_stage_deployment
-
-    # The idempotency key makes a retried parent find the child it already created, never a duplicate
-    # (a new attempt gets new children; the cells they find complete are all cache hits).
-    outcome = run_stage_deployment(
-        cfg,
-        cfg.grid.cell_deployment,
-        {"config": cfg.model_dump(mode="json"), "cell": cell.name, "store": store},
-        key=f"{flow_run.id}:{flow_run.run_count}:{cell.name}",
-        run_name=f"cell-{cell.task_name}",
-        what=f"cell {cell.name}",
-    )
-    return {"cell": cell.name, "status": "completed", "flow_run": str(outcome.flow_run_id), "work_s": 0.0}
-
-
 def _extract(cfg: SweepConfig) -> dict[str, Any]:
     """The activation store: extracted here (`placement: local`), or by a run of the `extract`
     deployment on the GPU pool (`placement: pool`), read back from the shared data_root."""
@@ -167,7 +149,9 @@ def sae_sweep(
         pack_s = run_train_packs(store, cells, cfg)  # grid.pack: the cells' training, shared batches
         outcomes = _map_cells(lambda c: run_cell_chain(store, c, cfg), cells, cfg.grid.max_concurrency)
     else:
-        outcomes = _map_cells(lambda c: _run_on_pool(store, cfg, c), cells, len(cells))
+        from flows.pool_sweep import run_grid_on_pool
+
+        outcomes = run_grid_on_pool(store, cfg, cells)  # packs as train-pack runs, lone cells as train-cell
 
     report: dict[str, Any] = {}
     report_error = None

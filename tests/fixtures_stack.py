@@ -214,8 +214,9 @@ def deployed(tmp_path_factory) -> Iterator[Stack]:
         stack.workers["default"] = stack.start(
             "worker", "start", "--pool", "default", "--type", "process", log="w1.log"
         )
+        # One flow run at a time, as the worker image runs them (one cell or pack per GPU).
         stack.workers["gpu"] = stack.start(
-            "worker", "start", "--pool", "gpu", "--type", "process", log="gpu.log"
+            "worker", "start", "--pool", "gpu", "--type", "process", "--limit", "1", log="gpu.log"
         )
         yield stack
     finally:

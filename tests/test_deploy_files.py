@@ -35,8 +35,21 @@ def test_prefect_yaml_matches_the_flows_and_config():
     assert deployments["extract"]["work_pool"]["name"] == "gpu"
     assert f"{extract_flow.name}/extract" == GridConfig().extract_deployment
     assert load_flow_from_entrypoint(deployments["extract"]["entrypoint"]).name == extract_flow.name
+    # Packs of cells (grid.placement pool, grid.pack) are runs of train-pack on the gpu pool too.
+    from flows.train_pack import train_pack_flow
+
+    assert deployments["train-pack"]["work_pool"]["name"] == "gpu"
+    assert f"{train_pack_flow.name}/train-pack" == GridConfig().pack_deployment
+    assert load_flow_from_entrypoint(deployments["train-pack"]["entrypoint"]).name == train_pack_flow.name
+    # The seed deployment plans its packs for an 80 GB GPU, the figure the RunPod launcher gives one.
+    from flows.runpod import pack_memory_gb
+    from sae_core.config import load_config
+
+    held = load_config("seed", None, {}).training.max_memory_gb
+    seed = deployments["sae-sweep-seed"]["parameters"]["overrides"]
+    assert seed["grid.pack_memory_gb"] == pack_memory_gb("NVIDIA A100 80GB PCIe", held)
     # Runs on the gpu pool send heartbeats often enough for grid.lost_after_s to notice a lost worker.
-    for name in ("extract", "train-cell"):
+    for name in ("extract", "train-cell", "train-pack"):
         env = deployments[name]["work_pool"]["job_variables"]["env"]
         assert int(env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"]) < GridConfig().lost_after_s, name
     for dep in deployments.values():
@@ -61,7 +74,10 @@ def test_run_form_offers_the_presets_and_describes_every_parameter():
     from flows.extract_flow import extract_flow
 
     extract = parameter_schema(extract_flow.fn).model_dump()["properties"]
-    for name, prop in [*sweep.items(), *cell.items(), *extract.items()]:
+    from flows.train_pack import train_pack_flow
+
+    pack = parameter_schema(train_pack_flow.fn).model_dump()["properties"]
+    for name, prop in [*sweep.items(), *cell.items(), *extract.items(), *pack.items()]:
         assert len(prop.get("description") or "") > 20, name
 
 

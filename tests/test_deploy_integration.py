@@ -84,7 +84,7 @@ def test_deploy_trigger_kill_and_resume(deployed, tmp_path, tiny_sweep_factory):
     stack = deployed
     t0 = time.monotonic()
     deployments = {d["name"]: d for d in stack.http.post("/deployments/filter", json={}).json()}
-    assert {"sae-sweep", "sae-sweep-seed", "train-cell", "extract"} <= set(deployments)
+    assert {"sae-sweep", "sae-sweep-seed", "train-cell", "train-pack", "extract"} <= set(deployments)
     schedules = deployments["sae-sweep"]["schedules"]
     assert schedules and not any(s["active"] for s in schedules)  # shipped inactive
     form = stack.http.get("/deployments/name/sae-sweep/sae-sweep").json()["parameter_openapi_schema"]

@@ -171,6 +171,19 @@ def test_pack_default_follows_the_device():
     assert pack_enabled(forced)
 
 
+def test_on_the_pool_auto_packs_for_the_pools_gpus_not_the_sweeps_device():
+    """The sweep of a `placement: pool` runs on a CPU worker; its cells train on the gpu pool's device."""
+    from sae_core.training import pool_pack_enabled
+
+    cfg = small_config()
+    assert [
+        pool_pack_enabled(cfg.model_copy(update={"training": cfg.training.model_copy(update={"device": d})}))
+        for d in ("auto", "cuda", "cuda:1", "cpu", "mps")
+    ] == [True, True, True, False, False]
+    off = cfg.model_copy(update={"grid": cfg.grid.model_copy(update={"pack": "none"})})
+    assert not pool_pack_enabled(off)
+
+
 def test_capture_on_a_cpu_is_a_config_error_naming_the_field():
     cfg = TrainingConfig(batch_size=32, epochs=None, max_tokens=320, device="cpu", capture=True)
     x = torch.randn(512, 16)

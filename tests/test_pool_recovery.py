@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from sae_core.config import load_config
-from sae_core.naming import Cell
+from sae_core.naming import Cell, grid_cells
 from tasks.common import run_dir
 from tests.fixtures_stack import FileWitness
 
@@ -46,60 +46,128 @@ def wait_for(path: Path, stack, run_id: str, timeout: float = 300) -> None:
         time.sleep(0.2)
 
 
-def worker_running_a_flow(workers: list) -> object:
-    """The worker process whose flow-run subprocess is alive."""
-    busy = [w for w in workers if w.poll() is None and psutil.Process(w.pid).children(recursive=True)]
-    assert len(busy) == 1, [w.pid for w in busy]
-    return busy[0]
+def worker_mid_pack(stack, workers: list, cfg, sweep_id: str, timeout: float = 300) -> tuple:
+    """A worker whose flow run (its subprocess's PREFECT__FLOW_RUN_ID) is a train-pack run with every
+    cell past its first checkpoint and none finished; and that pack's cells."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert stack.state(sweep_id)["type"] not in {"COMPLETED", "FAILED", "CRASHED"}, stack.logs(sweep_id)
+        for worker in workers:
+            try:
+                runs = {
+                    p.environ().get("PREFECT__FLOW_RUN_ID") for p in psutil.Process(worker.pid).children(True)
+                }
+            except psutil.Error:  # a flow-run process that ended meanwhile
+                continue
+            for run_id in runs - {None}:
+                run = stack.http.get(f"/flow_runs/{run_id}").json()
+                pack = run.get("parameters", {}).get("cells") or []
+                outs = [run_dir(cfg, Cell.parse(c)) for c in pack]
+                started = all((o / "checkpoint.pt").exists() for o in outs)
+                if pack and started and not any((o / "metrics.json").exists() for o in outs):
+                    return worker, pack
+        time.sleep(0.1)
+    raise AssertionError(f"no worker mid-pack within {timeout} s: {stack.logs(sweep_id)[-20:]}")
 
 
-def test_a_lost_worker_is_noticed_and_its_cell_resumes(deployed, tmp_path, tiny_sweep_factory):
-    """A gpu worker killed mid-cell left its flow run Running for ever and the sweep waiting on it; the
-    cell resumed only after a manual re-run. Now the sweep notices the missing heartbeats, marks the run
-    Crashed, submits the cell again, the other worker resumes it from its checkpoint, and the weights
-    equal an uninterrupted run's."""
+# The demo's 8-cell grid, equal widths (4 λ × 2 strategies at 2x), packed 4 to a pack on CPU by
+# `grid.pack_memory_gb` (the same planner as local placement), trained long enough that a kill lands
+# mid-pack after the cells' first checkpoint.
+PACKED_GRID = {
+    "grid.expansion_factors": [2],
+    "grid.l1_coefficients": [0.01, 0.003, 0.001, 0.0003],
+    "grid.strategies": ["nosampling", "sampling"],
+    "grid.placement": "pool",
+    "grid.pack": "device",
+    "training.max_tokens": 64 * 1200,
+    "training.resample_every": 500,
+    "training.checkpoint_every": 100,
+    "training.log_every": 100,
+    "training.val_every": 600,
+}
+
+
+def memory_of_four_cells(cfg) -> float:
+    """`grid.pack_memory_gb` that holds four of the grid's cells and not five (the tiny GPT-2 is 32 wide)."""
+    from sae_core.training.pack_memory import cell_bytes, evaluation_bytes
+
+    d, m, batch = 32, 64, cfg.training.batch_size
+    one = cell_bytes(d, m, batch, "relu", cfg.training.val_tokens)
+    return (4 * one + one // 2 + evaluation_bytes(m, cfg.training.val_tokens)) / 2**30
+
+
+def test_a_packed_pool_sweep_survives_a_lost_worker(deployed, tmp_path, tiny_sweep_factory):
+    """With `placement: pool` every cell used to be its own train-cell run, reading the whole split and
+    training alone. Now the sweep plans packs (4 cells each here) and submits one train-pack run per pack
+    to the two gpu workers. One worker is killed mid-pack (`kill -9`, with its flow run): the sweep notices
+    the missing heartbeats, marks the run Crashed, submits the pack again, the other worker resumes every
+    one of its cells from its checkpoint; the sweep's own train and analyze tasks are cache hits on what
+    the pack runs persisted, each cell has its progress artifact, and the weights equal the same grid
+    trained with local placement, bit for bit."""
+    from sae_core.training import train_pack
+    from tasks.common import artifact_key
+
     stack = deployed
-    second = stack.start("worker", "start", "--pool", "gpu", "--type", "process", log="gpu2.log")
+    second = stack.start(
+        "worker", "start", "--pool", "gpu", "--type", "process", "--limit", "1", log="gpu2.log"
+    )
     overrides = {
         **tiny_sweep_factory(tmp_path / "data"),
-        **SLOW_TRAINING,
+        **PACKED_GRID,
         "name": "lost",
         "grid.lost_after_s": 40,  # above the deployments' 30 s heartbeat
     }
+    overrides["grid.pack_memory_gb"] = memory_of_four_cells(load_config("demo", None, overrides))
     cfg = load_config("demo", None, overrides)
+    cells = grid_cells(cfg.grid)
+    assert len(cells) == 8
     t0 = time.monotonic()
     run_id = stack.trigger("sae-sweep/sae-sweep", {"preset": "demo", "overrides": overrides})
-    wait_for(run_dir(cfg, CELL) / "checkpoint.pt", stack, run_id)
-    victim = worker_running_a_flow([stack.workers["gpu"], second])
+    victim, pack = worker_mid_pack(stack, [stack.workers["gpu"], second], cfg, run_id)
     stack.kill(victim)
-    killed_at, killed_wall = time.monotonic(), time.time()
-    print(f"killed the cell's worker at {killed_at - t0:.0f} s")
-    assert not (run_dir(cfg, CELL) / "metrics.json").exists()  # it really died mid-cell
+    killed_wall = time.time()
+    print(f"killed the worker of {pack} at {time.monotonic() - t0:.0f} s")
+    assert not any((run_dir(cfg, Cell.parse(c)) / "metrics.json").exists() for c in pack)  # mid-pack
 
     state = stack.wait_final(run_id, timeout=420)
     print(f"sweep done at {time.monotonic() - t0:.0f} s")
     assert state["type"] == "COMPLETED", (state, stack.logs(run_id)[-30:])
-    cells = sorted(
-        (r["created"], r["state"]["type"], r["id"])
-        for r in stack.children(run_id)
-        if r["name"].startswith("cell-")
+    children = stack.children(run_id)
+    assert not [r["name"] for r in children if r["name"].startswith("cell-")]  # no run per cell
+    packs = sorted(
+        (r["created"], r["state"]["type"], r["id"], tuple(r["parameters"]["cells"]))
+        for r in children
+        if r["name"].startswith("train-pack-")
     )
-    assert [kind for _, kind, _ in cells] == ["CRASHED", "COMPLETED"], cells
-    lost = stack.http.get(f"/flow_runs/{cells[0][2]}").json()["state"]["timestamp"]
-    noticed = datetime.fromisoformat(lost).timestamp() - killed_wall
-    print(f"the lost run was marked Crashed {noticed:.0f} s after the kill")
+    assert sorted(kind for _, kind, _, _ in packs) == ["COMPLETED", "COMPLETED", "CRASHED"], packs
+    assert sorted(len(c) for _, _, _, c in packs) == [4, 4, 4]
+    lost = next(p for p in packs if p[1] == "CRASHED")
+    rerun = next(p for p in packs if p[1] == "COMPLETED" and p[3] == lost[3] and p[0] > lost[0])
+    noticed = datetime.fromisoformat(stack.state(lost[2])["timestamp"]).timestamp() - killed_wall
+    print(f"the lost pack run was marked Crashed {noticed:.0f} s after the kill")
     assert any("was lost" in m and "submitting it again" in m for m in stack.logs(run_id)), stack.logs(run_id)
-    assert any("resumes from its checkpoint at step" in m for m in stack.logs(cells[-1][2]))
+    resumed = [m for m in stack.logs(rerun[2]) if "resumes from its checkpoint at step" in m]
+    assert sorted(m.split()[0] for m in resumed) == sorted(lost[3]), resumed
+    sweep_tasks = stack.task_states(run_id)
+    for cell in cells:  # the sweep's own stages found the pack runs' results
+        assert sweep_tasks[f"train-{cell.task_name}"] == "Cached", sweep_tasks
+        assert sweep_tasks[f"analyze-{cell.task_name}"] == "Cached", sweep_tasks
+    assert {artifact_key("train", cfg.name, c.task_name) for c in cells} <= stack.artifact_keys()
 
-    # The same cell trained without interruption, in this process, equals the resumed one bit for bit.
-    from sae_core.training import train_cell
-
+    # The same grid trained with local placement (its packs, in this process) equals the pool's.
     store = next((Path(cfg.data_root) / "activations").iterdir())
-    train_cell(store, CELL, cfg, tmp_path / "uninterrupted")
-    resumed = torch.load(run_dir(cfg, CELL) / CELL.weights_filename, map_location="cpu")
-    reference = torch.load(tmp_path / "uninterrupted" / CELL.weights_filename, map_location="cpu")
-    assert resumed.keys() == reference.keys()
-    assert all(torch.equal(resumed[k], reference[k]) for k in reference)
+    local = {c.name: tmp_path / "local" / c.name for c in cells}
+    train_pack(
+        store,
+        cells,
+        cfg.model_copy(update={"grid": cfg.grid.model_copy(update={"placement": "local"})}),
+        local,
+    )
+    for cell in cells:
+        pooled = torch.load(run_dir(cfg, cell) / cell.weights_filename, map_location="cpu")
+        reference = torch.load(local[cell.name] / cell.weights_filename, map_location="cpu")
+        assert pooled.keys() == reference.keys()
+        assert all(torch.equal(pooled[k], reference[k]) for k in reference), cell.name
     stack.workers["gpu"] = second if victim is not second else stack.workers["gpu"]
 
 

@@ -25,3 +25,35 @@ def test_a_watched_run_with_seldom_heartbeats_stops_with_the_reason(prefect_harn
     ):
         sweep_like_parent()
     assert not (tmp_path / "activations").exists()  # stopped before extracting anything
+
+
+def test_a_run_queued_behind_a_busy_pool_is_never_lost_and_a_silent_claimed_one_is(prefect_harness):
+    """Packs beyond the gpu pool's workers wait Scheduled (a worker at its `--limit`, a work-pool or
+    deployment concurrency limit: `AwaitingConcurrencySlot`), for longer than `grid.lost_after_s`; the
+    watcher must wait with them, and still take a claimed run without heartbeats as lost."""
+    import threading
+    import time
+
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.states import AwaitingConcurrencySlot, Completed, Running
+
+    from flows.pool_runs import watch
+
+    @flow(name="queued-pack")
+    def queued() -> None:
+        pass
+
+    with get_client(sync_client=True) as client:
+        waiting = client.create_flow_run(queued, state=AwaitingConcurrencySlot())
+        silent = client.create_flow_run(queued, state=Running())
+        outcomes: dict = {}
+        thread = threading.Thread(target=lambda: outcomes.update(queued=watch(waiting.id, 0.5, poll_s=0.1)))
+        thread.start()
+        time.sleep(2.0)  # four times lost_after_s in the queue
+        assert thread.is_alive()
+        client.set_flow_run_state(waiting.id, Completed(), force=True)
+        thread.join(timeout=30)
+        assert outcomes["queued"].state == "COMPLETED"
+        assert watch(silent.id, 0.5, poll_s=0.1).state == "LOST"
+        assert client.read_flow_run(silent.id).state.type.value == "CRASHED"

@@ -80,6 +80,7 @@ def test_up_status_down(fake, monkeypatch, capsys):
     assert first["name"].startswith("sae-sweep-gpu-0-") and first["gpu_count"] == 1
     out = capsys.readouterr().out
     assert "hf_secret_value" not in out and out.count("started pod") == 2
+    assert "--set grid.pack_memory_gb=56 " in out  # 80 GB x 0.9 less the seed's 16 GB of data: its packs
 
     assert main(["runpod", "status", "--pool", "gpu"]) == 0
     listed = capsys.readouterr().out

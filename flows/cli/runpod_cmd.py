@@ -74,6 +74,29 @@ def up(
     )
     for pod in runpod.pods_up(runpod.make_client(), req):
         typer.echo(f"started {pod['id']}  {pod['name']}")
+    _echo_pack_memory(gpu_type)
+
+
+def _echo_pack_memory(gpu_type: str) -> None:
+    """The `grid.pack_memory_gb` a sweep on these workers plans its packs with (`placement: pool`): the
+    seed preset's, its training data held on the GPU beside the packs."""
+    from flows import runpod
+    from sae_core.config import load_config
+
+    held = load_config("seed", None, {}).training.max_memory_gb
+    figure = runpod.pack_memory_gb(gpu_type, held)
+    if figure is None:
+        typer.echo(
+            f"packs: no memory figure for {gpu_type!r}: set grid.pack_memory_gb on the sweep yourself "
+            "(GPU memory x 0.9 less training.max_memory_gb), else each pack run takes every cell"
+        )
+        return
+    memory = runpod.GPU_MEMORY_GB[gpu_type]
+    typer.echo(
+        f"packs: a worker has {memory} GB ({gpu_type}); run the seed sweep with "
+        f"--set grid.pack_memory_gb={figure:g} (90 % of it less training.max_memory_gb {held:g} for the "
+        "data; the sae-sweep-seed deployment's overrides carry it for an 80 GB GPU)"
+    )
 
 
 @runpod_app.command("down")

@@ -47,36 +47,45 @@ class GridConfig(Section):
     """L0 penalty coefficients of the `jumprelu` cells."""
 
     placement: Literal["local", "pool"] = "local"
-    """`local`: cells train in the sweep's own process; `pool`: each cell is a run of the `train-cell`
-    deployment on a (GPU) work pool."""
+    """`local`: cells train in the sweep's own process; `pool`: each pack of cells (`pack`) is a run of
+    the `train-pack` deployment on a (GPU) work pool, each cell outside a pack a run of `train-cell`."""
 
     max_concurrency: int = Field(1, ge=1)
     """Cells trained at once when `placement` is `local` (1 on a single GPU or a small CPU)."""
 
     pack: Literal["auto", "none", "device"] = "auto"
-    """Train the cells of a sweep together (`placement: local`): `device` steps every cell of a pack on one
+    """Train the cells of a sweep together (either placement): `device` steps every cell of a pack on one
     shared batch (read once), each with its own parameters, Adam, resampling, checkpoint and run dir —
     the same result as alone (bit-identical on a CPU); `none` trains one cell at a time; `auto` (the
     default): `device` when `training.device` resolves to CUDA, where one cell's small matmuls leave the
-    GPU idle, `none` elsewhere (a CPU gains nothing from it). A sweep's cells share the store, batch
-    size, token budget and seed, so they pack together, any architecture mix, split by `pack_memory_gb`."""
+    GPU idle, `none` elsewhere (a CPU gains nothing from it); with `placement: pool` the cells train on
+    the pool's GPUs, so `auto` packs there unless `training.device` is `cpu` or `mps`. A sweep's cells
+    share the store, batch size, token budget and seed, so they pack together, any architecture mix,
+    split by `pack_memory_gb`."""
 
     pack_memory_gb: float | None = Field(None, gt=0)
     """Memory a pack may take, in GB (2^30 bytes): each cell's parameters, gradients, Adam moments and step
     work arrays, estimated before training. A pack over it is split (the split is logged). None: the
     device's free memory (CUDA: free memory after the training data is loaded; CPU: `MemAvailable`),
-    less 10 %."""
+    less 10 %. With `placement: pool` the sweep plans its packs against this figure, one `train-pack`
+    run each (set it to one gpu worker's GPU memory: the seed deployment and the RunPod launcher do);
+    None there: one pack of every cell, split by the worker's free memory."""
 
     cell_deployment: str = "train-cell/train-cell"
     """Deployment (`flow-name/deployment-name`) that runs one cell when `placement` is `pool`."""
+
+    pack_deployment: str = "train-pack/train-pack"
+    """Deployment (`flow-name/deployment-name`) that trains one pack of cells on shared batches and
+    analyses them when `placement` is `pool` and `pack` packs."""
 
     extract_deployment: str = "extract/extract"
     """Deployment (`flow-name/deployment-name`) that extracts the activation store when `placement` is
     `pool` (on the `gpu` pool: the model runs on a GPU, the store lands on the shared `data_root`)."""
 
     cell_retries: int = Field(2, ge=0)
-    """With `placement: pool`, how many more times a cell's (or the extraction's) flow run is submitted
-    when its run crashed or its worker was lost; the new run resumes from the cell's last checkpoint."""
+    """With `placement: pool`, how many more times a cell's, a pack's (or the extraction's) flow run is
+    submitted when its run crashed or its worker was lost; the new run resumes from each cell's last
+    checkpoint."""
 
     lost_after_s: float = Field(90.0, gt=0)
     """With `placement: pool`, seconds without a heartbeat after which a claimed (Pending or Running)

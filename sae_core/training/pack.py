@@ -20,6 +20,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from sae_core.config import SweepConfig
 from sae_core.device import cpu_threads, resolve_device
 from sae_core.errors import SaeSweepError
@@ -46,6 +48,52 @@ def pack_enabled(cfg: SweepConfig) -> bool:
     if cfg.grid.pack == "auto":
         return resolve_device(cfg.training.device).type == "cuda"
     return cfg.grid.pack == "device"
+
+
+def pool_pack_enabled(cfg: SweepConfig) -> bool:
+    """`grid.pack` with `grid.placement: pool`: the cells train on a gpu pool worker's device, not the
+    sweep's, so `auto` packs unless `training.device` names a CPU or MPS device."""
+    if cfg.grid.pack == "auto":
+        device = cfg.training.device
+        return device == "auto" or torch.device(device).type == "cuda"
+    return cfg.grid.pack == "device"
+
+
+def plan_packs(
+    cells: Sequence[Cell], cfg: SweepConfig, d_model: int, train_tokens: int, budget: int, source: str
+) -> tuple[list[list[Cell]], str]:
+    """The packs `cells` train in within `budget` bytes of device memory (`source` says where the figure
+    comes from): each cell's estimate (`cell_bytes`), the budget less one evaluation for the widest cell
+    (transient, one cell at a time), split first fit in the given order; and the plan as a log line."""
+    training = cfg.training
+    batch = min(training.batch_size, train_tokens)
+    names = [c.name for c in cells]
+    sizes = [
+        cell_bytes(d_model, d_model * c.expansion, batch, c.architecture, training.val_tokens) for c in cells
+    ]
+    reserve = evaluation_bytes(max(d_model * c.expansion for c in cells), training.val_tokens)
+    budget -= reserve
+    source += f", less {reserve / 2**20:.1f} MB for one evaluation"
+    by_name = {c.name: c for c in cells}
+    groups = [[by_name[n] for n in group] for group in split_pack(names, sizes, budget)]
+    return groups, describe_plan(names, sizes, budget, source)
+
+
+def pool_packs(
+    store_path: str | Path, cells: Sequence[Cell], cfg: SweepConfig
+) -> tuple[list[list[Cell]], str]:
+    """The packs of a `placement: pool` sweep, planned where the sweep runs (its store on shared storage,
+    read for its width and size only) against a gpu worker's memory, `grid.pack_memory_gb`; unset, one
+    pack of every cell, which the worker splits by its own free memory when it must (`train_pack`)."""
+    from sae_core.store import ActivationStore
+
+    store = ActivationStore.open(store_path)
+    d_model, train_tokens = int(store.d_model), int(store.num_tokens_in("train"))
+    if cfg.grid.pack_memory_gb is None:
+        budget, source = 2**62, "grid.pack_memory_gb unset: one pack, split by the worker's free memory"
+    else:
+        budget, source = available_bytes(torch.device("cpu"), cfg.grid.pack_memory_gb)
+    return plan_packs(cells, cfg, d_model, train_tokens, budget, source)
 
 
 def train_pack(
@@ -76,22 +124,13 @@ def train_pack(
             todo.append(cell)
     if not todo:
         return results
-    batch = min(training.batch_size, data.train_tokens)
-    names = [c.name for c in todo]
-    sizes = [
-        cell_bytes(data.d_model, data.d_model * c.expansion, batch, c.architecture, training.val_tokens)
-        for c in todo
-    ]
     budget, source = available_bytes(device, cfg.grid.pack_memory_gb)
-    widest = max(data.d_model * c.expansion for c in todo)
-    budget -= evaluation_bytes(widest, training.val_tokens)  # transient, one cell at a time
-    source += f", less {evaluation_bytes(widest, training.val_tokens) / 2**20:.1f} MB for one evaluation"
-    log.info("%s", describe_plan(names, sizes, budget, source))
-    by_name = {c.name: c for c in todo}
-    for group in split_pack(names, sizes, budget):
+    groups, plan = plan_packs(todo, cfg, data.d_model, data.train_tokens, budget, source)
+    log.info("%s", plan)
+    for group in groups:
         runs: list[CellRun] = []
-        for name in group:
-            cell = by_name[name]
+        for cell in group:
+            name = cell.name
             try:
                 prepared = prepare_cell(
                     store_path,
