@@ -135,7 +135,7 @@ def report_markdown(
     lines += ["", f"**Cells**: {done} of {len(outcomes)} completed."]
     # An error message can quote corpus text or an LLM's answer (a malformed label, an HTTP body).
     lines += [
-        f"- {markdown_text(o['cell'])} {markdown_text(o['status'])}: {markdown_text(o.get('error'))}"
+        f"- `{o['cell']}` {o['status']}: {markdown_text(o.get('error'))}"
         for o in failed
     ]
     lines.append("")

@@ -48,10 +48,12 @@ class _Tags(HTMLParser):
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.tags: list[str] = []
+        self.attrs: list[tuple[str, dict[str, str | None]]] = []
         self.text: list[str] = []
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self.tags.append(tag)
+        self.attrs.append((tag, dict(attrs)))
 
     def handle_data(self, data: str) -> None:
         self.text.append(data)
@@ -62,6 +64,24 @@ def _render(markdown: str) -> _Tags:
     parsed = _Tags()
     parsed.feed(md.render(markdown))
     return parsed
+
+
+def planted_elements(markdown: str) -> tuple[list[str], str]:
+    """What a payload could have made live in rendered `markdown` (a script, an element with an event
+    handler, an image not embedded as a data URI, a link to the payloads' host or a javascript: URL),
+    and the rendered text."""
+    rendered = _render(markdown)
+    live = []
+    for tag, attrs in rendered.attrs:
+        urls = [v or "" for k, v in attrs.items() if k in ("src", "href")]
+        if (
+            tag in ("script", "iframe")
+            or any(k.startswith("on") for k in attrs)
+            or (tag == "img" and not all(u.startswith("data:image/png;base64,") for u in urls))
+            or any(u.startswith("javascript:") or "127.0.0.1:9/" in u for u in urls)
+        ):
+            live.append(f"<{tag} {attrs}>")
+    return live, "".join(rendered.text)
 
 
 @pytest.mark.parametrize("payload", PAYLOADS)
