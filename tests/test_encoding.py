@@ -130,3 +130,43 @@ def test_the_prompt_marker_cannot_be_forged_by_the_corpus():
 
     assert unescape(marked[: starts[0]]) == before and unescape(marked[starts[1] + 2 :]) == after
     assert html.unescape(html_text(before)) == before
+
+
+PIECES = {1: "a **fake** mark ", 2: "\\**", 3: "tok*", 4: " and **more**"}
+
+
+class _PayloadDecoder:
+    """Token ids → `PIECES` (the analysis's `TokenDecoder` over a corpus holding them)."""
+
+    def tokens(self, ids):
+        return [PIECES[int(i)] for i in ids]
+
+    def text(self, ids):
+        return "".join(self.tokens(ids))
+
+
+def test_a_corpus_with_asterisks_cannot_forge_the_marker_in_the_labelling_prompt():
+    """From the analysis's examples (`attach_contexts`) to the messages sent to the model: the only
+    unescaped `**` in the feature's context are the two around the activating token."""
+    import numpy as np
+
+    from sae_core.analysis.examples import attach_contexts
+    from sae_core.labels.prompt import LabelExample, build_messages
+
+    row = {
+        "feature_id": 0,
+        "group": "top",
+        "kind": "top",
+        "rank": 0,
+        "activation": 5.0,
+        "doc_id": 0,
+        "pos": 2,
+    }
+    row["token_id"] = 3
+    table = attach_contexts([row], {0: np.array([1, 2, 3, 4])}, 5, _PayloadDecoder())
+    context = table.column("context_text")[0].as_py()
+    user = build_messages([LabelExample(context, 5.0)])[-1]["content"]
+    line = user.splitlines()[1]
+    marks = [m.end() - 2 for m in re.finditer(r"(?<!\\)(?:\\\\)*\*\*", line)]
+    assert len(marks) == 2 and line[marks[0] + 2 : marks[1]] == "tok\\*", line
+    assert "fake" in line and "\\*\\*fake\\*\\*" in line
