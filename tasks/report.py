@@ -134,10 +134,7 @@ def report_markdown(
     done = len(outcomes) - len(failed)
     lines += ["", f"**Cells**: {done} of {len(outcomes)} completed."]
     # An error message can quote corpus text or an LLM's answer (a malformed label, an HTTP body).
-    lines += [
-        f"- `{o['cell']}` {o['status']}: {markdown_text(o.get('error'))}"
-        for o in failed
-    ]
+    lines += [f"- `{o['cell']}` {o['status']}: {markdown_text(o.get('error'))}" for o in failed]
     lines.append("")
     if md_path.is_file() and report_error is None:
         body = md_path.read_text()
