@@ -5,7 +5,10 @@ report and the feature browsers as `http://127.0.0.1:<port>/runs/<sweep>/…`, s
 
 Read-only on purpose: GET and HEAD only (anything else is 405), no path outside the root (`..`, or a
 symbolic link leading out, is 404), no hidden entries (`.prefect` holds the task results and cache
-records: 404). Bound to the loopback interface unless `--host` says otherwise.
+records: 404). A malformed path (`%00` or another control character, a `%` not followed by two hex
+digits, bytes that are not UTF-8) is a 400 with a one-line plain-text body, before any file system call
+(a NUL reaching `os.stat` was a traceback in the server thread and no response at all). Bound to the
+loopback interface unless `--host` says otherwise.
 """
 
 from __future__ import annotations
@@ -14,11 +17,12 @@ import functools
 import html
 import logging
 import os
+import re
 from http import HTTPStatus
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from io import BytesIO
 from pathlib import Path
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, unquote, unquote_to_bytes, urlsplit
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +31,25 @@ DEFAULT_PORT = 8765
 SERVE_URL_ENV = "SAE_SWEEP_SERVE_URL"
 """Base URL the artifacts link to (default `http://127.0.0.1:8765/`): set it where the server runs on
 another port or host."""
+
+
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def path_problem(raw_path: str) -> str | None:
+    """Why the request target's path cannot name a file (None: it can). `raw_path` is the target as
+    `http.server` hands it over: the request line decoded as latin-1, so raw bytes come back as such."""
+    path = urlsplit(raw_path).path
+    if _BAD_ESCAPE.search(path):
+        return "invalid percent-encoding"
+    try:
+        decoded = unquote_to_bytes(path.encode("latin-1")).decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return "not UTF-8"
+    if _CONTROL.search(decoded):
+        return "control character (such as %00)"
+    return None
 
 
 def serve_base_url() -> str:
@@ -43,7 +66,7 @@ class ReadOnlyHandler(SimpleHTTPRequestHandler):
             super().do_GET()
 
     def do_HEAD(self) -> None:
-        if self._allowed():
+        if self._allowed(head=True):
             super().do_HEAD()
 
     def _refuse_write(self) -> None:
@@ -51,8 +74,13 @@ class ReadOnlyHandler(SimpleHTTPRequestHandler):
 
     do_POST = do_PUT = do_DELETE = do_PATCH = _refuse_write
 
-    def _allowed(self) -> bool:
-        """False (after sending 404) for a hidden entry or a path that resolves outside the root."""
+    def _allowed(self, head: bool = False) -> bool:
+        """False (after sending 400) for a malformed path, or (after sending 404) for a hidden entry or a
+        path that resolves outside the root."""
+        problem = path_problem(self.path)
+        if problem is not None:
+            self._bad_request(f"malformed path: {problem}", head)
+            return False
         parts = [p for p in unquote(urlsplit(self.path).path).split("/") if p]
         if any(p.startswith(".") for p in parts):
             self.send_error(HTTPStatus.NOT_FOUND)
@@ -63,6 +91,17 @@ class ReadOnlyHandler(SimpleHTTPRequestHandler):
             self.send_error(HTTPStatus.NOT_FOUND)
             return False
         return True
+
+    def _bad_request(self, message: str, head: bool) -> None:
+        # Plain text, one line: the stock `send_error` page is HTML that echoes the request.
+        body = f"400 Bad Request: {message}\n".encode()
+        self.send_response(HTTPStatus.BAD_REQUEST)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if not head:
+            self.wfile.write(body)
 
     def list_directory(self, path: str | os.PathLike[str]) -> BytesIO | None:
         """A plain listing of the visible entries (the stock one would list hidden ones too)."""

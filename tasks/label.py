@@ -13,6 +13,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import SecretStr
 
 from sae_core.config import LABELING_KEYS, LabelingConfig, SweepConfig
+from sae_core.encoding import markdown_text
 from sae_core.labels import (
     PROMPT_VERSION,
     FeatureInputs,
@@ -291,7 +292,9 @@ def _rows(features: tuple[FeatureInputs, ...], outcomes: dict[int, dict[str, Any
 
 
 def _publish(run: Path, rows: list[dict[str, Any]], summary: dict[str, Any]) -> None:
-    """A table artifact of the labels when running inside a flow (none from a plain script)."""
+    """A table artifact of the labels when running inside a flow (none from a plain script). The UI
+    renders each string cell and the description as Markdown, and a label is an LLM's answer to corpus
+    text: it goes in as `markdown_text`, so no image, link or HTML in it is live."""
     from prefect.artifacts import create_table_artifact
     from prefect.context import FlowRunContext
 
@@ -299,9 +302,19 @@ def _publish(run: Path, rows: list[dict[str, Any]], summary: dict[str, Any]) -> 
         return
     create_table_artifact(
         key=artifact_key("labels", run.name)[:100],  # the progress artifact's key: the table succeeds it
-        table=[{k: r[k] for k in ("feature_id", "group", "label", "status", "attempts")} for r in rows],
+        table=[
+            {
+                "feature_id": r["feature_id"],
+                "group": markdown_text(r["group"]),
+                "label": markdown_text(r["label"]),
+                "status": markdown_text(r["status"]),
+                "attempts": r["attempts"],
+            }
+            for r in rows
+        ],
         description=(
-            f"Labels of {run.name} ({summary['model']}, {PROMPT_VERSION}): monosemanticity rate "
+            f"Labels of {markdown_text(run.name)} ({markdown_text(summary['model'])}, {PROMPT_VERSION}): "
+            "monosemanticity rate "
             f"{_fmt_rate(summary['monosemanticity_rate'])} ("
             f"{_fmt_rate(summary['monosemanticity_rate_conservative'])} counting failed features as "
             f"polysemantic), {summary['labelled']} labelled, {summary['failed']} failed."

@@ -21,6 +21,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import task_run
 
 from sae_core.config import SweepConfig
+from sae_core.encoding import markdown_text
 from sae_core.naming import Cell
 from sae_core.report import (
     BROWSER_INPUTS,
@@ -126,13 +127,14 @@ def report_markdown(
             f"`{SERVE_URL_ENV}` for another address)."
         )
     else:
-        lines.append(f"**Report**: not written ({report_error or 'no report.md'}).")
+        lines.append(f"**Report**: not written ({markdown_text(report_error or 'no report.md')}).")
     if hub_links:
         hub = " · ".join(f"[{cell}]({url})" for cell, url in sorted(hub_links.items()))
         lines += ["", f"**Feature browsers on the Hub** ({cfg.upload.repo_id}): {hub}"]
     done = len(outcomes) - len(failed)
     lines += ["", f"**Cells**: {done} of {len(outcomes)} completed."]
-    lines += [f"- `{o['cell']}` {o['status']}: {o.get('error', '')}" for o in failed]
+    # An error message can quote corpus text or an LLM's answer (a malformed label, an HTTP body).
+    lines += [f"- `{o['cell']}` {o['status']}: {markdown_text(o.get('error'))}" for o in failed]
     lines.append("")
     if md_path.is_file() and report_error is None:
         body = md_path.read_text()

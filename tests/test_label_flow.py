@@ -352,3 +352,50 @@ def test_verdicts_repairs_and_the_conservative_rate(label_prefect, fake_llm, tmp
     row = next(r for r in grid_rows(cfg) if r["λ"] == format_l1(0.01) and r["exp."] == "2x")
     # without / with resampling; in parentheses the conservative rate (failed counted polysemantic)
     assert row["monosemantic %"] == "missing / 50 (40)"
+
+
+PAYLOAD_LABELS = {
+    31: ("top", "tokImg", "![x](http://127.0.0.1:9/x.png) image"),
+    32: ("top", "tokLink", "[click](javascript:alert(1)) link"),
+    33: ("top", "tokHtml", "<img src=x onerror=alert(1)> <script>alert(1)</script>"),
+    34: ("bottom", "tokMd", "the `tick` | pipe | **bold** word"),
+}
+
+
+def test_payload_labels_are_inert_in_the_labels_artifact(label_prefect, fake_llm, tmp_path, monkeypatch):
+    """Labels are an LLM's answer to corpus text: the table artifact (every string cell and the
+    description, which the UI renders as Markdown) shows them as text, read back through the API."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    from tests.test_encoding import planted_elements
+
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    features = {fid: (group, marker) for fid, (group, marker, _) in PAYLOAD_LABELS.items()}
+    run = write_analysis(tmp_path / CELL, features)
+    for _, marker, label in PAYLOAD_LABELS.values():
+        fake_llm.script(marker, answer(f"The marked tokens agree.\nLabel: {label}"))
+    cfg = _cfg(tmp_path / "data", fake_llm.url, **{"labeling.model": "model ![m](http://127.0.0.1:9/m.png)"})
+    state = _label_flow(str(run), cfg.model_dump(mode="json"), return_state=True)
+    assert state.is_completed(), state.message
+    stored = pd.read_parquet(run / "labels.parquet").set_index("feature_id")["label"].to_dict()
+    assert stored == {fid: label for fid, (_, _, label) in PAYLOAD_LABELS.items()}  # kept as answered
+
+    with get_client(sync_client=True) as client:
+        listed = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])
+            )
+        )
+    table = next(a for a in listed if a.type == "table")
+    rows = table.data if isinstance(table.data, list) else json.loads(table.data)
+    shown = {}
+    for row in rows:
+        for value in row.values():
+            if isinstance(value, str):
+                live, text = planted_elements(value)
+                assert live == [], (value, live)
+        shown[row["feature_id"]] = planted_elements(row["label"])[1].strip()
+    assert shown == stored  # the same characters, rendered as text
+    live, text = planted_elements(table.description or "")
+    assert live == [] and "model ![m](http://127.0.0.1:9/m.png)" in text

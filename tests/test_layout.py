@@ -14,7 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("store", "extraction", "saes", "training", "analysis", "labels", "report", "config")
-HELPERS = ("errors", "io", "naming", "version", "device", "progress")
+HELPERS = ("errors", "io", "naming", "version", "device", "progress", "encoding")
 
 # Which of sae_core's stage packages each one may import (the shared helpers are open to all).
 ALLOWED = {

@@ -12,7 +12,13 @@ from sae_core.config import load_config
 from sae_core.naming import Cell
 from sae_core.report.render import png_data_uri, ui_markdown
 from tasks.common import artifact_key, readable_number
+from tests.test_encoding import planted_elements
 from tests.test_report_data import fabricate_cell, fabricate_sweep
+
+PAYLOAD = (
+    "<script>alert(1)</script> <img src=x onerror=alert(1)> ![x](http://127.0.0.1:9/x.png) "
+    "[click](javascript:alert(1)) `tick` a | b **bold**\nnext line"
+)
 
 DATA_URI = re.compile(r"!\[[^\]]*\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)")
 
@@ -36,7 +42,7 @@ def test_sweep_publishes_one_table_and_one_markdown_report(prefect_harness, pref
     outcomes = [
         {"cell": "4x_0.01_sampling", "status": "completed", "upload": {"status": "committed",
          "files": ["browser/4x_0.01_sampling/browser.html"]}},
-        {"cell": "4x_0.0001_sampling", "status": "failed", "error": "RuntimeError: boom"},
+        {"cell": "4x_0.0001_sampling", "status": "failed", "error": f"RuntimeError: boom {PAYLOAD}"},
     ]  # fmt: skip
 
     @flow
@@ -91,7 +97,10 @@ def test_sweep_publishes_one_table_and_one_markdown_report(prefect_harness, pref
     assert "(http://127.0.0.1:8765/runs/taskdemo/report/report.html)" in report
     assert "(http://127.0.0.1:8765/runs/taskdemo/4x_0.01_sampling/browser.html)" in report
     assert "https://huggingface.co/someone/saes/blob/main/browser/4x_0.01_sampling/browser.html" in report
-    assert "`4x_0.0001_sampling` failed: RuntimeError: boom" in report
+    assert "`4x_0.0001_sampling` failed: RuntimeError\\: boom" in report
+    # An error message can quote corpus or LLM text: rendered, the payload in it is text, nothing live.
+    live, text = planted_elements(report)
+    assert live == [] and "failed: RuntimeError: boom " + " ".join(PAYLOAD.split()) in text
     # the study's tables in the report's order (dead tables name their threshold and token set after " — ")
     titles = [line.split(" — ")[0] for line in report.splitlines() if line.startswith("## ")]
     assert titles[:5] == [

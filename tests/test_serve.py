@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,6 +61,42 @@ def test_refuses_writes_traversal_symlinks_out_and_hidden_files(served):
     assert _request(port, "GET", "/runs/%2e%2e/%2e%2e/secret.txt")[0] == 404
     assert _request(port, "GET", "/runs/link.txt")[0] == 404
     assert _request(port, "GET", "/.prefect/result.json")[0] == 404
+
+
+def _raw_get(port: int, target: bytes) -> bytes:
+    """The whole response to a GET whose request target is sent byte for byte (http.client refuses
+    control characters and non-ASCII in a URL)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@pytest.mark.parametrize(
+    ("target", "problem"),
+    [
+        (b"/runs/demo/report/report.html%00.txt", b"control character"),
+        (b"/%00", b"control character"),
+        (b"/runs/%0a", b"control character"),
+        (b"/runs/%zz/report.html", b"invalid percent-encoding"),
+        (b"/runs/%", b"invalid percent-encoding"),
+        (b"/runs/%ff%fe", b"not UTF-8"),
+        (b"/runs/\xff", b"not UTF-8"),
+    ],
+)
+def test_a_malformed_path_is_a_400_with_one_line_and_no_traceback(served, capfd, target, problem):
+    _, port = served
+    response = _raw_get(port, target)
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 400 "), response
+    assert body == b"400 Bad Request: malformed path: " + body.split(b": ", 2)[2]
+    assert problem in body and body.count(b"\n") == 1 and body.endswith(b"\n"), body
+    assert "Traceback" not in capfd.readouterr().err
+    # The server still answers, and a valid non-ASCII name (UTF-8, percent-encoded) is not malformed.
+    assert _request(port, "GET", "/runs/demo/report/report.html")[0] == 200
+    assert _request(port, "GET", "/runs/%C3%A9t%C3%A9")[0] == 404
 
 
 def test_binds_to_loopback_by_default(tmp_path):

@@ -18,7 +18,7 @@ from sae_core.io import read_json
 from sae_core.naming import Cell
 from sae_core.saes.relu import SparseAutoencoder
 from sae_core.training import TrainCallback, Trainer, train_cell, train_sae
-from sae_core.training.checkpoint import CHECKPOINT_NAME
+from sae_core.training.checkpoint import CHECKPOINT_NAME, save_checkpoint
 from sae_core.training.data import InMemoryData, epoch_seed
 from tests.fixtures_sae import make_store, small_config
 
@@ -128,8 +128,12 @@ def test_resume_equals_uninterrupted(sae_store, tmp_path, training):
     whole = train_cell(sae_store, CELL, cfg, tmp_path / "whole")
     with pytest.raises(KeyboardInterrupt):
         train_cell(sae_store, CELL, cfg, tmp_path / "killed", callbacks=[_Kill(50)])
-    assert (tmp_path / "killed" / CHECKPOINT_NAME).exists()
+    ckpt = tmp_path / "killed" / CHECKPOINT_NAME
+    assert ckpt.exists()
     assert not (tmp_path / "killed" / "metrics.json").exists()
+    # Rewritten the way the code before weights_only loading wrote it (a bare torch.save): such a
+    # checkpoint must still resume, bit-identically.
+    torch.save(torch.load(ckpt, weights_only=True), ckpt)
     resumed = train_cell(sae_store, CELL, cfg, tmp_path / "killed")
     a = torch.load(tmp_path / "whole" / CELL.weights_filename)
     b = torch.load(tmp_path / "killed" / CELL.weights_filename)
@@ -150,6 +154,47 @@ def test_refuses_a_checkpoint_of_another_config(sae_store, tmp_path):
         train_cell(sae_store, CELL, small_config(lr=1e-3), tmp_path / "run")
 
 
+class _WritesAFile:
+    """Unpickling this runs `Path.touch` on `target`: what a crafted checkpoint would do."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+
+    def __reduce__(self):
+        return (Path.touch, (self.target,))
+
+
+def test_a_checkpoint_crafted_to_run_code_is_refused_without_running_it(sae_store, tmp_path):
+    out, marker = tmp_path / "run", tmp_path / "code-ran"
+    out.mkdir()
+    torch.save({"format_version": 1, "step": _WritesAFile(marker)}, out / CHECKPOINT_NAME)
+    with pytest.raises(TrainingError) as err:
+        train_cell(sae_store, CELL, small_config(), out)
+    assert not marker.exists()
+    message = str(err.value)
+    assert "\n" not in message and str(out / CHECKPOINT_NAME) in message, message
+    assert "delete it and run again" in message
+
+
+def test_a_truncated_checkpoint_is_one_line_that_says_how_to_restart(sae_store, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train_cell(sae_store, CELL, small_config(), out, callbacks=[_Kill(25)])
+    ckpt = out / CHECKPOINT_NAME
+    ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    with pytest.raises(TrainingError, match=r"cannot read .*checkpoint\.pt.*delete it and run again") as err:
+        train_cell(sae_store, CELL, small_config(), out)
+    assert "\n" not in str(err.value)
+    ckpt.unlink()  # what the message says to do: the cell trains over
+    assert train_cell(sae_store, CELL, small_config(), out)["completed"]
+
+
+def test_a_checkpoint_refuses_values_weights_only_loading_would_not_read(tmp_path):
+    with pytest.raises(TypeError, match=r"checkpoint\.log_rows\[0\]\.loss is a float64"):
+        save_checkpoint(tmp_path / CHECKPOINT_NAME, {"log_rows": [{"loss": np.float64(1.0)}]})
+    assert not (tmp_path / CHECKPOINT_NAME).exists()
+
+
 def test_nan_loss_stops_with_error_and_keeps_last_good_checkpoint(superposition_data, tmp_path):
     x_train = superposition_data[0][:4096].clone()
     cfg = TrainingConfig(
@@ -166,7 +211,7 @@ def test_nan_loss_stops_with_error_and_keeps_last_good_checkpoint(superposition_
     )  # fmt: skip
     with pytest.raises(TrainingError, match=r"non-finite \(nan\) at step 35.*last good checkpoint"):
         trainer.run()
-    saved = torch.load(ckpt, weights_only=False)
+    saved = torch.load(ckpt, weights_only=True)
     assert saved["step"] == 30
     assert all(torch.isfinite(v).all() for v in saved["model"].values())
 

@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from sae_core.encoding import prompt_marked
 from sae_core.errors import AnalysisError
 
 log = logging.getLogger(__name__)
@@ -244,13 +245,10 @@ def attach_contexts(
         row["context_token_ids"] = ids
         row["context_tokens"] = decoder.tokens(ids)
         row["marked_index"] = marked
-        row["context_text"] = (
-            decoder.text(ids[:marked])
-            + "**"
-            + decoder.text(ids[marked : marked + 1])
-            + "**"
-            + decoder.text(ids[marked + 1 :])
-        )
+        # The labelling prompt's form: the token wrapped in `**`, the corpus's own `*` and `\` escaped,
+        # so that a corpus cannot forge (or blur) the marker.
+        before, token, after = ids[:marked], ids[marked : marked + 1], ids[marked + 1 :]
+        row["context_text"] = prompt_marked(decoder.text(before), decoder.text(token), decoder.text(after))
     columns = {field.name: [row[field.name] for row in rows] for field in EXAMPLE_SCHEMA}
     return pa.table(columns, schema=EXAMPLE_SCHEMA)
 

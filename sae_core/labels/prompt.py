@@ -1,10 +1,12 @@
 """The labelling prompt, its worked examples, and the parsing of the model's answers.
 
 Written fresh in the spirit of the study's prompt: each context marks the activating token with
-`**…**`, evidence is ranked lexical identity > morphology > semantic role > syntax > context > topic,
-and the answer is a 2–8 word label or exactly `POLYSEMANTIC`, after a short reasoning, on a final
-`Label:` line. Endpoints that support structured output get the same instructions with a JSON schema,
-whose explicit `polysemantic` boolean decides the verdict whatever the label's wording.
+`**…**` (the corpus's own asterisks and backslashes arrive escaped with a backslash, written so by
+the analysis with `sae_core.encoding.prompt_marked`: a corpus cannot forge the marker), evidence is
+ranked lexical identity > morphology > semantic role > syntax > context > topic, and the answer is a
+2–8 word label or exactly `POLYSEMANTIC`, after a short reasoning, on a final `Label:` line.
+Endpoints that support structured output get the same instructions with a JSON schema, whose explicit
+`polysemantic` boolean decides the verdict whatever the label's wording.
 
 A text answer is polysemantic when its label STARTS with the word POLYSEMANTIC, in any case, whatever
 follows ("POLYSEMANTIC (no shared theme)", "Polysemantic – unrelated tokens", "polysemantic-looking
@@ -26,8 +28,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-PROMPT_VERSION = "label-v2"
-"""v2: the JSON schema's `polysemantic` boolean; v1 labels (cached or stored) are not reused."""
+PROMPT_VERSION = "label-v3"
+"""v2: the JSON schema's `polysemantic` boolean; v3: the text's own asterisks escaped with a
+backslash, and the prompts say so. Labels of an earlier version (cached or stored) are not reused."""
 POLYSEMANTIC = "POLYSEMANTIC"
 MAX_LABEL_WORDS = 12
 """Longer answers are not labels (the prompt asks for 2–8 words; a little slack avoids pointless retries)."""
@@ -35,7 +38,8 @@ MAX_LABEL_WORDS = 12
 
 @dataclass(frozen=True)
 class LabelExample:
-    """One context shown to the model: the text with the activating token wrapped in `**…**`."""
+    """One context shown to the model: the text with the activating token wrapped in `**…**`, every
+    other asterisk and backslash escaped (`sae_core.encoding.prompt_marked`)."""
 
     context_text: str
     activation: float
@@ -73,7 +77,9 @@ class RepairTurn:
 SYSTEM_PROMPT = """\
 You label features of a sparse autoencoder trained on a language model's residual stream.
 You see numbered text contexts in which one feature activates strongly. In each context the token \
-where the feature fires is wrapped in double asterisks, like **this**, and its activation is given.
+where the feature fires is wrapped in double asterisks, like **this**, and its activation is given. \
+Asterisks and backslashes that belong to the text itself are escaped with a backslash (\\* and \\\\): \
+only unescaped double asterisks mark the token.
 
 Find what the marked tokens have in common. Weigh the evidence in this order, strongest first:
 1. lexical identity: the same token or word each time;
@@ -305,8 +311,9 @@ def _clip(text: str, limit: int = 120) -> str:
 
 DETECTION_SYSTEM = """\
 A feature of a language model has been described by the label below. You see numbered text \
-contexts, each with one token wrapped in double asterisks. Decide for each context whether the \
-described feature would activate on the marked token. Some contexts fit the label and some do not."""
+contexts, each with one token wrapped in double asterisks (asterisks and backslashes of the text \
+itself are escaped with a backslash). Decide for each context whether the described feature would \
+activate on the marked token. Some contexts fit the label and some do not."""
 
 DETECTION_TEXT_FORMAT = """\
 Answer with a final line listing the numbers of the fitting contexts, e.g.

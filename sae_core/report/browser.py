@@ -25,6 +25,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from sae_core.dead_figures import dead_caption, dead_token_set
+from sae_core.encoding import script_json
 from sae_core.errors import ReportError
 from sae_core.io import atomic_write_text
 from sae_core.naming import Cell
@@ -49,8 +50,8 @@ def write_browser(run_dir: str | Path) -> Path:
     # Every feature's examples go in a second script element, parsed when a feature is first opened:
     # the list of 24,576 features appears without waiting for them.
     every = every_feature_examples(run_dir / "features", skip=set(payload["examples"]))
-    page = template.replace(PLACEHOLDER, embed_json(payload), 1)
-    page = page.replace(EXAMPLES_PLACEHOLDER, embed_json(every), 1)
+    page = template.replace(PLACEHOLDER, script_json(payload), 1)
+    page = page.replace(EXAMPLES_PLACEHOLDER, script_json(every), 1)
     out = run_dir / BROWSER_FILENAME
     atomic_write_text(out, page)
     log.info("browser: %d features → %s", len(payload["f"]["id"]), out)
@@ -97,12 +98,6 @@ def _stale(run: Path, page: Path) -> bool:
         return True
     built = page.stat().st_mtime
     return any((run / name).is_file() and (run / name).stat().st_mtime > built for name in BROWSER_INPUTS)
-
-
-def embed_json(payload: Any) -> str:
-    """JSON safe inside a `<script type="application/json">`: no `</script>` or `<!--` can end it."""
-    text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    return text.replace("<", "\\u003c").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
 
 
 def browser_data(run_dir: Path) -> dict[str, Any]:

@@ -1,16 +1,18 @@
 """report.md and report.html from the report's data (`tables.json`'s dict): the same content twice,
-the HTML self-contained (PNGs embedded as data URIs, inline CSS, no scripts)."""
+the HTML self-contained (PNGs embedded as data URIs, inline CSS, no scripts). Every string goes into the
+HTML through `sae_core.encoding`'s `html_text` / `html_attr`; the markdown holds only text the report
+composes (numbers, cell names, its own notes), its table cells with pipes and newlines escaped."""
 
 from __future__ import annotations
 
 import base64
-import html
 import json
 import re
 from pathlib import Path
 from typing import Any
 
 from sae_core.dead_figures import TRAINING_CAPTION
+from sae_core.encoding import html_attr, html_text
 from sae_core.naming import format_l1
 from sae_core.report.cells import CELL_METRICS, CellData, Entry, format_entry
 
@@ -217,12 +219,12 @@ img{max-width:100%;border:1px solid #eee}code{background:#f5f5f5;padding:0 .2em}
 def _html_table(head: list[str], body: list[list[str]]) -> str:
     def cell(text: str) -> str:
         absent = text.startswith(("missing", "skipped", "failed"))
-        return f"<td{' class=absent' if absent else ''}>{html.escape(text)}</td>"
+        return f"<td{' class=absent' if absent else ''}>{html_text(text)}</td>"
 
     body, notes = _with_footnotes(body)
     rows = "".join("<tr>" + "".join(cell(t) for t in row) + "</tr>" for row in body)
-    foot = "".join(f"<p class=note>[{i}] {html.escape(n)}</p>" for i, n in enumerate(notes, 1))
-    return f"<table><tr>{''.join(f'<th>{html.escape(h)}</th>' for h in head)}</tr>{rows}</table>{foot}"
+    foot = "".join(f"<p class=note>[{i}] {html_text(n)}</p>" for i, n in enumerate(notes, 1))
+    return f"<table><tr>{''.join(f'<th>{html_text(h)}</th>' for h in head)}</tr>{rows}</table>{foot}"
 
 
 def _inline_code(text: str) -> str:
@@ -232,7 +234,7 @@ def _inline_code(text: str) -> str:
 
 def render_html(doc: dict[str, Any], cells: list[CellData], figures: list[Any], out: Path) -> str:
     """One self-contained page: the same content as report.md, PNGs embedded as data URIs."""
-    esc = html.escape
+    esc = html_text
     body = [f"<h1>Sweep report: {esc(doc['sweep'])}</h1>"]
     body += [f"<p>{_inline_code(esc(p))}</p>" for p in _intro(doc, cells)]
     for table in doc["grid_tables"].values():
@@ -242,8 +244,9 @@ def render_html(doc: dict[str, Any], cells: list[CellData], figures: list[Any], 
         body += [f"<h2>{ARCHITECTURES_TITLE}</h2>", f"<p>{_inline_code(esc(arch['computed_on']))}</p>"]
         for fig in arch["figures"]:
             data = base64.b64encode((out / fig["file"]).read_bytes()).decode("ascii")
-            title = esc(fig["title"])
-            body.append(f"<h3>{title}</h3><img alt='{title}' src='data:image/png;base64,{data}'>")
+            title = fig["title"]
+            img = f"<img alt='{html_attr(title)}' src='data:image/png;base64,{data}'>"
+            body.append(f"<h3>{esc(title)}</h3>{img}")
         for table in arch["tables"].values():
             body += [f"<h3>{esc(table['title'])}</h3>", _html_table(*_comparison_matrix(table))]
     duplicates, rule = _duplicates(cells)
@@ -255,11 +258,11 @@ def render_html(doc: dict[str, Any], cells: list[CellData], figures: list[Any], 
     for fig in figures:
         data = base64.b64encode((out / fig.file).read_bytes()).decode("ascii")
         body.append(
-            f"<h3>{esc(fig.title)}</h3><img alt='{esc(fig.title)}' src='data:image/png;base64,{data}'>"
+            f"<h3>{esc(fig.title)}</h3><img alt='{html_attr(fig.title)}' src='data:image/png;base64,{data}'>"
         )
     links = _browser_links(cells)
     if links:
-        items = "".join(f"<li><a href='{esc(h)}'>{esc(n)}</a></li>" for n, h in links)
+        items = "".join(f"<li><a href='{html_attr(h)}'>{esc(n)}</a></li>" for n, h in links)
         body.append(f"<h2>Feature browsers</h2><ul>{items}</ul>")
     return (
         "<!doctype html><html lang=en><head><meta charset=utf-8>"

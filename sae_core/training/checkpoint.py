@@ -6,6 +6,12 @@ function of seed and epoch), the firing counters, the log so far and the resampl
 the hash and the dict of the config it was trained under, so a run with another config refuses to resume
 from it and says which keys differ; one trained on another store (its identity,
 `sae_core.store.store_fingerprint`, is the dict's `data`) is set aside and the run starts afresh.
+
+Only tensors and plain values (dict, list, tuple, str, int, float, bool, None) are saved, and a checkpoint
+is read with `torch.load(weights_only=True)`: whoever can write to a shared data_root could otherwise plant
+a pickle that runs code on every worker that resumes from it. `save_checkpoint` refuses anything else, so a
+new field of another type fails at its first save rather than making every later resume unreadable.
+Checkpoints written before this rule hold only such values too and load unchanged.
 """
 
 from __future__ import annotations
@@ -61,8 +67,26 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     a full or read-only disk raises `StorageWriteError` naming `path`."""
     path = Path(path)
     payload = {"format_version": FORMAT_VERSION, **state}
+    _check_plain(payload, "checkpoint")
     atomic_write_with(path, lambda tmp: _save(payload, tmp))
     return path
+
+
+def _check_plain(value: Any, where: str) -> None:
+    """Raise TypeError for a value `weights_only=True` loading would refuse (a programming error)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, (str, int)):
+                raise TypeError(f"{where}: key {key!r} is a {type(key).__name__}, not a str or int")
+            _check_plain(item, f"{where}.{key}")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_plain(item, f"{where}[{i}]")
+    elif not isinstance(value, torch.Tensor) and type(value).__module__ != "builtins":
+        # (By module, not isinstance: a numpy float is a float subclass, and its pickle names numpy.)
+        raise TypeError(
+            f"{where} is a {type(value).__qualname__}: a checkpoint holds tensors and plain values"
+        )
 
 
 def _save(payload: dict[str, Any], tmp: Path) -> None:
@@ -80,12 +104,20 @@ def load_checkpoint(
     reused, so the run trains afresh, as a completed run of another store does); refuse (TrainingError
     naming the keys) when the config differs: that is a user's mistake to point out, not to overwrite."""
     path = Path(path)
+    restart = "delete it and run again to train this cell over from step 0"
     try:
-        state = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as exc:  # a truncated or foreign file: say so instead of a pickle traceback
-        raise TrainingError(f"checkpoint: cannot read {path} ({type(exc).__name__}: {exc})") from exc
+        # weights_only: tensors and plain values only, so a crafted pickle cannot run code here.
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # truncated, foreign or crafted: one line instead of a pickle traceback
+        reason = " ".join(str(exc).split())
+        reason = reason if len(reason) <= 160 else reason[:160] + "…"
+        raise TrainingError(
+            f"checkpoint: cannot read {path} ({type(exc).__name__}: {reason}); {restart}"
+        ) from exc
     if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
-        raise TrainingError(f"checkpoint: {path} is not a sae-sweep checkpoint of format {FORMAT_VERSION}")
+        raise TrainingError(
+            f"checkpoint: {path} is not a sae-sweep checkpoint of format {FORMAT_VERSION}; {restart}"
+        )
     if state.get("config_hash") != config_hash(identity):
         saved = state.get("identity", {})
         if isinstance(saved, dict) and saved.get("data") != identity.get("data"):
