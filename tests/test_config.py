@@ -184,3 +184,13 @@ def test_every_float_field_refuses_inf_and_nan():
                 load_config("demo", None, value)
             message = str(caught.value)
             assert message.startswith(key) and "\n" not in message, (key, raw, message)
+
+
+def test_malformed_yaml_is_one_line_with_file_line_and_column(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("training:\n  lr: [1, 2\n  epochs: 3\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config("demo", path)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"config: {path}:3:9: expected ',' or ']'"), message
