@@ -39,8 +39,11 @@ def train(
     from sae_core.progress import TqdmProgress
     from sae_core.training import train_cell
 
+    from sae_core.io import check_writable
+
     cfg = resolve_config(preset, config, set_)
     cfg = standalone_threads(cfg, config, set_)
+    check_writable(out)  # before training: a read-only --out was found at the first checkpoint
     try:
         if architecture == "relu":
             cell = Cell(expansion, float(l1), strategy)
