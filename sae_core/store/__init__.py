@@ -4,6 +4,7 @@
 from sae_core.store.format import SPLITS, split_codes, split_of
 from sae_core.store.import_pt import import_pt_chunks
 from sae_core.store.reader import ActivationStore, RowBatch
+from sae_core.store.shards import verify_store
 from sae_core.store.writer import write_store
 
 __all__ = [
@@ -13,5 +14,6 @@ __all__ = [
     "import_pt_chunks",
     "split_codes",
     "split_of",
+    "verify_store",
     "write_store",
 ]
