@@ -29,8 +29,8 @@ import torch
 from sae_core.config import ConfigError, SweepConfig
 from sae_core.device import cpu_threads, resolve_device, resolve_dtype
 from sae_core.errors import StoreError
-from sae_core.io import make_dirs
 from sae_core.extraction.hf_load import iter_documents, load_model, load_model_config, load_tokenizer
+from sae_core.io import make_dirs
 from sae_core.progress import Progress, no_progress
 from sae_core.store import verify_store
 from sae_core.store.format import (
