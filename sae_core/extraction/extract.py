@@ -32,7 +32,7 @@ from sae_core.errors import StoreError
 from sae_core.extraction.hf_load import iter_documents, load_model, load_model_config, load_tokenizer
 from sae_core.io import make_dirs
 from sae_core.progress import Progress, no_progress
-from sae_core.store import verify_store
+from sae_core.store import remove_store, verify_store
 from sae_core.store.format import (
     DEFAULT_ROW_GROUP_TOKENS,
     FORMAT_VERSION,
@@ -96,21 +96,13 @@ def extract_activations(cfg: SweepConfig, progress: Progress | None = None, forc
     make_dirs(out)
     with _exclusive(out / ".lock"):
         if force:
-            _remove_store(out)
+            log.warning("--force: removing the store at %s to extract it again", out)
+            remove_store(out)
         elif (out / MANIFEST).is_file():  # another process finished it while we waited
             return out
         _Extraction(cfg, out, progress or no_progress).run()
     return out
 
-
-def _remove_store(out: Path) -> None:
-    """Manifest first, then the shards. Removed rather than rebuilt beside it and swapped in: a store
-    can be most of a disk, and a reader with the old manifest would find new shards under the same names
-    anyway; without a manifest, every reader refuses the store as incomplete until the new one lands."""
-    log.warning("--force: removing the store at %s to extract it again", out)
-    (out / MANIFEST).unlink(missing_ok=True)
-    for shard in out.glob("part-*.parquet"):
-        shard.unlink()
 
 
 class _StopForward(Exception):

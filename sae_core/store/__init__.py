@@ -4,7 +4,7 @@
 from sae_core.store.format import SPLITS, split_codes, split_of
 from sae_core.store.import_pt import import_pt_chunks
 from sae_core.store.reader import ActivationStore, RowBatch
-from sae_core.store.shards import verify_store
+from sae_core.store.shards import remove_store, verify_store
 from sae_core.store.writer import write_store
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "ActivationStore",
     "RowBatch",
     "import_pt_chunks",
+    "remove_store",
     "split_codes",
     "split_of",
     "verify_store",

@@ -181,6 +181,17 @@ def verify_store(path: str | Path) -> None:
         _verify(shard, entry["sha256"])
 
 
+def remove_store(path: str | Path) -> None:
+    """Manifest first, then the shards. Removed rather than rebuilt beside it and swapped in: a store
+    can be most of a disk, and a reader holding the old manifest would meet new shards under the same
+    names anyway; without a manifest every reader refuses the store as incomplete until the new one
+    lands."""
+    store = Path(path)
+    (store / "manifest.json").unlink(missing_ok=True)
+    for shard in store.glob("part-*.parquet"):
+        shard.unlink()
+
+
 def _verify(path: Path, expected: str) -> None:
     """Checksum a shard before its first use in this process; a mismatch is refused with the path."""
     stat = path.stat()
