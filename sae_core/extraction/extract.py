@@ -104,7 +104,6 @@ def extract_activations(cfg: SweepConfig, progress: Progress | None = None, forc
     return out
 
 
-
 class _StopForward(Exception):
     """Raised by the capture hook: the layer's input is all we need."""
 
