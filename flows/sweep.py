@@ -31,8 +31,9 @@ from sae_core.config import (  # noqa: E402
     preset_names,
     validate_config,
 )
+from sae_core.io import check_writable  # noqa: E402
 from sae_core.naming import Cell, grid_cells  # noqa: E402
-from tasks.common import run_logger, sweep_dir  # noqa: E402
+from tasks.common import data_root, run_logger, sweep_dir  # noqa: E402
 
 # The presets shipped in sae_core/presets, as a choice in the deployment's run form.
 PresetName = Literal[tuple(preset_names())]  # type: ignore[valid-type]
@@ -124,6 +125,8 @@ def sae_sweep(
     wall_start = time.perf_counter()
     logger = run_logger()
     cfg = resolve_sweep_config(preset, overrides, config)
+    # Before any work: a read-only data_root otherwise failed at extraction's first shard, retried.
+    check_writable(data_root(cfg))
     if cfg.grid.placement == "local":  # pool workers check their own allow-lists (train_cell_flow)
         from tasks.credentials import check_credentials
 

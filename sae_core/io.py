@@ -91,6 +91,18 @@ def make_dirs(path: str | Path) -> Path:
     return Path(path)
 
 
+def check_writable(directory: str | Path) -> Path:
+    """`directory`, created if missing, once a file could be created and removed in it; else
+    `StorageWriteError` naming it. Called before a stage's work: a read-only `data_root` or `--out` was
+    found only at the first write, after minutes of extraction or most of a training run."""
+    target = Path(directory)
+    make_dirs(target)
+    with storage_errors(target):
+        probe = _create_temporary(target / ".write-check")
+        probe.unlink()
+    return target
+
+
 def storage_error(exc: BaseException, path: Path) -> StorageWriteError | None:
     """The `StorageWriteError` for `exc` when a full, read-only or unwritable file system caused it, else
     None. Looks through the exception's causes (pyarrow and torch wrap the OSError) and their messages;

@@ -17,6 +17,7 @@ from tasks.common import (
     analyze_cache_key,
     artifact_key,
     call_stage,
+    retry_unless_user_error,
     run_dir,
     run_logger,
 )
@@ -30,7 +31,13 @@ def _run_name() -> str:
     return f"analyze-{Cell.parse(task_run.parameters['cell']).task_name}"
 
 
-@task(name="analyze_features", task_run_name=_run_name, cache_key_fn=_cache_key, retries=1)
+@task(
+    name="analyze_features",
+    task_run_name=_run_name,
+    cache_key_fn=_cache_key,
+    retries=1,
+    retry_condition_fn=retry_unless_user_error,
+)
 def analyze_features(store: str, cell: str, cfg: SweepConfig) -> dict[str, Any]:
     """Analyse one trained cell → `features/` and `analysis.json` in its run dir."""
     from sae_core.analysis import analyze_run

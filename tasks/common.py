@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from sae_core.config import KeyPolicy, SweepConfig, check_key_source
+from sae_core.errors import SaeSweepError
 from sae_core.io import read_json
 from sae_core.naming import Cell
 from sae_core.version import code_version
@@ -180,6 +181,12 @@ ANALYSIS_OUTPUTS = (
 def analysis_complete(cfg: SweepConfig, cell: Cell) -> bool:
     out = run_dir(cfg, cell)
     return all((out / name).is_file() for name in ANALYSIS_OUTPUTS)
+
+
+def retry_unless_user_error(task: Any, task_run: Any, state: Any) -> bool:
+    """A task's `retry_condition_fn`: a bad config, a NaN loss or a read-only disk (`SaeSweepError`)
+    fails the same way again; a killed process or a flaky network may not."""
+    return not isinstance(state.data, SaeSweepError)
 
 
 def call_stage(task: Any, cfg: SweepConfig, outputs_present: bool, *args: Any) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from tasks.common import (
     artifact_key,
     call_stage,
     extract_cache_key,
+    retry_unless_user_error,
     run_logger,
     stage_lock,
     store_complete,
@@ -24,7 +25,13 @@ def _cache_key(context: Any, parameters: dict[str, Any]) -> str:
     return extract_cache_key(parameters["cfg"])
 
 
-@task(name="extract_activations", task_run_name="extract-activations", cache_key_fn=_cache_key, retries=1)
+@task(
+    name="extract_activations",
+    task_run_name="extract-activations",
+    cache_key_fn=_cache_key,
+    retries=1,
+    retry_condition_fn=retry_unless_user_error,
+)
 def extract_stage(cfg: SweepConfig) -> dict[str, Any]:
     """Extract the residual stream into an ActivationStore (or find the complete one) → its path."""
     from sae_core.extraction import extract_activations, store_key

@@ -21,6 +21,7 @@ from tasks.common import (
     PrefectProgress,
     artifact_key,
     call_stage,
+    retry_unless_user_error,
     run_dir,
     run_logger,
     stage_lock,
@@ -35,11 +36,6 @@ def _cache_key(context: Any, parameters: dict[str, Any]) -> str:
 
 def _run_name() -> str:
     return f"train-{Cell.parse(task_run.parameters['cell']).task_name}"
-
-
-def _retry_unless_user_error(task: Any, task_run: Any, state: Any) -> bool:
-    # A bad config or a NaN loss fails the same way again; a killed process or a flaky disk may not.
-    return not isinstance(state.data, SaeSweepError)
 
 
 def progress_callback(cell: Cell, sweep: str) -> Any:
@@ -81,7 +77,7 @@ def progress_callback(cell: Cell, sweep: str) -> Any:
     cache_key_fn=_cache_key,
     retries=2,
     retry_delay_seconds=2,
-    retry_condition_fn=_retry_unless_user_error,
+    retry_condition_fn=retry_unless_user_error,
 )
 def train_sae(store: str, cell: str, cfg: SweepConfig) -> dict[str, Any]:
     """Train one cell into `runs/<sweep>/<cell>/`, resuming from its checkpoint after a crash."""
@@ -143,7 +139,7 @@ def _pack_run_name() -> str:
     cache_policy=NO_CACHE,  # each cell's own task holds the cache (its key as when trained alone)
     retries=1,
     retry_delay_seconds=2,
-    retry_condition_fn=_retry_unless_user_error,
+    retry_condition_fn=retry_unless_user_error,
 )
 def train_pack_task(store: str, cells: list[str], cfg: SweepConfig) -> dict[str, Any]:
     """Train `cells` together (`grid.pack`), each into its run dir with its own progress artifact."""

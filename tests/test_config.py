@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import types
+import typing
+
 import pytest
+from pydantic import BaseModel
 
 from sae_core.config import (
     ConfigError,
@@ -146,3 +150,47 @@ def test_layer_beyond_the_model_depth():
 def test_val_and_test_fractions_must_leave_training_data():
     with pytest.raises(ConfigError, match="extraction"):
         load_config("demo", overrides={"extraction.val_fraction": 0.5, "extraction.test_fraction": 0.5})
+
+
+def _float_fields(model: type[BaseModel] = SweepConfig, prefix: str = "") -> dict[str, bool]:
+    """Dotted key → whether it holds a list, for every field whose type admits a float."""
+    out: dict[str, bool] = {}
+    for name, info in model.model_fields.items():
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            out.update(_float_fields(annotation, f"{prefix}{name}."))
+            continue
+        union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+        options = typing.get_args(annotation) if union else (annotation,)
+        for option in options:
+            if option is float:
+                out[f"{prefix}{name}"] = False
+            elif typing.get_origin(option) is list and typing.get_args(option) == (float,):
+                out[f"{prefix}{name}"] = True
+    return out
+
+
+def test_every_float_field_refuses_inf_and_nan():
+    fields = _float_fields()
+    # The walk must see the keys the probe broke, or it proves nothing.
+    assert {"training.epochs", "training.lr", "training.init_encoder_norm", "grid.l1_coefficients"} <= set(
+        fields
+    )
+    assert len(fields) >= 15
+    for key, is_list in fields.items():
+        for raw in (".inf", "-.inf", ".nan"):
+            value = parse_set([f"{key}={'[' + raw + ']' if is_list else raw}"])
+            with pytest.raises(ConfigError) as caught:
+                load_config("demo", None, value)
+            message = str(caught.value)
+            assert message.startswith(key) and "\n" not in message, (key, raw, message)
+
+
+def test_malformed_yaml_is_one_line_with_file_line_and_column(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("training:\n  lr: [1, 2\n  epochs: 3\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config("demo", path)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"config: {path}:3:9: expected ',' or ']'"), message

@@ -148,7 +148,8 @@ def test_read_only_data_root_names_the_path_and_the_cli_prints_one_line(tmp_path
         assert main(argv) == 2
         err = capsys.readouterr().err
         errors = [line for line in err.splitlines() if line.strip() and not line.startswith("extracting:")]
-        assert len(errors) == 1 and errors[0].startswith(f"error: {root}/")
+        # data_root itself: `extract` checks it takes a file before loading the model.
+        assert len(errors) == 1 and errors[0].startswith(f"error: {root}: cannot write")
         assert "read-only file system" in errors[0] and "Traceback" not in err
     finally:
         _umount(root)
@@ -207,3 +208,27 @@ def test_other_errors_pass_through(tmp_path):
     with pytest.raises(ValueError, match="a bug"):
         atomic_write_with(tmp_path / "x", lambda tmp: (_ for _ in ()).throw(ValueError("a bug")))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_read_only_out_and_data_root_fail_before_any_work(tmp_path, capsys, tiny_store):
+    """`train --out <read-only>` trained 69 % of the run before its first checkpoint failed; `run` on a
+    read-only data_root printed a raw OSError with six tracebacks (issue 20 item 7)."""
+    root = tmp_path / "ro"
+    if not _mount_tmpfs(root, "size=1m,ro"):
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        # 10 000 steps: minutes if it trained at all.
+        sets = ["--set", "training.max_tokens=640000", "--set", "training.checkpoint_every=5000"]
+        argv = ["train", "--activations", str(tiny_store), "--out", str(root / "cell"), *sets]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.strip() == (
+            f"error: {root}/cell: cannot write (read-only file system); mount it read-write "
+            "(or set data_root to a writable directory) and re-run"
+        )
+        assert main(["run", "--preset", "demo", "--set", f"data_root={root}"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {root}: cannot write (read-only file system)"), err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    finally:
+        _umount(root)

@@ -45,6 +45,19 @@ def test_missing_data_file(cfg, tmp_path):
         extract_activations(cfg)
 
 
+@pytest.mark.parametrize("streaming", [True, False])
+def test_malformed_jsonl_is_named_malformed_not_offline(cfg, tmp_path, streaming):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine"}\n{"text": "broken\n{"text": "x"}\n')
+    cfg.data.data_files = str(bad)
+    cfg.data.streaming = streaming
+    with pytest.raises(ConfigError) as caught:
+        extract_activations(cfg)
+    message = str(caught.value)
+    assert message.startswith(f"data.data_files: {str(bad)!r} is malformed (ArrowInvalid: JSON parse")
+    assert "network" not in message and "\n" not in message
+
+
 def test_layer_beyond_the_model(cfg):
     cfg.model.layer = 3
     with pytest.raises(ConfigError, match=r"model\.layer: .* has 2 layers.*\(got 3\)"):

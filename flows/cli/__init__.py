@@ -1,7 +1,8 @@
 """The `sae-sweep` command line. Each command group lives in its own module and registers on `app`.
 
 Errors caused by the user's input (`SaeSweepError`, and an `OSError` of a full or read-only disk) print
-as one line on standard error and exit 2; anything else is a bug and keeps its traceback.
+as one line on standard error and exit 2; anything else is a bug and keeps its traceback. SIGTERM and
+SIGINT end any command within seconds, its child processes with it (`flows.cli.stopping`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
+from flows.cli import stopping
 from flows.cli.app import app
 from sae_core.errors import SaeSweepError
 from sae_core.io import storage_error
@@ -41,6 +43,29 @@ def _register() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # the process's own command line (not a test calling main in its process)
+        stopping.install()
+    try:
+        code = _main(argv)
+    except BaseException:
+        if stopping.received() is None:
+            raise
+        # What the interrupt became on its way up: Prefect's TerminationSignal (its own SIGTERM handler
+        # during a flow run), or an error of a stage it cut short.
+        print("interrupted", file=sys.stderr)
+        return _interrupted()
+    # A flow that caught the interrupt ends Crashed and returns (or exits 1): the signal decides.
+    return _interrupted() if stopping.received() is not None else code
+
+
+def _interrupted() -> int:
+    """Stop the children now (Prefect's temporary server would stop only at exit, after the worker
+    threads were joined: minutes in a labelling stage) and exit with 128 + the signal."""
+    stopping.stop_children()
+    return stopping.exit_code()
+
+
+def _main(argv: list[str] | None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     # One INFO line per HTTP request (Prefect's API, the LLM endpoint, the Hub) drowns the output.
     for noisy in ("httpx", "httpcore", "urllib3", "filelock"):

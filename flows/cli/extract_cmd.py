@@ -15,15 +15,25 @@ from flows.cli.app import ConfigOpt, PresetOpt, SetOpt, app, resolve_config
 
 
 @app.command("extract")
-def extract(preset: PresetOpt = None, config: ConfigOpt = None, set_: SetOpt = None) -> None:
+def extract(
+    preset: PresetOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Remove the store first and extract it again (a corrupt one).")
+    ] = False,
+) -> None:
     """Extract the configured layer's residual stream into `data_root/activations/<key>/`
-    (returns at once when that store exists; resumes an interrupted one)."""
+    (returns at once when that store exists and its checksums match; resumes an interrupted one)."""
     cfg = resolve_config(preset, config, set_)
     from sae_core.extraction import extract_activations
+    from sae_core.io import check_writable
     from sae_core.progress import TqdmProgress
+    from tasks.common import data_root
 
+    check_writable(data_root(cfg))
     with TqdmProgress("extracting", unit="doc") as bar:
-        path = extract_activations(cfg, bar)
+        path = extract_activations(cfg, bar, force=force)
     typer.echo(str(path))
 
 

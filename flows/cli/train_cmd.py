@@ -35,12 +35,14 @@ def train(
 ) -> None:
     """Train one SAE cell; writes the .pth, the SAELens export, metrics.json and train_log.parquet."""
     from sae_core.errors import TrainingError
+    from sae_core.io import check_writable
     from sae_core.naming import Cell
     from sae_core.progress import TqdmProgress
     from sae_core.training import train_cell
 
     cfg = resolve_config(preset, config, set_)
     cfg = standalone_threads(cfg, config, set_)
+    check_writable(out)  # before training: a read-only --out was found at the first checkpoint
     try:
         if architecture == "relu":
             cell = Cell(expansion, float(l1), strategy)

@@ -19,5 +19,12 @@ class ConfigError(SaeSweepError, ValueError):
 
 
 class Section(BaseModel):
-    # forbid: a misspelt key in a YAML file must fail, not be silently ignored.
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True)
+    # forbid: a misspelt key in a YAML file must fail, not be silently ignored. allow_inf_nan=False:
+    # YAML's `.inf`/`.nan` pass every `gt=0` bound and only fail mid-training (an OverflowError for
+    # `epochs`, a NaN loss for `lr`), so every float of every section must be finite at load time.
+    model_config = ConfigDict(
+        extra="forbid",
+        validate_assignment=True,
+        use_attribute_docstrings=True,
+        allow_inf_nan=False,
+    )

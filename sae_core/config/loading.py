@@ -71,12 +71,29 @@ def load_config(
         try:
             loaded = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config: {path} is not valid YAML ({exc})") from exc
+            raise ConfigError(f"config: {_yaml_problem(path, exc)}") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"config: {path} must hold a mapping (got {type(loaded).__name__})")
         data = _deep_merge(data, loaded)
     data = apply_overrides(data, overrides or {})
     return validate_config(data)
+
+
+def _yaml_problem(path: Path, exc: yaml.YAMLError) -> str:
+    """`file:line:col: problem (context)` on one line; PyYAML's own text spans seven lines with the
+    offending source quoted twice, which a terminal or a Prefect log shows as a wall."""
+    if not isinstance(exc, yaml.MarkedYAMLError) or exc.problem_mark is None:
+        return f"{path} is not valid YAML: {' '.join(str(exc).split())}"
+    mark = exc.problem_mark
+    problem = " ".join((exc.problem or "invalid YAML").split())
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}"
+    context = ""
+    if exc.context:
+        context = " ".join(exc.context.split())
+        if exc.context_mark is not None:
+            context += f" at line {exc.context_mark.line + 1}, column {exc.context_mark.column + 1}"
+        context = f" ({context})"
+    return f"{where}: {problem}{context}; fix the YAML there"
 
 
 def validate_config(data: dict[str, Any]) -> SweepConfig:

@@ -30,7 +30,9 @@ from sae_core.config import ConfigError, SweepConfig
 from sae_core.device import cpu_threads, resolve_device, resolve_dtype
 from sae_core.errors import StoreError
 from sae_core.extraction.hf_load import Documents, load_model, load_model_config, load_tokenizer
+from sae_core.io import make_dirs
 from sae_core.progress import Progress, no_progress
+from sae_core.store import remove_store, verify_store
 from sae_core.store.format import (
     DEFAULT_ROW_GROUP_TOKENS,
     FORMAT_VERSION,
@@ -82,16 +84,21 @@ def layer_meaning(layer: int, num_layers: int) -> str:
     )
 
 
-def extract_activations(cfg: SweepConfig, progress: Progress | None = None) -> Path:
+def extract_activations(cfg: SweepConfig, progress: Progress | None = None, force: bool = False) -> Path:
     """Extract `cfg.model.layer`'s activations over `cfg.data` into `data_root/activations/<key>/`.
-    Returns at once when that store is already complete; resumes an interrupted one."""
+    Returns at once when that store is already complete (its shards' checksums verified: a truncated
+    shard is refused with its name); resumes an interrupted one. `force` rebuilds it from scratch."""
     out = store_path(cfg)
-    if (out / MANIFEST).is_file():
-        log.info("store already complete: %s", out)
+    if (out / MANIFEST).is_file() and not force:
+        verify_store(out)
+        log.info("store already complete (checksums verified): %s", out)
         return out
-    out.mkdir(parents=True, exist_ok=True)
+    make_dirs(out)
     with _exclusive(out / ".lock"):
-        if (out / MANIFEST).is_file():  # another process finished it while we waited
+        if force:
+            log.warning("--force: removing the store at %s to extract it again", out)
+            remove_store(out)
+        elif (out / MANIFEST).is_file():  # another process finished it while we waited
             return out
         _Extraction(cfg, out, progress or no_progress).run()
     return out

@@ -153,7 +153,7 @@ def iter_documents(cfg: SweepConfig) -> Iterator[tuple[int, str]]:
                 f"data.config_name: {data.dataset!r} has no configuration {data.config_name!r} "
                 f"(configurations: {known})"
             ) from None
-        raise _why("data.dataset", data.dataset, exc, local_hint=False) from None
+        raise _data_error(cfg, files, exc) from None
     except FileNotFoundError as exc:
         field = "data.data_files" if files else "data.dataset"
         field = "data.revision" if data.revision and "Revision" in str(exc) else field
@@ -163,7 +163,7 @@ def iter_documents(cfg: SweepConfig) -> Iterator[tuple[int, str]]:
             raise _script_refused(data.dataset, exc) from None
         raise _why("data.dataset", data.dataset, exc, local_hint=False) from None
     except Exception as exc:
-        raise _why("data.dataset", data.dataset, exc, local_hint=False) from None
+        raise _data_error(cfg, files, exc) from None
     if data.num_documents is not None:
         ds = (
             ds.take(data.num_documents)
@@ -179,8 +179,42 @@ def iter_documents(cfg: SweepConfig) -> Iterator[tuple[int, str]]:
                 raise _missing_column(cfg, list(row))
             text = row[data.text_column]
             yield index, text if isinstance(text, str) else ("" if text is None else str(text))
-    except datasets.exceptions.DatasetsError as exc:
-        raise _why("data.dataset", data.dataset, exc, local_hint=False) from None
+    except ConfigError:
+        raise
+    except (datasets.exceptions.DatasetsError, ValueError) as exc:
+        # ValueError: a streamed file's parse error (pyarrow's ArrowInvalid) surfaces while iterating.
+        raise _data_error(cfg, files, exc) from None
+
+
+def _data_error(cfg: SweepConfig, files: object, exc: BaseException) -> ConfigError:
+    """A data file that cannot be parsed is named as malformed, with the parser's words (pyarrow says
+    `JSON parse error: … in row N`); blaming the network, as `_why` does offline, sent users hunting
+    for a download problem."""
+    problem = _parse_problem(exc)
+    if problem is None:
+        return _why("data.dataset", cfg.data.dataset, exc, local_hint=False)
+    field, value = ("data.data_files", files) if files else ("data.dataset", cfg.data.dataset)
+    return ConfigError(
+        f"{field}: {value!r} is malformed ({problem}); fix the file or point {field} elsewhere"
+    )
+
+
+# What the parsers behind `load_dataset("json" | "csv" | "parquet" | "text")` raise on a bad file.
+_PARSE_ERRORS = {"ArrowInvalid", "JSONDecodeError", "ParserError", "UnicodeDecodeError"}
+
+
+def _parse_problem(exc: BaseException) -> str | None:
+    """The parser's one-line complaint, found along the chain of causes (`datasets` wraps it in a
+    `DatasetGenerationError` without the text), or None when the failure is not a parse error."""
+    seen: BaseException | None = exc
+    for _ in range(10):  # a cycle in __context__ must not hang the error path
+        if seen is None:
+            return None
+        if type(seen).__name__ in _PARSE_ERRORS:
+            text = " ".join(str(seen).split())
+            return f"{type(seen).__name__}: {text[:300]}"
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _missing_column(cfg: SweepConfig, columns: list[str]) -> ConfigError:

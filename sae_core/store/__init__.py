@@ -5,6 +5,7 @@ from sae_core.store.format import SPLITS, split_codes, split_of
 from sae_core.store.identity import store_fingerprint, store_identity
 from sae_core.store.import_pt import import_pt_chunks
 from sae_core.store.reader import ActivationStore, RowBatch
+from sae_core.store.shards import remove_store, verify_store
 from sae_core.store.writer import write_store
 
 __all__ = [
@@ -12,9 +13,11 @@ __all__ = [
     "ActivationStore",
     "RowBatch",
     "import_pt_chunks",
+    "remove_store",
     "split_codes",
     "split_of",
     "store_fingerprint",
     "store_identity",
+    "verify_store",
     "write_store",
 ]

@@ -164,6 +164,34 @@ def check_split(split: str) -> str:
     return split
 
 
+REBUILD = "rebuild it with `sae-sweep extract --force` and the same config"
+
+
+def verify_store(path: str | Path) -> None:
+    """Every shard the manifest lists is there and matches its sha256, else `StoreError` naming the
+    shard and how to rebuild the store. Verified shards are remembered for the process, so the readers
+    that follow do not hash them again."""
+    from sae_core.io import read_json
+
+    store = Path(path)
+    for entry in read_json(store / "manifest.json").get("shards", []):
+        shard = store / entry["file"]
+        if not shard.is_file():
+            raise StoreError(f"store: shard {shard} is missing; the store is incomplete, {REBUILD}")
+        _verify(shard, entry["sha256"])
+
+
+def remove_store(path: str | Path) -> None:
+    """Manifest first, then the shards. Removed rather than rebuilt beside it and swapped in: a store
+    can be most of a disk, and a reader holding the old manifest would meet new shards under the same
+    names anyway; without a manifest every reader refuses the store as incomplete until the new one
+    lands."""
+    store = Path(path)
+    (store / "manifest.json").unlink(missing_ok=True)
+    for shard in store.glob("part-*.parquet"):
+        shard.unlink()
+
+
 def _verify(path: Path, expected: str) -> None:
     """Checksum a shard before its first use in this process; a mismatch is refused with the path."""
     stat = path.stat()
@@ -177,6 +205,6 @@ def _verify(path: Path, expected: str) -> None:
         if actual != expected:
             raise StoreError(
                 f"store: shard {path} does not match its checksum (sha256 {actual[:12]}…, manifest "
-                f"{expected[:12]}…); the store is corrupted, re-extract it"
+                f"{expected[:12]}…); the store is corrupted, {REBUILD}"
             )
         _VERIFIED[key] = True
