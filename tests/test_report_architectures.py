@@ -181,7 +181,7 @@ def test_monosemanticity_table_absent_when_nothing_is_labelled(tmp_path):
     for i, cell in enumerate(cells):
         fabricate_cell(sweep, cell, seed=i, labels="skipped")
     doc = json.loads((build_report(sweep) / "tables.json").read_text())
-    assert set(doc["architectures"]["tables"]) == {"dead_pct_by_architecture"}
+    assert set(doc["architectures"]["tables"]) == {"never_fired_pct_by_architecture", "dead_pct_by_architecture"}
 
 
 def test_frontier_curve_per_architecture_and_strategy_on_a_log_l0_axis():

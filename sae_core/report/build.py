@@ -16,7 +16,13 @@ from pathlib import Path
 from sae_core.config import SweepConfig
 from sae_core.io import atomic_write_json, atomic_write_text
 from sae_core.progress import Progress, no_progress
-from sae_core.report.cells import REPORT_DIRNAME, collect_cells, dead_pct_caption, load_published
+from sae_core.report.cells import (
+    REPORT_DIRNAME,
+    collect_cells,
+    dead_pct_caption,
+    load_published,
+    unit_notes,
+)
 from sae_core.report.compare import compares_architectures, comparison_tables, computed_on, sparsity_text
 from sae_core.report.tables import cell_rows, grid_tables
 from sae_core.version import code_version
@@ -77,6 +83,7 @@ def build_report(
         "code_version": code_version(),
         "published_source": published["source"] if published else None,
         "dead_caption": caption,
+        "unit_notes": unit_notes(cells),
         "grid_tables": tables,
         "cells": rows,
         **({"architectures": architectures} if architectures else {}),
