@@ -30,7 +30,7 @@ def small_store(path: Path) -> Path:
     gen = torch.Generator().manual_seed(0)
     directions = torch.randn(64, D, generator=gen)
     directions /= directions.norm(dim=1, keepdim=True)
-    codes = (torch.rand(N, 64, generator=gen) < 0.08) * (torch.rand(N, 64, generator=gen) + 0.5)
+    codes = (torch.rand(N, 64, generator=gen) < 0.2) * (torch.rand(N, 64, generator=gen) + 0.5)
     x = codes @ directions
     x *= 0.25 / x.norm(dim=1).mean()
     write_store(

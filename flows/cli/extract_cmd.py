@@ -18,7 +18,7 @@ from flows.cli.app import ConfigOpt, PresetOpt, SetOpt, app, resolve_config
 def extract(preset: PresetOpt = None, config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Extract the configured layer's residual stream into `data_root/activations/<key>/`
     (returns at once when that store exists; resumes an interrupted one)."""
-    cfg = resolve_config(preset, config, set_)
+    cfg = resolve_config(preset, config, set_, command="extract")
     from sae_core.extraction import extract_activations
     from sae_core.progress import TqdmProgress
 
