@@ -112,3 +112,13 @@ def test_report_says_units_disagreement_and_shortfall_in_words(analysed):
     row = json.loads((out / "tables.json").read_text())["cells"][0]
     assert row["never_fired_pct"] == pytest.approx(100 * summary["never_fired_fraction"])
     assert row["below_threshold_only_pct"] == pytest.approx(100 * summary["below_threshold_only_fraction"])
+
+
+def test_an_empty_selection_reads_as_skipped_with_its_reason_not_as_missing(tmp_path):
+    from sae_core.report.cells import CellData, monosemanticity_pct
+
+    reason = "0 of 50 asked: only 0 features fire > 0.07 (raw units of the stored activations) on ≥ 10 …"
+    labels = {"monosemanticity_rate": None, "skipped_reason": None, "labelled": 0, "failed": 0}
+    labels["selection"] = {"asked": 50, "selected": 0, "eligible": 0, "shortfall": reason}
+    entry = monosemanticity_pct(CellData(CELL, tmp_path, exists=True, labels=labels))
+    assert entry.value is None and entry.note == f"skipped (no feature selected: {reason})"

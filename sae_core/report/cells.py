@@ -222,7 +222,8 @@ def monosemanticity_pct(data: CellData) -> Entry:
     if labels.get("skipped_reason"):
         return Entry(None, f"skipped ({labels['skipped_reason']})")
     rate = _number(labels.get("monosemanticity_rate"))
-    selection = labels.get("selection") if isinstance(labels.get("selection"), dict) else {}
+    found = labels.get("selection")
+    selection: dict[str, Any] = found if isinstance(found, dict) else {}
     if rate is None and selection.get("selected") == 0:
         return Entry(None, f"skipped (no feature selected: {selection.get('shortfall') or 'none qualified'})")
     if rate is None:
