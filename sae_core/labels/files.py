@@ -201,11 +201,12 @@ def selection_counts(run_dir: str | Path) -> dict[str, Any] | None:
 def write_labels(run_dir: str | Path, rows: Sequence[dict[str, Any]], summary: dict[str, Any]) -> Path:
     """Write `labels.parquet` (unless the summary says the stage was skipped; possibly with no rows) and
     `labels.json`, each atomically. labels.json carries the selection's counts and the reason it is
-    short (`selection`), so a cell with nothing to label says why."""
+    short (`selection`), so a cell with nothing to label says why; it is added to `summary` in place,
+    so the caller returns what the file holds."""
     run = Path(run_dir)
     selection = selection_counts(run)
     if selection is not None:
-        summary = {**summary, "selection": selection}
+        summary["selection"] = selection
         if selection["shortfall"]:
             log.warning("labels for %s: selection %s", run.name, selection["shortfall"])
     if not summary.get("skipped_reason"):
