@@ -6,6 +6,10 @@
   none of the evaluated tokens; `window_dead_fraction` (train_log.parquet `kind=train` rows) is the
   training-window rule at that step.
 - `dead_fraction` (analysis.json): never above `analysis.dead_threshold` on the `dead_split` tokens.
+  Beside it analysis.json has `never_fired_fraction` (no activation > 0 on the analysed tokens: free of
+  the threshold's units and of L1 shrinkage, what the cross-architecture tables use) and
+  `below_threshold_only_fraction` (fires, but never above the threshold); the gap between the two dead
+  figures is the threshold's doing, and the report says so in words.
 
 Runs written before these names existed stored `dead_fraction_train`, which counted a neuron reset at
 the last resampling as alive. It is read where that made no difference (no neuron reset in the final
@@ -75,3 +79,71 @@ def dead_caption(threshold: float | None, token_set: str | None) -> str:
 
 
 TRAINING_CAPTION = "dead % (training window)"
+
+
+# ---------------------------------------------------------------------------------------------
+# Units: every threshold and activation value names the scale it is in and the tokens it counts
+
+RAW_UNITS = "raw"
+"""analysis.json's `activation_units` today: the stored activations as extracted, unscaled. A later
+input normalisation writes its own name (e.g. `normalized`) and every caption below follows it."""
+
+
+def units_text(units: str | None) -> str:
+    """`raw units of the stored activations`, or the named scale."""
+    if units in (None, RAW_UNITS):
+        return "raw units of the stored activations"
+    return f"{units} units"
+
+
+def threshold_text(threshold: float | None, units: str | None) -> str:
+    """`> 0.07 (raw units of the stored activations)`."""
+    thr = f"> {threshold:g}" if threshold is not None else "> threshold"
+    return f"{thr} ({units_text(units)})"
+
+
+def disagreement_text(analysis: dict[str, Any]) -> str | None:
+    """The words the report prints when never-fired and dead % disagree: features fire (> 0) on the
+    tokens but never above the dead threshold, so the threshold, not the SAE, makes them dead."""
+    below = _number(analysis.get("below_threshold_only_count"))
+    d_hidden = _number(analysis.get("d_hidden"))
+    if not below or not d_hidden:
+        return None
+    threshold = _number(analysis.get("dead_threshold"))
+    max_act = _number(analysis.get("max_activation"))
+    largest = f"; the largest activation of any feature is {max_act:.3g}" if max_act is not None else ""
+    return (
+        f"{int(below):,} of {int(d_hidden):,} features ({pct(below / d_hidden)}) fire (> 0) on the "
+        f"{analysis.get('never_fired_split') or analysis.get('split') or 'analysed'} tokens but never "
+        f"{threshold_text(threshold, analysis.get('activation_units'))}: they count as dead only "
+        f"because of the threshold{largest}. Compare `analysis.dead_threshold` with the activations' "
+        "scale before reading dead % or the selection."
+    )
+
+
+def selection_shortfall(
+    asked: int,
+    selected: int,
+    eligible: int,
+    threshold: float,
+    min_activations: int,
+    token_set: str,
+    units: str | None,
+    below_only: int,
+) -> str | None:
+    """Why the selection holds fewer features than `2 × top_k_features` asked (None when it is full):
+    `3 of 50 asked: only 3 features fire > 0.07 (raw units …) on ≥ 10 test tokens; …`."""
+    if selected >= asked:
+        return None
+    reason = (
+        f"{selected} of {asked} asked: only {eligible} features fire {threshold_text(threshold, units)} "
+        f"on ≥ {min_activations} {token_set} tokens"
+    )
+    if below_only > 0:
+        reason += (
+            f"; {below_only} more fire > 0 but never above the threshold: the SAE's activations are "
+            "small against it in these units — see analysis.dead_threshold"
+        )
+    elif eligible == 0:
+        reason += "; see analysis.dead_threshold and analysis.min_activations"
+    return reason

@@ -48,14 +48,20 @@ def analyze_features(store: str, cell: str, cfg: SweepConfig) -> dict[str, Any]:
     start = time.perf_counter()
     summary = analyze_run(store, out, cfg, progress=progress)
     seconds = time.perf_counter() - start
+    never = summary.get("never_fired_fraction")
     run_logger().info(
-        "%s analysed: %s %s, L0 %s, explained variance %s",
+        "%s analysed (%s units): %s %s, never fired (> 0) %s, L0 %s, explained variance %s",
         cell,
+        summary.get("activation_units", "raw"),
         dead_caption(summary.get("dead_threshold"), summary.get("dead_split")),
         pct(summary["dead_fraction"]) if summary.get("dead_fraction") is not None else "missing",
+        pct(never) if never is not None else "missing",
         summary.get("l0"),
         summary.get("explained_variance"),
     )
+    shortfall = (summary.get("selection") or {}).get("shortfall")
+    if shortfall:
+        run_logger().warning("%s: selection %s", cell, shortfall)
     return {
         "cell": cell,
         "run_dir": str(out),

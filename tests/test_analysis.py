@@ -525,3 +525,19 @@ def test_near_duplicates_need_both_direction_and_correlation():
     r = np.array([[1, 0.95, 0.95, 1], [0.95, 1, 0.5, 0.95], [0.95, 0.5, 1, 0.95], [1, 0.95, 0.95, 1]])
     cos = np.array([[1, 0.99, 0.5, 1], [0.99, 1, 0.99, 0.99], [0.5, 0.99, 1, 0.5], [1, 0.99, 0.5, 1]])
     assert near_duplicates(ids, r, cos) == {11: 10}
+
+
+def test_never_fired_and_below_threshold_figures_equal_brute_force(sparse_run):
+    _, _, summary, ref = sparse_run
+    h, thr = ref["h"], summary["dead_threshold"]
+    peak = h.max(0)
+    assert summary["activation_units"] == "raw"
+    assert summary["never_fired_count"] == int((peak <= 0).sum()) >= 1  # feature 3 never fires
+    assert summary["below_threshold_only_count"] == int(((peak > 0) & (peak <= thr)).sum())
+    assert summary["dead_count"] == summary["never_fired_count"] + summary["below_threshold_only_count"]
+    below = ((h > 0) & (h <= thr)).sum() / (h > 0).sum()
+    assert summary["firings_below_threshold_fraction"] == pytest.approx(below)
+    assert summary["max_activation"] == pytest.approx(float(peak.max()))
+    selection = summary["selection"]
+    assert selection["selected"] == len(summary["selected"]["top"]) + len(summary["selected"]["bottom"])
+    assert (selection["shortfall"] is None) == (selection["selected"] >= selection["asked"])

@@ -87,3 +87,31 @@ def test_usage_errors_exit_2_without_traceback():
         result = run_cli(*args)
         assert result.returncode == 2, (args, result.stderr)
         assert "Traceback" not in result.stderr and "Error" in result.stderr, args
+
+
+def test_config_show_says_where_the_config_came_from(capsys):
+    assert main(["config", "show", "--preset", "seed"]) == 0
+    assert capsys.readouterr().out.startswith("# preset 'seed' (given)\n")
+    assert main(["config", "show"]) == 0
+    assert capsys.readouterr().out.startswith("# preset 'demo' (defaulted: no --preset or --config given)")
+    assert main(["config", "show", "--no-preset"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("# no preset: the config's documented defaults")
+
+
+def test_bare_train_uses_the_documented_training_defaults_and_says_so(sae_store, tmp_path, caplog):
+    """Not the demo preset (l1_scaling sum, resample_every 200): TrainingConfig's own defaults."""
+    import json
+
+    from sae_core.config import TrainingConfig
+
+    out = tmp_path / "run"
+    argv = ["train", "-a", str(sae_store), "-o", str(out), "--expansion", "2", "--strategy", "nosampling"]
+    with caplog.at_level("INFO", logger="flows.cli.app"):
+        assert main(argv) == 0
+    said = [r.getMessage() for r in caplog.records if r.name == "flows.cli.app"]
+    assert said and said[0].startswith("sae-sweep train: no preset: the config's documented defaults")
+    trained = json.loads((out / "metrics.json").read_text())["training"]
+    defaults = TrainingConfig().model_dump(mode="json")
+    for key in ("l1_scaling", "resample_every", "lr", "batch_size", "seed", "init"):
+        assert trained[key] == defaults[key], key

@@ -76,6 +76,21 @@ def test_dead_table_by_architecture_strategy_and_width(mixed):
                 assert table["values"][i][j] == pytest.approx(expected), name
 
 
+def test_architecture_tables_lead_with_the_threshold_free_never_fired_pct(mixed):
+    """An absolute threshold judges L1-shrunk relu and unshrunk topk activations alike: the first dead
+    table compares never-fired % (no activation > 0 on the same tokens) and says so."""
+    sweep, _, _, doc = mixed
+    tables = doc["architectures"]["tables"]
+    assert list(tables)[:2] == ["never_fired_pct_by_architecture", "dead_pct_by_architecture"]
+    table = tables["never_fired_pct_by_architecture"]
+    assert "never fired % (no activation > 0" in table["title"] and "L1 shrinkage" in table["title"]
+    assert "confounded" in tables["dead_pct_by_architecture"]["title"]
+    col = table["columns"].index({"expansion": 2, "strategy": "sampling"})
+    row = table["rows"].index({"architecture": "topk", "sparsity": "k=8"})
+    expected = _analysis(sweep, "2x_topk8_sampling")["never_fired_fraction"] * 100
+    assert table["values"][row][col] == pytest.approx(expected)
+
+
 def test_monosemanticity_by_architecture_where_labelled(mixed):
     sweep, _, _, doc = mixed
     table = doc["architectures"]["tables"]["monosemanticity_pct_by_architecture"]
@@ -181,7 +196,10 @@ def test_monosemanticity_table_absent_when_nothing_is_labelled(tmp_path):
     for i, cell in enumerate(cells):
         fabricate_cell(sweep, cell, seed=i, labels="skipped")
     doc = json.loads((build_report(sweep) / "tables.json").read_text())
-    assert set(doc["architectures"]["tables"]) == {"dead_pct_by_architecture"}
+    assert set(doc["architectures"]["tables"]) == {
+        "never_fired_pct_by_architecture",
+        "dead_pct_by_architecture",
+    }
 
 
 def test_frontier_curve_per_architecture_and_strategy_on_a_log_l0_axis():

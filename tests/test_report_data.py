@@ -238,6 +238,8 @@ def fabricate_cell(
         "dead_tokens": 100_000,
         "dead_count": int(dead.sum()),
         "dead_fraction": float(dead.mean()),
+        "never_fired_fraction": float(dead.mean()) / 2,  # half the dead fire, but only below 0.07
+        "below_threshold_only_fraction": float(dead.mean()) / 2,
         "training_dead_fraction": dead_train,
         "l0": float(rng.uniform(5, 50)),
         "l1": 30.0,

@@ -24,7 +24,7 @@ def analyze(
 ) -> None:
     """Analyse the SAE in RUN on the store's `analysis.split`: writes RUN/features/ and RUN/analysis.json
     (dead %, selectivity, examples, correlation, reconstruction metrics, CE-loss recovered)."""
-    cfg = resolve_config(preset, config, set_)
+    cfg = resolve_config(preset, config, set_, command="analyze")
     from sae_core.analysis import analyze_run
     from sae_core.dead_figures import dead_caption, pct
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from flows.cli.app import ConfigOpt, PresetOpt, SetOpt, app, resolve_config
+from flows.cli.app import DEFAULT_PRESET, ConfigOpt, PresetOpt, SetOpt, app, config_source, resolve_config
 from sae_core.config import config_to_yaml, field_descriptions, preset_names
 from sae_core.naming import grid_cells
 
@@ -20,9 +20,19 @@ def show(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     explain: Annotated[bool, typer.Option(help="Print every key with its description.")] = False,
+    bare: Annotated[
+        bool,
+        typer.Option(
+            "--no-preset", help="Without --preset/--config: the config's own defaults (what `train` uses)."
+        ),
+    ] = False,
 ) -> None:
-    """Print the resolved config as YAML, then the grid's cells."""
-    cfg = resolve_config(preset, config, set_)
+    """Print the resolved config as YAML (first line: which preset it came from), then the grid's cells.
+    Without --preset/--config it shows the `demo` preset the pipeline commands default to; `train`
+    defaults to no preset (`--no-preset` shows that)."""
+    default = None if bare else DEFAULT_PRESET
+    cfg = resolve_config(preset, config, set_, default_preset=default)
+    typer.echo(f"# {config_source(preset, config, default)}")
     if explain:
         values = _flatten(cfg.model_dump(mode="json"))
         for key, text in field_descriptions().items():

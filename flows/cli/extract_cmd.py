@@ -25,7 +25,7 @@ def extract(
 ) -> None:
     """Extract the configured layer's residual stream into `data_root/activations/<key>/`
     (returns at once when that store exists and its checksums match; resumes an interrupted one)."""
-    cfg = resolve_config(preset, config, set_)
+    cfg = resolve_config(preset, config, set_, command="extract")
     from sae_core.extraction import extract_activations
     from sae_core.io import check_writable
     from sae_core.progress import TqdmProgress

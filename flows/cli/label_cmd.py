@@ -27,7 +27,7 @@ def label(
     set_: SetOpt = None,
 ) -> None:
     """Label a cell's top and bottom features with an LLM; write labels.parquet and labels.json."""
-    cfg = resolve_config(preset, config, set_)  # fail fast, before any server starts
+    cfg = resolve_config(preset, config, set_, command="label")  # fail fast, before any server starts
     if not run.is_dir():
         raise LabelingError(f"--run: no such run directory {str(run)!r}")
 

@@ -36,7 +36,7 @@ def report(
 
     # The config adds the expected grid (cells never run show as missing) and the preset's name.
     given = preset is not None or config is not None or bool(set_) or sweep is None
-    cfg = resolve_config(preset, config, set_) if given else None
+    cfg = resolve_config(preset, config, set_, command="report") if given else None
     sweep_dir = sweep if sweep is not None else Path(cfg.data_root) / "runs" / cfg.name  # type: ignore[union-attr]
     if browsers:
         for cell, page in write_browsers(sweep_dir).items():

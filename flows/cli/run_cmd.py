@@ -18,7 +18,7 @@ from sae_core.config import parse_set
 @app.command("run")
 def run(preset: PresetOpt = None, config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Run the sweep (extract, train every cell, analyse, label, upload, report) as a Prefect flow."""
-    cfg = resolve_config(preset, config, set_)  # fail fast, before any server starts
+    cfg = resolve_config(preset, config, set_, command="run")  # fail fast, before any server starts
     from sae_core.io import check_writable
     from tasks.common import data_root
 

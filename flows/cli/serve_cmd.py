@@ -27,7 +27,7 @@ def serve(
     from sae_core.serve import make_server
     from tasks.common import data_root
 
-    root = data_root(resolve_config(preset, config, set_))
+    root = data_root(resolve_config(preset, config, set_, command="serve"))
     server = make_server(root, host, port)
     bound_host, bound_port = server.server_address[:2]
     typer.echo(f"serving {root} read-only at http://{bound_host}:{bound_port}/ (Ctrl-C stops)")

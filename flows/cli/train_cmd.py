@@ -40,7 +40,8 @@ def train(
     from sae_core.progress import TqdmProgress
     from sae_core.training import train_cell
 
-    cfg = resolve_config(preset, config, set_)
+    # No preset named: one cell's documented TrainingConfig defaults, not the demo's (said on stderr).
+    cfg = resolve_config(preset, config, set_, default_preset=None, command="train")
     cfg = standalone_threads(cfg, config, set_)
     check_writable(out)  # before training: a read-only --out was found at the first checkpoint
     try:

@@ -21,9 +21,12 @@ and an encode of 2k columns instead of m.
 
 Dead % counts features that never exceed `dead_threshold` on the token set `analysis.dead_split` names:
 the analysed tokens (`test`), or every token of the store (`all`, as the study counted, training tokens
-included). For `all` a third pass reads the tokens pass 1 did not, encoding only the features pass 1
-left undecided (fewer than `min_activations` firings) and counting their firings; the `min_activations`
-eligibility then uses the counts over all tokens as well.
+included). Thresholds and activations are in the stored activations' raw units (`activation_units`);
+beside dead %, analysis.json gives never-fired % (no activation > 0) and the features that fire only at
+or below the threshold, and `selection` says why it holds fewer features than asked. For `all` a
+third pass reads the tokens pass 1 did not, encoding only the features pass 1 left undecided (fewer
+than `min_activations` firings) and counting their firings; the `min_activations` eligibility then
+uses the counts over all tokens as well.
 """
 
 from __future__ import annotations
@@ -54,7 +57,13 @@ from sae_core.analysis.examples import (
     attach_contexts,
     example_documents,
 )
-from sae_core.analysis.feature_stats import histogram_edges, select_features
+from sae_core.analysis.feature_stats import (
+    histogram_edges,
+    select_features,
+    selection_summary,
+    unit_figures,
+    units_doc,
+)
 from sae_core.analysis.passes import (
     dead_set_counts,
     dead_split_name,
@@ -64,7 +73,7 @@ from sae_core.analysis.passes import (
     second_pass,
 )
 from sae_core.config import AnalysisConfig, SweepConfig
-from sae_core.dead_figures import dead_caption, pct
+from sae_core.dead_figures import RAW_UNITS, dead_caption, pct
 from sae_core.dead_figures import training_dead_fraction as _training_dead_fraction
 from sae_core.device import cpu_threads, resolve_device
 from sae_core.errors import AnalysisError
@@ -128,6 +137,10 @@ def analyze_run(
         progress(n_tokens + extra, total, {})
         stats_table, cols = stats.table(acfg.min_activations, dead_set_count)
         top, bottom = select_features(cols["selectivity"], acfg.top_k_features)
+        units = unit_figures(cols, recon.l0_sum, acfg.split)
+        selection = selection_summary(cols, top, bottom, acfg, dead_split_name(acfg), units)
+        if selection["shortfall"]:
+            log.warning("%s: selection %s", cell_name, selection["shortfall"])
         selected, groups = top + bottom, ["top"] * len(top) + ["bottom"] * len(bottom)
         start = time.perf_counter()
         after_dead_pass: Progress = lambda d, t, info: progress(d + extra, t, info)  # noqa: E731
@@ -168,7 +181,10 @@ def analyze_run(
             "min_activations_counted_on": dead_split_name(acfg),
             "threshold": acfg.dead_threshold,
             "top_k_features": acfg.top_k_features,
-            "eligible": int(np.count_nonzero(~np.isnan(cols["selectivity"]))),
+            "eligible": selection["eligible"],
+            "asked": selection["asked"],
+            "shortfall": selection["shortfall"],
+            "activation_units": RAW_UNITS,
             "selectivity": "mean activation over firing tokens / ln(count + 1)",
             "split": acfg.split,
             "tokens_analyzed": n_tokens,
@@ -224,17 +240,21 @@ def analyze_run(
         "tokens_analyzed": n_tokens,
         "d_in": sae.d_in,
         "d_hidden": sae.d_hidden,
+        "activation_units": RAW_UNITS,
         "dead_threshold": acfg.dead_threshold,
         "dead_split": dead_split_name(acfg),
         "dead_tokens": dead_tokens,
         "dead_count": dead_count,
         "dead_fraction": dead_count / sae.d_hidden,
+        **units,
+        "units": units_doc(acfg, dead_split_name(acfg)),
         "training_dead_fraction": _training_dead_fraction(metrics)[0],
         **{k: finite_or_none(v) for k, v in recon_summary.items()},
         "ce_loss": None if ce is None else {k: _json_value(v) for k, v in ce.items()},
         "ce_loss_note": ce_note,
         "histogram_edges": histogram_edges(acfg.dead_threshold).tolist(),
         "selected": {"top": top, "bottom": bottom},
+        "selection": selection,
         "store": str(store.path),
         "drop_first_token": store.drop_first_token,
         "timings_s": timings,
@@ -242,10 +262,11 @@ def analyze_run(
     }
     atomic_write_json(run_dir / "analysis.json", summary)
     log.info(
-        "%s: %s %s, L0 %.1f, explained variance %s, CE recovered %s",
+        "%s: %s %s (never fired %s), L0 %.1f, explained variance %s, CE recovered %s",
         cell_name,
         dead_caption(acfg.dead_threshold, summary["dead_split"]),
         pct(summary["dead_fraction"]),
+        pct(summary["never_fired_fraction"]),
         summary["l0"] or 0,
         summary["explained_variance"],
         None if ce is None else ce["recovered"],

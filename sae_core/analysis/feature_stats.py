@@ -17,6 +17,8 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from sae_core.dead_figures import RAW_UNITS, selection_shortfall
+
 HIST_BINS = 64
 HIST_MAX = 1e3
 """Per-feature histograms of firing activations use HIST_BINS log-spaced bins from max(threshold, 1e-3)
@@ -255,3 +257,70 @@ def decode_chunk(
         warnings.simplefilter("ignore", UserWarning)
         sparse = torch.sparse_csr_tensor(crow, cols, vals, size=chunk.shape)
     return torch.addmm(b_dec, sparse, w_dec)
+
+
+# ---------------------------------------------------------------------------------------------
+# Units and the selection's counts (analysis.json)
+
+
+def unit_figures(cols: dict[str, np.ndarray], l0_sum: float, split: str) -> dict[str, Any]:
+    """Never-fired and below-threshold figures on the analysed tokens. `max` is taken over every
+    positive activation, `count` over those above the threshold, and L0 counts every positive one, so
+    the three dead readings (never > 0; > 0 but never > threshold; dead) come from pass 1's sums."""
+    m = len(cols["count"])
+    fired = cols["max"] > 0
+    below_only = fired & (cols["count"] == 0)
+    above = float(cols["count"].sum())
+    return {
+        "never_fired_split": split,
+        "never_fired_count": int(np.count_nonzero(~fired)),
+        "never_fired_fraction": float(np.count_nonzero(~fired)) / m,
+        "below_threshold_only_count": int(np.count_nonzero(below_only)),
+        "below_threshold_only_fraction": float(np.count_nonzero(below_only)) / m,
+        # Of all positive activations on these tokens, the share at or below the threshold.
+        "firings_below_threshold_fraction": (1.0 - above / l0_sum) if l0_sum > 0 else None,
+        "max_activation": float(cols["max"].max()) if m else None,
+    }
+
+
+def selection_summary(
+    cols: dict[str, np.ndarray],
+    top: list[int],
+    bottom: list[int],
+    acfg: Any,
+    token_set: str,
+    units: dict[str, Any],
+) -> dict[str, Any]:
+    """The selection's counts (asked, selected, eligible) and, when it is short, why — in words."""
+    eligible = int(np.count_nonzero(~np.isnan(cols["selectivity"])))
+    asked = 2 * acfg.top_k_features
+    shortfall = selection_shortfall(
+        asked,
+        len(top) + len(bottom),
+        eligible,
+        acfg.dead_threshold,
+        acfg.min_activations,
+        token_set,
+        RAW_UNITS,
+        units["below_threshold_only_count"],
+    )
+    return {
+        "asked": asked,
+        "selected": len(top) + len(bottom),
+        "eligible": eligible,
+        "min_activations": acfg.min_activations,
+        "shortfall": shortfall,
+    }
+
+
+def units_doc(acfg: Any, dead_set: str) -> dict[str, str]:
+    """What each figure of analysis.json is in and counted on (read by the report and the browser)."""
+    split = acfg.split
+    return {
+        "activations": f"{RAW_UNITS}: the stored activations as extracted, no normalisation",
+        "dead_threshold": f"{RAW_UNITS} SAE activation, compared strictly (>), on the {dead_set} tokens",
+        "min_activations": f"firings > dead_threshold on the {dead_set} tokens",
+        "l0": f"latents with activation > 0 per token, mean over the {split} tokens",
+        "never_fired": f"no activation > 0 on the {split} tokens (independent of the threshold)",
+        "explained_variance": f"on the {split} tokens, in the stored activations' units",
+    }

@@ -178,10 +178,37 @@ def labels_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
     return table.to_pandas()
 
 
+def selection_counts(run_dir: str | Path) -> dict[str, Any] | None:
+    """The analysis's selection as labels.json carries it: how many features were asked for, how many
+    qualified and were selected, and why fewer (selected.json's `shortfall`; None when full). None
+    when selected.json is absent or unreadable (labels then say nothing about the selection)."""
+    path = Path(run_dir) / "features" / "selected.json"
+    try:
+        doc = read_json(path) if path.is_file() else None
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(doc, dict):
+        return None
+    ids = [i for g in ("top", "bottom") for i in (doc.get(g) or []) if isinstance(i, int)]
+    return {
+        "asked": doc.get("asked"),
+        "selected": len(set(ids)),
+        "eligible": doc.get("eligible"),
+        "shortfall": doc.get("shortfall"),
+    }
+
+
 def write_labels(run_dir: str | Path, rows: Sequence[dict[str, Any]], summary: dict[str, Any]) -> Path:
     """Write `labels.parquet` (unless the summary says the stage was skipped; possibly with no rows) and
-    `labels.json`, each atomically."""
+    `labels.json`, each atomically. labels.json carries the selection's counts and the reason it is
+    short (`selection`), so a cell with nothing to label says why; it is added to `summary` in place,
+    so the caller returns what the file holds."""
     run = Path(run_dir)
+    selection = selection_counts(run)
+    if selection is not None:
+        summary["selection"] = selection
+        if selection["shortfall"]:
+            log.warning("labels for %s: selection %s", run.name, selection["shortfall"])
     if not summary.get("skipped_reason"):
         table = pa.Table.from_pylist(
             [{c: r.get(c) for c in LABEL_COLUMNS.names} for r in rows], LABEL_COLUMNS

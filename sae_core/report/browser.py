@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from sae_core.dead_figures import dead_caption, dead_token_set
+from sae_core.dead_figures import dead_caption, dead_token_set, units_text
 from sae_core.encoding import script_json
 from sae_core.errors import ReportError
 from sae_core.io import atomic_write_text
@@ -204,7 +204,9 @@ def _summary(analysis: dict[str, Any], labels: dict[str, Any] | None, n: int) ->
         "dead_tokens",
     )
     summary = {k: _clean(analysis.get(k)) for k in keys}
-    summary["dead_caption"] = dead_caption(_clean(analysis.get("dead_threshold")), dead_token_set(analysis))
+    caption = dead_caption(_clean(analysis.get("dead_threshold")), dead_token_set(analysis))
+    # The threshold and the activations shown are in the stored activations' units: say which.
+    summary["dead_caption"] = f"{caption[:-1]}; {units_text(analysis.get('activation_units'))})"
     ce = analysis.get("ce_loss")
     summary["ce_recovered"] = _clean(ce.get("recovered")) if isinstance(ce, dict) else None
     summary["features"] = n

@@ -22,6 +22,7 @@ from sae_core.report.cells import (
     dead_pct_caption,
     load_published,
     store_provenance,
+    unit_notes,
 )
 from sae_core.report.compare import compares_architectures, comparison_tables, computed_on, sparsity_text
 from sae_core.report.tables import cell_rows, grid_tables
@@ -84,6 +85,7 @@ def build_report(
         "published_source": published["source"] if published else None,
         "dead_caption": caption,
         "provenance": store_provenance(cells),
+        "unit_notes": unit_notes(cells),
         "grid_tables": tables,
         "cells": rows,
         **({"architectures": architectures} if architectures else {}),

@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from sae_core.config import SweepConfig
-from sae_core.dead_figures import TRAINING_CAPTION, dead_caption, dead_token_set, training_dead_fraction
+from sae_core.dead_figures import (
+    TRAINING_CAPTION,
+    dead_caption,
+    dead_token_set,
+    disagreement_text,
+    training_dead_fraction,
+    units_text,
+)
 from sae_core.errors import ReportError
 from sae_core.naming import Cell, grid_cells
 
@@ -174,6 +181,48 @@ def training_dead_pct(data: CellData) -> Entry:
     return Entry(100.0 * value) if value is not None else Entry(None, why)
 
 
+def never_fired_pct(data: CellData) -> Entry:
+    """No activation > 0 on the analysed tokens: free of the dead threshold's units and of L1 shrinkage."""
+    return figure_from(data, "analysis.json", "never_fired_fraction", scale=100.0)
+
+
+def below_threshold_only_pct(data: CellData) -> Entry:
+    """Features that fire (> 0) but never above the dead threshold: the gap between the two dead %."""
+    return figure_from(data, "analysis.json", "below_threshold_only_fraction", scale=100.0)
+
+
+def firings_below_threshold_pct(data: CellData) -> Entry:
+    """Of all positive activations on the analysed tokens, the share at or below the dead threshold."""
+    return figure_from(data, "analysis.json", "firings_below_threshold_fraction", scale=100.0)
+
+
+NEVER_FIRED_CAPTION = "never fired % (no activation > 0, analysed tokens)"
+
+
+def unit_notes(cells: list[CellData]) -> list[str]:
+    """The report's sentences on units: which scale the thresholds, L0 and activations are in, and per
+    cell where never-fired and dead % disagree or the selection came up short, in words."""
+    analysed = [(c, c.analysis) for c in cells if c.analysis is not None]
+    if not analysed:
+        return []
+    scales = sorted({units_text(a.get("activation_units")) for _, a in analysed})
+    notes = [
+        f"Units: the dead threshold, `analysis.min_activations` (firings above that threshold), every "
+        f"activation value and explained variance are in the {' / '.join(scales)} (an analysis written "
+        "before `activation_units` existed is read as raw). L0 counts latents with an activation > 0 per "
+        f"token on the analysed tokens. {NEVER_FIRED_CAPTION}: no activation > 0 at all, whatever the "
+        'threshold; "fires only ≤ threshold %": features that fire but never above it.'
+    ]
+    for data, analysis in analysed:
+        said = disagreement_text(analysis)
+        if said:
+            notes.append(f"{data.cell.name}: {said}")
+        shortfall = (analysis.get("selection") or {}).get("shortfall")
+        if shortfall:
+            notes.append(f"{data.cell.name}: the selection holds {shortfall}.")
+    return notes
+
+
 def dead_pct_caption(cells: list[CellData]) -> str:
     """The analysis dead % title with the threshold and token set the cells' analysis.json name, e.g.
     `dead % (>0.07, all tokens)`; `mixed` when cells disagree."""
@@ -201,6 +250,10 @@ def monosemanticity_pct(data: CellData) -> Entry:
     if labels.get("skipped_reason"):
         return Entry(None, f"skipped ({labels['skipped_reason']})")
     rate = _number(labels.get("monosemanticity_rate"))
+    found = labels.get("selection")
+    selection: dict[str, Any] = found if isinstance(found, dict) else {}
+    if rate is None and selection.get("selected") == 0:
+        return Entry(None, f"skipped (no feature selected: {selection.get('shortfall') or 'none qualified'})")
     if rate is None:
         failed = labels.get("failed")
         return Entry(None, f"failed ({failed} labels failed)" if failed else "missing (no rate)")
@@ -249,6 +302,9 @@ CELL_METRICS: dict[str, tuple[str, Any, str]] = {
     # the dead_pct title is completed per report with its threshold and token set (`dead_pct_caption`)
     "dead_pct": ("dead % (analysis)", dead_pct, "{:.1f}%"),
     "training_dead_pct": (TRAINING_CAPTION, training_dead_pct, "{:.1f}%"),
+    "never_fired_pct": (NEVER_FIRED_CAPTION, never_fired_pct, "{:.1f}%"),
+    "below_threshold_only_pct": ("fires only ≤ threshold %", below_threshold_only_pct, "{:.1f}%"),
+    "firings_below_threshold_pct": ("firings ≤ threshold %", firings_below_threshold_pct, "{:.1f}%"),
     "l0": ("L0", lambda d: figure_from(d, "analysis.json", "l0"), "{:.1f}"),
     "explained_variance": (
         "explained var.",

@@ -9,7 +9,14 @@ from typing import Any
 
 from sae_core.config.architectures import STRATEGIES_BY_ARCHITECTURE
 from sae_core.naming import Cell, format_l1
-from sae_core.report.cells import CellData, Entry, dead_pct, monosemanticity_pct
+from sae_core.report.cells import (
+    NEVER_FIRED_CAPTION,
+    CellData,
+    Entry,
+    dead_pct,
+    monosemanticity_pct,
+    never_fired_pct,
+)
 
 ARCHITECTURE_ORDER = ("relu", "topk", "batchtopk", "jumprelu")
 STRATEGY_ORDER = ("nosampling", "sampling", "auxk")
@@ -85,14 +92,26 @@ def _row_cell(cell: Cell) -> Cell:
 
 
 def comparison_tables(cells: list[CellData], dead_caption: str) -> dict[str, dict[str, Any]]:
-    """The architecture sections' tables (empty for a relu-only sweep): dead % always, monosemanticity
-    when at least one cell has a rate (labelled)."""
+    """The architecture sections' tables (empty for a relu-only sweep): never-fired % — the dead
+    figure that compares across architectures — and dead % above the threshold always, monosemanticity
+    when at least one cell has a rate (labelled). An absolute threshold judges L1-shrunk ReLU
+    activations and unshrunk TopK/JumpReLU ones alike, so only never-fired (no activation > 0 on the
+    same tokens) is free of shrinkage."""
     if not compares_architectures(cells):
         return {}
     tables = {
+        "never_fired_pct_by_architecture": _by_sparsity_table(
+            cells,
+            f"Dead by architecture, strategy and width: {NEVER_FIRED_CAPTION} — the comparable figure "
+            "(independent of the threshold and of L1 shrinkage)",
+            never_fired_pct,
+        ),
         "dead_pct_by_architecture": _by_sparsity_table(
-            cells, f"Dead % by architecture, strategy and width — {dead_caption}", dead_pct
-        )
+            cells,
+            f"Dead % by architecture, strategy and width — {dead_caption} (confounded across "
+            "architectures: the threshold is absolute and ReLU's activations are L1-shrunk)",
+            dead_pct,
+        ),
     }
     if any(monosemanticity_pct(c).value is not None for c in cells):
         tables["monosemanticity_pct_by_architecture"] = _by_sparsity_table(
@@ -118,7 +137,8 @@ def computed_on(cells: list[CellData], dead_caption: str) -> str:
         f"({_counts(tokens)} tokens per cell). CE loss recovered: the language model's next-token loss with "
         f"the SAE's reconstruction spliced in, on {_counts(docs)} {split} documents ({_counts(ce_tokens)} "
         f"tokens); (zero-ablation − SAE) / (zero-ablation − clean). "
-        f"{dead_caption}: see the opening paragraph. "
+        f"{dead_caption}: see the opening paragraph; across architectures compare {NEVER_FIRED_CAPTION}, "
+        "which does not depend on the threshold or on shrinkage. "
         "Monosemantic %: of the labelled selected features (top and bottom by selectivity), "
         "1 − polysemantic / labelled. "
         "Sparsity parameter: λ (relu's L1 coefficient), k (topk/batchtopk: active latents per token; "

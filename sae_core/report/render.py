@@ -101,6 +101,7 @@ def _intro(doc: dict[str, Any], cells: list[CellData]) -> list[str]:
         f"= every token of the store). {TRAINING_CAPTION}: features that fired in no training step of "
         "the last `training.resample_every` steps (a resampling reset is not a firing). A value that "
         "could not be measured reads `missing` or `skipped (reason)`, never 0.",
+        *doc.get("unit_notes", []),
     ]
     paragraphs += [provenance_text(p) for p in doc.get("provenance") or []]
     if doc["published_source"]:
