@@ -6,7 +6,8 @@ Each run is `architecture:strategy:key=value,...`, the keys the architecture's c
 SAELens synthetic tokens (`ground_truth.make_ground_truth`: 256 features in d = 64, true L0 6.78)
 through the Trainer from `TrainingConfig()` defaults except the batch, the steps and the lr given here,
 and reports MCC, held-out L0 and EV, and the dead % (latents that fired on none of the 16k held-out
-tokens).
+tokens). `--force-dead` starts a share of the latents with b_enc = −1, out of every top k: at 4× (as many
+latents as true features) nothing dies by itself here, so that is what gives a remedy work to do.
 
     PYTHONPATH=$PWD python benchmarks/dead_remedies.py --runs topk:nosampling:k=7 topk:auxk:k=7
     PYTHONPATH=$PWD python benchmarks/dead_remedies.py --runs jumprelu:nosampling:l0_coefficient=0.01
@@ -62,6 +63,9 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--expansion", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--force-dead", type=float, default=0.0, help="share of latents started with b_enc = -1 (kept dead)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     truth = make_ground_truth(args.tokens)
@@ -78,6 +82,8 @@ def main() -> None:
             }
         )  # fmt: skip
         sae = build_architecture(architecture, d, args.expansion * d, cfg, options)
+        with torch.no_grad():  # outside every top k at the start: what only a remedy brings back
+            sae.b_enc[: round(args.force_dead * sae.d_hidden)] = -1.0
         start = time.perf_counter()
         data = InMemoryData(truth.train)
         Trainer(sae, data, cfg, l1=0.0, strategy=strategy, device=torch.device("cpu")).run()
