@@ -58,9 +58,12 @@ def auxk_dead(last_fired: torch.Tensor, step: int, window: int) -> torch.Tensor:
     return last_fired <= step - window
 
 
-def auxk_window(sae: Any, batch_size: int, total_steps: int) -> int:
-    """The `auxk` strategy's dead window in steps, from the SAE's `auxk_dead_tokens`
-    (`saes.<architecture>.auxk_dead_tokens`); a window not shorter than the run is refused, naming it."""
+def auxk_window(sae: Any, strategy: str, batch_size: int, total_steps: int) -> int:
+    """The `auxk` strategy's dead window in steps (0 for another strategy), from the SAE's
+    `auxk_dead_tokens` (`saes.<architecture>.auxk_dead_tokens`); a window not shorter than the run is
+    refused when the Trainer is built, before any work, naming the key."""
+    if strategy != "auxk":
+        return 0
     tokens = sae.auxk_dead_tokens
     steps = window_steps(tokens, batch_size, total_steps)
     if steps >= total_steps:
@@ -70,6 +73,21 @@ def auxk_window(sae: Any, batch_size: int, total_steps: int) -> int:
             "never act; set it below the run's tokens or leave it unset (10M, capped at a tenth of the run)"
         )
     return steps
+
+
+def optimizer_params(sae: Any, lr: float) -> Any:
+    """What Adam is built on: the SAE's own parameter groups where it has them (jumprelu: θ at its own
+    learning rate), else its parameters (relu: the study's single group)."""
+    groups = getattr(sae, "optimizer_groups", None)
+    return groups(lr) if groups is not None else sae.parameters()
+
+
+def init_from_data(sae: Any, data: Any, training: TrainingConfig) -> None:
+    """At step 0, after `b_dec`'s init: the SAE's data-dependent init (jumprelu: θ capped by its
+    pre-activations) on a training sample of its own seed; nothing for relu."""
+    init = getattr(sae, "init_from_data", None)
+    if init is not None:
+        init(data.sample(min(training.resample_pool_tokens, 16_384), training.seed + 19))
 
 
 def autograd_step_fn(trainer: Any) -> Callable[[torch.Tensor, bool, float], StepStats]:
