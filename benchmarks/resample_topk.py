@@ -11,7 +11,8 @@ split explained variance (1 − Σ‖x − x̂‖² / Σ‖x − x̄‖²), L0 a
         topk:16:sampling:entry batchtopk:16:sampling:entry --epochs 1.5
 
 Each spec is `architecture:k:strategy[:resample_encoder]` (`saes.<arch>.resample_encoder`; without it the
-architecture's default: topk `entry`, batchtopk `scaled`).
+architecture's default: topk `entry`, batchtopk `scaled`), or `key=value,...` of `saes.<arch>` (e.g.
+`topk:16:auxk:auxk_weighting=mse,auxk_dead_tokens=102400`).
 """
 
 from __future__ import annotations
@@ -63,7 +64,10 @@ def run(splits: dict[str, torch.Tensor], spec: str, epochs: float, enc_scale: fl
         checkpoint_every=10**6, device="cpu", num_threads=1,
     )  # fmt: skip
     d = splits["train"].shape[1]
-    options = {"resample_encoder": encoder[0]} if encoder else {}  # else the architecture's default
+    options: dict = {"resample_encoder": encoder[0]} if encoder and "=" not in encoder[0] else {}
+    for item in encoder[0].split(",") if encoder and "=" in encoder[0] else []:  # saes.<arch> keys
+        key, value = item.split("=", 1)
+        options[key] = int(value) if value.isdigit() else value
     sae = build_sae(d, 4 * d, cfg, architecture, k=int(k), **options)
     watch = ResetWatch()
     trainer = Trainer(

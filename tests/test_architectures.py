@@ -298,3 +298,42 @@ def test_jumprelu_l0_falls_as_its_coefficient_rises(form):
     free = _trained_l0("jumprelu", l0_coefficient=0.0, sparsity_loss=form)
     penalised = _trained_l0("jumprelu", l0_coefficient=1e-2, sparsity_loss=form)
     assert free > 40 and penalised < free / 4, (free, penalised)
+
+
+def _trainer_l0(l0_coefficient: float) -> float:
+    """Held-out L0 of a `step`-form JumpReLU trained by the Trainer (its optimizer groups and its
+    data-capped θ init) for 300 steps on superposition data (~1.9 true features per token)."""
+    from sae_core.config import TrainingConfig
+    from sae_core.training.data import InMemoryData
+    from sae_core.training.trainer import Trainer
+    from tests.fixtures_sae import superposition
+
+    x, _ = superposition(18_000, d=16, k=32)
+    sae = JumpReLUSAE(16, 64, l0_coefficient=l0_coefficient, sparsity_loss="step", seed=0, init="tied")
+    cfg = TrainingConfig(lr=1e-3, batch_size=256, max_tokens=256 * 300, device="cpu", seed=0)
+    Trainer(
+        sae, InMemoryData(x[:16_000]), cfg, l1=0.0, strategy="nosampling", device=torch.device("cpu")
+    ).run()
+    with torch.no_grad():
+        return float((sae.encode(x[16_000:]) > 0).sum(dim=1).float().mean())
+
+
+def test_jumprelu_step_l0_falls_over_two_decades_of_its_coefficient():
+    """At one learning rate for all, Adam moved each θ by ~lr a step whatever the L0 term's pull, and
+    c = 1e-2 and 1e-1 gave nearly the same L0; θ's own learning rate (`threshold_lr_scale`) restores it."""
+    l0 = [_trainer_l0(c) for c in (1e-3, 1e-2, 1e-1)]
+    assert l0[0] > 1.3 * l0[1] and l0[1] > 1.3 * l0[2], l0
+
+
+def test_jumprelu_threshold_init_is_capped_by_the_data():
+    """A `threshold_init` above every pre-activation would start every latent dead; the cap at the
+    0.9 quantile of each latent's pre-activations leaves each firing on ~10 % of the sample."""
+    x = _x(2000)
+    sae = JumpReLUSAE(D, M, threshold_init=1e3, seed=0, init="tied")
+    assert not (sae.encode(x) > 0).any()
+    sae.init_from_data(x)
+    fired = (sae.encode(x) > 0).float().mean(dim=0)
+    assert (fired > 0.05).all() and (fired < 0.15).all()
+    small = JumpReLUSAE(D, M, threshold_init=1e-3, seed=0, init="tied")
+    small.init_from_data(x)  # the paper's 0.001 is below every latent's 0.9 quantile: left as it is
+    assert torch.equal(small.threshold, torch.full((M,), 1e-3))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sae_core.saes.auxk import auxk_loss
+from sae_core.saes.auxk import auxk_loss, auxk_weight
 from sae_core.saes.batchtopk import BatchTopKSAE
 from sae_core.saes.relu import normalize_decoder, project_decoder_grad
 from sae_core.saes.topk import TopKSAE
@@ -84,3 +84,46 @@ def test_auxk_revives_latents_forced_dead(cls):
     assert without[0] == 0  # no AuxK: a latent outside the top k gets no gradient and stays dead
     revived, _ = _train_with_forced_dead(cls, auxk=True)
     assert revived >= 12, f"AuxK revived only {revived} of 24 forced-dead latents"
+
+
+def _trained_topk(strategy: str, **options) -> TopKSAE:
+    """A TopK SAE trained by the Trainer at the `TrainingConfig` defaults (batch 4096, lr 1e-4, …) for
+    20 steps on 16k superposition tokens, some latents forced dead at step 0."""
+    from sae_core.config import TrainingConfig
+    from sae_core.training.data import InMemoryData
+    from sae_core.training.trainer import Trainer
+
+    x, _ = superposition(16_384, d=16, k=32)
+    sae = TopKSAE(16, 64, k=4, seed=0, init="tied", **options)
+    with torch.no_grad():
+        sae.b_enc[:24] = -3.0
+    cfg = TrainingConfig(max_tokens=20 * 4096, device="cpu")
+    Trainer(sae, InMemoryData(x), cfg, l1=0.0, strategy=strategy, device=torch.device("cpu")).run()
+    return sae
+
+
+def test_auxk_at_the_training_defaults_acts():
+    """Its window defaults to 10M tokens capped at a tenth of the run, so a default `auxk` cell differs
+    from `nosampling` (it was bit-identical when the window was `training.resample_every` steps)."""
+    auxk, plain = _trained_topk("auxk"), _trained_topk("nosampling")
+    assert not torch.equal(auxk.b_enc[:24], plain.b_enc[:24])
+    assert (auxk.b_enc[:24] - plain.b_enc[:24]).abs().max() > 1e-3
+
+
+def test_an_auxk_window_not_shorter_than_the_run_is_refused():
+    from sae_core.errors import TrainingError
+
+    with pytest.raises(TrainingError, match=r"^saes\.topk\.auxk_dead_tokens: a window of 81920 tokens"):
+        _trained_topk("auxk", auxk_dead_tokens=20 * 4096)
+    _trained_topk("nosampling", auxk_dead_tokens=20 * 4096)  # only the auxk strategy reads it
+
+
+def test_auxk_variance_weighting_is_gaos_ratio_of_the_two_terms():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(32, 8, generator=gen) * 3
+    err = torch.randn(32, 8, generator=gen) * 0.1
+    ratio = (x - x.mean(0)).pow(2).mean() / (err - err.mean(0)).pow(2).mean()
+    assert float(auxk_weight(x, err, 5, 4, "variance", False)) == pytest.approx(float(ratio), rel=1e-5)
+    assert float(auxk_weight(x, err, 5, 4, "mse", False)) == 1.0
+    assert float(auxk_weight(x, err, 2, 4, "mse", True)) == 0.5  # sparsify's min(n_dead / k_aux, 1)
+    assert float(auxk_weight(x, err, 9, 4, "mse", True)) == 1.0

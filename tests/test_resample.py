@@ -237,3 +237,32 @@ def test_with_replacement_draws_each_neuron_independently():
     assert all(torch.allclose(row, target, atol=1e-3) for row in with_repl)
     without = directions(False)
     assert sum(torch.allclose(row, target, atol=1e-3) for row in without) == 1
+
+
+def test_resampled_jumprelu_latents_get_a_threshold_that_lets_them_fire_and_fresh_moments():
+    from sae_core.saes.jumprelu import JumpReLUSAE
+
+    sae = JumpReLUSAE(16, 64, l0_coefficient=1e-2, threshold_init=1e-3, seed=0, init="tied")
+    opt = torch.optim.Adam(sae.optimizer_groups(1e-3))
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        sae.step_grads(torch.randn(128, 16, generator=gen))
+        opt.step()
+    dead = torch.zeros(64, dtype=torch.bool)
+    dead[[3, 10, 40]] = True
+    with torch.no_grad():
+        sae.threshold[dead] = 50.0  # a threshold no input reaches: the latent cannot fire
+    before = sae.threshold.detach().clone()
+    moments = {k: opt.state[sae.threshold][k].clone() for k in ("exp_avg", "exp_avg_sq")}
+    pool = torch.randn(4096, 16, generator=gen)
+    resample_dead(sae, opt, dead, pool, enc_scale=0.2, bias_low=-0.01, generator=gen)
+    assert torch.equal(sae.threshold[~dead], before[~dead])
+    assert (sae.threshold[dead] <= 1e-3).all() and (sae.threshold[dead] >= 0).all()
+    for key, old in moments.items():
+        new = opt.state[sae.threshold][key]
+        assert not new[dead].any() and torch.equal(new[~dead], old[~dead])
+    # each revived latent fires on the input it was drawn from (the one its decoder row points along)
+    centred = pool - sae.b_dec
+    drawn = (sae.W_dec[dead] @ (centred / centred.norm(dim=1, keepdim=True)).T).argmax(dim=1)
+    with torch.no_grad():
+        assert (sae.encode(pool[drawn])[torch.arange(3), dead.nonzero().flatten()] > 0).all()

@@ -30,8 +30,24 @@ class TopKConfig(Section):
     heuristic of Gao et al. (appendix B.1)."""
 
     auxk_coefficient: float = Field(1 / 32, ge=0)
-    """Weight α of the AuxK loss (Gao et al.: 1/32); both it and the reconstruction are mean squared
-    errors over batch × d_model."""
+    """Weight α of the AuxK loss (Gao et al.: 1/32), on its mean squared error over batch × d_model
+    scaled as `auxk_weighting` says."""
+
+    auxk_dead_tokens: int | None = Field(None, gt=0)
+    """The `auxk` strategy's dead window, in training tokens: a latent that fired on none of the last
+    this many is dead and gets the AuxK term. None: 10M tokens (Gao et al., sparsify), capped at a tenth
+    of the cell's run so short runs keep a live term. A set value that is not shorter than the run is
+    refused before training starts (the term would never act)."""
+
+    auxk_weighting: Literal["variance", "mse"] = "variance"
+    """`variance`: the AuxK MSE is weighed against the main MSE as Gao et al. weigh them (main ÷ Var(x),
+    aux ÷ Var(e), e = x − x̂): multiplied by Var(x)/Var(e) per batch, so its pull does not fade as the
+    SAE improves. `mse`: in the main loss's units (α/FVU times weaker; before this option the only
+    one). Measured on ground truth in docs/results.md, "Dead-latent remedies"."""
+
+    auxk_dead_scale: bool = False
+    """Multiply the AuxK term by min(n_dead / auxk_k, 1) (sparsify's damping while few latents are
+    dead)."""
 
     resample_encoder: Literal["entry", "scaled"] = "entry"
     """How the `sampling` strategy sizes a resampled latent's encoder column. `entry`: so that its
@@ -57,7 +73,19 @@ class BatchTopKConfig(TopKConfig):
 class JumpReLUConfig(Section):
     threshold_init: float = Field(1e-3, ge=0)
     """Every latent's threshold θ at step 0 (Rajamanoharan et al.: 0.001, on activations scaled to unit
-    mean squared norm per dimension)."""
+    mean squared norm per dimension), capped per latent as `threshold_init_quantile` says."""
+
+    threshold_init_quantile: float = Field(0.9, gt=0, le=1)
+    """At step 0 each latent's θ is at most this quantile of its pre-activations on a training sample
+    (and ≥ 0), so it starts firing on at least 1 − this share of tokens: a `threshold_init` above the
+    data's scale cannot start every latent dead. 1: the largest pre-activation, the cap that still
+    lets every latent fire once."""
+
+    threshold_lr_scale: float | None = Field(None, gt=0)
+    """θ's Adam learning rate ÷ `training.lr`. None: 30 for `step`, 1 for `tanh`. Adam moves each θ by
+    ~lr a step whatever its gradient, so at one learning rate for all the `step` form's L0 pull saturates
+    above a coefficient of ~1e-3 and the coefficient stops mattering; 30× makes the L0 fall over two
+    decades of it on ground truth (docs/results.md, "Dead-latent remedies")."""
 
     bandwidth: float = Field(1e-3, gt=0)
     """Width ε of the straight-through estimator's rectangle kernel: θ learns only from pre-activations

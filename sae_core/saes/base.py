@@ -112,10 +112,16 @@ class AutogradSae(nn.Module):
         return self.activate(pre)
 
     def extra_loss(
-        self, pre: torch.Tensor, h: torch.Tensor, err: torch.Tensor, dead: torch.Tensor | None
+        self,
+        pre: torch.Tensor,
+        h: torch.Tensor,
+        err: torch.Tensor,
+        dead: torch.Tensor | None,
+        x: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, float]:
         """The architecture's term of the loss and its coefficient: `loss = mse + coefficient · term`.
-        `err` is `x − x̂` (detached), `dead` the per-feature mask of latents dead for a window (or None)."""
+        `err` is `x − x̂` (detached), `dead` the per-feature mask of latents dead for a window (or None),
+        `x` the batch (AuxK's weighting reads its variance)."""
         return pre.new_zeros(()), 0.0
 
     def observe_batch(self, pre: torch.Tensor, h: torch.Tensor) -> None:
@@ -127,7 +133,7 @@ class AutogradSae(nn.Module):
         h = self.train_activate(pre)
         x_hat = self.decode(h)
         mse = (x_hat - x).pow(2).mean()
-        term, coefficient = self.extra_loss(pre, h, (x - x_hat).detach(), dead)
+        term, coefficient = self.extra_loss(pre, h, (x - x_hat).detach(), dead, x=x)
         loss = mse + coefficient * term if coefficient else mse
         self.observe_batch(pre.detach(), h.detach())
         return TrainLoss(loss=loss, mse=mse, penalty=term, x_hat=x_hat, h=h)
@@ -161,6 +167,13 @@ class AutogradSae(nn.Module):
     @torch.no_grad()
     def after_step(self) -> None:
         """Keep the architecture's own constraints after an optimizer step (jumprelu: threshold ≥ 0)."""
+
+    def optimizer_groups(self, lr: float) -> list[dict[str, Any]]:
+        """Adam's parameter groups (jumprelu: its thresholds at their own learning rate)."""
+        return [{"params": list(self.parameters()), "lr": lr}]
+
+    def init_from_data(self, sample: torch.Tensor) -> None:
+        """At step 0, after `b_dec`'s init: set what depends on the data (jumprelu: its thresholds)."""
 
     # ---- files --------------------------------------------------------------------------------------
 

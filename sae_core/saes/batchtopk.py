@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from sae_core.saes.auxk import AuxkWeighting
 from sae_core.saes.base import AutogradSae, TrainLoss
 from sae_core.saes.relu import InitScheme, StepStats
 from sae_core.saes.sparse_step import sparse_step_grads
@@ -45,6 +46,9 @@ class BatchTopKSAE(TopKSAE):
         k: int = 32,
         auxk_k: int | None = None,
         auxk_coefficient: float = AUXK_COEFFICIENT,
+        auxk_dead_tokens: int | None = None,
+        auxk_weighting: AuxkWeighting = "variance",
+        auxk_dead_scale: bool = False,
         threshold_decay: float = 0.99,
         seed: int | None = None,
         init: InitScheme = "seed",
@@ -52,8 +56,9 @@ class BatchTopKSAE(TopKSAE):
         resample_encoder: str = "scaled",
     ) -> None:
         super().__init__(
-            d_in, d_hidden, k=k, auxk_k=auxk_k, auxk_coefficient=auxk_coefficient, seed=seed, init=init,
-            encoder_norm=encoder_norm, resample_encoder=resample_encoder,
+            d_in, d_hidden, k=k, auxk_k=auxk_k, auxk_coefficient=auxk_coefficient,
+            auxk_dead_tokens=auxk_dead_tokens, auxk_weighting=auxk_weighting, auxk_dead_scale=auxk_dead_scale,
+            seed=seed, init=init, encoder_norm=encoder_norm, resample_encoder=resample_encoder,
         )  # fmt: skip
         if not 0 <= threshold_decay < 1:
             raise ValueError(f"threshold_decay: must be in [0, 1) (got {threshold_decay})")

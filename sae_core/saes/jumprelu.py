@@ -13,6 +13,18 @@ The sparsity term, `sparsity_loss`:
 
 θ is stored directly (`threshold` [m], float32), not as its log (SAELens has had bugs from that), and
 projected to θ ≥ 0 after each optimizer step: below zero the gate would pass negative pre-activations.
+
+Three things make the `step` form's coefficient mean something in a run of our length:
+- θ trains at `threshold_lr_scale` × the learning rate (`optimizer_groups`). Adam normalises each
+  parameter's step to ~lr, so at lr 1e-3 a threshold moves at most ~1e-3 a step whatever the L0 term's
+  pull: above c ≈ 1e-3 that pull saturates and Adam sees only its sign, and c = 0.01, 0.1 and 1 gave
+  the same thresholds (docs/results.md, "Dead-latent remedies").
+- the coefficient is in our loss's units: our MSE is a mean over d, so the paper's λ (beside the summed
+  squared error) is d × ours.
+- θ at step 0 is `threshold_init` capped, per latent, at the `threshold_init_quantile` quantile of its
+  pre-activations on a training sample (`init_from_data`), so a `threshold_init` above the data's scale
+  cannot start every latent dead; and resampling resets a revived latent's θ (`reset_thresholds`) and
+  its Adam moments with its other rows.
 """
 
 from __future__ import annotations
@@ -26,6 +38,9 @@ from sae_core.saes.base import AutogradSae
 from sae_core.saes.relu import InitScheme
 
 SparsityLoss = Literal["step", "tanh"]
+
+STEP_THRESHOLD_LR_SCALE = 30.0
+"""θ's learning rate ÷ the rest's for the `step` form by default (measured: docs/results.md)."""
 
 
 def _window(pre: torch.Tensor, threshold: torch.Tensor, bandwidth: float) -> torch.Tensor:
@@ -80,6 +95,8 @@ class JumpReLUSAE(AutogradSae):
         bandwidth: float = 1e-3,
         sparsity_loss: SparsityLoss = "step",
         tanh_scale: float = 4.0,
+        threshold_lr_scale: float | None = None,
+        threshold_init_quantile: float = 0.9,
         seed: int | None = None,
         init: InitScheme = "seed",
         encoder_norm: float = 0.1,
@@ -95,7 +112,17 @@ class JumpReLUSAE(AutogradSae):
             raise ValueError(f"sparsity_loss: must be step or tanh (got {sparsity_loss!r})")
         if not math.isfinite(tanh_scale) or tanh_scale <= 0:
             raise ValueError(f"tanh_scale: must be finite and > 0 (got {tanh_scale})")
+        lr_scale = threshold_lr_scale
+        if lr_scale is not None and not (math.isfinite(lr_scale) and lr_scale > 0):
+            raise ValueError(f"threshold_lr_scale: must be finite and > 0 (got {threshold_lr_scale})")
+        if not 0 < threshold_init_quantile <= 1:
+            raise ValueError(f"threshold_init_quantile: must be in (0, 1] (got {threshold_init_quantile})")
         self.l0_coefficient = float(l0_coefficient)
+        self.threshold_init = float(threshold_init)
+        self.threshold_init_quantile = float(threshold_init_quantile)
+        if threshold_lr_scale is None:  # the step form needs it (module doc); tanh trains the encoder too
+            threshold_lr_scale = STEP_THRESHOLD_LR_SCALE if sparsity_loss == "step" else 1.0
+        self.threshold_lr_scale = float(threshold_lr_scale)
         self.bandwidth = float(bandwidth)
         self.sparsity_loss: SparsityLoss = sparsity_loss
         self.tanh_scale = float(tanh_scale)
@@ -108,7 +135,12 @@ class JumpReLUSAE(AutogradSae):
         return JumpReLUFunction.apply(pre, self.threshold, self.bandwidth)
 
     def extra_loss(
-        self, pre: torch.Tensor, h: torch.Tensor, err: torch.Tensor, dead: torch.Tensor | None
+        self,
+        pre: torch.Tensor,
+        h: torch.Tensor,
+        err: torch.Tensor,
+        dead: torch.Tensor | None,
+        x: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, float]:
         if self.sparsity_loss == "step":
             per_token = StepFunction.apply(pre, self.threshold, self.bandwidth).sum(dim=-1)
@@ -119,6 +151,26 @@ class JumpReLUSAE(AutogradSae):
     @torch.no_grad()
     def after_step(self) -> None:
         self.threshold.clamp_(min=0.0)
+
+    def optimizer_groups(self, lr: float) -> list[dict[str, Any]]:
+        """Adam's parameter groups: θ at `threshold_lr_scale` × `lr`, the rest at `lr`."""
+        rest = [p for p in self.parameters() if p is not self.threshold]
+        return [{"params": rest, "lr": lr}, {"params": [self.threshold], "lr": lr * self.threshold_lr_scale}]
+
+    @torch.no_grad()
+    def init_from_data(self, sample: torch.Tensor) -> None:
+        """At step 0: cap each θ at the `threshold_init_quantile` quantile of its pre-activations on
+        `sample`, so each latent starts firing on at least that share's complement of the tokens."""
+        pre = self.pre_activation(sample.to(self.W_enc.device, torch.float32))
+        cap = torch.quantile(pre, self.threshold_init_quantile, dim=0).clamp_min(0.0)
+        self.threshold.copy_(torch.minimum(self.threshold, cap))
+
+    @torch.no_grad()
+    def reset_thresholds(self, idx: torch.Tensor, entry_pre: torch.Tensor) -> None:
+        """Resampling: latents `idx` start again at `threshold_init`, capped at half the pre-activation
+        `entry_pre` each has on the input it was drawn from, so the gate lets it fire there."""
+        start = torch.full_like(entry_pre, self.threshold_init)
+        self.threshold[idx] = torch.minimum(start, entry_pre / 2).clamp_min(0.0).to(self.threshold.dtype)
 
     def saelens_export(self) -> tuple[str, dict[str, Any], dict[str, torch.Tensor]]:
         threshold = self.threshold.detach().to("cpu", torch.float32).contiguous()

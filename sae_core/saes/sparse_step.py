@@ -14,7 +14,8 @@ k_aux per token), as an `embedding_bag` over the decoder or encoder rows:
 - `∂L/∂b_enc` an `index_add` of the N entries, `∂L/∂b_dec` its [d, m] × [m] product plus `Σ g`.
 
 The loss is relu's units (MSE averaged over batch × d) plus `auxk_coefficient` × the AuxK term on the
-window's dead latents (`auxk.auxk_loss`'s definition, no ReLU on the selected pre-activations). The
+window's dead latents (`auxk.auxk_loss`'s definition, no ReLU on the selected pre-activations) × its
+weight (`auxk.auxk_weight`). The
 gradients equal autograd's on the dense formulation (tests/test_sparse_step.py, float64).
 
 The two backward kernels are ATen's own embedding_bag backward ops (CPU and CUDA); ATen names them
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from sae_core.saes.auxk import auxk_weight
 from sae_core.saes.relu import StepStats, explained_variance_from_error
 
 _SUM = 0  # embedding_bag's mode code for "sum"
@@ -163,9 +165,11 @@ def sparse_step_grads(
         if aux is not None:
             # AuxK: the dead latents' top pre-activations (no ReLU), decoded without b_dec, fit x − x̂.
             aux_err = bag_sum(aux, aux.pre, w_dec) + err  # ê − (x − x̂)
-            aux_term = aux_err.pow(2).mean()
+            n_dead = int(dead.sum())  # type: ignore[union-attr]
+            weight = auxk_weight(x, err, n_dead, auxk_k, sae.auxk_weighting, sae.auxk_dead_scale)  # type: ignore[arg-type]
+            aux_term = aux_err.pow(2).mean() * weight
             loss = mse + auxk_coefficient * aux_term
-            g_aux = aux_err * (2.0 * auxk_coefficient / aux_err.numel())
+            g_aux = aux_err * (2.0 * auxk_coefficient / aux_err.numel()) * weight
             grad_dec += bag_weight_grad(aux.rows, aux.cols, aux.pre, g_aux, m, aux.counts)
             rows, cols, counts = torch.cat([rows, aux.rows]), torch.cat([cols, aux.cols]), counts + aux.counts
             grads = torch.cat([grads, bag_weights_grad(aux, g_aux, w_dec)])

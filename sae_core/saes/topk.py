@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from sae_core.saes.auxk import auxk_loss
+from sae_core.saes.auxk import AuxkWeighting, auxk_loss, auxk_weight
 from sae_core.saes.base import AutogradSae, TrainLoss
 from sae_core.saes.relu import InitScheme, StepStats
 from sae_core.saes.sparse_step import sparse_step_grads
@@ -57,7 +57,9 @@ class TopKSAE(AutogradSae):
     """`h = ReLU(TopK_k((x − b_dec) W_enc + b_enc))`.
 
     `auxk_k`: dead latents AuxK selects per token (None: d_in // 2, the heuristic of Gao et al.'s
-    appendix B.1); `auxk_coefficient`: its weight in the loss (Gao et al.: 1/32); `resample_encoder`:
+    appendix B.1); `auxk_coefficient`: its weight α in the loss (Gao et al.: 1/32), scaled as
+    `auxk_weighting` and `auxk_dead_scale` say (`auxk.auxk_weight`); `auxk_dead_tokens`: the dead window
+    in training tokens (None: `auxk.window_steps`' default), read by the trainer; `resample_encoder`:
     how resampling sizes a revived latent's encoder column (`training.resample.resample_dead`)."""
 
     k: torch.Tensor  # a buffer: the state dict carries it
@@ -72,6 +74,9 @@ class TopKSAE(AutogradSae):
         k: int = 32,
         auxk_k: int | None = None,
         auxk_coefficient: float = AUXK_COEFFICIENT,
+        auxk_dead_tokens: int | None = None,
+        auxk_weighting: AuxkWeighting = "variance",
+        auxk_dead_scale: bool = False,
         seed: int | None = None,
         init: InitScheme = "seed",
         encoder_norm: float = 0.1,
@@ -90,6 +95,13 @@ class TopKSAE(AutogradSae):
         if not auxk_coefficient >= 0:  # also refuses NaN
             raise ValueError(f"auxk_coefficient: must be >= 0 (got {auxk_coefficient})")
         self.auxk_coefficient = float(auxk_coefficient)
+        if auxk_dead_tokens is not None and (isinstance(auxk_dead_tokens, bool) or auxk_dead_tokens <= 0):
+            raise ValueError(f"auxk_dead_tokens: must be a positive token count (got {auxk_dead_tokens})")
+        self.auxk_dead_tokens = None if auxk_dead_tokens is None else int(auxk_dead_tokens)
+        if auxk_weighting not in ("variance", "mse"):
+            raise ValueError(f"auxk_weighting: must be 'variance' or 'mse' (got {auxk_weighting!r})")
+        self.auxk_weighting: AuxkWeighting = auxk_weighting
+        self.auxk_dead_scale = bool(auxk_dead_scale)
 
     @property
     def k_value(self) -> int:
@@ -106,7 +118,7 @@ class TopKSAE(AutogradSae):
         values = values.relu()
         x_hat = sparse_decode(indices, values, self.W_dec, self.b_dec)
         mse = (x_hat - x).pow(2).mean()
-        term, coefficient = self.extra_loss(pre, values, (x - x_hat).detach(), dead)
+        term, coefficient = self.extra_loss(pre, values, (x - x_hat).detach(), dead, x=x)
         h = torch.zeros_like(pre).scatter(-1, indices, values.detach())  # for the step's statistics
         return TrainLoss(
             loss=mse + coefficient * term if coefficient else mse, mse=mse, penalty=term, x_hat=x_hat, h=h
@@ -128,11 +140,22 @@ class TopKSAE(AutogradSae):
         return stats
 
     def extra_loss(
-        self, pre: torch.Tensor, h: torch.Tensor, err: torch.Tensor, dead: torch.Tensor | None
+        self,
+        pre: torch.Tensor,
+        h: torch.Tensor,
+        err: torch.Tensor,
+        dead: torch.Tensor | None,
+        x: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, float]:
+        """The AuxK term, already multiplied by `auxk_weight` (which reads `x`: without it, as `mse`)."""
         if dead is None:
             return pre.new_zeros(()), 0.0
-        return auxk_loss(pre, err, self.W_dec, dead, self.auxk_k), self.auxk_coefficient
+        term = auxk_loss(pre, err, self.W_dec, dead, self.auxk_k)
+        weighting: AuxkWeighting = self.auxk_weighting if x is not None else "mse"
+        n_dead = int(dead.sum())
+        x_or_err = x if x is not None else err
+        weight = auxk_weight(x_or_err, err, n_dead, self.auxk_k, weighting, self.auxk_dead_scale)
+        return term * weight, self.auxk_coefficient
 
     @classmethod
     def options_from_state(cls, state: dict[str, torch.Tensor]) -> dict[str, Any]:

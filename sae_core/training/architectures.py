@@ -12,6 +12,7 @@ import torch
 from sae_core.config import SaesConfig, TrainingConfig
 from sae_core.errors import TrainingError
 from sae_core.naming import Cell
+from sae_core.saes.auxk import window_steps
 from sae_core.saes.base import AutogradSae
 from sae_core.saes.registry import architecture_class, check_strategy
 from sae_core.saes.relu import StepStats, normalize_decoder
@@ -52,15 +53,47 @@ def check_cell_strategy(architecture: str, strategy: str) -> None:
 
 
 def auxk_dead(last_fired: torch.Tensor, step: int, window: int) -> torch.Tensor:
-    """The `auxk` strategy's dead latents: no firing in the last `window` (`training.resample_every`)
-    steps — the rule of `window_dead_fraction`; none before a whole window has passed."""
+    """The `auxk` strategy's dead latents: no firing in the last `window` steps (`auxk_window`) — the
+    rule of `window_dead_fraction`; none before a whole window has passed."""
     return last_fired <= step - window
+
+
+def auxk_window(sae: Any, strategy: str, batch_size: int, total_steps: int) -> int:
+    """The `auxk` strategy's dead window in steps (0 for another strategy), from the SAE's
+    `auxk_dead_tokens` (`saes.<architecture>.auxk_dead_tokens`); a window not shorter than the run is
+    refused when the Trainer is built, before any work, naming the key."""
+    if strategy != "auxk":
+        return 0
+    tokens = sae.auxk_dead_tokens
+    steps = window_steps(tokens, batch_size, total_steps)
+    if steps >= total_steps:
+        raise TrainingError(
+            f"saes.{sae.architecture}.auxk_dead_tokens: a window of {tokens} tokens ({steps} steps of "
+            f"{batch_size}) is not shorter than the run ({total_steps} steps), so the `auxk` term would "
+            "never act; set it below the run's tokens or leave it unset (10M, capped at a tenth of the run)"
+        )
+    return steps
+
+
+def optimizer_params(sae: Any, lr: float) -> Any:
+    """What Adam is built on: the SAE's own parameter groups where it has them (jumprelu: θ at its own
+    learning rate), else its parameters (relu: the study's single group)."""
+    groups = getattr(sae, "optimizer_groups", None)
+    return groups(lr) if groups is not None else sae.parameters()
+
+
+def init_from_data(sae: Any, data: Any, training: TrainingConfig) -> None:
+    """At step 0, after `b_dec`'s init: the SAE's data-dependent init (jumprelu: θ capped by its
+    pre-activations) on a training sample of its own seed; nothing for relu."""
+    init = getattr(sae, "init_from_data", None)
+    if init is not None:
+        init(data.sample(min(training.resample_pool_tokens, 16_384), training.seed + 19))
 
 
 def autograd_step_fn(trainer: Any) -> Callable[[torch.Tensor, bool, float], StepStats]:
     """The Trainer's step for an `AutogradSae`: autograd, the AuxK term fed the window's dead mask. The
     third argument, the step's warmed-up λ, is relu's L1 coefficient: these architectures have none."""
-    sae, auxk, window = trainer.sae, trainer.strategy == "auxk", trainer.cfg.resample_every
+    sae, auxk, window = trainer.sae, trainer.strategy == "auxk", trainer.auxk_window
 
     def step(x: torch.Tensor, full: bool, l1: float) -> StepStats:
         dead = auxk_dead(trainer.state.last_fired, trainer.state.step, window) if auxk else None

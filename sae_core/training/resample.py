@@ -85,6 +85,9 @@ def resample_dead(
         sae.W_enc[:, dead_idx] = directions.t() * (alive_norm * enc_scale)
     sae.W_dec[dead_idx] = directions
     sae.b_enc[dead_idx] = bias  # U(bias_low, 0)
+    reset_thresholds = getattr(sae, "reset_thresholds", None)  # jumprelu: θ must let it fire on its input
+    if reset_thresholds is not None:
+        reset_thresholds(dead_idx, (inputs * sae.W_enc[:, dead_idx].t()).sum(dim=1) + bias)
     if optimizer is not None:
         zero_adam_moments(sae, optimizer, dead_idx)
     log.info("resampled %d dead neurons from a pool of %d inputs", n_dead, pool.shape[0])
@@ -108,8 +111,12 @@ def entry_pre_activation(sae: Any, x: torch.Tensor, alive: torch.Tensor) -> torc
 
 @torch.no_grad()
 def zero_adam_moments(sae: SparseAutoencoder, optimizer: torch.optim.Optimizer, idx: torch.Tensor) -> None:
-    """Zero Adam's first and second moments for exactly the resampled rows/columns."""
-    for param, view in ((sae.W_enc, "col"), (sae.b_enc, "row"), (sae.W_dec, "row")):
+    """Zero Adam's first and second moments for exactly the resampled rows/columns (and thresholds)."""
+    params: list[tuple[torch.Tensor, str]] = [(sae.W_enc, "col"), (sae.b_enc, "row"), (sae.W_dec, "row")]
+    threshold = getattr(sae, "threshold", None)
+    if isinstance(threshold, torch.nn.Parameter):  # jumprelu's θ [m]
+        params.append((threshold, "row"))
+    for param, view in params:
         state = optimizer.state.get(param)
         if not state:
             continue

@@ -87,12 +87,13 @@ class Trainer:
                 f"training.resample_every: {training.resample_every} steps is not before the end of training "
                 f"({self.total_steps} steps), so the `sampling` strategy would never resample"
             )
+        self.auxk_window = architectures.auxk_window(sae, strategy, self.batch_size, self.total_steps)
         check_capture(training.capture, device)
         not_captured = capture_reason_not(self) if training.capture else "off"
         if training.capture and not_captured:
             log.info("training.capture: %s is trained eagerly (%s)", strategy, not_captured)
         self.optimizer = torch.optim.Adam(
-            self.sae.parameters(),
+            architectures.optimizer_params(self.sae, training.lr),  # jumprelu: θ at its own lr
             lr=training.lr,
             betas=(training.adam_beta1, training.adam_beta2),
             fused=device.type in ("cpu", "cuda") and not_captured is not None,
@@ -209,6 +210,7 @@ class Trainer:
         cfg, st = self.cfg, self.state
         if st.step == 0:
             self.init_b_dec()
+            architectures.init_from_data(self.sae, self.data, cfg)  # jumprelu: θ capped by the data
         self._val_x = self.data.validation(cfg.val_tokens, cfg.seed + 1)
         start_info = {
             "batch_size": self.batch_size,
