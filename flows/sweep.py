@@ -125,12 +125,12 @@ def sae_sweep(
     wall_start = time.perf_counter()
     logger = run_logger()
     cfg = resolve_sweep_config(preset, overrides, config)
-    # Before any work: a read-only data_root otherwise failed at extraction's first shard, retried.
-    check_writable(data_root(cfg))
     if cfg.grid.placement == "local":  # pool workers check their own allow-lists (train_cell_flow)
         from tasks.credentials import check_credentials
 
         check_credentials(cfg)
+    # Before any work: a read-only data_root otherwise failed at extraction's first shard, retried.
+    check_writable(data_root(cfg))
     cells = grid_cells(cfg.grid)
     from tasks.plan import publish_plan
 

@@ -20,15 +20,13 @@ def run(preset: PresetOpt = None, config: ConfigOpt = None, set_: SetOpt = None)
     """Run the sweep (extract, train every cell, analyse, label, upload, report) as a Prefect flow."""
     cfg = resolve_config(preset, config, set_, command="run")  # fail fast, before any server starts
     from sae_core.io import check_writable
-    from tasks.common import data_root
-
-    check_writable(data_root(cfg))
-
-    from tasks.common import apply_prefect_defaults
+    from tasks.common import apply_prefect_defaults, data_root
     from tasks.credentials import check_credentials
 
     if cfg.grid.placement == "local":  # pool workers check their own allow-lists
         check_credentials(cfg)  # this process's allow-list, before any server starts
+    # Then storage, still before any server starts (creates data_root: after the checks that write nothing).
+    check_writable(data_root(cfg))
 
     apply_prefect_defaults()
     # One line per HTTP call to the local API server would drown the run's own log lines.
