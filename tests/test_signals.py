@@ -149,7 +149,12 @@ def test_sigterm_ends_labelling_blocked_on_an_endpoint_that_never_answers(tmp_pa
 
     threading.Thread(target=hold, daemon=True).start()
     run = write_analysis(tmp_path / "run", {5: ("top", "Paris"), 9: ("bottom", "Rome")})
-    env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value()), "SIGNAL_TEST_KEY": "sk-test"}
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+        "SIGNAL_TEST_KEY": "sk-test",
+        "SAE_SWEEP_ALLOWED_KEY_ENVS": "SIGNAL_TEST_KEY@127.0.0.1",  # the operator allows it, bound to here
+    }
     sets = {
         "labeling.base_url": f"http://127.0.0.1:{listener.getsockname()[1]}/v1",
         "labeling.api_key_env": "SIGNAL_TEST_KEY",
