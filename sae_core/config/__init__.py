@@ -13,7 +13,7 @@ from sae_core.config.architectures import (
     SaesConfig,
     TopKConfig,
 )
-from sae_core.config.base import STRATEGIES, ConfigError, Section
+from sae_core.config.base import ConfigError, Section
 from sae_core.config.credentials import (
     HUB_TOKENS,
     LABELING_KEYS,
@@ -44,7 +44,6 @@ __all__ = [
     "DATA_ROOT_ENV",
     "HUB_TOKENS",
     "LABELING_KEYS",
-    "STRATEGIES",
     "AnalysisConfig",
     "BatchTopKConfig",
     "ConfigError",

@@ -3,15 +3,9 @@ error type whose messages name the dotted field and the value."""
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, ConfigDict
 
 from sae_core.errors import SaeSweepError
-
-Strategy = Literal["nosampling", "sampling"]
-STRATEGIES: tuple[Strategy, ...] = ("nosampling", "sampling")
-"""Dead-neuron strategies: plain training, or Anthropic-style resampling of dead neurons."""
 
 
 class ConfigError(SaeSweepError, ValueError):

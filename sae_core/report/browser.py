@@ -200,7 +200,6 @@ def _summary(analysis: dict[str, Any], labels: dict[str, Any] | None, n: int) ->
         "dead_threshold",
         "dead_split",
         "split",
-        "dead_split",
         "dead_tokens",
     )
     summary = {k: _clean(analysis.get(k)) for k in keys}
