@@ -194,3 +194,10 @@ def test_malformed_yaml_is_one_line_with_file_line_and_column(tmp_path):
     message = str(caught.value)
     assert "\n" not in message
     assert message.startswith(f"config: {path}:3:9: expected ',' or ']'"), message
+
+
+def test_data_files_beside_a_builtin_corpus_is_refused_not_ignored():
+    """Was: `--set data.data_files=mine.jsonl` on the demo preset silently read the demo corpus."""
+    with pytest.raises(ConfigError, match=r"data\.data_files is ignored .* set data\.dataset"):
+        load_config("demo", overrides={"data.data_files": "mine.jsonl"})
+    assert load_config("demo", overrides={"data.dataset": "json", "data.data_files": "mine.jsonl"})

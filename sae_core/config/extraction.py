@@ -77,6 +77,16 @@ class DataConfig(Section):
             raise ValueError("must be a non-empty name, or null for the default")
         return value
 
+    @model_validator(mode="after")
+    def _files_need_a_loader(self) -> DataConfig:
+        # A builtin corpus is one fixed file: data_files beside it would be silently ignored.
+        if self.data_files is not None and self.dataset.startswith("builtin:"):
+            raise ValueError(
+                f"data.data_files is ignored with the builtin data set {self.dataset!r}: set data.dataset "
+                "to the files' loader (json, parquet, text, csv), or drop data.data_files"
+            )
+        return self
+
     @model_serializer(mode="wrap")
     def _leave_out_unset_source(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
         # The store's key and the extraction's cache key hash this section: a revision or config name
