@@ -14,6 +14,7 @@ from pydantic import SecretStr
 
 from sae_core.config import LABELING_KEYS, LabelingConfig, SweepConfig
 from sae_core.encoding import markdown_text
+from sae_core.io import check_writable
 from sae_core.labels import (
     PROMPT_VERSION,
     FeatureInputs,
@@ -100,6 +101,7 @@ def label_cell(run_dir: str, cfg: SweepConfig, progress: Progress | None = None)
         write_labels(run, [], summary)
         return summary
 
+    check_writable(run)  # before the requests: labels.json is written after the last one
     inputs = load_label_inputs(run, lab.examples_per_prompt)
     endpoint = Endpoint(
         base_url=lab.base_url,

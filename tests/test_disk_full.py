@@ -232,3 +232,31 @@ def test_read_only_out_and_data_root_fail_before_any_work(tmp_path, capsys, tiny
         assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     finally:
         _umount(root)
+
+
+def test_read_only_run_and_sweep_fail_analysis_and_report_before_any_work(tmp_path, capsys):
+    """`analyze` and `report` on a read-only run or sweep directory found it only at their first write,
+    after the passes over the store."""
+    from sae_core.analysis.driver import analyze_run
+    from tests.fixtures_sae import make_store
+    from tests.test_report_data import fabricate_sweep
+
+    root = tmp_path / "ro"
+    if not _mount_tmpfs(root, "size=64m"):
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        store = make_store(tmp_path / "store", n=2000, d=8)
+        run = write_run(root / "runs", make_sae(), {"training_dead_fraction": 0.25})
+        sweep = fabricate_sweep(root, name="rosweep")
+        subprocess.run(["mount", "-o", "remount,ro", str(root)], check=True, capture_output=True)
+        with pytest.raises(StorageWriteError, match="read-only file system") as exc:
+            analyze_run(store, run, analysis_config(ce_loss_documents=0))
+        assert exc.value.path.startswith(str(run)) and not (run / "features").exists()
+        assert main(["report", "--sweep", str(sweep), "--no-browsers"]) == 2
+        err = capsys.readouterr().err.replace("\r", "\n")
+        errors = [line for line in err.splitlines() if line.strip() and not line.startswith("report:")]
+        assert errors == [f"error: {sweep}/report: cannot write (read-only file system); mount it read-write "
+                          "(or set data_root to a writable directory) and re-run"], err  # fmt: skip
+        assert not (sweep / "report" / "report.md").exists()
+    finally:
+        _umount(root)

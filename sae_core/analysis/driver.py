@@ -77,7 +77,7 @@ from sae_core.dead_figures import RAW_UNITS, dead_caption, pct
 from sae_core.dead_figures import training_dead_fraction as _training_dead_fraction
 from sae_core.device import cpu_threads, resolve_device
 from sae_core.errors import AnalysisError
-from sae_core.io import atomic_write_json, atomic_write_with, read_json
+from sae_core.io import atomic_write_json, atomic_write_with, check_writable, read_json
 from sae_core.naming import Cell
 from sae_core.progress import Progress, no_progress
 from sae_core.version import code_version
@@ -106,6 +106,7 @@ def analyze_run(
     run_dir = Path(run_dir)
     store = ActivationStore.open(store_path)
     sae, metrics = load_sae(run_dir)
+    check_writable(run_dir)  # before minutes of passes: a read-only run dir was found at the first write
     if sae.d_in != store.d_model:
         raise AnalysisError(
             f"run: the SAE in {run_dir} takes d_in={sae.d_in} but the store {store.path} has "

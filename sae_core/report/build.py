@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sae_core.config import SweepConfig
-from sae_core.io import atomic_write_json, atomic_write_text
+from sae_core.io import atomic_write_json, atomic_write_text, check_writable
 from sae_core.progress import Progress, no_progress
 from sae_core.report.cells import (
     REPORT_DIRNAME,
@@ -56,8 +56,7 @@ def build_report(
     if compare_published is None:
         compare_published = name == "seed"
     published = load_published() if compare_published else None
-    out = sweep_dir / REPORT_DIRNAME
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_writable(sweep_dir / REPORT_DIRNAME)
 
     tables = grid_tables(cells, published)
     caption = dead_pct_caption(cells)
