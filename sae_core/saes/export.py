@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -44,11 +44,12 @@ SAELENS_FORMAT_VERSION = "6.47.0"
 """The SAELens cfg format the export follows (metadata `l0` / `num_dead_features` came in 6.47). Written as
 `metadata.sae_lens_version`: without it SAELens reads a cfg as pre-6.0 and drops the whole metadata
 (hook, model, loading kwargs) on load."""
+FoldedT = TypeVar("FoldedT", bound=Sae)
 SPARSITY_EPS = 1e-10
 """Added before log10, as SAELens does: a feature that never fired is written as −10."""
 
 
-def fold_input_scale(sae: Sae, scale: float) -> Sae:
+def fold_input_scale(sae: FoldedT, scale: float) -> FoldedT:
     """A copy of `sae`, trained on activations × `scale`, that takes raw activations and gives the same
     latents and the reconstruction ÷ `scale` (SAELens' `fold_activation_norm_scaling_factor`).
 
