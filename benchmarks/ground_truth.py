@@ -38,8 +38,10 @@ from typing import Any
 import torch
 
 from sae_core.config import TrainingConfig
+from sae_core.saes.export import fold_input_scale
 from sae_core.training.architectures import build_architecture
 from sae_core.training.data import InMemoryData
+from sae_core.training.normalize import input_scale, normalized
 from sae_core.training.trainer import Trainer, train_sae
 
 
@@ -145,7 +147,9 @@ def run_architecture(
     )  # fmt: skip
     sae = build_architecture(architecture, d, expansion * d, cfg, options)
     start = time.perf_counter()
-    Trainer(sae, InMemoryData(truth.train), cfg, l1=0.0, strategy=strategy, device=torch.device("cpu")).run()
+    data = normalized(InMemoryData(truth.train), None, cfg.normalize_activations)  # as train_cell does
+    Trainer(sae, data, cfg, l1=0.0, strategy=strategy, device=torch.device("cpu")).run()
+    sae = fold_input_scale(sae, input_scale(data))  # raw-input weights, measured on raw test tokens
     seconds = time.perf_counter() - start
     mcc, l0, ev = recovery(sae.W_dec, truth, sae)
     sparsity = float(options.get("k", options.get("l0_coefficient", 0.0)))
@@ -228,6 +232,7 @@ def print_table(rows: Sequence[Result], header: bool = True) -> None:
 OUR_VARIANTS: dict[str, dict[str, Any]] = {
     "study": {"init": "seed", "l1_warmup_fraction": 0.0},
     "defaults": {},
+    "raw": {"normalize_activations": "none"},
     "no-l1-warmup": {"l1_warmup_fraction": 0.0},
     "l1-warmup-20%": {"l1_warmup_fraction": 0.2},
     "enc1": {"init_encoder_norm": 1.0},

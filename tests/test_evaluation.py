@@ -200,3 +200,33 @@ def test_analysis_of_a_real_extraction(tmp_path, tiny_store):
         assert f"**{row.token}**" in row.context_text and not row.token.startswith("<")
         assert "".join(row.context_tokens[: row.marked_index]) + f"**{row.token}**" in row.context_text
     assert json.loads((run / "analysis.json").read_text())["ce_loss"] == ce
+
+
+class _ScaledSplice(nn.Module):
+    """The splice a normalised run means, spelt out: the SAE sees x·s, its reconstruction ÷ s goes back."""
+
+    def __init__(self, sae: nn.Module, scale: float):
+        super().__init__()
+        self.sae, self.scale = sae, scale
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        recon, h = self.sae(x * self.scale)
+        return recon / self.scale, h
+
+
+def test_a_folded_sae_splices_as_the_normalised_one_divided_by_s(tiny_gpt2, documents):
+    """CE-loss recovered of a normalised run: its folded `.pth` on the raw stream gives exactly the
+    splice of the trained SAE on x·s with the reconstruction ÷ s."""
+    from sae_core.saes.export import fold_input_scale
+
+    trained, s = SparseAutoencoder(D_MODEL, 4 * D_MODEL, seed=3), 0.2
+    with torch.no_grad():
+        trained.b_enc.normal_(0, 1, generator=torch.Generator().manual_seed(2))  # x̂(x·s)/s ≠ x̂(x)
+        trained.b_dec.normal_(0, 0.1, generator=torch.Generator().manual_seed(1))
+    folded, _ = ce_loss_recovered(fold_input_scale(trained, s), str(tiny_gpt2), 1, documents, device="cpu")
+    spelt_out, _ = ce_loss_recovered(_ScaledSplice(trained, s), str(tiny_gpt2), 1, documents, device="cpu")
+    assert folded["sae"] == pytest.approx(spelt_out["sae"], rel=1e-6)
+    assert folded["kl_sae"] == pytest.approx(spelt_out["kl_sae"], rel=1e-3)
+    x = torch.randn(64, D_MODEL)
+    with torch.no_grad():  # and the splice is not the raw one: the scale changes what goes back
+        assert not torch.allclose(fold_input_scale(trained, s)(x)[0], trained(x)[0], atol=1e-2)

@@ -13,11 +13,14 @@ from sae_core.saes.export import (
     SAELENS_SPARSITY,
     export_saelens,
     firing_frequency,
+    fold_input_scale,
     load_run,
     load_saelens_export,
     save_pth,
 )
 from sae_core.saes.jumprelu import JumpReLUSAE
+from sae_core.saes.registry import load_any as load_run_pth
+from sae_core.saes.relu import SparseAutoencoder
 from sae_core.saes.topk import TopKSAE
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -118,3 +121,42 @@ def test_pth_and_load_run_for_every_architecture(name, tmp_path):
     loaded, metrics = load_run(tmp_path)
     assert type(loaded) is type(sae) and metrics == {"completed": True}
     assert torch.equal(loaded.encode(_x()), sae.encode(_x()))
+
+
+def _any_trained_looking(name: str):
+    if name != "relu":
+        return _trained_looking(name)
+    sae = SparseAutoencoder(D, M, seed=7)
+    with torch.no_grad():
+        sae.b_enc.normal_(0, 0.2, generator=torch.Generator().manual_seed(4))
+        sae.b_dec.normal_(generator=torch.Generator().manual_seed(5))
+    return sae
+
+
+@pytest.mark.parametrize("name", ["relu", "topk", "batchtopk", "jumprelu"])
+def test_a_folded_export_on_raw_activations_is_the_trained_sae_on_normalised_ones(name, tmp_path):
+    """An SAE trained on x·s (`training.normalize_activations`) is released with s folded in: on raw x its
+    `.pth` and its SAELens export give the latents of x·s and the reconstruction ÷ s, and SAELens loads
+    the export with the same encode and decode."""
+    s = 7.5
+    trained = _any_trained_looking(name)
+    folded = fold_input_scale(trained, s)
+    assert folded is not trained and fold_input_scale(trained, 1.0) is trained
+    raw = _x(300, seed=11) / s  # raw activations whose normalised form x·s is the scale trained on
+    with torch.no_grad():
+        h_trained = trained.encode(raw * s)
+        assert (h_trained > 0).any() and (h_trained == 0).any()
+        recon_trained = trained.decode(h_trained) / s
+        save_pth(folded, tmp_path / "w.pth")
+        export_saelens(folded, tmp_path / "saelens", MANIFEST)
+        for released in (folded, load_run_pth(tmp_path / "w.pth"), load_saelens_export(tmp_path / "saelens")):
+            h = released.encode(raw)
+            assert (h != 0).equal(h_trained != 0)  # the same latents fire: thresholds and top k unchanged
+            assert torch.allclose(h, h_trained, rtol=1e-5, atol=1e-5)
+            assert torch.allclose(released.decode(h), recon_trained, rtol=1e-5, atol=1e-5)
+        sae_lens = pytest.importorskip("sae_lens")
+        theirs = sae_lens.SAE.load_from_disk(str(tmp_path / "saelens"), device="cpu")
+        h_theirs = theirs.encode(raw)
+        assert (h_theirs != 0).equal(h_trained != 0)
+        assert torch.allclose(h_theirs, h_trained, rtol=1e-5, atol=1e-5)
+        assert torch.allclose(theirs.decode(h_theirs), recon_trained, rtol=1e-5, atol=1e-5)

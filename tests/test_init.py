@@ -53,8 +53,9 @@ def _one_tiny_step(init: str | None) -> SparseAutoencoder:
     x = torch.randn(512, 8, generator=torch.Generator().manual_seed(0))
     keys = {"init": init} if init else {}
     cfg = TrainingConfig(
-        lr=1e-9, batch_size=256, epochs=None, max_tokens=256, val_tokens=256, device="cpu", **keys
-    )
+        lr=1e-9, batch_size=256, epochs=None, max_tokens=256, val_tokens=256, device="cpu", **keys,
+        normalize_activations="none",  # the trained parameters themselves (a normalised run is folded)
+    )  # fmt: skip
     sae, _ = train_sae(InMemoryData(x), 32, cfg, l1=0.01, strategy="nosampling")
     return sae
 

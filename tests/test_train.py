@@ -32,6 +32,7 @@ def test_known_answer_recovers_ground_truth_directions(superposition_data):
     cfg = TrainingConfig(
         lr=1e-2, batch_size=1024, epochs=None, max_tokens=1024 * 600, l1_scaling="sum", seed=0,
         resample_every=250, resample_pool_tokens=4096, log_every=100, val_every=300, device="cpu",
+        normalize_activations="none",  # λ and lr tuned in raw units; the rows then stay unit norm
     )  # fmt: skip
     sae, metrics = train_sae(InMemoryData(x_train, x_val), 64, cfg, l1=0.02, strategy="sampling")
     best_cos = (directions @ sae.W_dec.detach().T).max(dim=1).values

@@ -391,10 +391,20 @@ def train_sae(
     dead_threshold: float = 0.07,
 ) -> tuple[SparseAutoencoder, dict[str, Any]]:
     """Train an SAE on in-memory data without a run directory (notebooks, benchmarks, tests);
-    `dead_threshold` is used only by `training.resample_criterion=threshold`."""
+    `dead_threshold` is used only by `training.resample_criterion=threshold`. With
+    `training.normalize_activations=expected_norm` it trains on x·s and returns the SAE with s folded in
+    (it takes raw activations, as a run's `.pth`); the metrics, measured in training, are of x·s and
+    say s under `normalization`."""
+    from sae_core.saes.export import fold_input_scale
+    from sae_core.training.normalize import input_scale, normalization_record, normalized
+
+    data = normalized(data, None, training.normalize_activations)
     sae = build_sae(data.d_model, d_hidden, training)
     trainer = Trainer(
         sae, data, training, l1=l1, strategy=strategy, device=torch.device(device), callbacks=callbacks,
         dead_threshold=dead_threshold,
     )  # fmt: skip
-    return trainer.sae, trainer.run()
+    metrics = trainer.run()
+    if (norm := normalization_record(data)) is not None:
+        metrics["normalization"] = norm
+    return fold_input_scale(trainer.sae, input_scale(data)), metrics
