@@ -69,7 +69,9 @@ def second_pass(
     progress: Progress,
     total: int,
     seed: int,
+    also: Any = (),
 ) -> tuple[ExampleCollector, PearsonAccumulator]:
+    """`also`: further collectors fed the selected features' activations (`update(acts, doc, pos, tok)`)."""
     pearson = PearsonAccumulator(len(selected))
     collector = ExampleCollector(
         len(selected), acfg.examples_per_feature, acfg.quantile_examples, acfg.dead_threshold, seed, device
@@ -85,6 +87,8 @@ def second_pass(
         acts = sub.encode(batch.acts.to(device, non_blocking=True))
         pearson.update(acts)
         collector.update(acts, batch.doc_id, batch.pos, batch.token_id)
+        for extra in also:
+            extra.update(acts, batch.doc_id, batch.pos, batch.token_id)
         done += acts.shape[0]
         progress(done, total, {})
     return collector, pearson
