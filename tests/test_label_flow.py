@@ -241,6 +241,7 @@ def test_labels_the_real_analysis_output(
     }
     overrides |= {"labeling.scoring_activating": 6, "labeling.scoring_non_activating": 4}
     overrides |= {"labeling.scoring_window": 6, "labeling.scoring_quantiles": 3}
+    overrides |= {"labeling.scope": "sample", "labeling.sample_size": 2}
     analysis = analyze_run(
         store.path, run, load_config("demo", overrides={"training.device": "cpu", **overrides})
     )
@@ -253,7 +254,7 @@ def test_labels_the_real_analysis_output(
     assert (
         len(active) > 0
         and len(quiet) > 0
-        and set(windows["feature_id"]) <= set(selected["top"] + selected["bottom"])
+        and set(windows["feature_id"]) <= {*selected["top"], *selected["bottom"], *selected["sample"]}
     )
     for row in active.itertuples():
         assert row.firing[row.pos - row.start] and row.activation > 0.07
@@ -265,10 +266,19 @@ def test_labels_the_real_analysis_output(
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     summary = _label_flow(str(run), _cfg(tmp_path / "data", fake_llm.url).model_dump(mode="json"))
     df = pd.read_parquet(run / "labels.parquet")
+    # scope=sample: 2 random eligible features beyond top and bottom, a group of their own
+    assert len(selected["sample"]) == 2 and not set(selected["sample"]) & set(
+        selected["top"] + selected["bottom"]
+    )
+    assert set(selected["sample"]) <= set(windows["feature_id"])
+    correlation = json.loads((run / "features" / "correlation.json").read_text())
+    assert correlation["ids"] == selected["top"] + selected["bottom"]  # the sample stays out of it
     expected = [(f, "top") for f in selected["top"]] + [(f, "bottom") for f in selected["bottom"]]
+    expected += [(f, "sample") for f in selected["sample"]]
     assert sorted(zip(df["feature_id"], df["group"], strict=True)) == sorted(expected)
     assert (df["status"] == "ok").all() and df["label"].str.startswith("the token").all()
-    assert summary["labelled"] == len(expected) and summary["monosemanticity_rate"] == 1.0
+    assert summary["labelled"] == len(expected) - 2 and summary["monosemanticity_rate"] == 1.0
+    assert summary["groups"]["sample"]["labelled"] == 2 and summary["rate_sample"] == 1.0
 
 
 def test_key_from_a_prefect_secret_block(label_prefect, fake_llm, tmp_path, monkeypatch) -> None:

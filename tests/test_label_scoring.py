@@ -286,3 +286,27 @@ def test_the_report_shows_scores_by_verdict_and_health_beside_the_rate(tmp_path)
     assert shown["distinct labels"] == "3 / 3" and shown["copies"] == "1"
     skipped = CellData(Cell(8, 0.01, "sampling"), tmp_path, exists=True, labels={"skipped_reason": "no key"})
     assert label_rows([skipped]) == []
+
+
+def test_a_random_sample_is_its_own_group_beside_the_studys(tmp_path) -> None:
+    from sae_core.labels import labels_frame, monosemanticity
+    from sae_core.naming import Cell
+    from sae_core.report.cells import CellData
+    from sae_core.report.label_scores import label_rows
+
+    def row(fid: int, group: str, poly: bool, det: float) -> dict:
+        return {
+            "feature_id": fid, "group": group, "label": "x" if not poly else "POLYSEMANTIC",
+            "polysemantic": poly, "status": "ok", "detection_balanced_accuracy": det,
+        }  # fmt: skip
+
+    rows = [row(1, "top", False, 0.9), row(2, "bottom", False, 0.8), row(3, "sample", True, 0.6)]
+    rows.append(row(4, "sample", False, 0.7))
+    summary = monosemanticity(labels_frame(rows))
+    assert summary["monosemanticity_rate"] == 1.0 and summary["labelled"] == 2  # the study's 2 only
+    assert summary["rate_sample"] == 0.5 and summary["groups"]["sample"]["labelled"] == 2
+    assert summary["scores_sample"]["polysemantic"]["detection"] == pytest.approx(0.6)
+    cell = CellData(Cell(8, 0.0001, "sampling"), tmp_path, exists=True, labels=summary)
+    study, sample = label_rows([cell])
+    assert sample[0] == "8x_0.0001_sampling (random sample)" and sample[1] == "50% (2)"
+    assert study[1] == "100% (2)" and sample[3] == "0.70 (1)"

@@ -72,7 +72,13 @@ from sae_core.analysis.passes import (
     run_ce_loss,
     second_pass,
 )
-from sae_core.analysis.scoring_windows import scoring_sampler, scoring_summary, scoring_windows
+from sae_core.analysis.scoring_windows import (
+    SAMPLE_RULE,
+    random_sample,
+    scoring_sampler,
+    scoring_summary,
+    scoring_windows,
+)
 from sae_core.config import AnalysisConfig, SweepConfig
 from sae_core.dead_figures import RAW_UNITS, dead_caption, pct
 from sae_core.dead_figures import training_dead_fraction as _training_dead_fraction
@@ -145,15 +151,29 @@ def analyze_run(
         selected, groups = top + bottom, ["top"] * len(top) + ["bottom"] * len(bottom)
         start = time.perf_counter()
         after_dead_pass: Progress = lambda d, t, info: progress(d + extra, t, info)  # noqa: E731
-        sampler = scoring_sampler(cfg, len(selected), device)
+        # scope=sample: random eligible features, labelled and scored as their own group; they get
+        # examples and windows from this pass but stay out of the correlation (the study's 2k).
+        sample = random_sample(cols["selectivity"], selected, cfg.labeling, cfg.training.seed)
+        labelled, labelled_groups = selected + sample, groups + ["sample"] * len(sample)
+        sampler = scoring_sampler(cfg, len(labelled), device)
         collector, pearson = second_pass(
-            store, sae, acfg, selected, n_tokens, device, after_dead_pass, total, cfg.training.seed, [sampler]
+            store,
+            sae,
+            acfg,
+            labelled,
+            n_tokens,
+            device,
+            after_dead_pass,
+            total,
+            cfg.training.seed,
+            [sampler],
+            correlated=len(selected),
         )
         timings["pass2_s"] = time.perf_counter() - start
         start = time.perf_counter()
-        example_rows = collector.examples(selected, groups)
+        example_rows = collector.examples(labelled, labelled_groups)
         scoring, scoring_doc = scoring_windows(
-            store, sae, acfg, cfg, sampler, selected, example_rows, docs, n_tokens, device
+            store, sae, acfg, cfg, sampler, labelled, example_rows, docs, n_tokens, device
         )
         timings["scoring_windows_s"] = time.perf_counter() - start
         start = time.perf_counter()
@@ -200,6 +220,7 @@ def analyze_run(
             "duplicate_of": {str(k): v for k, v in duplicate_of.items()},
             "duplicate_rule": DUPLICATE_RULE,
             "context_window": acfg.context_window,
+            **({"sample": sample, "sample_rule": SAMPLE_RULE} if cfg.labeling.scope == "sample" else {}),
         },
     )
     atomic_write_with(features / "examples.parquet", lambda p: pq.write_table(examples, p))

@@ -295,3 +295,18 @@ def scoring_windows(
         return scoring_table(windows, selected, found, docs, threshold, quiet, decoder)
 
     return build, sampler.sizes
+
+
+SAMPLE_RULE = (
+    "labeling.sample_size features drawn uniformly (seeded by training.seed) from the eligible features "
+    "(≥ analysis.min_activations firings) not in top or bottom"
+)
+
+
+def random_sample(selectivity: np.ndarray, selected: Sequence[int], lab: Any, seed: int) -> list[int]:
+    """`labeling.scope: sample`: random eligible features beyond the selected ones (empty otherwise)."""
+    if lab.scope != "sample":
+        return []
+    taken = set(selected)
+    pool = [int(i) for i in np.flatnonzero(~np.isnan(selectivity)) if int(i) not in taken]
+    return sorted(random.Random(f"{seed}-sample").sample(pool, min(lab.sample_size, len(pool))))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from sae_core.config.base import Section
@@ -65,6 +67,16 @@ class LabelingConfig(Section):
     scoring_batch: int = Field(10, ge=1)
     """Windows per scoring request."""
 
+    scope: Literal["selected", "sample"] = "selected"
+    """Which features are labelled and scored: `selected` (the study's top and bottom
+    analysis.top_k_features by selectivity) or `sample`: those AND `sample_size` features drawn at
+    random (seeded by training.seed) from the other eligible ones (≥ analysis.min_activations firings),
+    SAEBench-style, reported as their own group `sample` (its rate and scores apart from the study's)."""
+
+    sample_size: int = Field(100, ge=1)
+    """Features in the random sample when scope is `sample` (SAEBench: 1,000; every one costs a label
+    request and, when scoring, its scoring requests)."""
+
     max_label_chars: int = Field(80, ge=8)
     """A label longer than this many characters is flagged (labeller health) and counted as failed in
     the conservative rate (a 2–8 word label is rarely over 60)."""
@@ -77,12 +89,23 @@ class LabelingConfig(Section):
     """First retry delay; each further retry doubles it (with jitter). A 429's Retry-After is waited first."""
 
 
-SCORING_SAMPLE_KEYS = ("scoring_quantiles", "scoring_activating", "scoring_non_activating", "scoring_window")
-"""The labeling keys the ANALYSIS reads (it samples the held-out windows): part of its cache key."""
+SCORING_SAMPLE_KEYS = (
+    "scoring_quantiles",
+    "scoring_activating",
+    "scoring_non_activating",
+    "scoring_window",
+    "scope",
+    "sample_size",
+)
+"""The labeling keys the ANALYSIS reads (it samples the held-out windows and the random features):
+part of its cache key."""
 
 
 def scoring_sample_settings(lab: LabelingConfig) -> dict[str, int]:
     """The analysis's sampling settings that differ from their defaults (empty at the defaults, so an
-    analysis cache key is unchanged where nobody set them)."""
+    analysis cache key is unchanged where nobody set them; `sample_size` counts only with `sample`)."""
     fields = LabelingConfig.model_fields
-    return {k: getattr(lab, k) for k in SCORING_SAMPLE_KEYS if getattr(lab, k) != fields[k].default}
+    changed = {k: getattr(lab, k) for k in SCORING_SAMPLE_KEYS if getattr(lab, k) != fields[k].default}
+    if lab.scope != "sample":
+        changed.pop("sample_size", None)
+    return changed

@@ -69,7 +69,8 @@ EXAMPLE_COLUMNS = ("feature_id", "group", "kind", "rank", "activation", "context
 class FeatureInputs:
     feature_id: int
     groups: tuple[str, ...]
-    """`top` and/or `bottom` (a feature can be in both when few features qualify)."""
+    """`top` and/or `bottom` (a feature can be in both when few features qualify), or `sample` (a random
+    eligible feature, `labeling.scope: sample`)."""
     examples: tuple[LabelExample, ...]
     """Top-activating contexts shown in the prompt, highest first."""
     heldout: tuple[LabelExample, ...] = field(default=())
@@ -95,8 +96,10 @@ def load_label_inputs(run_dir: str | Path, examples_per_prompt: int = 25) -> Lab
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise LabelingError(f"{selected_path}: not valid JSON ({exc})") from None
     order: dict[int, list[str]] = {}
-    for group in ("top", "bottom"):
+    for group in ("top", "bottom", "sample"):
         ids = selected.get(group) if isinstance(selected, dict) else None
+        if group == "sample" and ids is None:  # labeling.scope: selected (the default)
+            continue
         if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
             raise LabelingError(f"{selected_path}: '{group}' must be a list of feature ids (got {ids!r})")
         for fid in ids:
@@ -197,9 +200,21 @@ def monosemanticity(labels_df: pd.DataFrame) -> dict[str, Any]:
     """1 − polysemantic / labelled overall and per group (None when nothing was labelled), the
     conservative rate beside each (failed features counted polysemantic; None when there is no
     feature), the counts, the numbers failed and flagged; `detection_accuracy` is the mean detection
-    balanced accuracy over features that have one, `scores` the means by verdict."""
+    balanced accuracy over features that have one, `scores` the means by verdict. Rows of the `sample`
+    group (labeling.scope: sample) are left out of these and reported as `groups.sample`,
+    `rate_sample`, `rate_sample_conservative` and `scores_sample`."""
+    sample = labels_df[labels_df["group"] == "sample"]
+    labels_df = labels_df[labels_df["group"] != "sample"]  # the study's figures: top and bottom only
     overall = _rate(labels_df)
     groups = {g: _rate(labels_df[labels_df["group"] == g]) for g in ("top", "bottom")}
+    extra: dict[str, Any] = {}
+    if len(sample):  # labeling.scope: sample — a random group, reported apart
+        groups["sample"] = _rate(sample)
+        extra = {
+            "rate_sample": groups["sample"]["rate"],
+            "rate_sample_conservative": groups["sample"]["rate_conservative"],
+            "scores_sample": scores_by_verdict(sample),
+        }
     det = labels_df.loc[labels_df["status"] == "ok", "detection_accuracy"].dropna()
     return {
         "monosemanticity_rate": overall["rate"],
@@ -215,6 +230,7 @@ def monosemanticity(labels_df: pd.DataFrame) -> dict[str, Any]:
         "groups": groups,
         "detection_accuracy": float(det.mean()) if len(det) else None,
         "scores": scores_by_verdict(labels_df),
+        **extra,
     }
 
 

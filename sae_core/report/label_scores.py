@@ -51,30 +51,48 @@ def _score(scores: dict[str, Any], verdict: str, scorer: str) -> str:
 
 def label_rows(cells: list[CellData]) -> list[list[str]]:
     """One row per cell whose labels.json has labels (skipped or absent cells are left out: the per-cell
-    table already says why)."""
+    table already says why), and one for its random sample (labeling.scope: sample; health is the
+    cell's, shown on the first row)."""
     rows = []
     for data in cells:
         labels = data.labels
         if not isinstance(labels, dict) or labels.get("skipped_reason") or "labelled" not in labels:
             continue
-        found_scores, found_health = labels.get("scores"), labels.get("health")
-        scores: dict[str, Any] = found_scores if isinstance(found_scores, dict) else {}
+        found_health = labels.get("health")
         health: dict[str, Any] = found_health if isinstance(found_health, dict) else {}
-        counted = labels.get("labelled", 0)
-        rows.append(
-            [
-                data.cell.name,
-                f"{_pct(labels.get('monosemanticity_rate'))} ({counted})",
-                _pct(labels.get("monosemanticity_rate_conservative")),
-                _score(scores, "monosemantic", "detection"),
-                _score(scores, "polysemantic", "detection"),
-                _score(scores, "monosemantic", "fuzzing"),
-                _score(scores, "polysemantic", "fuzzing"),
-                f"{health.get('distinct_labels', 'n/a')} / {health.get('monosemantic_labels', 'n/a')}",
-                str(health.get("copies", "n/a")),
-                str(health.get("shared", "n/a")),
-                str(health.get("too_long", "n/a")),
-                str(labels.get("failed", "n/a")),
-            ]
-        )
+        rows.append(_row(data.cell.name, labels, "scores", labels.get("labelled", 0), health))
+        groups = labels.get("groups") if isinstance(labels.get("groups"), dict) else {}
+        sample = groups.get("sample") if isinstance(groups, dict) else None
+        if isinstance(sample, dict):  # labeling.scope: sample, its own row
+            figures = {
+                "monosemanticity_rate": labels.get("rate_sample"),
+                "monosemanticity_rate_conservative": labels.get("rate_sample_conservative"),
+                "scores_sample": labels.get("scores_sample"),
+                "failed": sample.get("failed"),
+            }
+            row = _row(
+                f"{data.cell.name} (random sample)", figures, "scores_sample", sample.get("labelled", 0), {}
+            )
+            rows.append(row)
     return rows
+
+
+def _row(
+    name: str, labels: dict[str, Any], scores_key: str, counted: Any, health: dict[str, Any]
+) -> list[str]:
+    found = labels.get(scores_key)
+    scores: dict[str, Any] = found if isinstance(found, dict) else {}
+    return [
+        name,
+        f"{_pct(labels.get('monosemanticity_rate'))} ({counted})",
+        _pct(labels.get("monosemanticity_rate_conservative")),
+        _score(scores, "monosemantic", "detection"),
+        _score(scores, "polysemantic", "detection"),
+        _score(scores, "monosemantic", "fuzzing"),
+        _score(scores, "polysemantic", "fuzzing"),
+        f"{health.get('distinct_labels', 'n/a')} / {health.get('monosemantic_labels', 'n/a')}",
+        str(health.get("copies", "n/a")),
+        str(health.get("shared", "n/a")),
+        str(health.get("too_long", "n/a")),
+        str(labels.get("failed", "n/a")),
+    ]
