@@ -73,3 +73,11 @@ def prompt_text(text: str) -> str:
 def prompt_marked(before: str, token: str, after: str) -> str:
     """A prompt context: the activating `token` wrapped in `PROMPT_MARK`, every piece escaped."""
     return f"{prompt_text(before)}{PROMPT_MARK}{prompt_text(token)}{PROMPT_MARK}{prompt_text(after)}"
+
+
+def prompt_highlighted(pieces: list[tuple[str, bool]]) -> str:
+    """A prompt context made of (text, highlighted) pieces: each highlighted piece wrapped in
+    `PROMPT_MARK`, every piece escaped (several marks in one context, as fuzzing shows them)."""
+    return "".join(
+        f"{PROMPT_MARK}{prompt_text(t)}{PROMPT_MARK}" if hit else prompt_text(t) for t, hit in pieces
+    )

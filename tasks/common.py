@@ -130,12 +130,15 @@ def train_cache_key(cfg: SweepConfig, cell: Cell, store_path: str | Path) -> str
 
 
 def analyze_cache_key(cfg: SweepConfig, cell: Cell, store_path: str | Path) -> str:
+    from sae_core.config import scoring_sample_settings
     from sae_core.store import store_fingerprint
 
     weights = run_dir(cfg, cell) / cell.weights_filename
+    scoring = scoring_sample_settings(cfg.labeling)  # omitted at the defaults: keys stay as they were
     return "analyze-" + stable_hash(
         cell.name,
         sections(cfg, "analysis"),
+        *([repr(sorted(scoring.items()))] if scoring else []),
         store_fingerprint(store_path),
         file_fingerprint(weights) if weights.exists() else "missing",
         str(run_dir(cfg, cell)),

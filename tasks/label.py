@@ -17,11 +17,13 @@ from sae_core.encoding import markdown_text
 from sae_core.io import check_writable
 from sae_core.labels import (
     PROMPT_VERSION,
+    SCORE_FIELDS,
     FeatureInputs,
     LabelAttemptError,
-    detection_set,
     endpoint_url,
     examples_hash,
+    health_flags,
+    health_summary,
     labels_frame,
     load_label_inputs,
     monosemanticity,
@@ -35,11 +37,11 @@ from tasks.label_requests import (
     MAX_BACKOFF_S,
     NO_KEY_PLACEHOLDER,
     Endpoint,
-    detect_feature_task,
     forget_repair,
     label_feature_task,
     label_logger,
 )
+from tasks.label_scores import score_cell
 
 
 def skip_reason(lab: LabelingConfig, key: str | None) -> str | None:
@@ -64,6 +66,7 @@ def _empty_summary(lab: LabelingConfig, reason: str | None) -> dict[str, Any]:
         "labelled": 0,
         "polysemantic": 0,
         "failed": 0,
+        "flagged": 0,
         "skipped_reason": reason,
         "model": lab.model,
         "prompt_version": PROMPT_VERSION,
@@ -152,8 +155,18 @@ def label_cell(run_dir: str, cfg: SweepConfig, progress: Progress | None = None)
             fid, ex_hash = by_id[future.task_run_id]
             outcomes[fid] = {**_collect(future, secret), "examples_hash": ex_hash}
             progress(done, len(futures), {"failed": sum(o["status"] == "failed" for o in outcomes.values())})
-        if lab.detection:
-            _detect(runner, inputs, outcomes, endpoint, cell, options, lab.detection_examples, secret)
+        scoring_note = score_cell(runner, run, outcomes, endpoint, cell, options, lab, secret)
+
+    flags = health_flags(outcomes, lab.max_label_chars)
+    for fid, found in flags.items():
+        outcomes[fid]["health"] = ",".join(found)
+    if flags:
+        logger.warning(
+            "labeller health for %s: %d labels flagged (%s); they count as failed in the conservative rate",
+            run.name,
+            len(flags),
+            ", ".join(f"f{f}: {','.join(v)}" for f, v in sorted(flags.items())),
+        )
 
     for fid, rep in duplicate_of.items():
         note = f"near-duplicate of feature {rep}: shares its label (not requested again)"
@@ -174,14 +187,17 @@ def label_cell(run_dir: str, cfg: SweepConfig, progress: Progress | None = None)
     rows = _rows(inputs.features, outcomes, lab.model)
     summary = {**_empty_summary(lab, None), **monosemanticity(labels_frame(rows))}
     summary["cached"] = sum(1 for o in outcomes.values() if o.get("cached"))
+    summary["health"] = health_summary(rows, lab.max_label_chars)
+    summary["scoring"] = _scoring_doc(lab, scoring_note)
     write_labels(run, rows, summary)
     logger.info(
-        "labels for %s: %d labelled, %d polysemantic, %d failed, %d from cache; monosemanticity rate %s "
-        "(%s counting failed features as polysemantic)",
+        "labels for %s: %d labelled, %d polysemantic, %d failed, %d flagged, %d from cache; monosemanticity "
+        "rate %s (%s counting failed and flagged features as polysemantic)",
         run.name,
         summary["labelled"],
         summary["polysemantic"],
         summary["failed"],
+        summary["flagged"],
         summary["cached"],
         _fmt_rate(summary["monosemanticity_rate"]),
         _fmt_rate(summary["monosemanticity_rate_conservative"]),
@@ -239,34 +255,18 @@ def _collect(future: Any, secret: str) -> dict[str, Any]:
     )
 
 
-def _detect(
-    runner: ThreadPoolTaskRunner,
-    inputs: Any,
-    outcomes: dict[int, dict[str, Any]],
-    endpoint: Endpoint,
-    cell: str,
-    options: dict[str, Any],
-    n: int,
-    secret: str,
-) -> None:
-    futures = {}
-    for fid, out in outcomes.items():
-        if out["status"] != "ok" or out.get("polysemantic"):
-            continue
-        dset = detection_set(inputs, fid, n)
-        if dset is None:
-            continue
-        named = detect_feature_task.with_options(task_run_name=f"detect-{cell}-f{fid}", **options)
-        params = {"feature_id": fid, "label": out["label"], "dset": dset, "endpoint": endpoint}
-        futures[fid] = runner.submit(named, parameters=params)
-    for fid, future in futures.items():
-        future.wait()
-        state = future.state
-        if state.is_completed():
-            outcomes[fid]["detection_accuracy"] = float(state.result())
-        else:  # a detection failure does not fail the label
-            exc = state.result(raise_on_failure=False)
-            label_logger().warning("detection for feature %d failed: %s", fid, scrub(str(exc), secret))
+def _scoring_doc(lab: LabelingConfig, note: str | None) -> dict[str, Any]:
+    """labels.json's `scoring`: which scorers ran, their definition and sizes, or why none."""
+    return {
+        "scorers": [n for n, on in (("detection", lab.detection), ("fuzzing", lab.fuzzing)) if on],
+        "note": note,
+        "score": (
+            "class-balanced accuracy ½(TP/activating + TN/non-activating) over held-out windows; a window "
+            "without a usable prediction counts as wrong (failed)"
+        ),
+        "windows": "features/scoring_examples.parquet (analysis.json's scoring_examples says which tokens)",
+        "batch": lab.scoring_batch,
+    }
 
 
 def _rows(features: tuple[FeatureInputs, ...], outcomes: dict[int, dict[str, Any]], model: str) -> list[dict]:
@@ -288,6 +288,13 @@ def _rows(features: tuple[FeatureInputs, ...], outcomes: dict[int, dict[str, Any
                     "error": out.get("error"),
                     "examples_hash": out.get("examples_hash"),
                     "detection_accuracy": out.get("detection_accuracy"),
+                    "explanation": out.get("explanation"),
+                    "health": out.get("health"),
+                    **{
+                        f"{scorer}_{k}": out.get(f"{scorer}_{k}")
+                        for scorer in ("detection", "fuzzing")
+                        for k in SCORE_FIELDS
+                    },
                 }
             )
     return rows

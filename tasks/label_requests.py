@@ -13,6 +13,10 @@
 - Cache: the task's cache key is (prompt version, model, examples hash) and results persist under
   `data_root/.prefect/results` (`tasks.common.result_storage`), so a re-run (a new process included)
   sends no request already answered. Failed attempts are not cached.
+- `response_format`: whether the endpoint accepts it is learned ONCE per process (a `SchemaSupport`
+  per endpoint and model, shared by every cell and feature labelled here, labels and scores alike):
+  a refusing endpoint costs one refused request per run, not one per feature. It is not persisted: a
+  new process (another pool worker) asks once again, which also notices an endpoint upgraded since.
 - The API key travels inside an `Endpoint` as a pydantic `SecretStr` (shown as `**********` wherever
   Prefect or a log prints it), is never part of a cache key, and is scrubbed from every error message.
 """
@@ -33,13 +37,14 @@ from pydantic import SecretStr
 
 from sae_core.labels import (
     PROMPT_VERSION,
-    DetectionSet,
     LabelAttemptError,
     LabelExample,
     Repair,
-    detect_feature,
+    SchemaSupport,
+    ScoringItem,
     label_feature,
     make_client,
+    score_explanation,
 )
 
 MAX_BACKOFF_S = 300.0
@@ -68,6 +73,19 @@ _clients: dict[tuple[str | None, float, str], Any] = {}
 _slots: dict[tuple[str | None, int], threading.BoundedSemaphore] = {}
 _repairs: dict[str, Repair] = {}
 """Task run id → the conversation its next try sends after a malformed answer."""
+_schemas: dict[tuple[str | None, str], SchemaSupport] = {}
+"""(base_url, model) → what the endpoint said of `response_format` (asked once per process)."""
+
+
+def schema_support(endpoint: Endpoint) -> SchemaSupport:
+    with _lock:
+        return _schemas.setdefault((endpoint.base_url, endpoint.model), SchemaSupport())
+
+
+def forget_schema_support() -> None:
+    """Forget what endpoints said of `response_format` (a test's fresh start; a new run in-process)."""
+    with _lock:
+        _schemas.clear()
 
 
 def _client(endpoint: Endpoint) -> Any:
@@ -125,11 +143,18 @@ def _label_key_fn(context: Any, parameters: dict[str, Any]) -> str:
     return label_cache_key(parameters["endpoint"].model, parameters["examples_hash"])
 
 
-def _detect_key_fn(context: Any, parameters: dict[str, Any]) -> str:
-    dset: DetectionSet = parameters["dset"]
-    payload = repr((parameters["label"], dset.contexts, dset.truth)).encode()
+def _score_key_fn(context: Any, parameters: dict[str, Any]) -> str:
+    items: list[ScoringItem] = parameters["items"]
+    payload = repr(
+        (
+            parameters["scorer"],
+            parameters["explanation"],
+            parameters["batch"],
+            [(i.text, i.truth) for i in items],
+        )
+    ).encode()
     digest = hashlib.sha256(payload).hexdigest()[:16]
-    return f"detect-{PROMPT_VERSION}-{_slug(parameters['endpoint'].model)}-{digest}"
+    return f"score-{PROMPT_VERSION}-{_slug(parameters['endpoint'].model)}-{digest}"
 
 
 def _retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
@@ -179,6 +204,7 @@ def label_feature_task(
                 timeout=endpoint.timeout,
                 use_json_schema=endpoint.use_json_schema,
                 repair=repair,
+                schema_support=schema_support(endpoint),
             ),
         )
     except LabelAttemptError as err:
@@ -193,6 +219,7 @@ def label_feature_task(
         "label": result.label,
         "reasoning": result.reasoning,
         "polysemantic": result.polysemantic,
+        "explanation": result.explanation,
         "attempts": attempt,
     }
 
@@ -203,26 +230,31 @@ def forget_repair(run_id: str) -> None:
 
 
 @task(
-    name="detect-feature",
+    name="score-feature",
     persist_result=True,
-    cache_key_fn=_detect_key_fn,
+    cache_key_fn=_score_key_fn,
     retry_condition_fn=_retry_if_transient,
 )
-def detect_feature_task(feature_id: int, label: str, dset: DetectionSet, endpoint: Endpoint) -> float:
-    """Detection score of one label: balanced accuracy over held-out activating / other contexts."""
-    accuracy, _ = _attempt(
+def score_feature_task(
+    feature_id: int, scorer: str, explanation: str, items: list[ScoringItem], batch: int, endpoint: Endpoint
+) -> dict[str, Any]:
+    """Detection or fuzzing counts of one explanation over its held-out windows (`ScoreCounts`)."""
+    counts, _ = _attempt(
         endpoint,
-        lambda client: detect_feature(
+        lambda client: score_explanation(
             client,
             endpoint.model,
-            label,
-            dset,
+            scorer,  # type: ignore[arg-type]
+            explanation,
+            items,
+            batch=batch,
             temperature=endpoint.temperature,
             timeout=endpoint.timeout,
             use_json_schema=endpoint.use_json_schema,
+            schema_support=schema_support(endpoint),
         ),
     )
-    return accuracy
+    return counts.as_dict()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -123,21 +123,20 @@ def _users(body: dict[str, Any] | None) -> list[str]:
 
 
 def _feature_user(body: dict[str, Any] | None) -> str:
-    """The last user message that shows marked contexts (repair turns after it show none)."""
+    """The last user message that shows marked contexts or a scoring request's excerpts (repair turns
+    after it show neither)."""
     users = _users(body)
-    marked = [u for u in users if "**" in u]
+    marked = [u for u in users if "**" in u or u.startswith("Explanation:")]
     return marked[-1] if marked else (users[-1] if users else "")
 
 
 def default_reply(body: dict[str, Any] | None) -> Reply:
-    """A plausible answer: labels name the first marked token; detection picks the contexts whose
-    marked token is the one the label names."""
+    """A plausible answer: labels name the first marked token; scoring picks the excerpts that hold
+    the token the explanation names (detection) or highlight exactly it (fuzzing)."""
     text = _feature_user(body)
     structured = bool((body or {}).get("response_format"))
-    if text.startswith("Label:"):
-        named = text.split("\n", 1)[0].removeprefix("Label:").strip().removeprefix("the token ")
-        contexts = re.findall(r"^(\d+)\. (.*)$", text, flags=re.M)
-        picks = [int(n) for n, c in contexts if f"**{named}**" in c]
+    if text.startswith("Explanation:"):
+        picks = perfect_picks(body)
         if structured:
             return answer(json.dumps({"matches": picks}))
         return answer("Matches: " + (", ".join(map(str, picks)) or "none"))
@@ -147,6 +146,27 @@ def default_reply(body: dict[str, Any] | None) -> Reply:
         reasoning = "Every marked token is the same word."
         return answer(json.dumps({"reasoning": reasoning, "polysemantic": token is None, "label": label}))
     return answer(f"Every marked token is the same word.\nLabel: {label}")
+
+
+def perfect_picks(body: dict[str, Any] | None) -> list[int]:
+    """The right answer to a scoring request on `scoring_windows` data: detection, the excerpts that
+    contain the named token; fuzzing, those whose highlighted tokens are all the named token."""
+    text = _feature_user(body)
+    named = text.split("\n", 1)[0].removeprefix("Explanation:").strip().removeprefix("the token ")
+    fuzzing = "highlighting" in ((body or {}).get("messages") or [{}])[0].get("content", "")
+    picks = []
+    for number, excerpt in re.findall(r"^(\d+)\. (.*)$", text, flags=re.M):
+        if fuzzing:
+            marked = re.findall(r"\*\*(.+?)\*\*", excerpt)
+            if marked and all(m.strip() == named for m in marked):
+                picks.append(int(number))
+        elif re.search(rf"(^|\s){re.escape(named)}(\s|$)", excerpt):
+            picks.append(int(number))
+    return picks
+
+
+def scoring_requests(state: FakeLLM) -> list[Recorded]:
+    return [r for r in state.requests if any(u.startswith("Explanation:") for u in _users(r.body))]
 
 
 def _completion(content: str | None, model: str) -> bytes:
@@ -249,10 +269,15 @@ def _fake_llm_server() -> Iterator[FakeLLM]:
 
 @pytest.fixture
 def fake_llm(_fake_llm_server: FakeLLM) -> Iterator[FakeLLM]:
-    """The session's fake OpenAI-compatible server, with scripts and records cleared for this test."""
+    """The session's fake OpenAI-compatible server, with scripts and records cleared for this test (and
+    what this process learned of its `response_format` support forgotten)."""
+    from tasks.label_requests import forget_schema_support
+
     _fake_llm_server.reset()
+    forget_schema_support()
     yield _fake_llm_server
     _fake_llm_server.reset()
+    forget_schema_support()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -305,6 +330,48 @@ def write_analysis(
         "threshold": 0.07,
     }
     (out / "selected.json").write_text(json.dumps(selected))
+    return run_dir
+
+
+def write_scoring_windows(
+    run_dir: Path, features: dict[int, str], n_active: int = 10, n_quiet: int = 10, size: int = 8
+) -> Path:
+    """features/scoring_examples.parquet as the analysis writes it: feature id → marker token. An
+    activating window holds the marker once (firing there); a non-activating one never does."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from sae_core.analysis.scoring_windows import SCORING_SCHEMA
+
+    rows = []
+    for fid, token in features.items():
+        for kind, count in (("activating", n_active), ("non_activating", n_quiet)):
+            for rank in range(count):
+                words = [WORDS[(fid * 7 + rank * 3 + i) % len(WORDS)] for i in range(size)]
+                at = (rank * 5) % size
+                if kind == "activating":
+                    words[at] = token
+                tokens = [w if i == 0 else f" {w}" for i, w in enumerate(words)]
+                firing = [kind == "activating" and i == at for i in range(size)]
+                rows.append(
+                    {
+                        "feature_id": fid,
+                        "kind": kind,
+                        "quantile": rank % 10 if kind == "activating" else -1,
+                        "rank": rank,
+                        "activation": 1.0 + rank if kind == "activating" else 0.0,
+                        "doc_id": 5000 + fid * 100 + rank,
+                        "pos": at,
+                        "start": 0,
+                        "token_ids": list(range(size)),
+                        "tokens": tokens,
+                        "activations": [2.0 if f else 0.0 for f in firing],
+                        "firing": firing,
+                    }
+                )
+    out = run_dir / "features"
+    out.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows, SCORING_SCHEMA), out / "scoring_examples.parquet")
     return run_dir
 
 

@@ -22,7 +22,6 @@ from sae_core.labels.client import (
     make_client,
     parse_label,
 )
-from sae_core.labels.detection import detect_feature, detection_set
 from sae_core.labels.files import (
     examples_hash,
     labels_frame,
@@ -30,7 +29,8 @@ from sae_core.labels.files import (
     monosemanticity,
     write_labels,
 )
-from sae_core.labels.prompt import LABEL_SCHEMA, MalformedAnswer, parse_detection
+from sae_core.labels.prompt import LABEL_SCHEMA, MalformedAnswer
+from sae_core.labels.scoring_prompt import parse_matches
 from tests.fixtures_llm import Reply, answer, error, hang, write_analysis
 
 KEY = "sk-unit-test-4f7c1e9a2b6d8f0a3c5e"
@@ -125,7 +125,7 @@ def test_the_structured_answer_boolean_decides_whatever_the_wording() -> None:
     assert schema["properties"]["polysemantic"] == {"type": "boolean"}
     assert "polysemantic" in schema["required"]
     worked = [json.loads(m["content"]) for m in build_messages(EXAMPLES, use_json_schema=True)[2:-1:2]]
-    assert [w["polysemantic"] for w in worked] == [w["label"] == POLYSEMANTIC for w in worked]
+    assert [w["polysemantic"] for w in worked] == [w["label"].startswith(POLYSEMANTIC) for w in worked]
 
 
 @pytest.mark.parametrize(
@@ -147,12 +147,12 @@ def test_a_malformed_answer_says_what_was_wrong(text: str, problem: str) -> None
     assert problem in info.value.problem
 
 
-def test_parse_detection() -> None:
-    assert parse_detection("I think\nMatches: 1, 3, 9", 4) == {1, 3}
-    assert parse_detection('{"matches": [2]}', 4) == {2}
-    assert parse_detection("Matches: none", 4) == set()
+def test_parse_matches() -> None:
+    assert parse_matches("I think\nMatches: 1, 3, 9", 4) == {1, 3}
+    assert parse_matches('{"matches": [2]}', 4) == {2}
+    assert parse_matches("Matches: none", 4) == set()
     with pytest.raises(MalformedAnswer):
-        parse_detection("1 and 3", 4)
+        parse_matches("1 and 3", 4)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -349,19 +349,6 @@ def test_rejections_are_not_retryable_and_never_show_the_key(fake_llm, status: i
     assert info.value.__cause__ is None and info.value.__suppress_context__
 
 
-def test_detect_feature_scores_balanced_accuracy(fake_llm, tmp_path) -> None:
-    run = write_analysis(
-        tmp_path / "8x_0.0001_sampling", {1: ("top", "Paris"), 2: ("top", "Rome")}, n_quantile=3
-    )
-    inputs = load_label_inputs(run, examples_per_prompt=4)
-    dset = detection_set(inputs, 1, n=3)
-    assert dset is not None and sum(dset.truth) == 3 and len(dset.truth) == 6
-    assert detect_feature(_client(fake_llm), "m", "the token Paris", dset) == 1.0
-    assert (
-        detect_feature(_client(fake_llm), "m", "the token Rome", dset) == 0.0
-    )  # picks exactly the wrong ones
-
-
 # ---------------------------------------------------------------------------------------------
 # Inputs, the rate, outputs
 
@@ -472,7 +459,9 @@ def test_write_labels_contract(tmp_path) -> None:
     df = pd.read_parquet(tmp_path / "labels.parquet")
     assert list(df.columns) == [
         "feature_id", "group", "label", "reasoning", "polysemantic", "model", "prompt_version",
-        "attempts", "status", "error", "examples_hash", "detection_accuracy",
+        "attempts", "status", "error", "examples_hash", "detection_accuracy", "explanation", "health",
+        *(f"{s}_{k}" for s in ("detection", "fuzzing") for k in
+          ("tp", "tn", "fp", "fn", "failed", "failed_positive", "balanced_accuracy")),
     ]  # fmt: skip
     assert df["status"].tolist() == ["ok", "failed"]
     assert json.loads((tmp_path / "labels.json").read_text()) == summary

@@ -209,19 +209,6 @@ def test_skipped_without_endpoint_or_key(label_prefect, fake_llm, tmp_path, monk
     assert disabled["skipped_reason"] == "labeling.enabled is false" and fake_llm.requests == []
 
 
-def test_detection_scores_labels(label_prefect, fake_llm, tmp_path, monkeypatch) -> None:
-    monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    run = write_analysis(tmp_path / CELL, {1: ("top", "tokP"), 2: ("top", "tokQ"), 3: ("bottom", "tokR")})
-    cfg = _cfg(
-        tmp_path / "data", fake_llm.url, **{"labeling.detection": True, "labeling.detection_examples": 2}
-    )
-    summary = _label_flow(str(run), cfg.model_dump(mode="json"))
-    df = pd.read_parquet(run / "labels.parquet")
-    assert df["detection_accuracy"].tolist() == [1.0, 1.0, 1.0]  # the fake picks exactly the right ones
-    assert summary["detection_accuracy"] == 1.0
-    assert sum("Label:" in (r.body["messages"][-1]["content"]) for r in fake_llm.requests) == 3
-
-
 def test_labels_the_real_analysis_output(
     label_prefect, fake_llm, synthetic_store_factory, tmp_path, monkeypatch
 ):
@@ -252,16 +239,46 @@ def test_labels_the_real_analysis_output(
         "analysis.ce_loss_documents": 0,
         "analysis.examples_per_feature": 6,
     }
-    analyze_run(store.path, run, load_config("demo", overrides={"training.device": "cpu", **overrides}))
+    overrides |= {"labeling.scoring_activating": 6, "labeling.scoring_non_activating": 4}
+    overrides |= {"labeling.scoring_window": 6, "labeling.scoring_quantiles": 3}
+    overrides |= {"labeling.scope": "sample", "labeling.sample_size": 2}
+    analysis = analyze_run(
+        store.path, run, load_config("demo", overrides={"training.device": "cpu", **overrides})
+    )
     selected = json.loads((run / "features" / "selected.json").read_text())
+    # Held-out scoring windows: activating ones fire at their sampled token and never overlap a shown
+    # context; non-activating ones fire nowhere; each window lies inside one document.
+    windows = pd.read_parquet(run / "features" / "scoring_examples.parquet")
+    shown = pd.read_parquet(run / "features" / "examples.parquet")
+    active, quiet = windows[windows["kind"] == "activating"], windows[windows["kind"] == "non_activating"]
+    assert (
+        len(active) > 0
+        and len(quiet) > 0
+        and set(windows["feature_id"]) <= {*selected["top"], *selected["bottom"], *selected["sample"]}
+    )
+    for row in active.itertuples():
+        assert row.firing[row.pos - row.start] and row.activation > 0.07
+        near = shown[(shown["feature_id"] == row.feature_id) & (shown["doc_id"] == row.doc_id)]
+        assert ((near["pos"] - row.pos).abs() >= 6).all()
+    assert not any(any(f) for f in quiet["firing"]) and (windows["tokens"].map(len) <= 6).all()
+    assert analysis["scoring_examples"]["window_tokens"] == 6
 
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     summary = _label_flow(str(run), _cfg(tmp_path / "data", fake_llm.url).model_dump(mode="json"))
     df = pd.read_parquet(run / "labels.parquet")
+    # scope=sample: 2 random eligible features beyond top and bottom, a group of their own
+    assert len(selected["sample"]) == 2 and not set(selected["sample"]) & set(
+        selected["top"] + selected["bottom"]
+    )
+    assert set(selected["sample"]) <= set(windows["feature_id"])
+    correlation = json.loads((run / "features" / "correlation.json").read_text())
+    assert correlation["ids"] == selected["top"] + selected["bottom"]  # the sample stays out of it
     expected = [(f, "top") for f in selected["top"]] + [(f, "bottom") for f in selected["bottom"]]
+    expected += [(f, "sample") for f in selected["sample"]]
     assert sorted(zip(df["feature_id"], df["group"], strict=True)) == sorted(expected)
     assert (df["status"] == "ok").all() and df["label"].str.startswith("the token").all()
-    assert summary["labelled"] == len(expected) and summary["monosemanticity_rate"] == 1.0
+    assert summary["labelled"] == len(expected) - 2 and summary["monosemanticity_rate"] == 1.0
+    assert summary["groups"]["sample"]["labelled"] == 2 and summary["rate_sample"] == 1.0
 
 
 def test_key_from_a_prefect_secret_block(label_prefect, fake_llm, tmp_path, monkeypatch) -> None:

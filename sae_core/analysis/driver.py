@@ -74,6 +74,13 @@ from sae_core.analysis.passes import (
     run_ce_loss,
     second_pass,
 )
+from sae_core.analysis.scoring_windows import (
+    SAMPLE_RULE,
+    random_sample,
+    scoring_sampler,
+    scoring_summary,
+    scoring_windows,
+)
 from sae_core.config import AnalysisConfig, SweepConfig
 from sae_core.dead_figures import dead_caption, pct, run_units, units_text
 from sae_core.dead_figures import training_dead_fraction as _training_dead_fraction
@@ -152,17 +159,39 @@ def analyze_run(
         selected, groups = top + bottom, ["top"] * len(top) + ["bottom"] * len(bottom)
         start = time.perf_counter()
         after_dead_pass: Progress = lambda d, t, info: progress(d + extra, t, info)  # noqa: E731
+        # scope=sample: random eligible features, labelled and scored as their own group; they get
+        # examples and windows from this pass but stay out of the correlation (the study's 2k).
+        sample = random_sample(cols["selectivity"], selected, cfg.labeling, cfg.training.seed)
+        labelled, labelled_groups = selected + sample, groups + ["sample"] * len(sample)
+        sampler = scoring_sampler(cfg, len(labelled), device)
         collector, pearson = second_pass(
-            store, sae, acfg, selected, n_tokens, device, after_dead_pass, total, cfg.training.seed
+            store,
+            sae,
+            acfg,
+            labelled,
+            n_tokens,
+            device,
+            after_dead_pass,
+            total,
+            cfg.training.seed,
+            [sampler],
+            correlated=len(selected),
         )
         timings["pass2_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        example_rows = collector.examples(labelled, labelled_groups)
+        scoring, scoring_doc = scoring_windows(
+            store, sae, acfg, cfg, sampler, labelled, example_rows, docs, n_tokens, device
+        )
+        timings["scoring_windows_s"] = time.perf_counter() - start
         start = time.perf_counter()
         neighbor_ids, neighbor_cos = nearest_neighbors(sae.W_dec, acfg.neighbors)
         timings["neighbors_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
     decoder = TokenDecoder(store.tokenizer_path)  # loaded once: the selected and every feature's examples
-    examples = attach_contexts(collector.examples(selected, groups), docs, acfg.context_window, decoder)
+    examples = attach_contexts(example_rows, docs, acfg.context_window, decoder)
+    scoring_table_ = scoring(decoder)
     corr = pearson.correlation()
     cosine = decoder_cosine(sae.W_dec.detach(), selected) if selected else np.zeros((0, 0))
     order, clusters = cluster_order(corr)
@@ -199,10 +228,12 @@ def analyze_run(
             "duplicate_of": {str(k): v for k, v in duplicate_of.items()},
             "duplicate_rule": DUPLICATE_RULE,
             "context_window": acfg.context_window,
+            **({"sample": sample, "sample_rule": SAMPLE_RULE} if cfg.labeling.scope == "sample" else {}),
         },
     )
     atomic_write_with(features / "examples.parquet", lambda p: pq.write_table(examples, p))
     atomic_write_with(features / "top_examples.parquet", lambda p: pq.write_table(top_examples, p))
+    atomic_write_with(features / "scoring_examples.parquet", lambda p: pq.write_table(scoring_table_, p))
     atomic_write_with(features / "example_documents.parquet", lambda p: pq.write_table(documents, p))
     atomic_write_with(features / "example_vocab.parquet", lambda p: pq.write_table(vocab, p))
     atomic_write_json(
@@ -263,6 +294,7 @@ def analyze_run(
         "histogram_edges": histogram_edges(acfg.dead_threshold).tolist(),
         "selected": {"top": top, "bottom": bottom},
         "selection": selection,
+        "scoring_examples": scoring_summary(scoring_table_, scoring_doc, acfg.split, n_tokens),
         "store": str(store.path),
         "drop_first_token": store.drop_first_token,
         "timings_s": timings,

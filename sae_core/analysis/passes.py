@@ -69,8 +69,13 @@ def second_pass(
     progress: Progress,
     total: int,
     seed: int,
+    also: Any = (),
+    correlated: int | None = None,
 ) -> tuple[ExampleCollector, PearsonAccumulator]:
-    pearson = PearsonAccumulator(len(selected))
+    """`also`: further collectors fed the selected features' activations (`update(acts, doc, pos, tok)`);
+    `correlated`: the Pearson matrix covers only the first this many of `selected` (None: all)."""
+    n_corr = len(selected) if correlated is None else correlated
+    pearson = PearsonAccumulator(n_corr)
     collector = ExampleCollector(
         len(selected), acfg.examples_per_feature, acfg.quantile_examples, acfg.dead_threshold, seed, device
     )
@@ -83,8 +88,10 @@ def second_pass(
     done = n_tokens
     for batch in _limited(store, acfg, n_tokens):
         acts = sub.encode(batch.acts.to(device, non_blocking=True))
-        pearson.update(acts)
+        pearson.update(acts if n_corr == acts.shape[1] else acts[:, :n_corr])
         collector.update(acts, batch.doc_id, batch.pos, batch.token_id)
+        for extra in also:
+            extra.update(acts, batch.doc_id, batch.pos, batch.token_id)
         done += acts.shape[0]
         progress(done, total, {})
     return collector, pearson

@@ -24,7 +24,7 @@ from sae_core.config.credentials import (
 from sae_core.config.data_root import DATA_ROOT_ENV, anchored_data_root, default_data_root, user_data_dir
 from sae_core.config.extraction import DataConfig, ExtractionConfig, ModelConfig
 from sae_core.config.grid import GridConfig
-from sae_core.config.labeling import LabelingConfig
+from sae_core.config.labeling import LabelingConfig, scoring_sample_settings
 from sae_core.config.loading import (
     apply_overrides,
     config_to_yaml,
@@ -74,6 +74,7 @@ __all__ = [
     "parse_set",
     "preset_dict",
     "preset_names",
+    "scoring_sample_settings",
     "user_data_dir",
     "validate_config",
 ]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +42,7 @@ __all__ = [
     "RejectedLabelError",
     "Repair",
     "RepairTurn",
+    "SchemaSupport",
     "TransientLabelError",
     "build_messages",
     "endpoint_url",
@@ -208,6 +210,8 @@ class LabelResult:
     polysemantic: bool
     structured: bool
     """Whether the answer came through the JSON schema (False: text format, or the fallback)."""
+    explanation: str | None = None
+    """What scoring tests: the label, or a polysemantic answer's closest explanation."""
 
 
 def chat_completion(
@@ -271,6 +275,78 @@ def _create(client: Any, timeout: float, kwargs: dict[str, Any]) -> Any:
         raise classify(exc, secret, endpoint, timeout) from None
 
 
+class SchemaSupport:
+    """Whether an endpoint accepts `response_format`, learned once and shared by every request of a
+    run (threads included). While unknown, one request probes with the schema and the others wait for
+    its verdict, so a refusing endpoint costs ONE refused request per run, not one per feature.
+
+    `use(wanted)` returns whether this request sends the schema; a caller that got True must call
+    `accepted()`, `refused()` or `undecided()` (an error that says nothing about the schema) after."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._known: bool | None = None
+        self._probing = False
+
+    @property
+    def known(self) -> bool | None:
+        return self._known
+
+    def use(self, wanted: bool) -> bool:
+        if not wanted:
+            return False
+        with self._cond:
+            while self._known is None and self._probing:
+                self._cond.wait()
+            if self._known is None:
+                self._probing = True
+                return True
+            return self._known
+
+    def _settle(self, verdict: bool | None) -> None:
+        with self._cond:
+            if verdict is not None:
+                self._known = verdict
+            self._probing = False
+            self._cond.notify_all()
+
+    def accepted(self) -> None:
+        self._settle(True if self._known is None else self._known)
+
+    def refused(self) -> None:
+        self._settle(False)
+
+    def undecided(self) -> None:
+        self._settle(self._known)
+
+
+def schema_request(
+    support: SchemaSupport | None, wanted: bool, call: Any, fallback: Any
+) -> tuple[str | None, bool]:
+    """Run `call(structured)` (one request) with the schema when wanted and not known refused; on a 400
+    naming `response_format`, remember the refusal and run `fallback()` in text. Returns the answer and
+    whether it came under the schema."""
+    support = support or SchemaSupport()
+    structured = support.use(wanted)
+    try:
+        text = call(structured)
+    except RejectedLabelError as err:
+        if not (structured and refuses_schema(err)):
+            if structured:
+                support.undecided()
+            raise
+        support.refused()
+        log.info("endpoint refused response_format (%s); using the text format for the rest of the run", err)
+        return fallback(), False
+    except BaseException:
+        if structured:
+            support.undecided()
+        raise
+    if structured:
+        support.accepted()
+    return text, structured
+
+
 def refuses_schema(err: RejectedLabelError) -> bool:
     return err.kind == "bad_request" and bool(
         re.search(r"response_format|json_schema|schema", str(err), re.I)
@@ -286,37 +362,39 @@ def label_feature(
     timeout: float = 60.0,
     use_json_schema: bool = True,
     repair: Repair | None = None,
+    schema_support: SchemaSupport | None = None,
 ) -> LabelResult:
     """ONE attempt to label a feature from its examples (plus, at most, one plain-text fallback request
     when the endpoint rejects `response_format` with a 400). Raises `TransientLabelError` or
     `RejectedLabelError`; an unusable answer is a transient `malformed` error whose `repair` is what
     the next attempt passes back as `repair`: the conversation with the model's answer and a user turn
-    saying what was wrong (in the format that answer was in), not the same prompt again."""
+    saying what was wrong (in the format that answer was in), not the same prompt again.
+    `schema_support` shares what the endpoint said of `response_format` across the run's requests."""
     if not examples:
         raise RejectedLabelError("no examples to label", "no_examples")
-    structured = repair.structured if repair is not None else use_json_schema
+    wanted = repair.structured if repair is not None else use_json_schema
     turns = repair.turns if repair is not None else ()
-    try:
-        text = chat_completion(
+
+    def ask(structured: bool, repairs: tuple[RepairTurn, ...]) -> str | None:
+        return chat_completion(
             client,
             model,
-            build_messages(examples, use_json_schema=structured, repairs=turns),
+            build_messages(examples, use_json_schema=structured, repairs=repairs),
             temperature=temperature,
             timeout=timeout,
             schema=LABEL_SCHEMA if structured else None,
         )
-    except RejectedLabelError as err:
-        if not (structured and refuses_schema(err)):
-            raise
-        log.info("endpoint refused response_format (%s); using the text format", err)
-        structured, turns = False, ()  # earlier turns were JSON answers: start again in text
-        text = chat_completion(
-            client, model, build_messages(examples), temperature=temperature, timeout=timeout, schema=None
-        )
+
+    # A conversation held in JSON restarts in text when the schema is refused (its turns were JSON).
+    text, structured = schema_request(
+        schema_support, wanted, lambda s: ask(s, turns if s == wanted else ()), lambda: ask(False, ())
+    )
+    if structured != wanted:
+        turns = ()
     try:
         parsed = parse_label(text)
     except MalformedAnswer as exc:
         malformed = TransientLabelError(f"malformed answer: {exc}", "malformed")
         malformed.repair = Repair(structured, (*turns, RepairTurn(text, exc.problem)))
         raise malformed from None
-    return LabelResult(parsed.label, parsed.reasoning, parsed.polysemantic, structured)
+    return LabelResult(parsed.label, parsed.reasoning, parsed.polysemantic, structured, parsed.explanation)

@@ -2,9 +2,11 @@
 labels (`labels.parquet`, `labels.json`) and the monosemanticity rate.
 
 Monosemanticity rate = 1 − polysemantic / labelled, where `labelled` counts the features that got a
-label (status `ok`). Beside it, the conservative rate 1 − (polysemantic + failed) / (labelled + failed)
-counts every failed feature as polysemantic: failures are not random (long, hedging answers come from
-messy features), so leaving them out can only flatter the rate; the truth lies between the two.
+label (status `ok`) that the labeller-health check did not flag (`sae_core.labels.health`: a copy of a
+worked example, one label on many unrelated features, over the character limit). Beside it, the
+conservative rate 1 − (polysemantic + failed) / (labelled + failed) counts every failed AND every
+flagged feature as polysemantic: failures are not random (long, hedging answers come from messy
+features), so leaving them out can only flatter the rate; the truth lies between the two.
 """
 
 from __future__ import annotations
@@ -24,8 +26,18 @@ import pyarrow.parquet as pq
 from sae_core.errors import LabelingError
 from sae_core.io import atomic_write_json, atomic_write_with, read_json
 from sae_core.labels.prompt import LabelExample
+from sae_core.labels.scoring import ScoringWindow
 
 log = logging.getLogger(__name__)
+
+SCORE_FIELDS = ("tp", "tn", "fp", "fn", "failed", "failed_positive", "balanced_accuracy")
+"""Per scorer (`detection_*`, `fuzzing_*`): counts over held-out windows, `failed` = windows without a
+usable prediction (counted wrong), `failed_positive` = those of them that were activating."""
+SCORE_COLUMNS = [
+    (f"{scorer}_{name}", pa.float64() if name == "balanced_accuracy" else pa.int32())
+    for scorer in ("detection", "fuzzing")
+    for name in SCORE_FIELDS
+]
 
 LABEL_COLUMNS = pa.schema(
     [
@@ -41,6 +53,9 @@ LABEL_COLUMNS = pa.schema(
         ("error", pa.string()),
         ("examples_hash", pa.string()),
         ("detection_accuracy", pa.float64()),
+        ("explanation", pa.string()),
+        ("health", pa.string()),
+        *SCORE_COLUMNS,
     ]
 )
 EXAMPLE_COLUMNS = ("feature_id", "group", "kind", "rank", "activation", "context_text")
@@ -54,7 +69,8 @@ EXAMPLE_COLUMNS = ("feature_id", "group", "kind", "rank", "activation", "context
 class FeatureInputs:
     feature_id: int
     groups: tuple[str, ...]
-    """`top` and/or `bottom` (a feature can be in both when few features qualify)."""
+    """`top` and/or `bottom` (a feature can be in both when few features qualify), or `sample` (a random
+    eligible feature, `labeling.scope: sample`)."""
     examples: tuple[LabelExample, ...]
     """Top-activating contexts shown in the prompt, highest first."""
     heldout: tuple[LabelExample, ...] = field(default=())
@@ -80,8 +96,10 @@ def load_label_inputs(run_dir: str | Path, examples_per_prompt: int = 25) -> Lab
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise LabelingError(f"{selected_path}: not valid JSON ({exc})") from None
     order: dict[int, list[str]] = {}
-    for group in ("top", "bottom"):
+    for group in ("top", "bottom", "sample"):
         ids = selected.get(group) if isinstance(selected, dict) else None
+        if group == "sample" and ids is None:  # labeling.scope: selected (the default)
+            continue
         if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
             raise LabelingError(f"{selected_path}: '{group}' must be a list of feature ids (got {ids!r})")
         for fid in ids:
@@ -135,27 +153,68 @@ def conservative_rate(labelled: int, polysemantic: int, failed: int) -> float | 
     return None if counted == 0 else 1.0 - (polysemantic + failed) / counted
 
 
+def _flagged(rows: pd.DataFrame) -> pd.Series:
+    if "health" not in rows.columns:
+        return pd.Series(False, index=rows.index)
+    return (rows["status"] == "ok") & rows["health"].fillna("").astype(str).ne("")
+
+
 def _rate(rows: pd.DataFrame) -> dict[str, Any]:
-    ok = rows[rows["status"] == "ok"]
+    flagged = _flagged(rows)
+    ok = rows[(rows["status"] == "ok") & ~flagged]
     labelled = len(ok)
     poly = int(ok["polysemantic"].fillna(False).astype(bool).sum())
     failed = int((rows["status"] == "failed").sum())
+    n_flagged = int(flagged.sum())
     return {
         "rate": None if labelled == 0 else 1.0 - poly / labelled,
-        "rate_conservative": conservative_rate(labelled, poly, failed),
+        "rate_conservative": conservative_rate(labelled, poly, failed + n_flagged),
         "labelled": labelled,
         "polysemantic": poly,
         "failed": failed,
+        "flagged": n_flagged,
     }
+
+
+def scores_by_verdict(labels_df: pd.DataFrame) -> dict[str, Any]:
+    """Mean detection and fuzzing balanced accuracy of the unflagged features labelled monosemantic
+    and of those labelled polysemantic (scored on their closest explanation), each with the number of
+    features it rests on (one row per feature: a feature in both groups counts once)."""
+    rows = labels_df[(labels_df["status"] == "ok") & ~_flagged(labels_df)].drop_duplicates("feature_id")
+    out: dict[str, Any] = {}
+    for verdict, part in (
+        ("monosemantic", rows[~rows["polysemantic"].fillna(False).astype(bool)]),
+        ("polysemantic", rows[rows["polysemantic"].fillna(False).astype(bool)]),
+    ):
+        entry: dict[str, Any] = {"features": len(part)}
+        for scorer in ("detection", "fuzzing"):
+            column = f"{scorer}_balanced_accuracy"
+            values = part[column].dropna() if column in part.columns else pd.Series(dtype=float)
+            entry[scorer] = float(values.mean()) if len(values) else None
+            entry[f"{scorer}_features"] = len(values)
+        out[verdict] = entry
+    return out
 
 
 def monosemanticity(labels_df: pd.DataFrame) -> dict[str, Any]:
     """1 − polysemantic / labelled overall and per group (None when nothing was labelled), the
     conservative rate beside each (failed features counted polysemantic; None when there is no
-    feature), the counts and the number failed; `detection_accuracy` is the mean over features that
-    have one."""
+    feature), the counts, the numbers failed and flagged; `detection_accuracy` is the mean detection
+    balanced accuracy over features that have one, `scores` the means by verdict. Rows of the `sample`
+    group (labeling.scope: sample) are left out of these and reported as `groups.sample`,
+    `rate_sample`, `rate_sample_conservative` and `scores_sample`."""
+    sample = labels_df[labels_df["group"] == "sample"]
+    labels_df = labels_df[labels_df["group"] != "sample"]  # the study's figures: top and bottom only
     overall = _rate(labels_df)
     groups = {g: _rate(labels_df[labels_df["group"] == g]) for g in ("top", "bottom")}
+    extra: dict[str, Any] = {}
+    if len(sample):  # labeling.scope: sample — a random group, reported apart
+        groups["sample"] = _rate(sample)
+        extra = {
+            "rate_sample": groups["sample"]["rate"],
+            "rate_sample_conservative": groups["sample"]["rate_conservative"],
+            "scores_sample": scores_by_verdict(sample),
+        }
     det = labels_df.loc[labels_df["status"] == "ok", "detection_accuracy"].dropna()
     return {
         "monosemanticity_rate": overall["rate"],
@@ -167,8 +226,11 @@ def monosemanticity(labels_df: pd.DataFrame) -> dict[str, Any]:
         "labelled": overall["labelled"],
         "polysemantic": overall["polysemantic"],
         "failed": overall["failed"],
+        "flagged": overall["flagged"],
         "groups": groups,
         "detection_accuracy": float(det.mean()) if len(det) else None,
+        "scores": scores_by_verdict(labels_df),
+        **extra,
     }
 
 
@@ -216,3 +278,32 @@ def write_labels(run_dir: str | Path, rows: Sequence[dict[str, Any]], summary: d
         atomic_write_with(run / "labels.parquet", lambda tmp: pq.write_table(table, tmp))
     atomic_write_json(run / "labels.json", summary)
     return run / "labels.json"
+
+
+# ---------------------------------------------------------------------------------------------
+# Held-out scoring windows: features/scoring_examples.parquet (written by the analysis)
+
+SCORING_FILE = "scoring_examples.parquet"
+SCORING_COLUMNS = ("feature_id", "kind", "tokens", "firing")
+
+
+def load_scoring_windows(run_dir: str | Path) -> dict[int, list[ScoringWindow]] | str:
+    """Each selected feature's held-out windows, or a sentence saying why there are none (an analysis
+    from before they were saved, or a file without the columns)."""
+    path = Path(run_dir) / "features" / SCORING_FILE
+    if not path.is_file():
+        return f"{path} is missing (an analysis from before scoring windows were saved): re-run the analysis"
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        return f"{path}: not a readable Parquet file ({exc})"
+    missing = [c for c in SCORING_COLUMNS if c not in table.column_names]
+    if missing:
+        return f"{path}: missing columns {missing}"
+    out: dict[int, list[ScoringWindow]] = {}
+    for row in table.select(list(SCORING_COLUMNS)).to_pylist():
+        window = ScoringWindow(
+            tuple(row["tokens"]), tuple(bool(f) for f in row["firing"]), row["kind"] == "activating"
+        )
+        out.setdefault(int(row["feature_id"]), []).append(window)
+    return out

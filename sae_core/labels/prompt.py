@@ -28,9 +28,12 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-PROMPT_VERSION = "label-v3"
+PROMPT_VERSION = "label-v4"
 """v2: the JSON schema's `polysemantic` boolean; v3: the text's own asterisks escaped with a
-backslash, and the prompts say so. Labels of an earlier version (cached or stored) are not reused."""
+backslash, and the prompts say so; v4: a polysemantic answer carries its closest explanation
+(`POLYSEMANTIC: …`, scored like a label), and detection/fuzzing prompts by delphi's conventions
+(plain 32-token windows; highlighted windows). Labels and scores of an earlier version (cached or
+stored) are not reused."""
 POLYSEMANTIC = "POLYSEMANTIC"
 MAX_LABEL_WORDS = 12
 """Longer answers are not labels (the prompt asks for 2–8 words; a little slack avoids pointless retries)."""
@@ -50,6 +53,9 @@ class ParsedLabel:
     label: str
     reasoning: str
     polysemantic: bool
+    explanation: str | None = None
+    """What detection and fuzzing score: the label, or a polysemantic answer's closest explanation
+    (None when it gave none)."""
 
 
 class MalformedAnswer(ValueError):
@@ -92,7 +98,8 @@ Prefer the strongest kind of evidence that explains most contexts (about four in
 Higher activations matter more than lower ones.
 
 The label is 2 to 8 words and specific ("the word Washington", not "names"). If no single \
-explanation covers most contexts, the label is exactly POLYSEMANTIC.
+explanation covers most contexts, the label is POLYSEMANTIC, then a colon and the closest explanation \
+you can give in 2 to 8 words ("POLYSEMANTIC: capitalised nouns").
 """
 
 TEXT_FORMAT = """\
@@ -101,8 +108,8 @@ Label: <your label>"""
 
 JSON_FORMAT = """\
 Answer in JSON with three keys: "reasoning" (at most three sentences), "polysemantic" (true when no \
-single explanation covers most contexts, else false) and "label" (the 2 to 8 word label, or \
-POLYSEMANTIC when "polysemantic" is true)."""
+single explanation covers most contexts, else false) and "label" (the 2 to 8 word label or, when \
+"polysemantic" is true, POLYSEMANTIC: followed by the closest explanation in 2 to 8 words)."""
 
 LABEL_SCHEMA = {
     "name": "feature_label",
@@ -161,8 +168,9 @@ FEW_SHOT: list[tuple[list[LabelExample], str, str]] = [
             LabelExample("x = **(** y + 2", 2.5),
             LabelExample("the **committee** voted", 2.4),
         ],
-        "The marked tokens share no word, form, meaning, grammatical role or topic.",
-        POLYSEMANTIC,
+        "The marked tokens share no word, form, meaning, grammatical role or topic; the closest "
+        "common trait is that most are capitalised nouns.",
+        f"{POLYSEMANTIC}: capitalised nouns and a bracket",
     ),
 ]
 
@@ -178,7 +186,8 @@ def format_examples(examples: Sequence[LabelExample]) -> str:
 
 def _answer_text(reasoning: str, label: str, use_json_schema: bool) -> str:
     if use_json_schema:
-        return json.dumps({"reasoning": reasoning, "polysemantic": label == POLYSEMANTIC, "label": label})
+        verdict = label.startswith(POLYSEMANTIC)
+        return json.dumps({"reasoning": reasoning, "polysemantic": verdict, "label": label})
     return f"{reasoning}\nLabel: {label}"
 
 
@@ -281,9 +290,11 @@ def _finish(raw_label: str, reasoning: str, flagged: bool | None = None) -> Pars
     says_polysemantic = bool(_VERDICT.match(label))
     polysemantic = says_polysemantic if flagged is None else flagged
     if polysemantic:
+        closest = None
         if label and not re.fullmatch(r"\W*polysemantic\W*", label, flags=re.IGNORECASE):
             reasoning = f"{reasoning}\nLabel as answered: {label}".strip()
-        return ParsedLabel(POLYSEMANTIC, reasoning, True)
+            closest = re.sub(r"^\W*polysemantic\W*", "", label, flags=re.IGNORECASE).strip() or None
+        return ParsedLabel(POLYSEMANTIC, reasoning, True, closest)
     if not label:
         raise MalformedAnswer("the label is empty", f"Your label was empty; {_WANTED}.")
     if says_polysemantic:  # only reachable when the JSON boolean said false
@@ -298,75 +309,9 @@ def _finish(raw_label: str, reasoning: str, flagged: bool | None = None) -> Pars
             f"the label has {words} words, more than {MAX_LABEL_WORDS}: {_clip(label)}",
             f"Your label had {words} words; {_WANTED}.",
         )
-    return ParsedLabel(label, reasoning, False)
+    return ParsedLabel(label, reasoning, False, label)
 
 
 def _clip(text: str, limit: int = 120) -> str:
     flat = " ".join(text.split())
     return repr(flat if len(flat) <= limit else flat[:limit] + "…")
-
-
-# ---------------------------------------------------------------------------------------------
-# Detection: given a label, which contexts does the feature fire on?
-
-DETECTION_SYSTEM = """\
-A feature of a language model has been described by the label below. You see numbered text \
-contexts, each with one token wrapped in double asterisks (asterisks and backslashes of the text \
-itself are escaped with a backslash). Decide for each context whether the described feature would \
-activate on the marked token. Some contexts fit the label and some do not."""
-
-DETECTION_TEXT_FORMAT = """\
-Answer with a final line listing the numbers of the fitting contexts, e.g.
-Matches: 2, 5, 7
-(or `Matches: none`)."""
-
-DETECTION_JSON_FORMAT = 'Answer in JSON: {"matches": [numbers of the fitting contexts]}.'
-
-DETECTION_SCHEMA = {
-    "name": "feature_detection",
-    "strict": True,
-    "schema": {
-        "type": "object",
-        "properties": {"matches": {"type": "array", "items": {"type": "integer"}}},
-        "required": ["matches"],
-        "additionalProperties": False,
-    },
-}
-
-
-def build_detection_messages(
-    label: str, contexts: Sequence[str], *, use_json_schema: bool = False
-) -> list[dict[str, str]]:
-    fmt = DETECTION_JSON_FORMAT if use_json_schema else DETECTION_TEXT_FORMAT
-    numbered = "\n".join(f"{i}. {' '.join(c.split())}" for i, c in enumerate(contexts, 1))
-    return [
-        {"role": "system", "content": f"{DETECTION_SYSTEM}\n{fmt}"},
-        {"role": "user", "content": f"Label: {label}\n\nContexts:\n{numbered}"},
-    ]
-
-
-_MATCHES_LINE = re.compile(r"^[\s*_#>`-]*matches[\s*_`]*[:：](?P<rest>.*)$", re.IGNORECASE)
-
-
-def parse_detection(text: str | None, n_contexts: int) -> set[int]:
-    """The 1-based context numbers the model picked; `MalformedAnswer` when there is no answer."""
-    if text is None or not text.strip():
-        raise MalformedAnswer("empty answer")
-    stripped = _FENCE.sub("", text.strip()).strip()
-    numbers: list[int] | None = None
-    if stripped.startswith("{"):
-        try:
-            data = json.loads(stripped)
-            if isinstance(data, dict) and isinstance(data.get("matches"), list):
-                numbers = [int(x) for x in data["matches"]]
-        except (json.JSONDecodeError, TypeError, ValueError):
-            numbers = None
-    if numbers is None:
-        for line in reversed(text.strip().splitlines()):
-            match = _MATCHES_LINE.match(line)
-            if match:
-                numbers = [int(x) for x in re.findall(r"\d+", match.group("rest"))]
-                break
-    if numbers is None:
-        raise MalformedAnswer(f"no 'Matches:' line in the answer: {_clip(text)}")
-    return {n for n in numbers if 1 <= n <= n_contexts}

@@ -14,6 +14,7 @@ from typing import Any
 from sae_core.dead_figures import TRAINING_CAPTION
 from sae_core.encoding import html_attr, html_text
 from sae_core.naming import format_l1
+from sae_core.report import label_scores
 from sae_core.report.cells import CELL_METRICS, CellData, Entry, format_entry
 
 ARCHITECTURES_TITLE = "Architectures compared"
@@ -191,6 +192,9 @@ def render_markdown(doc: dict[str, Any], cells: list[CellData], figures: list[An
     for table in doc["grid_tables"].values():
         parts += [f"## {table['title']}", "", _md_table(*_grid_matrix(table)), ""]
     parts += ["## Per cell", "", _md_table(*_cell_matrix(doc)), ""]
+    if label_rows := label_scores.label_rows(cells):
+        parts += [f"## {label_scores.TITLE}", "", label_scores.INTRO, ""]
+        parts += [_md_table(label_scores.HEAD, label_rows), ""]
     if arch := doc.get("architectures"):
         parts += [f"## {ARCHITECTURES_TITLE}", "", arch["computed_on"], ""]
         parts += [f"### {f['title']}\n\n![{f['title']}]({f['file']})\n" for f in arch["figures"]]
@@ -241,6 +245,9 @@ def render_html(doc: dict[str, Any], cells: list[CellData], figures: list[Any], 
     for table in doc["grid_tables"].values():
         body += [f"<h2>{esc(table['title'])}</h2>", _html_table(*_grid_matrix(table))]
     body += ["<h2>Per cell</h2>", _html_table(*_cell_matrix(doc))]
+    if label_rows := label_scores.label_rows(cells):
+        body += [f"<h2>{esc(label_scores.TITLE)}</h2>", f"<p>{esc(label_scores.INTRO)}</p>"]
+        body.append(_html_table(label_scores.HEAD, label_rows))
     if arch := doc.get("architectures"):
         body += [f"<h2>{ARCHITECTURES_TITLE}</h2>", f"<p>{_inline_code(esc(arch['computed_on']))}</p>"]
         for fig in arch["figures"]:
