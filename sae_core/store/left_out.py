@@ -196,7 +196,11 @@ def _entry(
     split = np.asarray(table.column("split").to_pylist(), dtype=object)
     rule = np.asarray(table.column("rule").to_pylist(), dtype=object)
     pos = table.column("pos").to_numpy()
-    definitions = {name: RULE_DEFINITIONS[name] for name in ("first_token", "bos", "special")}
+    definitions: dict[str, str] = {}  # the rules this store applies, each with its definition
+    if rules.bos_prepended:
+        definitions["bos"] = RULE_DEFINITIONS["bos"]
+    if rules.special_token_ids:
+        definitions["special"] = RULE_DEFINITIONS["special"]
     if rules.sink_norm_multiple is not None:
         definitions["sink"] = sink_definition(rules.sink_norm_multiple, rules.sink_max_position)
     return {
