@@ -17,6 +17,7 @@ written before it, the `seed` preset's) leaves nothing out but the first tokens.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,8 @@ from sae_core.errors import StoreError
 from sae_core.io import atomic_write_with, sha256_file
 from sae_core.store.format import SPLITS
 from sae_core.store.parquet_pages import map_file, read_fixed_size_column, release_mapped
+
+log = logging.getLogger(__name__)
 
 LEFT_OUT_FILE = "left_out.parquet"
 RULES = ("bos", "special", "sink")
@@ -143,7 +146,11 @@ def measure_left_out(
             taken.append({k: v[pick] for k, v in group.items()})
     table = _table(taken, need_norms)
     atomic_write_with(root / LEFT_OUT_FILE, lambda p: pq.write_table(table, p))
-    return _entry(root / LEFT_OUT_FILE, table, rules, medians)
+    entry = _entry(root / LEFT_OUT_FILE, table, rules, medians)
+    for split in SPLITS:
+        counts = ", ".join(f"{rule} {n:,}" for rule, n in entry["counts"][split].items())
+        log.info("left out of %s (rows every reader skips): %s", split, counts or "none")
+    return entry
 
 
 def _row_groups(path: Path, d_model: int, need_norms: bool) -> Iterable[dict[str, np.ndarray]]:
