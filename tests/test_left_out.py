@@ -205,6 +205,8 @@ def test_extraction_prepends_the_local_tokenizer_s_bos_and_leaves_it_out(tiny_st
     assert max(len(t) for t in docs.values()) == 128  # the BOS counts in data.context_length
     counts = store.left_out_counts("train")
     assert counts["left_out"]["bos"] == len(docs) and counts["left_out"]["first_token"] == 0
+    assert store.manifest["left_out"]["sink_norm_multiple"] == 5.0  # the default rule ran too
+    assert "special" in counts["left_out"] and "sink" in counts["left_out"]
     rows = next(store.iter_rows("train", batch_size=10**7, drop_first_token=False))
     assert (rows.pos != 0).all() and not (rows.token_id == bos_id).any()
     assert store.num_tokens_in("train") == len(rows.pos)

@@ -5,8 +5,10 @@ A decoder LM puts an attention sink on its first position: a row with a norm ten
 the median (GPT-2 small's position 0; SmolLM2-135M's, and in 11 of 1,200 documents its position 1, at
 5k–24k against a median of 154). Such rows dominate the residual variance (8 training tokens carried 70 %
 of it), so explained variance and "most selective" features end up measuring them. A prepended BOS
-gives the sink a row of its own (on SmolLM2 it removed every later sink in 31 documents checked); that
-row, the other special tokens and any remaining sink are left out of every read.
+gives the sink a row of its own, but not always the only one: on SmolLM2 with its BOS, position 1 was
+still a sink in 14 of 120 package descriptions (6.2–128× the median; docs/results.md, "Attention
+sinks"). So the BOS row, the other special tokens and every remaining sink (the norm rule) are left out
+of every read.
 """
 
 from __future__ import annotations
