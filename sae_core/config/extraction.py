@@ -119,11 +119,44 @@ class ExtractionConfig(Section):
     """Leave out each document's first token: without a BOS token GPT-2's first position has a norm in
     the hundreds and dominated the study's 'most selective' features."""
 
+    prepend_bos: Literal["auto"] | bool = "auto"
+    """Put the tokenizer's BOS token before every document. `auto`: when the tokenizer declares a
+    `bos_token` and does not add it itself (SmolLM2 declares `<|im_start|>` and adds none; GPT-2
+    declares `<|endoftext|>`). The model then puts its attention sink on the BOS row, which readers
+    leave out (`exclude_special_tokens`). The store's manifest records what was done (`left_out.bos`).
+    The `seed` preset sets false: the study fed GPT-2 no BOS and drops the first token instead."""
+
+    exclude_special_tokens: bool = True
+    """Readers leave out rows whose token is one of the tokenizer's special tokens (BOS, EOS, pad, unk,
+    chat markers): they are not text, and a prepended BOS is the model's attention sink."""
+
+    sink_norm_multiple: float | None = Field(5.0, gt=1)
+    """Readers leave out a row whose norm exceeds this multiple of its split's median row norm (the
+    median over the rows no other rule leaves out), measured once at extraction: the attention sinks a
+    model makes of a document's first positions. 5, measured (docs/results.md, "Attention sinks"): on
+    SmolLM2-135M with its BOS prepended, position 1 is still a sink in 14 of 120 documents, at 6.2–128×
+    the median (79 % of Σ‖x‖² past position 0), while every other row stays under 3× (99.9 % under
+    1.7×); the demo GPT-2's rows all stay under 1.9×. None turns the rule off."""
+
+    sink_max_position: int | None = Field(None, ge=0)
+    """The sink rule looks only at positions ≤ this (0 is a document's first row, the BOS when one is
+    prepended); None looks at every position (models also make sinks of delimiters)."""
+
     val_fraction: float = Field(0.1, ge=0, lt=1)
     """Share of documents (by a hash of doc_id) in the validation split."""
 
     test_fraction: float = Field(0.1, ge=0, lt=1)
     """Share of documents (by a hash of doc_id) in the test split."""
+
+    @model_serializer(mode="wrap")
+    def _leave_out_study_values(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        # The store's key hashes this section: a field at the value that reproduces the stores made
+        # before it existed (no BOS, nothing left out) is left out, so those stores keep their keys.
+        dumped = handler(self)
+        for key, study_value in _STUDY_VALUES.items():
+            if key in dumped and dumped[key] is study_value:  # False and None: singletons
+                del dumped[key]
+        return dumped
 
     @model_validator(mode="after")
     def _fractions_leave_training(self) -> ExtractionConfig:
@@ -132,3 +165,12 @@ class ExtractionConfig(Section):
                 f"val_fraction + test_fraction must be < 1 (got {self.val_fraction} + {self.test_fraction})"
             )
         return self
+
+
+_STUDY_VALUES: dict[str, object] = {
+    "prepend_bos": False,
+    "exclude_special_tokens": False,
+    "sink_norm_multiple": None,
+    "sink_max_position": None,
+}
+"""The new fields' values that reproduce a store made before them: omitted from the section's dump."""

@@ -26,6 +26,7 @@ from sae_core.report.cells import (
 )
 from sae_core.report.compare import compares_architectures, comparison_tables, computed_on, sparsity_text
 from sae_core.report.tables import cell_rows, grid_tables
+from sae_core.report.token_checks import ev_flags, left_out_lines
 from sae_core.version import code_version
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,8 @@ def build_report(
         "dead_caption": caption,
         "provenance": store_provenance(cells),
         "unit_notes": unit_notes(cells),
+        "left_out": left_out_lines(cells),
+        "ev_flags": ev_flags(cells),
         "grid_tables": tables,
         "cells": rows,
         **({"architectures": architectures} if architectures else {}),

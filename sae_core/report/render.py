@@ -16,6 +16,7 @@ from sae_core.encoding import html_attr, html_text
 from sae_core.naming import format_l1
 from sae_core.report import label_scores
 from sae_core.report.cells import CELL_METRICS, CellData, Entry, format_entry
+from sae_core.report.token_checks import JUMP, NEIGHBOURS
 
 ARCHITECTURES_TITLE = "Architectures compared"
 
@@ -185,6 +186,30 @@ def _duplicates_intro(rule: str | None) -> str:
     )
 
 
+EV_FLAGS_INTRO = (
+    f"Explained variance (analysed split, left-out rows excluded) that is negative or jumps between "
+    f"neighbouring cells ({NEIGHBOURS}; {JUMP}), with the rows carrying the most squared reconstruction "
+    "error: when a few rows hold most of it, the figure measures them, not the SAE."
+)
+
+
+def _token_sections(doc: dict[str, Any]) -> list[tuple[str, str, list[str]]]:
+    """(title, intro, lines): the rows each store leaves out, and the cells whose EV is flagged."""
+    sections = []
+    if doc.get("left_out"):
+        sections.append(
+            (
+                "Tokens left out",
+                "Rows no figure, selection, example or resampling draw uses; each row is counted under the "
+                "first rule that takes it; counts per split as train/val/test.",
+                doc["left_out"],
+            )
+        )
+    if doc.get("ev_flags"):
+        sections.append(("Explained variance flagged", EV_FLAGS_INTRO, doc["ev_flags"]))
+    return sections
+
+
 def render_markdown(doc: dict[str, Any], cells: list[CellData], figures: list[Any]) -> str:
     parts = [f"# Sweep report: {doc['sweep']}", ""]
     for paragraph in _intro(doc, cells):
@@ -200,6 +225,8 @@ def render_markdown(doc: dict[str, Any], cells: list[CellData], figures: list[An
         parts += [f"### {f['title']}\n\n![{f['title']}]({f['file']})\n" for f in arch["figures"]]
         for table in arch["tables"].values():
             parts += [f"### {table['title']}", "", _md_table(*_comparison_matrix(table)), ""]
+    for title, intro, lines in _token_sections(doc):
+        parts += [f"## {title}", "", intro, ""] + [f"- {line}" for line in lines] + [""]
     duplicates, rule = _duplicates(cells)
     if duplicates:
         parts += ["## Near-duplicate features", "", _duplicates_intro(rule), ""]
@@ -257,6 +284,9 @@ def render_html(doc: dict[str, Any], cells: list[CellData], figures: list[Any], 
             body.append(f"<h3>{esc(title)}</h3>{img}")
         for table in arch["tables"].values():
             body += [f"<h3>{esc(table['title'])}</h3>", _html_table(*_comparison_matrix(table))]
+    for title, intro, lines in _token_sections(doc):
+        items = "".join(f"<li>{_inline_code(esc(line))}</li>" for line in lines)
+        body += [f"<h2>{esc(title)}</h2>", f"<p>{esc(intro)}</p><ul>{items}</ul>"]
     duplicates, rule = _duplicates(cells)
     if duplicates:
         items = "".join(f"<li>{esc(line)}</li>" for line in duplicates)

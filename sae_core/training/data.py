@@ -13,6 +13,10 @@ window from the store (`ActivationStore.gather`: every row group holding one of 
 while the current one is trained on. Memory is two windows plus 8 bytes per token for the permutation,
 and each epoch reads the split once per window: a split k times the window is read k times (from the
 page cache when the store fits there; from disk otherwise, so keep the window large for such stores).
+
+Both paths read the rows the store's one row filter keeps (`sae_core.store.left_out.kept_rows`): no
+dropped first token, prepended BOS, special token or attention sink is ever a training row, a
+validation row or a resampling candidate (`sample`); metrics.json's `train_left_out` counts them.
 """
 
 from __future__ import annotations

@@ -151,6 +151,12 @@ def prepare_cell(
     return CellRun(cell, out_dir, trainer, tracker, all_callbacks, chash, str(store_path), store)
 
 
+def _train_left_out(store: Any) -> dict[str, Any]:
+    """The training split's rows the store's reader left out, per rule (none for tensors given)."""
+    counts = getattr(store, "left_out_counts", None)
+    return {"train_left_out": counts("train")} if counts is not None else {}
+
+
 def finish_cell(run: CellRun, result: dict[str, Any]) -> dict[str, Any]:
     """Write the trained cell's run dir (metrics.json last) and return the metrics dict. A normalised run
     (trained on x·s) releases its weights with s folded in (`fold_input_scale`): they take raw
@@ -170,6 +176,7 @@ def finish_cell(run: CellRun, result: dict[str, Any]) -> dict[str, Any]:
         "store": run.store_path,
         "data_path": data.data_path,
         "data_path_reason": data.data_path_reason,
+        **_train_left_out(run.store),
         **result,
         "training": training.model_dump(mode="json"),
         **({"normalization": norm} if (norm := normalization_record(data)) else {}),
