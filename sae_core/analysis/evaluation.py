@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from sae_core.analysis.lm_cache import borrowed_lm, cache_key
 from sae_core.device import resolve_device, resolve_dtype
 from sae_core.extraction.extract import length_batches
 from sae_core.progress import Progress, no_progress
@@ -140,7 +141,8 @@ def ce_loss_recovered(
     Returns `(result, note)`. `result` holds `clean`, `sae`, `zero` (mean next-token CE in nats),
     `recovered`, `kl_sae`, `kl_zero` (mean KL(clean ‖ patched) per predicted token), `documents` and
     `tokens`; it is None when the evaluation cannot run (no model path, no LM head, no documents), and
-    `note` then says why. With `skip_first_position` position 0 is left unpatched — the SAE never saw
+    `note` then says why. The model is loaded once per process and reused (`sae_core.analysis.lm_cache`).
+    With `skip_first_position` position 0 is left unpatched — the SAE never saw
     it (`drop_first_token`) — and its prediction is not counted.
     """
     progress = progress or no_progress
@@ -151,9 +153,23 @@ def ce_loss_recovered(
     docs = [d for d in docs if len(d) >= first + 2]
     if not docs:
         return None, "skipped: no held-out document is long enough (≥ 2 predicted tokens)"
-    model, why = _load_causal_lm(model_path, revision, device, dtype)
-    if model is None:
-        return None, f"skipped: {why}"
+    key = cache_key(model_path, revision, device, dtype)
+    with borrowed_lm(key, lambda: _load_causal_lm(model_path, revision, device, dtype)) as (model, why):
+        if model is None:
+            return None, f"skipped: {why}"
+        return _spliced_ce(sae, model, model_path, layer, docs, first, progress)
+
+
+def _spliced_ce(
+    sae: nn.Module,
+    model: nn.Module,
+    model_path: str,
+    layer: int,
+    docs: list[np.ndarray],
+    first: int,
+    progress: Progress,
+) -> tuple[dict[str, Any] | None, str]:
+    """`ce_loss_recovered` on a loaded model (borrowed from the process's cache)."""
     config: Any = model.config  # a transformers PretrainedConfig (typed loosely by nn.Module)
     num_layers = int(config.num_hidden_layers)
     if not 0 <= layer <= num_layers:
