@@ -85,14 +85,30 @@ TRAINING_CAPTION = "dead % (training window)"
 # Units: every threshold and activation value names the scale it is in and the tokens it counts
 
 RAW_UNITS = "raw"
-"""analysis.json's `activation_units` today: the stored activations as extracted, unscaled. A later
-input normalisation writes its own name (e.g. `normalized`) and every caption below follows it."""
+"""analysis.json's `activation_units` of a run trained on the stored activations as extracted."""
+NORMALISED = "normalised"
+"""The prefix of a normalised run's `activation_units`: `normalised (x·s, s=12.34)`."""
+
+
+def normalised_units(scale: float) -> str:
+    """`normalised (x·s, s=12.34)`: a run trained on x·s (`training.normalize_activations`)."""
+    return f"{NORMALISED} (x·s, s={scale:.4g})"
+
+
+def run_units(metrics: dict[str, Any] | None) -> str:
+    """The units a run's SAE activations are in, from its metrics.json `normalization` (raw without)."""
+    norm = (metrics or {}).get("normalization") or {}
+    scale = norm.get("scale") if isinstance(norm, dict) else None
+    return normalised_units(float(scale)) if isinstance(scale, int | float) else RAW_UNITS
 
 
 def units_text(units: str | None) -> str:
-    """`raw units of the stored activations`, or the named scale."""
+    """`raw units of the stored activations`, `normalised units (x·s, s=12.34: E‖x·s‖ = √d on the
+    training split)`, or the named scale."""
     if units in (None, RAW_UNITS):
         return "raw units of the stored activations"
+    if units.startswith(f"{NORMALISED} (") and units.endswith(")"):
+        return f"{NORMALISED} units ({units[len(NORMALISED) + 2 : -1]}: E‖x·s‖ = √d on the training split)"
     return f"{units} units"
 
 

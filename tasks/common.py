@@ -24,7 +24,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sae_core.config import KeyPolicy, SweepConfig, check_key_source
+from sae_core.config import KEY_DUMP, KeyPolicy, SweepConfig, check_key_source
 from sae_core.errors import SaeSweepError
 from sae_core.io import read_json
 from sae_core.naming import Cell
@@ -96,7 +96,8 @@ def stable_hash(*parts: Any) -> str:
 
 
 def sections(cfg: SweepConfig, *names: str) -> dict[str, Any]:
-    dumped = cfg.model_dump(mode="json")
+    # The key dump: fields at the behaviour they had before they existed are left out (KEY_DUMP).
+    dumped = cfg.model_dump(mode="json", context={KEY_DUMP: True})
     return {name: dumped[name] for name in names}
 
 

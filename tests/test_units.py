@@ -1,7 +1,9 @@
 """Thresholds with their units (issue 22, item 3): a store whose activations are small in raw units
 (norm ~0.25) makes the absolute dead threshold call live features dead. The analysis, labels.json and
 the report must say which units the figures are in, say in words when never-fired and dead % disagree,
-and give the selection's shortfall with counts and the reason — never an empty selection in silence."""
+and give the selection's shortfall with counts and the reason — never an empty selection in silence.
+Those are the raw-units run (`training.normalize_activations=none`); at the defaults (`expected_norm`,
+item 1) the same store gives consistent dead %, L0 and a full selection, in normalised units."""
 
 from __future__ import annotations
 
@@ -41,13 +43,13 @@ def small_store(path: Path) -> Path:
     return path
 
 
-def config():
+def config(**extra):
     overrides = {
         "training.lr": 3e-3, "training.batch_size": 256, "training.epochs": 2, "training.seed": 0,
         "training.log_every": 10, "training.val_every": 30, "training.val_tokens": 512,
         "training.checkpoint_every": 1000, "training.device": "cpu", "tracking.mode": "disabled",
         "grid.expansion_factors": [CELL.expansion], "grid.l1_coefficients": [CELL.l1],
-        "grid.strategies": [CELL.strategy], "analysis.ce_loss_documents": 0,
+        "grid.strategies": [CELL.strategy], "analysis.ce_loss_documents": 0, **extra,
     }  # fmt: skip
     return load_config(None, overrides=overrides)  # no preset: analysis at its defaults (0.07, 10, 25)
 
@@ -55,7 +57,7 @@ def config():
 @pytest.fixture(scope="module")
 def analysed(tmp_path_factory):
     root = tmp_path_factory.mktemp("units")
-    store, cfg = small_store(root / "store"), config()
+    store, cfg = small_store(root / "store"), config(**{"training.normalize_activations": "none"})
     run = root / "sweep" / CELL.name
     train_cell(store, CELL, cfg, run)
     return run, cfg, analyze_run(store, run, cfg)
@@ -122,3 +124,35 @@ def test_an_empty_selection_reads_as_skipped_with_its_reason_not_as_missing(tmp_
     labels["selection"] = {"asked": 50, "selected": 0, "eligible": 0, "shortfall": reason}
     entry = monosemanticity_pct(CellData(CELL, tmp_path, exists=True, labels=labels))
     assert entry.value is None and entry.note == f"skipped (no feature selected: {reason})"
+
+
+@pytest.fixture(scope="module")
+def analysed_at_defaults(tmp_path_factory):
+    root = tmp_path_factory.mktemp("units-defaults")
+    store, cfg = small_store(root / "store"), config()  # training.normalize_activations: expected_norm
+    run = root / "sweep" / CELL.name
+    metrics = train_cell(store, CELL, cfg, run)
+    return run, cfg, metrics, analyze_run(store, run, cfg)
+
+
+def test_at_the_defaults_the_small_scale_store_gives_consistent_dead_l0_and_a_full_selection(
+    analysed_at_defaults,
+):
+    run, cfg, metrics, summary = analysed_at_defaults
+    assert cfg.training.normalize_activations == "expected_norm"
+    scale = metrics["normalization"]["scale"]
+    assert scale == pytest.approx(D**0.5 / 0.25, rel=0.02)  # E‖x‖ = 0.25 → E‖x·s‖ = √16
+    assert summary["activation_units"] == f"normalised (x·s, s={scale:.4g})"
+    assert summary["units"]["dead_threshold"].startswith("normalised (x·s")
+    assert summary["l0"] > 1
+    # The threshold no longer makes live features dead: dead % is (nearly) never-fired %.
+    assert summary["below_threshold_only_count"] <= 2
+    assert summary["dead_fraction"] <= summary["never_fired_fraction"] + 2 / 64
+    assert summary["dead_fraction"] < 0.25
+    selection = summary["selection"]
+    assert selection["selected"] > 0 and selection["eligible"] >= selection["selected"]
+    assert selection["selected"] == min(selection["asked"], selection["eligible"])
+    selected = json.loads((run / "features" / "selected.json").read_text())
+    assert selected["activation_units"] == summary["activation_units"]
+    md = (build_report(run.parent, cfg) / "report.md").read_text()
+    assert f"normalised units (x·s, s={scale:.4g}: E‖x·s‖ = √d on the training split)" in md

@@ -21,7 +21,9 @@ and an encode of 2k columns instead of m.
 
 Dead % counts features that never exceed `dead_threshold` on the token set `analysis.dead_split` names:
 the analysed tokens (`test`), or every token of the store (`all`, as the study counted, training tokens
-included). Thresholds and activations are in the stored activations' raw units (`activation_units`);
+included). Thresholds and activations are in the SAE's input units (`activation_units`): raw, or for a run
+trained with `training.normalize_activations` the normalised x·s — its `.pth` has s folded in, so encoding
+the raw rows gives the latents of x·s and the reconstruction ÷ s, and nothing here scales twice;
 beside dead %, analysis.json gives never-fired % (no activation > 0) and the features that fire only at
 or below the threshold, and `selection` says why it holds fewer features than asked. For `all` a
 third pass reads the tokens pass 1 did not, encoding only the features pass 1 left undecided (fewer
@@ -73,7 +75,7 @@ from sae_core.analysis.passes import (
     second_pass,
 )
 from sae_core.config import AnalysisConfig, SweepConfig
-from sae_core.dead_figures import RAW_UNITS, dead_caption, pct
+from sae_core.dead_figures import dead_caption, pct, run_units, units_text
 from sae_core.dead_figures import training_dead_fraction as _training_dead_fraction
 from sae_core.device import cpu_threads, resolve_device
 from sae_core.errors import AnalysisError
@@ -123,7 +125,12 @@ def analyze_run(
     rest = rest_of_store(store, acfg, n_tokens)
     total = 2 * n_tokens + sum(n for _, _, n in rest) + sum(len(d) for d in ce_docs)
     cell_name = _cell_name(run_dir, metrics)
-    log.info("analysing %s on %d %s tokens of %s", cell_name, n_tokens, acfg.split, store.path)
+    # A normalised run's weights take raw rows with s folded in: its latents are those of x·s already.
+    activation_units = run_units(metrics)
+    log.info(
+        "analysing %s on %d %s tokens of %s (activations in %s)",
+        cell_name, n_tokens, acfg.split, store.path, units_text(activation_units),
+    )  # fmt: skip
 
     with torch.inference_mode(), cpu_threads(acfg.num_threads, device):
         start = time.perf_counter()
@@ -138,7 +145,7 @@ def analyze_run(
         stats_table, cols = stats.table(acfg.min_activations, dead_set_count)
         top, bottom = select_features(cols["selectivity"], acfg.top_k_features)
         units = unit_figures(cols, recon.l0_sum, acfg.split)
-        selection = selection_summary(cols, top, bottom, acfg, dead_split_name(acfg), units)
+        selection = selection_summary(cols, top, bottom, acfg, dead_split_name(acfg), units, activation_units)
         if selection["shortfall"]:
             log.warning("%s: selection %s", cell_name, selection["shortfall"])
         selected, groups = top + bottom, ["top"] * len(top) + ["bottom"] * len(bottom)
@@ -184,7 +191,7 @@ def analyze_run(
             "eligible": selection["eligible"],
             "asked": selection["asked"],
             "shortfall": selection["shortfall"],
-            "activation_units": RAW_UNITS,
+            "activation_units": activation_units,
             "selectivity": "mean activation over firing tokens / ln(count + 1)",
             "split": acfg.split,
             "tokens_analyzed": n_tokens,
@@ -240,14 +247,14 @@ def analyze_run(
         "tokens_analyzed": n_tokens,
         "d_in": sae.d_in,
         "d_hidden": sae.d_hidden,
-        "activation_units": RAW_UNITS,
+        "activation_units": activation_units,
         "dead_threshold": acfg.dead_threshold,
         "dead_split": dead_split_name(acfg),
         "dead_tokens": dead_tokens,
         "dead_count": dead_count,
         "dead_fraction": dead_count / sae.d_hidden,
         **units,
-        "units": units_doc(acfg, dead_split_name(acfg)),
+        "units": units_doc(acfg, dead_split_name(acfg), activation_units),
         "training_dead_fraction": _training_dead_fraction(metrics)[0],
         **{k: finite_or_none(v) for k, v in recon_summary.items()},
         "ce_loss": None if ce is None else {k: _json_value(v) for k, v in ce.items()},

@@ -290,6 +290,7 @@ def selection_summary(
     acfg: Any,
     token_set: str,
     units: dict[str, Any],
+    activation_units: str = RAW_UNITS,
 ) -> dict[str, Any]:
     """The selection's counts (asked, selected, eligible) and, when it is short, why — in words."""
     eligible = int(np.count_nonzero(~np.isnan(cols["selectivity"])))
@@ -301,7 +302,7 @@ def selection_summary(
         acfg.dead_threshold,
         acfg.min_activations,
         token_set,
-        RAW_UNITS,
+        activation_units,
         units["below_threshold_only_count"],
     )
     return {
@@ -313,12 +314,20 @@ def selection_summary(
     }
 
 
-def units_doc(acfg: Any, dead_set: str) -> dict[str, str]:
+def units_doc(acfg: Any, dead_set: str, activation_units: str = RAW_UNITS) -> dict[str, str]:
     """What each figure of analysis.json is in and counted on (read by the report and the browser)."""
     split = acfg.split
+    scale = (
+        "the stored activations as extracted, no normalisation"
+        if activation_units == RAW_UNITS
+        else "the SAE's input was x·s (E‖x·s‖ = √d on the training split); its latents, and so every "
+        "activation value and threshold here, are in those units (the released weights take raw x)"
+    )
     return {
-        "activations": f"{RAW_UNITS}: the stored activations as extracted, no normalisation",
-        "dead_threshold": f"{RAW_UNITS} SAE activation, compared strictly (>), on the {dead_set} tokens",
+        "activations": f"{activation_units}: {scale}",
+        "dead_threshold": (
+            f"{activation_units} SAE activation, compared strictly (>), on the {dead_set} tokens"
+        ),
         "min_activations": f"firings > dead_threshold on the {dead_set} tokens",
         "l0": f"latents with activation > 0 per token, mean over the {split} tokens",
         "never_fired": f"no activation > 0 on the {split} tokens (independent of the threshold)",

@@ -37,12 +37,13 @@ from sae_core.config.loading import (
     validate_config,
 )
 from sae_core.config.sweep import SweepConfig, TrackingConfig, UploadConfig
-from sae_core.config.training import TrainingConfig
+from sae_core.config.training import KEY_DUMP, TrainingConfig
 
 __all__ = [
     "ARCHITECTURE_NAMES",
     "DATA_ROOT_ENV",
     "HUB_TOKENS",
+    "KEY_DUMP",
     "LABELING_KEYS",
     "STRATEGIES",
     "AnalysisConfig",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SerializationInfo, SerializerFunctionWrapHandler, model_serializer
 
 from sae_core.config.base import Section
 
@@ -27,6 +27,16 @@ class TrainingConfig(Section):
 
     max_tokens: int | None = Field(None, gt=0)
     """Training budget in tokens; overrides `epochs` when set."""
+
+    normalize_activations: Literal["none", "expected_norm"] = "expected_norm"
+    """Scale of the SAE's input. `expected_norm`: every activation is multiplied by one scalar s per store,
+    s = √d / E‖x‖ over the training split (SAELens `expected_average_only_in`, Gemma Scope), so that
+    E‖x·s‖ = √d whatever the model or layer and `analysis.dead_threshold`, λ and the JumpReLU threshold
+    mean the same everywhere; s is measured once per store (`sae_core.training.normalize`), recorded in
+    metrics.json, and folded into the exported weights (`.pth`, SAELens), which take raw activations.
+    Analysis and CE-loss recovered run those weights, so their activations, thresholds and L0 are in the
+    normalised units (analysis.json's `activation_units` says so). `none`: raw activations (the `seed`
+    preset: the study's units and tables)."""
 
     seed: int = 42
     """Seed for initialisation, shuffling and resampling draws (the study: 42)."""
@@ -128,3 +138,20 @@ class TrainingConfig(Section):
     `sae-sweep train` runs alone and takes all cores (0) instead of a preset's value (it ran 0.82x
     SAELens with the demo's 1, 1.52x with all cores); `--set training.num_threads=N` or a `--config`
     file keeps N."""
+
+    @model_serializer(mode="wrap")
+    def _leave_out_old_behaviour(
+        self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
+    ) -> dict[str, object]:
+        # Cache keys and resume identities hash this section: a config at `none` (the behaviour before
+        # the field existed: the seed preset) keeps the keys it had. Only key dumps leave it out; every
+        # other dump (config show, the config handed to subflows and pool workers) must keep `none`,
+        # which is not the default.
+        dumped = handler(self)
+        if (info.context or {}).get(KEY_DUMP) and dumped.get("normalize_activations") == "none":
+            del dumped["normalize_activations"]
+        return dumped
+
+
+KEY_DUMP = "cache_key"
+"""`model_dump(context={KEY_DUMP: True})`: the dump a cache key or resume identity hashes."""

@@ -22,6 +22,7 @@ layer `fold_ln: false`, without which the unembedding's input lacks the final no
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,27 @@ SAELENS_FORMAT_VERSION = "6.47.0"
 (hook, model, loading kwargs) on load."""
 SPARSITY_EPS = 1e-10
 """Added before log10, as SAELens does: a feature that never fired is written as −10."""
+
+
+def fold_input_scale(sae: Sae, scale: float) -> Sae:
+    """A copy of `sae`, trained on activations × `scale`, that takes raw activations and gives the same
+    latents and the reconstruction ÷ `scale` (SAELens' `fold_activation_norm_scaling_factor`).
+
+    Every architecture computes `pre = (x − b_dec) W_enc + b_enc` and `x̂ = h W_dec + b_dec`. With
+    W_enc·s, b_dec/s and W_dec/s: `(x − b_dec/s)(s W_enc) + b_enc = (s x − b_dec) W_enc + b_enc`, the very
+    pre-activations of training, so what acts on them — b_enc, JumpReLU's thresholds, batchtopk's
+    estimated threshold, topk's selection of the k largest — is unchanged, and the latents h are those
+    of x·s (in normalised units); `h (W_dec/s) + b_dec/s = x̂(x·s)/s`. The decoder rows then have norm
+    1/s (SAELens' folded SAEs too); the topk export ranks the raw pre-activations
+    (`rescale_acts_by_decoder_norm: false`), so the row norm moves no selection."""
+    if scale == 1.0:
+        return sae
+    folded = copy.deepcopy(sae)
+    with torch.no_grad():
+        folded.W_enc.mul_(scale)
+        folded.W_dec.div_(scale)
+        folded.b_dec.div_(scale)
+    return folded
 
 
 def save_pth(sae: Sae, path: str | Path) -> Path:

@@ -109,10 +109,12 @@ def train_pack(
     (`CELL_ERRORS`: a bad cell does not stop the others; any other exception stops the pack, every
     cell keeping its last checkpoint)."""
     from sae_core.training.data import open_store_data
+    from sae_core.training.normalize import normalized
 
     training = cfg.training
     device = resolve_device(training.device)
     data, store = open_store_data(store_path, device, training.max_memory_gb)
+    data = normalized(data, store, training.normalize_activations)  # one s for every cell of the store
     results: dict[str, dict[str, Any] | Exception] = {}
     todo: list[Cell] = []
     for cell in cells:

@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sae_core.config import SweepConfig
+from sae_core.config import KEY_DUMP, SweepConfig
 from sae_core.device import resolve_device
 from sae_core.errors import TrainingError
 from sae_core.io import atomic_write_json, atomic_write_with, read_json
 from sae_core.naming import Cell
 from sae_core.progress import Progress
-from sae_core.saes.export import SAELENS_DIR, export_saelens, save_pth
+from sae_core.saes.export import SAELENS_DIR, export_saelens, fold_input_scale, save_pth
 from sae_core.training.checkpoint import CHECKPOINT_NAME, config_hash, load_checkpoint, resume_identity
 from sae_core.version import code_version
 
@@ -69,10 +69,12 @@ def train_cell(
 ) -> dict[str, Any]:
     """Train `cell` on the store at `store_path` into `out_dir`; return the `metrics.json` dict."""
     from sae_core.training.data import open_store_data
+    from sae_core.training.normalize import normalized
 
     if not math.isfinite(cell.l1) or cell.l1 < 0:
         raise TrainingError(f"l1: λ must be finite and >= 0 (got {cell.l1})")
     data, store = open_store_data(store_path, resolve_device(cfg.training.device), cfg.training.max_memory_gb)
+    data = normalized(data, store, cfg.training.normalize_activations)  # x·s when `expected_norm`
     run = prepare_cell(store_path, data, store, cell, cfg, out_dir, callbacks=callbacks, progress=progress)
     if isinstance(run, dict):
         return run
@@ -150,8 +152,12 @@ def prepare_cell(
 
 
 def finish_cell(run: CellRun, result: dict[str, Any]) -> dict[str, Any]:
-    """Write the trained cell's run dir (metrics.json last) and return the metrics dict."""
+    """Write the trained cell's run dir (metrics.json last) and return the metrics dict. A normalised run
+    (trained on x·s) releases its weights with s folded in (`fold_input_scale`): they take raw
+    activations, and analysis, CE-loss recovered and every user of the `.pth` or SAELens folder see
+    h(x·s) and x̂(x·s)/s without knowing s."""
     from sae_core.training.architectures import export_metadata
+    from sae_core.training.normalize import input_scale, normalization_record
 
     cell, out_dir, trainer = run.cell, run.out_dir, run.trainer
     training = trainer.cfg
@@ -166,23 +172,26 @@ def finish_cell(run: CellRun, result: dict[str, Any]) -> dict[str, Any]:
         "data_path_reason": data.data_path_reason,
         **result,
         "training": training.model_dump(mode="json"),
+        **({"normalization": norm} if (norm := normalization_record(data)) else {}),
         "config_hash": run.config_hash,
         "code_version": code_version(),
         "completed": True,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_pth(trainer.sae, out_dir / cell.weights_filename)
+    released = fold_input_scale(trainer.sae, input_scale(data))
+    save_pth(released, out_dir / cell.weights_filename)
     # SAELens' sparsity file and `l0` come from the training tokens `final` was evaluated on (the same
     # seeded sample); its `num_dead_features` is the training-window count, as SAELens' trainer writes.
     dead_window = result.get("training_dead_fraction", result.get("dead_fraction_train"))
     export_saelens(
-        trainer.sae, out_dir / SAELENS_DIR, getattr(run.store, "manifest", None),
+        released, out_dir / SAELENS_DIR, getattr(run.store, "manifest", None),
         frequency=trainer.final_frequency,
         num_dead_features=round(dead_window * d_hidden) if dead_window is not None else None,
         sparsity_tokens=trainer.final_tokens,
         sparsity_source=f"{trainer.final_tokens} random training tokens, encoded after the last step",
         l1_coefficient=cell.l1, l1_scaling=training.l1_scaling, strategy=cell.strategy, cell=cell.name,
         **export_metadata(cell),
+        **({"activation_normalization": norm} if norm else {}),
     )  # fmt: skip
     write_train_log(out_dir / "train_log.parquet", trainer.state.log_rows)
     atomic_write_json(out_dir / "metrics.json", metrics)  # last: its presence marks the run complete
@@ -197,7 +206,7 @@ def cell_identity(cell: Cell, cfg: SweepConfig, data: Any) -> dict[str, Any]:
     is the run's key in metrics.json)."""
     from sae_core.training.architectures import cell_settings
 
-    trained_by = cfg.training.model_dump(mode="json")
+    trained_by = cfg.training.model_dump(mode="json", context={KEY_DUMP: True})  # seed's keys as before
     if cfg.training.resample_criterion == "threshold":  # then analysis.dead_threshold shapes the run too
         trained_by["resample_threshold"] = cfg.analysis.dead_threshold
     trained_by |= cell_settings(cell, cfg.saes)  # the architecture's settings (nothing for relu)
