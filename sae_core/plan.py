@@ -208,11 +208,16 @@ def _source(cfg: SweepConfig) -> dict[str, Any]:
 
 
 def _tokens(cfg: SweepConfig, manifest: dict[str, Any] | None) -> tuple[dict[str, int], str]:
-    """Rows each split yields a reader (less the documents' first tokens with `drop_first_token`)."""
+    """Rows each split yields a reader (less the documents' first tokens with `drop_first_token` and
+    the rows the store leaves out)."""
     if manifest is not None:
+        from sae_core.store.left_out import left_out_counts
+
         drop = bool(manifest.get("drop_first_token"))
-        splits = manifest["splits"]
-        counts = {s: int(v["tokens"]) - (int(v["first_tokens"]) if drop else 0) for s, v in splits.items()}
+        counts = {
+            s: int(v["tokens"]) - left_out_counts(manifest, s, drop)["total_left_out"]
+            for s, v in manifest["splits"].items()
+        }
         return counts, "from the store's manifest"
     data, ext = cfg.data, cfg.extraction
     if data.num_documents is None:

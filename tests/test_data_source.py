@@ -26,7 +26,15 @@ _CARD = (
 """A mirror's dataset card declaring its one configuration."""
 
 DEMO_STORE_KEY = "demo-gpt2-L2-9b0dcec87e6645bb"
-"""The demo preset's store key before `data.revision` / `data.config_name` existed."""
+"""The demo preset's store key before `data.revision` / `data.config_name` existed (and before BOS and
+left-out rows: with the study's values of those fields it is still the key)."""
+SEED_STORE_KEY = "gpt2-L6-447cb3bc25b2792d"
+"""The seed preset's store key, unchanged by every field added since (issue 22: its raw units, its rules)."""
+STUDY_EXTRACTION = {
+    "extraction.prepend_bos": False,
+    "extraction.exclude_special_tokens": False,
+    "extraction.sink_norm_multiple": None,
+}
 
 
 def _parquet_shards(directory: Path, docs_per_shard: list[list[str]]) -> list[str]:
@@ -56,12 +64,16 @@ def _cfg(tmp_path: Path, **data: Any):
 
 
 def test_unset_revision_and_config_leave_the_store_key_unchanged(tmp_path):
-    demo = load_config("demo")
+    assert store_key(load_config("seed")) == SEED_STORE_KEY
+    assert store_key(load_config("demo")) != DEMO_STORE_KEY  # a BOS and left-out rows: a new store
+    demo = load_config("demo", overrides=STUDY_EXTRACTION)
     assert store_key(demo) == DEMO_STORE_KEY
+    assert not {"prepend_bos", "sink_norm_multiple"} & set(demo.extraction.model_dump())
     assert "revision" not in demo.data.model_dump() and "config_name" not in demo.data.model_dump()
-    pinned = load_config("demo", overrides={"data.revision": "refs/convert/parquet"})
+    pinned = load_config("demo", overrides={**STUDY_EXTRACTION, "data.revision": "refs/convert/parquet"})
     assert store_key(pinned) != DEMO_STORE_KEY
-    assert store_key(load_config("demo", overrides={"data.config_name": "plain_text"})) != DEMO_STORE_KEY
+    named = load_config("demo", overrides={**STUDY_EXTRACTION, "data.config_name": "plain_text"})
+    assert store_key(named) != DEMO_STORE_KEY
     with pytest.raises(ConfigError, match=r"data\.revision"):
         load_config("demo", overrides={"data.revision": " "})
     seed = load_config("seed").data

@@ -29,6 +29,11 @@ or below the threshold, and `selection` says why it holds fewer features than as
 third pass reads the tokens pass 1 did not, encoding only the features pass 1 left undecided (fewer
 than `min_activations` firings) and counting their firings; the `min_activations` eligibility then
 uses the counts over all tokens as well.
+
+Every pass reads the store's rows through its one row filter (`sae_core.store.left_out.kept_rows`): the
+rows the store leaves out (a prepended BOS, special tokens, attention sinks; the first tokens with
+`drop_first_token`) are in no figure, no selection and no example; `left_out` counts them per split and
+rule. `error_carriers` names the analysed rows that carry the most reconstruction error.
 """
 
 from __future__ import annotations
@@ -82,9 +87,20 @@ from sae_core.errors import AnalysisError
 from sae_core.io import atomic_write_json, atomic_write_with, read_json
 from sae_core.naming import Cell
 from sae_core.progress import Progress, no_progress
+from sae_core.store.format import SPLITS
 from sae_core.version import code_version
 
 log = logging.getLogger(__name__)
+
+LEFT_OUT_NOTE = (
+    "rows every figure here leaves out, per split and rule (each row under the first rule that takes "
+    "it); the analysed split's are the ones missing from tokens_analyzed"
+)
+CE_TOKEN_SET = (
+    "predictions made at the analysed split's kept rows of the first analysis.ce_loss_documents "
+    "documents: positions the store leaves out (and position 0 with drop_first_token) run clean and "
+    "are not counted"
+)
 
 NEIGHBORS_SCHEMA = pa.schema(
     [("feature_id", pa.int32()), ("neighbor_ids", pa.list_(pa.int32())), ("cosine", pa.list_(pa.float32()))]
@@ -121,9 +137,9 @@ def analyze_run(
     sae = sae.to(device).eval()
     timings: dict[str, float] = {}
     docs = store.documents(acfg.split)
-    ce_docs = [docs[k] for k in sorted(docs)[: acfg.ce_loss_documents]]
+    ce_docs = {k: docs[k] for k in sorted(docs)[: acfg.ce_loss_documents]}
     rest = rest_of_store(store, acfg, n_tokens)
-    total = 2 * n_tokens + sum(n for _, _, n in rest) + sum(len(d) for d in ce_docs)
+    total = 2 * n_tokens + sum(n for _, _, n in rest) + sum(len(d) for d in ce_docs.values())
     cell_name = _cell_name(run_dir, metrics)
     # A normalised run's weights take raw rows with s folded in: its latents are those of x·s already.
     activation_units = run_units(metrics)
@@ -134,7 +150,7 @@ def analyze_run(
 
     with torch.inference_mode(), cpu_threads(acfg.num_threads, device):
         start = time.perf_counter()
-        stats, recon, every_top = first_pass(store, sae, acfg, n_tokens, device, progress, total)
+        stats, recon, every_top, carriers = first_pass(store, sae, acfg, n_tokens, device, progress, total)
         timings["pass1_s"] = time.perf_counter() - start
         start = time.perf_counter()
         dead_set_count, dead_tokens = dead_set_counts(store, sae, acfg, stats, rest, device)
@@ -240,6 +256,7 @@ def analyze_run(
     )
 
     recon_summary = recon.summary()
+    carrier_tokens = decoder.tokens([int(t) for t in carriers.meta[:, 2]])
     dead_count = int(cols["dead"].sum())
     summary: dict[str, Any] = {
         "cell": cell_name,
@@ -259,11 +276,15 @@ def analyze_run(
         **{k: finite_or_none(v) for k, v in recon_summary.items()},
         "ce_loss": None if ce is None else {k: _json_value(v) for k, v in ce.items()},
         "ce_loss_note": ce_note,
+        "ce_loss_tokens": CE_TOKEN_SET,
+        "error_carriers": carriers.summary(recon, carrier_tokens),
         "histogram_edges": histogram_edges(acfg.dead_threshold).tolist(),
         "selected": {"top": top, "bottom": bottom},
         "selection": selection,
         "store": str(store.path),
         "drop_first_token": store.drop_first_token,
+        "left_out": {split: store.left_out_counts(split) for split in SPLITS},
+        "left_out_note": LEFT_OUT_NOTE,
         "timings_s": timings,
         "code_version": code_version(),
     }

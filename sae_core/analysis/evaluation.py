@@ -134,6 +134,7 @@ def ce_loss_recovered(
     device: str = "auto",
     dtype: str = "float32",
     skip_first_position: bool = True,
+    left_out: Sequence[np.ndarray] | None = None,
     progress: Progress | None = None,
 ) -> tuple[dict[str, Any] | None, str]:
     """Splice `sae` into the causal LM at `hidden_states[layer]` on `documents` (token-id arrays).
@@ -141,23 +142,30 @@ def ce_loss_recovered(
     Returns `(result, note)`. `result` holds `clean`, `sae`, `zero` (mean next-token CE in nats),
     `recovered`, `kl_sae`, `kl_zero` (mean KL(clean ‖ patched) per predicted token), `documents` and
     `tokens`; it is None when the evaluation cannot run (no model path, no LM head, no documents), and
-    `note` then says why. The model is loaded once per process and reused (`sae_core.analysis.lm_cache`).
-    With `skip_first_position` position 0 is left unpatched — the SAE never saw
-    it (`drop_first_token`) — and its prediction is not counted.
+    `note` then says why. With `skip_first_position` position 0 is left unpatched — the SAE never saw
+    it (`drop_first_token`) — and its prediction is not counted. `left_out` (per document, the positions
+    the store leaves out: a BOS, special tokens, sinks) are treated the same way: left clean, and the
+    predictions made there not counted. So the counted predictions are made at exactly the positions
+    whose rows the SAE was trained and analysed on. The model is loaded once per process and reused
+    (`sae_core.analysis.lm_cache`).
     """
     progress = progress or no_progress
     if not model_path:
         return None, "skipped: the store's manifest names no model to splice the SAE into"
-    docs = [np.asarray(d, dtype=np.int64) for d in documents]
     first = 1 if skip_first_position else 0
-    docs = [d for d in docs if len(d) >= first + 2]
+    docs = [np.asarray(d, dtype=np.int64) for d in documents]
+    cleans = [
+        _clean_mask(len(d), first, None if left_out is None else left_out[i]) for i, d in enumerate(docs)
+    ]
+    keep = [i for i, d in enumerate(docs) if len(d) >= 2 and (~cleans[i][:-1]).any()]  # ≥ 1 prediction
+    docs, cleans = [docs[i] for i in keep], [cleans[i] for i in keep]
     if not docs:
         return None, "skipped: no held-out document is long enough (≥ 2 predicted tokens)"
     key = cache_key(model_path, revision, device, dtype)
     with borrowed_lm(key, lambda: _load_causal_lm(model_path, revision, device, dtype)) as (model, why):
         if model is None:
             return None, f"skipped: {why}"
-        return _spliced_ce(sae, model, model_path, layer, docs, first, progress)
+        return _spliced_ce(sae, model, model_path, layer, docs, cleans, first, progress)
 
 
 def _spliced_ce(
@@ -166,6 +174,7 @@ def _spliced_ce(
     model_path: str,
     layer: int,
     docs: list[np.ndarray],
+    cleans: list[np.ndarray],
     first: int,
     progress: Progress,
 ) -> tuple[dict[str, Any] | None, str]:
@@ -175,7 +184,7 @@ def _spliced_ce(
     if not 0 <= layer <= num_layers:
         return None, f"skipped: layer {layer} is outside 0..{num_layers} of {model_path}"
     max_len = int(getattr(config, "max_position_embeddings", 0) or 1 << 30)
-    docs = [d[:max_len] for d in docs]
+    docs, cleans = [d[:max_len] for d in docs], [c[:max_len] for c in cleans]
     dev = next(model.parameters()).device
     sae = sae.to(dev).eval()
 
@@ -191,8 +200,9 @@ def _spliced_ce(
     done, total = 0, sum(len(d) for d in docs)
     try:
         with torch.inference_mode():
-            for batch in _padded_batches(docs):
-                ids, attn, patch_mask, loss_mask = _pad(batch, first, dev)
+            for index in _padded_batches(docs):
+                batch = [docs[i] for i in index]
+                ids, attn, patch_mask, loss_mask = _pad(batch, [cleans[i] for i in index], dev)
                 splice.replace = None
                 clean_logp = _log_probs(model, ids, attn)
                 targets = ids[:, 1:]
@@ -221,10 +231,12 @@ def _spliced_ce(
         "documents": len(docs),
         "tokens": counted,
     }
+    left = sum(int(c[first:].sum()) for c in cleans)
     where = f"input of block {layer}" if layer < num_layers else "output of the final norm"
     note = (
         f"hidden_states[{layer}] ({where}) replaced on {len(docs)} documents, {counted} predicted tokens"
         + ("; position 0 left clean and not counted (drop_first_token)" if first else "")
+        + (f"; {left} left-out rows (BOS, special tokens, sinks) left clean and not counted" if left else "")
     )
     return result, note
 
@@ -305,28 +317,39 @@ def _load_causal_lm(
     return model, ""
 
 
-def _padded_batches(docs: list[np.ndarray]) -> list[list[np.ndarray]]:
-    """Documents grouped by length so a padded batch stays within CE_BATCH_TOKENS (any padding share:
-    evaluation runs a few dozen documents, where fewer forwards matter more than padded rows)."""
+def _padded_batches(docs: list[np.ndarray]) -> list[list[int]]:
+    """Indices of documents grouped by length so a padded batch stays within CE_BATCH_TOKENS (any
+    padding share: evaluation runs a few dozen documents, where fewer forwards matter more than padded
+    rows)."""
     lengths = [len(doc) for doc in docs]
-    return [[docs[i] for i in batch] for batch in length_batches(lengths, CE_BATCH_TOKENS, max_padding=1.0)]
+    return length_batches(lengths, CE_BATCH_TOKENS, max_padding=1.0)
+
+
+def _clean_mask(length: int, first: int, left_out: np.ndarray | None) -> np.ndarray:
+    """Positions of a document left clean (unpatched, their predictions not counted): the first
+    `first`, and the left-out ones."""
+    mask = np.zeros(length, dtype=bool)
+    mask[:first] = True
+    if left_out is not None and len(left_out):
+        mask[np.asarray(left_out, dtype=np.int64)[np.asarray(left_out) < length]] = True
+    return mask
 
 
 def _pad(
-    batch: list[np.ndarray], first: int, device: torch.device
+    batch: list[np.ndarray], clean: list[np.ndarray], device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Right-padded ids and attention mask (causal attention never looks right, so padding cannot
-    change real positions), the positions to patch, and the predictions to count ([B, T-1])."""
+    change real positions), the positions to patch, and the predictions to count ([B, T-1]): every
+    real position but the `clean` ones (`_clean_mask`)."""
     width = max(len(d) for d in batch)
     ids = torch.zeros(len(batch), width, dtype=torch.long)
     attn = torch.zeros(len(batch), width, dtype=torch.long)
+    patch = torch.zeros(len(batch), width, dtype=torch.bool)
     for i, doc in enumerate(batch):
         ids[i, : len(doc)] = torch.from_numpy(doc)
         attn[i, : len(doc)] = 1
-    patch = attn.bool().clone()
-    patch[:, :first] = False
-    loss_mask = attn[:, 1:].bool().clone()
-    loss_mask[:, :first] = False
+        patch[i, : len(doc)] = torch.from_numpy(~clean[i])
+    loss_mask = patch[:, :-1] & attn[:, 1:].bool()
     return ids.to(device), attn.to(device), patch.to(device), loss_mask.to(device)
 
 

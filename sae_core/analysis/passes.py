@@ -14,6 +14,7 @@ import torch
 from sae_core.analysis.correlation import (
     PearsonAccumulator,
 )
+from sae_core.analysis.ev_carriers import ErrorCarriers
 from sae_core.analysis.evaluation import ReconstructionStats, ce_loss_recovered
 from sae_core.analysis.examples import (
     ExampleCollector,
@@ -34,9 +35,10 @@ def first_pass(
     device: torch.device,
     progress: Progress,
     total: int,
-) -> tuple[FeatureStats, ReconstructionStats, SparseTopK]:
+) -> tuple[FeatureStats, ReconstructionStats, SparseTopK, ErrorCarriers]:
     stats = FeatureStats(sae.d_hidden, acfg.dead_threshold, device)
     recon = ReconstructionStats(sae.d_in)
+    carriers = ErrorCarriers()
     # Every feature's top examples from the firing entries this pass gathers anyway (pass 2 encodes
     # only the selected columns: collecting them there would cost a second encode of all m).
     every_top = SparseTopK(sae.d_hidden, acfg.examples_per_feature, acfg.dead_threshold, device)
@@ -48,15 +50,19 @@ def first_pass(
         def sink(first: int, rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor) -> None:
             every_top.update(rows + first, cols, vals, seen, acts.doc_id, acts.pos, acts.token_id)  # noqa: B023
 
+        at = 0
         for chunk, x_hat, l0, l1 in stats.encode_and_update(sae, x, sink):
             recon.update(chunk, x_hat, l0, l1)
+            rows = slice(at, at + chunk.shape[0])
+            carriers.update(chunk, x_hat, acts.doc_id[rows], acts.pos[rows], acts.token_id[rows])
+            at += chunk.shape[0]
         elapsed = time.perf_counter() - start
         progress(
             stats.tokens,
             total,
             {"tok/s": stats.tokens / max(elapsed, 1e-9), "L0": recon.l0_sum / recon.tokens},
         )
-    return stats, recon, every_top
+    return stats, recon, every_top, carriers
 
 
 def second_pass(
@@ -181,8 +187,16 @@ def _limited(store: Any, acfg: AnalysisConfig, n_tokens: int) -> Any:
 
 
 def run_ce_loss(
-    sae: Any, store: Any, cfg: SweepConfig, docs: list[np.ndarray], progress: Progress, done: int, total: int
+    sae: Any,
+    store: Any,
+    cfg: SweepConfig,
+    docs: dict[int, np.ndarray],
+    progress: Progress,
+    done: int,
+    total: int,
 ) -> tuple[dict[str, Any] | None, str]:
+    """CE loss recovered on `docs` (doc_id → token ids) of the analysed split, the store's left-out rows
+    (and, with `drop_first_token`, position 0) left clean and uncounted."""
     if cfg.analysis.ce_loss_documents == 0:
         return None, "skipped: analysis.ce_loss_documents is 0"
     model = store.manifest.get("model") or {}
@@ -191,6 +205,8 @@ def run_ce_loss(
         return None, "skipped: the store's manifest names no model layer"
 
     start, steps = done, total
+    doc_ids = sorted(docs)
+    left_out = store.left_out_positions(cfg.analysis.split)
 
     def shifted(done: int, total: int | None, info: dict[str, float]) -> None:
         progress(start + done, steps, info)
@@ -199,11 +215,12 @@ def run_ce_loss(
         sae,
         store.tokenizer_path,
         int(layer),
-        docs,
+        [docs[doc] for doc in doc_ids],
         revision=model.get("revision"),
         device=cfg.model.device,
         dtype=cfg.model.dtype,
         skip_first_position=store.drop_first_token,
+        left_out=[left_out.get(int(doc), np.empty(0, np.int64)) for doc in doc_ids],
         progress=shifted,
     )
     log.info("CE loss: %s", note)

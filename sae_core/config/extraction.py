@@ -112,11 +112,44 @@ class ExtractionConfig(Section):
     """Leave out each document's first token: without a BOS token GPT-2's first position has a norm in
     the hundreds and dominated the study's 'most selective' features."""
 
+    prepend_bos: Literal["auto"] | bool = "auto"
+    """Put the tokenizer's BOS token before every document. `auto`: when the tokenizer declares a
+    `bos_token` and does not add it itself (SmolLM2 declares `<|im_start|>` and adds none; GPT-2
+    declares `<|endoftext|>`). The model then puts its attention sink on the BOS row, which readers
+    leave out (`exclude_special_tokens`). The store's manifest records what was done (`left_out.bos`).
+    The `seed` preset sets false: the study fed GPT-2 no BOS and drops the first token instead."""
+
+    exclude_special_tokens: bool = True
+    """Readers leave out rows whose token is one of the tokenizer's special tokens (BOS, EOS, pad, unk,
+    chat markers): they are not text, and a prepended BOS is the model's attention sink."""
+
+    sink_norm_multiple: float | None = Field(10.0, gt=1)
+    """Readers leave out a row whose norm exceeds this multiple of its split's median row norm (the
+    median over the rows no other rule leaves out), measured once at extraction: the attention sinks a
+    model makes of a document's first positions. 10: SmolLM2-135M's sinks at position 1 had norms
+    5k–24k against a median of 154 (32–155×), so 10 keeps a 3× margin under the smallest, while an
+    ordinary token at 10× the median would carry 100× a median token's share of the variance. None
+    turns the rule off."""
+
+    sink_max_position: int | None = Field(None, ge=0)
+    """The sink rule looks only at positions ≤ this (0 is a document's first row, the BOS when one is
+    prepended); None looks at every position (models also make sinks of delimiters)."""
+
     val_fraction: float = Field(0.1, ge=0, lt=1)
     """Share of documents (by a hash of doc_id) in the validation split."""
 
     test_fraction: float = Field(0.1, ge=0, lt=1)
     """Share of documents (by a hash of doc_id) in the test split."""
+
+    @model_serializer(mode="wrap")
+    def _leave_out_study_values(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        # The store's key hashes this section: a field at the value that reproduces the stores made
+        # before it existed (no BOS, nothing left out) is left out, so those stores keep their keys.
+        dumped = handler(self)
+        for key, study_value in _STUDY_VALUES.items():
+            if key in dumped and dumped[key] is study_value:  # False and None: singletons
+                del dumped[key]
+        return dumped
 
     @model_validator(mode="after")
     def _fractions_leave_training(self) -> ExtractionConfig:
@@ -125,3 +158,12 @@ class ExtractionConfig(Section):
                 f"val_fraction + test_fraction must be < 1 (got {self.val_fraction} + {self.test_fraction})"
             )
         return self
+
+
+_STUDY_VALUES: dict[str, object] = {
+    "prepend_bos": False,
+    "exclude_special_tokens": False,
+    "sink_norm_multiple": None,
+    "sink_max_position": None,
+}
+"""The new fields' values that reproduce a store made before them: omitted from the section's dump."""

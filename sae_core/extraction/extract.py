@@ -30,6 +30,7 @@ from sae_core.config import ConfigError, SweepConfig
 from sae_core.device import cpu_threads, resolve_device, resolve_dtype
 from sae_core.errors import StoreError
 from sae_core.extraction.hf_load import Documents, load_model, load_model_config, load_tokenizer
+from sae_core.extraction.sinks import left_out_rules, plan_bos
 from sae_core.io import make_dirs
 from sae_core.progress import Progress, no_progress
 from sae_core.store import remove_store, verify_store
@@ -44,6 +45,7 @@ from sae_core.store.format import (
     shard_name,
     split_codes,
 )
+from sae_core.store.left_out import measure_left_out
 
 log = logging.getLogger(__name__)
 
@@ -199,6 +201,8 @@ class _Extraction:
         self.progress = progress
         self.device = resolve_device(cfg.model.device)
         self.tokenizer, self.resolved = load_tokenizer(cfg)
+        self.bos = plan_bos(self.tokenizer, cfg.extraction.prepend_bos)
+        log.info("BOS: %s (%s)", "prepended" if self.bos.prepend else "not prepended", self.bos.reason)
         config = load_model_config(cfg, self.resolved)  # checks before any weights are loaded
         self.num_layers = int(config.num_hidden_layers)
         cfg.check_layer(self.num_layers)
@@ -291,6 +295,10 @@ class _Extraction:
             },
             extraction=ext.model_dump(mode="json"),
             source=self.documents.source(),
+            left_out=measure_left_out(
+                self.out, shards, self.d_model, left_out_rules(self.tokenizer, self.bos, ext)
+            ),
+            bos=self.bos.manifest(),
         )
 
     def _blocks(self) -> Iterator[list[tuple[int, np.ndarray]]]:
@@ -319,17 +327,18 @@ class _Extraction:
             yield from self._tokenize(texts)
 
     def _tokenize(self, texts: list[tuple[int, str]]) -> Iterator[tuple[int, np.ndarray]]:
+        bos = [self.bos.token_id] if self.bos.prepend else []
         encoded = self.tokenizer(
             [t for _, t in texts],
             truncation=True,
-            max_length=self.cfg.data.context_length,
+            max_length=self.cfg.data.context_length - len(bos),  # the BOS counts in the context
             return_attention_mask=False,
         )["input_ids"]
         for (doc_id, _), ids in zip(texts, encoded, strict=True):
             if not ids:
                 self.stats["empty"] += 1
                 continue
-            yield doc_id, np.asarray(ids, dtype=np.int32)
+            yield doc_id, np.asarray(bos + list(ids), dtype=np.int32)
 
     def _reuse(self, index: int, block: list[tuple[int, np.ndarray]], rows: int) -> dict[str, Any] | None:
         """A shard a previous run completed, if it holds exactly this block's documents."""

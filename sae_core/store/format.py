@@ -231,10 +231,13 @@ class ShardWriter:
         split_rule: dict[str, Any],
         extraction: dict[str, Any] | None = None,
         source: dict[str, Any] | None = None,
+        left_out: dict[str, Any] | None = None,
+        bos: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Totals from the shard entries; written atomically, last: its presence marks a complete store.
         `source` says where the documents came from (`extract` records it; arrays brought by the
-        caller have none)."""
+        caller have none). `left_out` is `measure_left_out`'s entry (rows every reader leaves out),
+        `bos` what extraction did about the tokenizer's BOS; both are absent when None."""
         splits: dict[str, dict[str, int]] = {}
         for name in SPLITS:
             docs: set[int] = set()
@@ -259,6 +262,8 @@ class ShardWriter:
             "split_rule": split_rule,
             "row_group_tokens": self.row_group_tokens,
             "shards": [{k: v for k, v in s.items() if not k.startswith("_")} for s in shards],
+            **({"left_out": left_out} if left_out is not None else {}),
+            **({"bos": bos} if bos is not None else {}),
             "code_version": code_version(),
             **({"source": source} if source is not None else {}),
             "versions": library_versions(),

@@ -45,7 +45,13 @@ def store_identity(manifest: dict[str, Any]) -> dict[str, Any]:
         "store_dtype": manifest.get("store_dtype"),
         "drop_first_token": manifest.get("drop_first_token"),
         "model": {key: model.get(key) for key in MODEL_KEYS},
+        # Which rows readers leave out (absent from stores that leave none out: their identity stands).
+        **({"left_out": _left_out_identity(manifest["left_out"])} if manifest.get("left_out") else {}),
     }
+
+
+def _left_out_identity(entry: dict[str, Any]) -> dict[str, Any]:
+    return {key: entry.get(key) for key in ("sha256", "rows", "counts", "at_first_position")}
 
 
 def store_fingerprint(store: str | Path | dict[str, Any] | Any) -> str:

@@ -27,6 +27,7 @@ import torch
 from sae_core.errors import StoreError
 from sae_core.io import read_json
 from sae_core.store.format import MANIFEST, split_codes, split_of
+from sae_core.store.left_out import LeftOut, left_out_counts
 from sae_core.store.parquet_pages import release_mapped
 from sae_core.store.prefetch import prefetched
 from sae_core.store.shards import ShardFiles, Unit, check_split
@@ -58,7 +59,9 @@ class ActivationStore(ShardFiles):
         self.drop_first_token: bool = bool(manifest["drop_first_token"])
         model = manifest.get("model") or {}
         self.tokenizer_path: str | None = model.get("resolved_path") or model.get("name")
-        self._index: dict[tuple[str, bool], list[Unit]] = {}
+        self.left_out = LeftOut(path, manifest.get("left_out"))
+        """Rows every read leaves out besides the first tokens (`sae_core.store.left_out`)."""
+        self._index: dict[tuple[str, bool, bool], list[Unit]] = {}
         self._index_lock = threading.Lock()
         self._mapped: OrderedDict[int, tuple[memoryview, pq.FileMetaData]] = OrderedDict()
         self.read_workers: int = min(4, os.cpu_count() or 1)
@@ -95,10 +98,25 @@ class ActivationStore(ShardFiles):
     # -- sizes ---------------------------------------------------------------------------------
 
     def num_tokens_in(self, split: str, drop_first_token: bool | None = None) -> int:
+        """Rows a read of `split` yields: its tokens less the left-out rows (`left_out_counts`)."""
         info = self.manifest["splits"][check_split(split)]
+        kept = int(info["tokens"]) - self.left_out.count(split)
         if self._drop(drop_first_token):
-            return int(info["tokens"]) - int(info["first_tokens"])
-        return int(info["tokens"])
+            kept -= int(info["first_tokens"]) - self.left_out.at_first_position(split)
+        return kept
+
+    def left_out_counts(self, split: str, drop_first_token: bool | None = None) -> dict[str, Any]:
+        """How many rows of `split` a read leaves out, per rule, with the rules' definitions."""
+        return left_out_counts(self.manifest, check_split(split), self._drop(drop_first_token))
+
+    def left_out_positions(self, split: str) -> dict[int, np.ndarray]:
+        """doc_id → positions of its rows in the left-out index (not the first tokens): what the CE
+        evaluation leaves unpatched and uncounted."""
+        rows = self.left_out.rows(check_split(split))
+        out: dict[int, list[int]] = {}
+        for doc, pos in zip(rows["doc_id"].tolist(), rows["pos"].tolist(), strict=True):
+            out.setdefault(int(doc), []).append(int(pos))
+        return {doc: np.asarray(sorted(p), dtype=np.int64) for doc, p in out.items()}
 
     def _drop(self, drop_first_token: bool | None) -> bool:
         return self.drop_first_token if drop_first_token is None else bool(drop_first_token)
@@ -227,9 +245,9 @@ class ActivationStore(ShardFiles):
         return out
 
     def documents(self, split: str = "test") -> dict[int, np.ndarray]:
-        """doc_id → its token ids in position order (every token, the first included)."""
+        """doc_id → its token ids in position order (every token, the first and the left-out included)."""
         docs: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
-        for unit in self._units(split, drop=False):
+        for unit in self._units(split, drop=False, leave_out=False):
             table = self._shard_file(unit.shard).read_row_group(
                 unit.group, columns=["doc_id", "pos", "token_id"]
             )

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from sae_core.errors import StoreError
 from sae_core.io import sha256_file
 from sae_core.store.format import SPLITS
+from sae_core.store.left_out import LeftOut, kept_rows
 from sae_core.store.parquet_pages import map_file, read_fixed_size_column, release_mapped
 
 _VERIFIED: dict[tuple[str, str, int, int], bool] = {}
@@ -48,8 +49,9 @@ class ShardFiles:
     d_model: int
     read_workers: int
     _index_lock: threading.Lock
-    _index: dict[tuple[str, bool], list[Unit]]
+    _index: dict[tuple[str, bool, bool], list[Unit]]
     _mapped: OrderedDict[int, tuple[memoryview, pq.FileMetaData]]
+    left_out: LeftOut
 
     def _verified_path(self, shard: int) -> Path:
         """The shard's path, its checksum verified (once per process)."""
@@ -75,25 +77,32 @@ class ShardFiles:
                     self._mapped.popitem(last=False)
             return self._mapped[shard]
 
-    def _units(self, split: str, drop: bool) -> list[Unit]:
-        """Row groups holding rows of `split` and which rows (cached per store object)."""
-        key = (check_split(split), drop)
+    def _units(self, split: str, drop: bool, leave_out: bool = True) -> list[Unit]:
+        """Row groups holding rows of `split` and which rows (cached per store object). `leave_out=False`
+        keeps the left-out rows too: whole documents, for contexts and the CE evaluation only."""
+        key = (check_split(split), drop, leave_out)
         with self._index_lock:
             if key not in self._index:
                 self._index[key] = self._build_units(*key)
             return self._index[key]
 
-    def _build_units(self, split: str, drop: bool) -> list[Unit]:
+    def _build_units(self, split: str, drop: bool, leave_out: bool) -> list[Unit]:
+        """Each row group's rows that `kept_rows` keeps: the one place every read selects its rows."""
         units: list[Unit] = []
+        keys = self.left_out.keys(split) if leave_out else None
         for shard, entry in enumerate(self.manifest["shards"]):
             if entry.get("splits", {}).get(split, {}).get("tokens", 1) == 0:
                 continue
             parquet = self._shard_file(shard)
             for group in range(parquet.num_row_groups):
-                table = parquet.read_row_group(group, columns=["split", "pos"])
-                mask = pc.equal(table.column("split"), split).to_numpy(zero_copy_only=False)
-                if drop:
-                    mask &= table.column("pos").to_numpy() != 0
+                table = parquet.read_row_group(group, columns=["split", "pos", "doc_id"])
+                mask = kept_rows(
+                    pc.equal(table.column("split"), split).to_numpy(zero_copy_only=False),
+                    table.column("doc_id").to_numpy(),
+                    table.column("pos").to_numpy(),
+                    drop,
+                    keys,
+                )
                 count = int(mask.sum())
                 if count == len(mask):
                     units.append(Unit(shard, group, None, count))

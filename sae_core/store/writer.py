@@ -23,6 +23,7 @@ from sae_core.store.format import (
     plan_shards,
     split_codes,
 )
+from sae_core.store.left_out import LeftOutRules, measure_left_out
 from sae_core.store.reader import ActivationStore
 
 
@@ -44,10 +45,12 @@ def write_store(
     seed: int = 0,
     row_group_tokens: int = DEFAULT_ROW_GROUP_TOKENS,
     overwrite: bool = False,
+    left_out: LeftOutRules | None = None,
 ) -> ActivationStore:
     """Write a store from arrays: `activations` [N, d], `doc_ids` [N] (each document's rows contiguous).
-    `positions` default to the position within each document, `token_ids` to zeros, `splits` (an [N]
-    array of train/val/test) to the same hash of doc_id that extraction uses."""
+        `positions` default to the position within each document, `token_ids` to zeros, `splits` (an [N]
+        array of train/val/test) to the same hash of doc_id that extraction uses. `left_out` measures which
+    rows readers leave out (special tokens, sinks), as extraction does."""
     root = Path(path)
     if (root / MANIFEST).exists():
         if not overwrite:
@@ -108,6 +111,7 @@ def write_store(
     }
     writer.write_manifest(
         shards,
+        left_out=measure_left_out(root, shards, d_model, left_out or LeftOutRules()),
         model={**default_model, **(model or {})},
         data=data or {},
         drop_first_token=drop_first_token,
