@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import json
 import logging
 import re
 from pathlib import Path
 from typing import Any
 
-from sae_core.extraction.demo import write_corpus
+from sae_core.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +161,7 @@ def ensure_package_corpus(data_root: str | Path) -> Path:
         docs = package_documents()
         if not docs:
             raise RuntimeError("data.dataset: no installed package has an English long description")
-        write_corpus(path, docs)
+        atomic_write_text(path, "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs))
         chars = sum(len(d["text"]) for d in docs)
         packages = len({d["source"] for d in docs})
         log.info(
