@@ -69,7 +69,7 @@ def test_run_form_offers_the_presets_and_describes_every_parameter():
     from sae_core.config import preset_names
 
     sweep = parameter_schema(sae_sweep.fn).model_dump()["properties"]
-    assert sweep["preset"]["enum"] == preset_names() == ["demo", "frontier", "seed"]
+    assert sweep["preset"]["enum"] == preset_names() == ["demo", "frontier", "seed", "smollm2"]
     cell = parameter_schema(train_cell_flow.fn).model_dump()["properties"]
     from flows.extract_flow import extract_flow
 

@@ -88,7 +88,8 @@ def test_deploy_trigger_kill_and_resume(deployed, tmp_path, tiny_sweep_factory):
     schedules = deployments["sae-sweep"]["schedules"]
     assert schedules and not any(s["active"] for s in schedules)  # shipped inactive
     form = stack.http.get("/deployments/name/sae-sweep/sae-sweep").json()["parameter_openapi_schema"]
-    assert form["properties"]["preset"]["enum"] == ["demo", "frontier", "seed"]  # a choice in the run form
+    # a choice in the run form
+    assert form["properties"]["preset"]["enum"] == ["demo", "frontier", "seed", "smollm2"]
     assert all(prop.get("description") for prop in form["properties"].values())
 
     # 1. The sweep on the default pool, its extraction and its cell as runs on the gpu pool.

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from sae_core.analysis.lm_cache import borrowed_lm, cache_key
 from sae_core.device import resolve_device, resolve_dtype
 from sae_core.extraction.extract import length_batches
 from sae_core.progress import Progress, no_progress
@@ -145,7 +146,8 @@ def ce_loss_recovered(
     it (`drop_first_token`) — and its prediction is not counted. `left_out` (per document, the positions
     the store leaves out: a BOS, special tokens, sinks) are treated the same way: left clean, and the
     predictions made there not counted. So the counted predictions are made at exactly the positions
-    whose rows the SAE was trained and analysed on.
+    whose rows the SAE was trained and analysed on. The model is loaded once per process and reused
+    (`sae_core.analysis.lm_cache`).
     """
     progress = progress or no_progress
     if not model_path:
@@ -159,9 +161,24 @@ def ce_loss_recovered(
     docs, cleans = [docs[i] for i in keep], [cleans[i] for i in keep]
     if not docs:
         return None, "skipped: no held-out document is long enough (≥ 2 predicted tokens)"
-    model, why = _load_causal_lm(model_path, revision, device, dtype)
-    if model is None:
-        return None, f"skipped: {why}"
+    key = cache_key(model_path, revision, device, dtype)
+    with borrowed_lm(key, lambda: _load_causal_lm(model_path, revision, device, dtype)) as (model, why):
+        if model is None:
+            return None, f"skipped: {why}"
+        return _spliced_ce(sae, model, model_path, layer, docs, cleans, first, progress)
+
+
+def _spliced_ce(
+    sae: nn.Module,
+    model: nn.Module,
+    model_path: str,
+    layer: int,
+    docs: list[np.ndarray],
+    cleans: list[np.ndarray],
+    first: int,
+    progress: Progress,
+) -> tuple[dict[str, Any] | None, str]:
+    """`ce_loss_recovered` on a loaded model (borrowed from the process's cache)."""
     config: Any = model.config  # a transformers PretrainedConfig (typed loosely by nn.Module)
     num_layers = int(config.num_hidden_layers)
     if not 0 <= layer <= num_layers:

