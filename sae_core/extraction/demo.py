@@ -17,15 +17,14 @@ import json
 import logging
 import math
 import os
-import shutil
 import sys
 import sysconfig
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from sae_core.io import apply_umask_modes, atomic_write_text
+from sae_core.extraction.model_dir import save_model_dir
+from sae_core.io import atomic_write_text
 from sae_core.progress import Progress, no_progress
 
 log = logging.getLogger(__name__)
@@ -182,20 +181,7 @@ def build_demo_model(
         finally:
             torch.set_num_threads(threads)
     model.eval()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        atomic_write_text(tmp / "demo_spec.json", json.dumps(asdict(spec), indent=2))
-        apply_umask_modes(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    return save_model_dir(out, model, tokenizer, "demo_spec.json", asdict(spec))
 
 
 def _train_lm(model, tokenizer, texts: list[str], spec: DemoModelSpec, progress: Progress) -> None:

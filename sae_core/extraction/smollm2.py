@@ -15,15 +15,11 @@ The config name `builtin:smollm2-135m` resolves here.
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import logging
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
-from sae_core.io import apply_umask_modes, atomic_write_text
+from sae_core.extraction.model_dir import save_model_dir
 
 log = logging.getLogger(__name__)
 
@@ -80,20 +76,8 @@ def convert_gguf(gguf: Path, out_dir: str | Path) -> Path:
     model.tie_weights()
     model.eval()
     del loaded
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        source = {"package": SMOLLM2_PACKAGE, "version": importlib.metadata.version(SMOLLM2_PACKAGE)}
-        atomic_write_text(tmp / "gguf_source.json", json.dumps({**source, "file": gguf.name}, indent=2))
-        apply_umask_modes(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    source = {"package": SMOLLM2_PACKAGE, "version": importlib.metadata.version(SMOLLM2_PACKAGE)}
+    save_model_dir(out, model, tokenizer, "gguf_source.json", {**source, "file": gguf.name})
     log.info("converted %s in %.0f s → %s", gguf.name, time.perf_counter() - start, out)
     return out
 
