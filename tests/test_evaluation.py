@@ -230,3 +230,20 @@ def test_a_folded_sae_splices_as_the_normalised_one_divided_by_s(tiny_gpt2, docu
     x = torch.randn(64, D_MODEL)
     with torch.no_grad():  # and the splice is not the raw one: the scale changes what goes back
         assert not torch.allclose(fold_input_scale(trained, s)(x)[0], trained(x)[0], atol=1e-2)
+
+
+def test_error_mean_share_is_the_constant_part_of_the_error():
+    """A reconstruction off by a constant (a decoder bias far from the data's mean, the near-empty
+    JumpReLU on SmolLM2) has error_mean_share 1 and EV −‖c‖²/Var; zero-mean noise has a share near 0."""
+    gen = torch.Generator().manual_seed(5)
+    x = 4.0 + torch.randn(4_000, 8, generator=gen)
+    offset = torch.full((8,), 4.0)
+    stats = ReconstructionStats(8)
+    for lo in range(0, 4_000, 900):
+        stats.update(x[lo : lo + 900], x[lo : lo + 900] - offset, 0.0, 0.0)
+    shifted = stats.summary()
+    assert shifted["error_mean_share"] == pytest.approx(1.0)
+    assert shifted["explained_variance"] < -10
+    noisy = ReconstructionStats(8)
+    noisy.update(x, x + 0.5 * torch.randn(4_000, 8, generator=gen), 0.0, 0.0)
+    assert noisy.summary()["error_mean_share"] < 0.01

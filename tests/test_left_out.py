@@ -254,3 +254,14 @@ def test_report_flags_negative_and_jumping_ev_with_its_carriers_and_counts_left_
     assert ev_flags([_cell(0.01, 0.55, 10), _cell(0.004, 0.58, 20), _cell(0.001, 0.66, 40)]) == []
     (line,) = left_out_lines(cells)
     assert "sink 8/0/2 (row norm > 10 ×)" in line and "train/val/test" in line
+
+
+def test_report_flags_an_error_that_is_mostly_a_constant_offset():
+    offset = _cell(0.004, 0.3, 0.2, carriers=False)
+    assert offset.analysis is not None
+    offset.analysis["error_mean_share"] = 0.49
+    (flag,) = ev_flags([offset])
+    assert flag.startswith("4x_0.004_nosampling: 49.0 % of Σ‖x − x̂‖² is a constant offset")
+    assert "training.b_dec_init: mean" in flag
+    offset.analysis["error_mean_share"] = 0.1
+    assert ev_flags([offset]) == []

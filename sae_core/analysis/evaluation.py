@@ -56,6 +56,10 @@ class ReconstructionStats:
     centred_sq: float = 0.0
     """Σ‖x − x̄‖² over the tokens seen, merged batch by batch (Chan et al.): the one-pass
     Σ‖x‖² − ‖Σx‖²/n cancels catastrophically when the mean is large against the spread."""
+    error_sum: np.ndarray | None = None
+    """Σ(x − x̂) [d] (float64): the constant part of the error, n‖ē‖², is what a decoder bias left far
+    from the data's mean costs (a near-empty SAE with b_dec at zeros on a model whose residual stream
+    has a large mean: EV ≈ −‖x̄‖²/Var, not 0)."""
 
     def update(self, x: torch.Tensor, x_hat: torch.Tensor, l0: float, l1: float) -> None:
         """`x`, `x_hat` [B, d]; `l0`, `l1`: the batch's totals of active features and of activations."""
@@ -68,6 +72,8 @@ class ReconstructionStats:
         cos = (x * x_hat).sum(1) / (x_norm * xh_norm).clamp_min(1e-12)
         ratio = xh_norm / x_norm.clamp_min(1e-12)
         self._merge_variance(x)
+        err_sum = (x - x_hat).sum(0, dtype=torch.float64).cpu().numpy()
+        self.error_sum = err_sum if self.error_sum is None else self.error_sum + err_sum
         self.tokens += int(x.shape[0])
         self.squared_error += float(err.sum(dtype=torch.float64))
         self.l0_sum += float(l0)
@@ -97,13 +103,15 @@ class ReconstructionStats:
     def summary(self) -> dict[str, float | None]:
         """`mse` (mean over tokens and dimensions, as `F.mse_loss`), `explained_variance`
         (1 − Σ‖x − x̂‖² / Σ‖x − x̄‖²), `l0` (active features per token), `l1` (sum of activations per
-        token), `cosine_similarity` and `l2_ratio` (‖x̂‖/‖x‖), each averaged over tokens."""
+        token), `cosine_similarity` and `l2_ratio` (‖x̂‖/‖x‖), each averaged over tokens, and
+        `error_mean_share`: the share of Σ‖x − x̂‖² that is the error's mean, n‖ē‖² (a constant offset
+        of the reconstruction, which a decoder bias at the data's mean would remove)."""
         n = self.tokens
+        keys = ("mse", "explained_variance", "l0", "l1", "cosine_similarity", "l2_ratio", "error_mean_share")
         if n == 0 or self.mean_x is None:
-            return dict.fromkeys(
-                ("mse", "explained_variance", "l0", "l1", "cosine_similarity", "l2_ratio"), None
-            )
+            return dict.fromkeys(keys, None)
         total_var = self.centred_sq
+        offset = float(np.dot(self.error_sum, self.error_sum)) / n if self.error_sum is not None else 0.0
         return {
             "mse": self.squared_error / (n * self.d_in),
             "explained_variance": 1.0 - self.squared_error / total_var if total_var > 0 else None,
@@ -111,6 +119,7 @@ class ReconstructionStats:
             "l1": self.l1_sum / n,
             "cosine_similarity": self.cosine_sum / n,
             "l2_ratio": self.l2_ratio_sum / n,
+            "error_mean_share": offset / self.squared_error if self.squared_error > 0 else 0.0,
         }
 
 

@@ -1,6 +1,7 @@
 """What the report says about the tokens behind its figures: the rows each store leaves out (one line per
 store, per rule with its definition), and the cells whose explained variance is suspect — negative, or
-jumping against a neighbouring cell — with the rows that carry it (analysis.json's `error_carriers`).
+jumping against a neighbouring cell — with the rows that carry it (analysis.json's `error_carriers`),
+and the cells whose error is mostly a constant offset (`error_mean_share`).
 
 Neighbouring cells: the same architecture, strategy and expansion factor at adjacent sparsity settings
 (λ for relu, k for topk/batchtopk, the L0 coefficient for jumprelu, in sorted order), or the same
@@ -23,6 +24,9 @@ JUMP_EV = 0.5
 AGAINST_L0_EV = 0.05
 """EV drop, from the neighbour with the smaller L0 to the one with the larger, above which it is flagged."""
 CARRIERS_SHOWN = 3
+MEAN_OFFSET_SHARE = 0.25
+"""Share of Σ‖x − x̂‖² in the error's mean (analysis.json's `error_mean_share`) above which a cell is
+flagged: its reconstruction is off by a constant, the decoder bias far from the data's mean."""
 
 NEIGHBOURS = (
     "neighbouring cells share architecture, strategy and expansion at adjacent sparsity settings, or "
@@ -68,6 +72,12 @@ def ev_flags(cells: list[CellData]) -> list[str]:
         value = ev[c.cell.name]
         if value is not None and value < 0:
             reasons.setdefault(c.cell.name, []).append(f"negative EV {value:.3f}")
+        offset = _number(c.analysis, "error_mean_share")
+        if offset is not None and offset > MEAN_OFFSET_SHARE:
+            reasons.setdefault(c.cell.name, []).append(
+                f"{_pct(offset)} of Σ‖x − x̂‖² is a constant offset (the mean of x − x̂ over the tokens): "
+                "the decoder bias is far from the data's mean (`training.b_dec_init: mean` starts it there)"
+            )
     for a, b in _neighbour_pairs(cells):
         ea, eb = ev[a.cell.name], ev[b.cell.name]
         if ea is None or eb is None:
