@@ -27,6 +27,7 @@ from sae_core.rundir import (
     dead_caption,
     dead_token_set,
     disagreement_text,
+    parse,
     read_analysis,
     read_labels,
     read_metrics,
@@ -65,6 +66,15 @@ class CellData:
     analysis: Analysis | None = None
     labels: Labels | None = None
     notes: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # A file's content given as a dict (a notebook, a test) is read through its model too.
+        if isinstance(self.metrics, dict):
+            self.metrics = parse(Metrics, self.metrics)
+        if isinstance(self.analysis, dict):
+            self.analysis = parse(Analysis, self.analysis)
+        if isinstance(self.labels, dict):
+            self.labels = parse(Labels, self.labels)
 
     def missing(self, what: str) -> Entry:
         if not self.exists:
