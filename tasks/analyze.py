@@ -9,8 +9,8 @@ from prefect import task
 from prefect.runtime import task_run
 
 from sae_core.config import SweepConfig
-from sae_core.dead_figures import dead_caption, pct
 from sae_core.naming import Cell
+from sae_core.rundir import RAW_UNITS, Analysis, RunDir, dead_caption, parse, pct
 from tasks.common import (
     PrefectProgress,
     analysis_complete,
@@ -46,29 +46,30 @@ def analyze_features(store: str, cell: str, cfg: SweepConfig) -> dict[str, Any]:
     out = run_dir(cfg, the_cell)
     progress = PrefectProgress(artifact_key("analyze", cfg.name, the_cell.task_name), f"analysing {cell}")
     start = time.perf_counter()
-    summary = analyze_run(store, out, cfg, progress=progress)
+    run = RunDir(out)
+    summary = parse(Analysis, analyze_run(store, out, cfg, progress=progress), run.analysis)
     seconds = time.perf_counter() - start
-    never = summary.get("never_fired_fraction")
+    never = summary.never_fired_fraction
     run_logger().info(
         "%s analysed (%s units): %s %s, never fired (> 0) %s, L0 %s, explained variance %s",
         cell,
-        summary.get("activation_units", "raw"),
-        dead_caption(summary.get("dead_threshold"), summary.get("dead_split")),
-        pct(summary["dead_fraction"]) if summary.get("dead_fraction") is not None else "missing",
+        summary.activation_units or RAW_UNITS,
+        dead_caption(summary.dead_threshold, summary.dead_split),
+        pct(summary.dead_fraction) if summary.dead_fraction is not None else "missing",
         pct(never) if never is not None else "missing",
-        summary.get("l0"),
-        summary.get("explained_variance"),
+        summary.l0,
+        summary.explained_variance,
     )
-    shortfall = (summary.get("selection") or {}).get("shortfall")
+    shortfall = (summary.selection or {}).get("shortfall")
     if shortfall:
         run_logger().warning("%s: selection %s", cell, shortfall)
     return {
         "cell": cell,
         "run_dir": str(out),
-        "analysis": str(out / "analysis.json"),
-        "dead_fraction": summary.get("dead_fraction"),
-        "l0": summary.get("l0"),
-        "explained_variance": summary.get("explained_variance"),
+        "analysis": str(run.analysis),
+        "dead_fraction": summary.dead_fraction,
+        "l0": summary.l0,
+        "explained_variance": summary.explained_variance,
         "work_s": seconds,
     }
 

@@ -24,10 +24,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from sae_core import rundir
 from sae_core.config import KEY_DUMP, KeyPolicy, SweepConfig, check_key_source
 from sae_core.errors import SaeSweepError
 from sae_core.io import read_json
 from sae_core.naming import Cell
+from sae_core.rundir import RunDir, is_analysed, is_trained
 from sae_core.version import code_version
 
 log = logging.getLogger(__name__)
@@ -163,28 +165,14 @@ def store_complete(store_path: str | Path) -> bool:
 
 
 def training_complete(cfg: SweepConfig, cell: Cell) -> bool:
-    out = run_dir(cfg, cell)
-    metrics = out / "metrics.json"
-    if not (metrics.is_file() and (out / cell.weights_filename).is_file()):
-        return False
-    try:
-        return bool(read_json(metrics).get("completed"))
-    except (OSError, ValueError):
-        return False
+    return is_trained(RunDir(run_dir(cfg, cell)), cell.weights_filename)
 
 
-ANALYSIS_OUTPUTS = (
-    "analysis.json",
-    "features/feature_stats.parquet",
-    "features/selected.json",
-    "features/examples.parquet",
-    "features/top_examples.parquet",
-)
+ANALYSIS_OUTPUTS = rundir.ANALYSIS_OUTPUTS
 
 
 def analysis_complete(cfg: SweepConfig, cell: Cell) -> bool:
-    out = run_dir(cfg, cell)
-    return all((out / name).is_file() for name in ANALYSIS_OUTPUTS)
+    return is_analysed(RunDir(run_dir(cfg, cell)))
 
 
 def retry_unless_user_error(task: Any, task_run: Any, state: Any) -> bool:

@@ -6,48 +6,57 @@ a GPU pool, and so that a missing or skipped stage shows as such — never as a 
 
 from __future__ import annotations
 
-from pathlib import Path
+import logging
 from typing import Any
 
 from sae_core.config import SweepConfig
-from sae_core.dead_figures import dead_caption, dead_token_set, training_dead_fraction
-from sae_core.io import read_json
 from sae_core.naming import Cell, format_l1, grid_cells
 from sae_core.report import sparsity_text
+from sae_core.rundir import (
+    RunDir,
+    RunFileError,
+    dead_caption,
+    dead_token_set,
+    read_analysis,
+    read_labels,
+    read_metrics,
+    training_dead_fraction,
+)
 from tasks.common import run_dir
 
 MISSING = "missing"
+log = logging.getLogger(__name__)
 
 
-def _load(path: Path) -> dict[str, Any] | None:
+def _load(reader: Any, run: RunDir) -> Any:
+    """A run file through its `sae_core.rundir` reader; an unreadable one shows as missing (logged)."""
     try:
-        return read_json(path) if path.is_file() else None
-    except (OSError, ValueError):
+        return reader(run)
+    except RunFileError as exc:
+        log.warning("grid table: %s", exc)
         return None
 
 
 def cell_summary(cfg: SweepConfig, cell: Cell) -> dict[str, Any]:
     """What the run dir says about one cell: the figures the grid table shows, None when absent."""
     out = run_dir(cfg, cell)
-    metrics = _load(out / "metrics.json") or {}
-    analysis = _load(out / "analysis.json") or {}
-    labels = _load(out / "labels.json") or {}
-    mono = labels.get("monosemanticity_rate")
+    run = RunDir(out)
+    metrics = _load(read_metrics, run)
+    analysis = _load(read_analysis, run)
+    labels = _load(read_labels, run)
     return {
         "cell": cell.name,
         "run_dir": str(out),
-        "trained": bool(metrics.get("completed")),
-        "analysed": bool(analysis),
-        "dead_fraction": analysis.get("dead_fraction"),
-        "dead_caption": dead_caption(analysis.get("dead_threshold"), dead_token_set(analysis))
-        if analysis
-        else None,
+        "trained": bool(metrics is not None and metrics.completed),
+        "analysed": analysis is not None,
+        "dead_fraction": analysis.dead_fraction if analysis else None,
+        "dead_caption": dead_caption(analysis.dead_threshold, dead_token_set(analysis)) if analysis else None,
         "training_dead_fraction": training_dead_fraction(metrics)[0],
-        "l0": analysis.get("l0"),
-        "explained_variance": analysis.get("explained_variance"),
-        "monosemanticity_rate": mono,
-        "monosemanticity_rate_conservative": labels.get("monosemanticity_rate_conservative"),
-        "labels_skipped": labels.get("skipped_reason"),
+        "l0": analysis.l0 if analysis else None,
+        "explained_variance": analysis.explained_variance if analysis else None,
+        "monosemanticity_rate": labels.monosemanticity_rate if labels else None,
+        "monosemanticity_rate_conservative": labels.monosemanticity_rate_conservative if labels else None,
+        "labels_skipped": labels.skipped_reason if labels else None,
     }
 
 

@@ -14,9 +14,9 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import task_run
 
 from sae_core.config import SweepConfig
-from sae_core.dead_figures import pct
 from sae_core.errors import SaeSweepError
 from sae_core.naming import Cell
+from sae_core.rundir import Evaluation, Metrics, RunDir, parse, pct
 from tasks.common import (
     PrefectProgress,
     artifact_key,
@@ -87,23 +87,26 @@ def train_sae(store: str, cell: str, cfg: SweepConfig) -> dict[str, Any]:
     out = run_dir(cfg, the_cell)
     start = time.perf_counter()
     with stage_lock(cfg, f"train-{cfg.name}-{the_cell.name}"):
-        metrics = train_cell(store, the_cell, cfg, out, callbacks=[progress_callback(the_cell, cfg.name)])
+        found = train_cell(store, the_cell, cfg, out, callbacks=[progress_callback(the_cell, cfg.name)])
     seconds = time.perf_counter() - start
-    final = metrics.get("final") or {}
+    run = RunDir(Path(out))
+    metrics = parse(Metrics, found, run.metrics)
+    final = metrics.final or Evaluation()
+    dead = metrics.training_dead_fraction
     run_logger().info(
         "%s trained: %s steps, loss %s, L0 %s, dead %% (training window) %s",
         the_cell.name,
-        metrics.get("steps"),
-        _rounded(final.get("loss")),
-        _rounded(final.get("l0")),
-        pct(metrics["training_dead_fraction"]) if "training_dead_fraction" in metrics else "missing",
+        metrics.steps,
+        _rounded(final.loss),
+        _rounded(final.l0),
+        pct(dead) if dead is not None else "missing",
     )
     return {
         "cell": the_cell.name,
         "run_dir": str(out),
-        "weights": str(Path(out) / the_cell.weights_filename),
-        "steps": metrics.get("steps"),
-        "training_dead_fraction": metrics.get("training_dead_fraction"),
+        "weights": str(run.weights(the_cell.weights_filename)),
+        "steps": metrics.steps,
+        "training_dead_fraction": dead,
         "work_s": seconds,
     }
 

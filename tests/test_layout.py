@@ -14,19 +14,20 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("store", "extraction", "saes", "training", "analysis", "labels", "report", "config")
+PACKAGES = ("store", "extraction", "saes", "training", "analysis", "labels", "report", "config", "rundir")
 HELPERS = ("errors", "io", "naming", "version", "device", "progress", "encoding")
 
 # Which of sae_core's stage packages each one may import (the shared helpers are open to all).
 ALLOWED = {
     "config": set(),
+    "rundir": set(),  # a run directory's paths, checks and file models: read by every later stage
     "store": set(),
     "extraction": {"config", "store"},
     "saes": set(),
-    "training": {"config", "store", "saes"},
-    "analysis": {"config", "store", "saes", "extraction"},
-    "labels": {"config"},
-    "report": {"config", "store", "saes", "training", "analysis", "labels"},
+    "training": {"config", "store", "saes", "rundir"},
+    "analysis": {"config", "store", "saes", "extraction", "rundir"},
+    "labels": {"config", "rundir"},
+    "report": {"config", "store", "saes", "training", "analysis", "labels", "rundir"},
 }
 MAX_LINES = 400
 

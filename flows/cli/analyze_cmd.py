@@ -26,23 +26,25 @@ def analyze(
     (dead %, selectivity, examples, correlation, reconstruction metrics, CE-loss recovered)."""
     cfg = resolve_config(preset, config, set_, command="analyze")
     from sae_core.analysis import analyze_run
-    from sae_core.dead_figures import dead_caption, pct
+    from sae_core.rundir import Analysis, RunDir, dead_caption, parse, pct
 
     bar = _LazyBar(f"analysing {run.name}")
     try:
-        summary = analyze_run(activations, run, cfg, bar)
+        summary = parse(Analysis, analyze_run(activations, run, cfg, bar), RunDir(run).analysis)
     finally:
         bar.close()
-    ce = summary.get("ce_loss")
+    ce = summary.ce_loss
+    dead = f"{summary.dead_count}/{summary.d_hidden}"
+    fraction = pct(summary.dead_fraction) if summary.dead_fraction is not None else "n/a"
+    selected = summary.selected or {}
     typer.echo(
-        f"{summary['cell']}: {summary['tokens_analyzed']} {summary['split']} tokens, "
-        f"{dead_caption(summary['dead_threshold'], summary.get('dead_split'))} "
-        f"{summary['dead_count']}/{summary['d_hidden']} ({pct(summary['dead_fraction'])}), "
-        f"L0 {_fmt(summary['l0'])}, explained variance {_fmt(summary['explained_variance'])}, "
-        f"CE-loss recovered {_fmt(ce['recovered']) if ce else summary['ce_loss_note']}"
+        f"{summary.cell}: {summary.tokens_analyzed} {summary.split} tokens, "
+        f"{dead_caption(summary.dead_threshold, summary.dead_split)} {dead} ({fraction}), "
+        f"L0 {_fmt(summary.l0)}, explained variance {_fmt(summary.explained_variance)}, "
+        f"CE-loss recovered {_fmt(ce.recovered) if ce else summary.ce_loss_note}"
     )
-    typer.echo(f"selected: top {summary['selected']['top']} bottom {summary['selected']['bottom']}")
-    typer.echo(str(run / "analysis.json"))
+    typer.echo(f"selected: top {selected.get('top')} bottom {selected.get('bottom')}")
+    typer.echo(str(RunDir(run).analysis))
 
 
 class _LazyBar:

@@ -39,17 +39,20 @@ def label(
     apply_prefect_defaults()
     # One line per HTTP call (Prefect's API, the endpoint) drowns the labels in a terminal.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    summary = _label_flow()(str(run.resolve()), with_absolute_root(cfg).model_dump(mode="json"), True)
-    if summary.get("skipped_reason"):
-        typer.echo(f"labels skipped: {summary['skipped_reason']}")
+    from sae_core.rundir import Labels, RunDir, parse
+
+    found = _label_flow()(str(run.resolve()), with_absolute_root(cfg).model_dump(mode="json"), True)
+    summary = parse(Labels, found, RunDir(run).labels)
+    if summary.skipped_reason:
+        typer.echo(f"labels skipped: {summary.skipped_reason}")
         return
-    rate = summary["monosemanticity_rate"]
+    rate = summary.monosemanticity_rate
     typer.echo(
-        f"{run.name}: {summary['labelled']} labelled, {summary['polysemantic']} polysemantic, "
-        f"{summary['failed']} failed, {summary.get('cached', 0)} from cache; monosemanticity rate "
+        f"{run.name}: {summary.labelled} labelled, {summary.polysemantic} polysemantic, "
+        f"{summary.failed} failed, {summary.cached or 0} from cache; monosemanticity rate "
         + ("n/a" if rate is None else f"{rate:.3f}")
     )
-    typer.echo(f"labels: {run / 'labels.parquet'}")
+    typer.echo(f"labels: {RunDir(run).labels_parquet}")
 
 
 def _label_flow() -> Any:

@@ -38,6 +38,7 @@ def train(
     from sae_core.io import check_writable
     from sae_core.naming import Cell
     from sae_core.progress import TqdmProgress
+    from sae_core.rundir import Metrics, RunDir, parse
     from sae_core.training import train_cell
 
     # No preset named: one cell's documented TrainingConfig defaults, not the demo's (said on stderr).
@@ -52,12 +53,16 @@ def train(
     except ValueError as exc:
         raise TrainingError(str(exc)) from None
     with TqdmProgress(f"train {cell.name}") as bar:
-        metrics = train_cell(activations, cell, cfg, out, progress=bar)
+        metrics = parse(Metrics, train_cell(activations, cell, cfg, out, progress=bar), RunDir(out).metrics)
     summary = {
-        k: metrics[k] for k in ("cell", "steps", "tokens_trained", "tokens_per_s", "training_dead_fraction")
+        "cell": metrics.cell,
+        "steps": metrics.steps,
+        "tokens_trained": metrics.tokens_trained,
+        "tokens_per_s": metrics.tokens_per_s,
+        "training_dead_fraction": metrics.training_dead_fraction,
+        "final": metrics.final.to_json() if metrics.final is not None else None,
+        "resample_events": len(metrics.resample_events or []),
     }
-    summary["final"] = metrics["final"]
-    summary["resample_events"] = len(metrics["resample_events"])
     typer.echo(json.dumps(summary, indent=2))
     typer.echo(f"wrote {out / cell.weights_filename}")
 

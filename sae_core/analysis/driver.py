@@ -87,13 +87,23 @@ from sae_core.analysis.scoring_windows import (
     scoring_windows,
 )
 from sae_core.config import AnalysisConfig, SweepConfig
-from sae_core.dead_figures import dead_caption, pct, run_units, units_text
-from sae_core.dead_figures import training_dead_fraction as _training_dead_fraction
 from sae_core.device import cpu_threads, resolve_device
 from sae_core.errors import AnalysisError
-from sae_core.io import atomic_write_json, atomic_write_with, check_writable, read_json
+from sae_core.io import atomic_write_json, atomic_write_with, check_writable
 from sae_core.naming import Cell
 from sae_core.progress import Progress, no_progress
+from sae_core.rundir import (
+    ANALYSIS_FORMAT,
+    Metrics,
+    RunDir,
+    RunFileError,
+    dead_caption,
+    pct,
+    read_metrics,
+    run_units,
+    units_text,
+)
+from sae_core.rundir import training_dead_fraction as _training_dead_fraction
 from sae_core.store.format import SPLITS
 from sae_core.version import code_version
 
@@ -291,6 +301,7 @@ def analyze_run(
     carrier_tokens = decoder.tokens([int(t) for t in carriers.meta[:, 2]])
     dead_count = int(cols["dead"].sum())
     summary: dict[str, Any] = {
+        "format": ANALYSIS_FORMAT,
         "cell": cell_name,
         "split": acfg.split,
         "tokens_analyzed": n_tokens,
@@ -321,7 +332,7 @@ def analyze_run(
         "timings_s": timings,
         "code_version": code_version(),
     }
-    atomic_write_json(run_dir / "analysis.json", summary)
+    atomic_write_json(RunDir(run_dir).analysis, summary)
     log.info(
         "%s: %s %s (never fired %s), L0 %.1f, explained variance %s, CE recovered %s",
         cell_name,
@@ -339,8 +350,8 @@ def analyze_run(
 # Inputs
 
 
-def load_sae(run_dir: Path) -> tuple[Any, dict[str, Any]]:
-    """The SAE (`model_weights_*.pth`, of the architecture its keys name) and metrics.json (empty when
+def load_sae(run_dir: Path) -> tuple[Any, Metrics | None]:
+    """The SAE (`model_weights_*.pth`, of the architecture its keys name) and metrics.json (None when
     absent) of a run dir; AnalysisError naming the path when either is unusable."""
     from sae_core.saes.registry import load_any
 
@@ -351,14 +362,10 @@ def load_sae(run_dir: Path) -> tuple[Any, dict[str, Any]]:
         sae = load_any(weights)
     except (OSError, RuntimeError, ValueError, KeyError, EOFError, pickle.UnpicklingError) as exc:
         raise AnalysisError(f"run: cannot load the SAE weights {weights} ({exc})") from None
-    metrics_path = run_dir / "metrics.json"
-    metrics: dict[str, Any] = {}
-    if metrics_path.is_file():
-        try:
-            loaded = read_json(metrics_path)
-        except ValueError as exc:
-            raise AnalysisError(f"run: {metrics_path} is not valid JSON ({exc})") from None
-        metrics = loaded if isinstance(loaded, dict) else {}
+    try:
+        metrics = read_metrics(run_dir)
+    except RunFileError as exc:
+        raise AnalysisError(f"run: {exc}") from None
     return sae, metrics
 
 
@@ -370,7 +377,7 @@ def _weights_file(run_dir: Path) -> Path:
             return named
     except ValueError:
         pass
-    found = sorted(run_dir.glob("model_weights_*.pth"))
+    found = RunDir(run_dir).weight_files()
     if not found:
         raise AnalysisError(f"run: {run_dir} holds no model_weights_*.pth (train the cell first)")
     if len(found) > 1:
@@ -387,12 +394,11 @@ def _check_config(acfg: AnalysisConfig) -> None:
         raise AnalysisError(f"analysis.batch_size: must be > 0 (got {acfg.batch_size})")
 
 
-def _cell_name(run_dir: Path, metrics: dict[str, Any]) -> str:
+def _cell_name(run_dir: Path, metrics: Metrics | None) -> str:
     try:
         return Cell.parse(run_dir.name).name
     except ValueError:
-        cell = metrics.get("cell")
-        return cell if isinstance(cell, str) else run_dir.name
+        return (metrics.cell if metrics is not None else None) or run_dir.name
 
 
 def _json_value(value: Any) -> Any:
@@ -401,8 +407,3 @@ def _json_value(value: Any) -> Any:
 
 def _json_matrix(matrix: np.ndarray) -> list[list[float | None]]:
     return [[finite_or_none(float(v)) for v in row] for row in matrix]
-
-
-def read_analysis(run_dir: str | Path) -> dict[str, Any]:
-    """analysis.json of a run dir (written last: its presence means the analysis completed)."""
-    return read_json(Path(run_dir) / "analysis.json")

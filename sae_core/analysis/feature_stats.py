@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from sae_core.dead_figures import RAW_UNITS, selection_shortfall
+from sae_core.rundir import RAW_UNITS, selection_shortfall
 
 HIST_BINS = 64
 HIST_MAX = 1e3

@@ -27,6 +27,7 @@ from sae_core.errors import LabelingError
 from sae_core.io import atomic_write_json, atomic_write_with, read_json
 from sae_core.labels.prompt import LabelExample
 from sae_core.labels.scoring import ScoringWindow
+from sae_core.rundir import LABELS_FORMAT, RunDir
 
 log = logging.getLogger(__name__)
 
@@ -266,6 +267,7 @@ def write_labels(run_dir: str | Path, rows: Sequence[dict[str, Any]], summary: d
     short (`selection`), so a cell with nothing to label says why; it is added to `summary` in place,
     so the caller returns what the file holds."""
     run = Path(run_dir)
+    summary.setdefault("format", LABELS_FORMAT)
     selection = selection_counts(run)
     if selection is not None:
         summary["selection"] = selection
@@ -275,9 +277,9 @@ def write_labels(run_dir: str | Path, rows: Sequence[dict[str, Any]], summary: d
         table = pa.Table.from_pylist(
             [{c: r.get(c) for c in LABEL_COLUMNS.names} for r in rows], LABEL_COLUMNS
         )
-        atomic_write_with(run / "labels.parquet", lambda tmp: pq.write_table(table, tmp))
-    atomic_write_json(run / "labels.json", summary)
-    return run / "labels.json"
+        atomic_write_with(RunDir(run).labels_parquet, lambda tmp: pq.write_table(table, tmp))
+    atomic_write_json(RunDir(run).labels, summary)
+    return RunDir(run).labels
 
 
 # ---------------------------------------------------------------------------------------------

@@ -24,15 +24,29 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from sae_core.dead_figures import dead_caption, dead_token_set, units_text
 from sae_core.encoding import script_json
 from sae_core.errors import ReportError
 from sae_core.io import atomic_write_text
 from sae_core.naming import Cell
+from sae_core.rundir import (
+    ANALYSIS,
+    BROWSER,
+    LABELS,
+    LABELS_PARQUET,
+    Analysis,
+    Labels,
+    RunDir,
+    RunFileError,
+    dead_caption,
+    dead_token_set,
+    read_analysis,
+    read_labels,
+    units_text,
+)
 
 log = logging.getLogger(__name__)
 
-BROWSER_FILENAME = "browser.html"
+BROWSER_FILENAME = BROWSER
 PLACEHOLDER = "__SAE_BROWSER_DATA__"
 EXAMPLES_PLACEHOLDER = "__SAE_BROWSER_EXAMPLES__"
 CORRELATED_SHOWN = 8
@@ -64,9 +78,10 @@ BROWSER_INPUTS = (
     "features/top_examples.parquet",
     "features/neighbors.parquet",
     "features/correlation.json",
-    "analysis.json",
-    "labels.parquet",
-    "labels.json",
+    ANALYSIS,
+    BROWSER,
+    LABELS_PARQUET,
+    LABELS,
 )
 
 
@@ -117,8 +132,8 @@ def browser_data(run_dir: Path) -> dict[str, Any]:
     if missing := sorted(needed - set(stats.column_names)):
         raise ReportError(f"run_dir: {str(stats_path)!r} lacks columns {missing}")
 
-    analysis = _json(run_dir / "analysis.json") or {}
-    labels_summary = _json(run_dir / "labels.json")
+    analysis = _optional(read_analysis, RunDir(run_dir)) or Analysis()
+    labels_summary = _optional(read_labels, RunDir(run_dir))
     selected = _json(run_dir / "features" / "selected.json") or {}
     ids = stats.column("feature_id").to_numpy(zero_copy_only=False).astype(np.int64)
     features = {
@@ -139,11 +154,11 @@ def browser_data(run_dir: Path) -> dict[str, Any]:
         "cell": _cell_name(run_dir, analysis),
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "summary": _summary(analysis, labels_summary, len(ids)),
-        "edges": _clean(analysis.get("histogram_edges")),
+        "edges": _clean(analysis.histogram_edges),
         "f": features,
         "hist": hist,
         "groups": groups,
-        "labels": _labels(run_dir / "labels.parquet"),
+        "labels": _labels(RunDir(run_dir).labels_parquet),
         "examples": _examples(run_dir / "features" / "examples.parquet"),
         "nb": _neighbors(run_dir / "features" / "neighbors.parquet"),
         "corr": _correlated(run_dir / "features" / "correlation.json"),
@@ -152,11 +167,21 @@ def browser_data(run_dir: Path) -> dict[str, Any]:
     }
 
 
-def _cell_name(run_dir: Path, analysis: dict[str, Any]) -> str:
+def _cell_name(run_dir: Path, analysis: Analysis) -> str:
     try:
         return Cell.parse(run_dir.name).name
     except ValueError:
-        return str(analysis.get("cell") or run_dir.name)
+        return analysis.cell or run_dir.name
+
+
+def _optional(reader: Any, run: RunDir) -> Any:
+    """A run file through its `sae_core.rundir` reader, or None (logged: the error names the file and
+    what to do) when it cannot be read: one bad optional file must not sink the page."""
+    try:
+        return reader(run)
+    except RunFileError as exc:
+        log.warning("browser: %s", exc)
+        return None
 
 
 def _json(path: Path) -> dict[str, Any] | None:
@@ -190,32 +215,32 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def _summary(analysis: dict[str, Any], labels: dict[str, Any] | None, n: int) -> dict[str, Any]:
-    keys = (
-        "dead_fraction",
-        "training_dead_fraction",
-        "l0",
-        "explained_variance",
-        "tokens_analyzed",
-        "dead_threshold",
-        "dead_split",
-        "split",
-        "dead_tokens",
-    )
-    summary = {k: _clean(analysis.get(k)) for k in keys}
-    caption = dead_caption(_clean(analysis.get("dead_threshold")), dead_token_set(analysis))
+def _summary(analysis: Analysis, labels: Labels | None, n: int) -> dict[str, Any]:
+    """The page header's figures (each once; an absent one is null and the page shows —)."""
+    summary: dict[str, Any] = {
+        "dead_fraction": _clean(analysis.dead_fraction),
+        "training_dead_fraction": _clean(analysis.training_dead_fraction),
+        "l0": _clean(analysis.l0),
+        "explained_variance": _clean(analysis.explained_variance),
+        "tokens_analyzed": analysis.tokens_analyzed,
+        "dead_threshold": _clean(analysis.dead_threshold),
+        "dead_split": analysis.dead_split,
+        "split": analysis.split,
+        "dead_tokens": analysis.dead_tokens,
+    }
+    caption = dead_caption(summary["dead_threshold"], dead_token_set(analysis))
     # The threshold and the activations shown are in the stored activations' units: say which.
-    summary["dead_caption"] = f"{caption[:-1]}; {units_text(analysis.get('activation_units'))})"
-    ce = analysis.get("ce_loss")
-    summary["ce_recovered"] = _clean(ce.get("recovered")) if isinstance(ce, dict) else None
+    summary["dead_caption"] = f"{caption[:-1]}; {units_text(analysis.activation_units)})"
+    ce = analysis.ce_loss
+    summary["ce_recovered"] = _clean(ce.recovered) if ce is not None else None
     summary["features"] = n
     if labels is None:
         summary["labels"] = "missing"
-    elif labels.get("skipped_reason"):
-        summary["labels"] = f"skipped ({labels['skipped_reason']})"
+    elif labels.skipped_reason:
+        summary["labels"] = f"skipped ({labels.skipped_reason})"
     else:
         summary["labels"] = "ok"
-        summary["monosemanticity_rate"] = _clean(labels.get("monosemanticity_rate"))
+        summary["monosemanticity_rate"] = _clean(labels.monosemanticity_rate)
     return summary
 
 

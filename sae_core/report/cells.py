@@ -6,24 +6,38 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
 
 from sae_core.config import SweepConfig
-from sae_core.dead_figures import (
+from sae_core.errors import ReportError
+from sae_core.naming import Cell, grid_cells
+from sae_core.rundir import (
     TRAINING_CAPTION,
+    Analysis,
+    Labels,
+    Metrics,
+    RunDir,
+    RunFileError,
     dead_caption,
     dead_token_set,
     disagreement_text,
+    parse,
+    read_analysis,
+    read_labels,
+    read_metrics,
     training_dead_fraction,
     units_text,
 )
-from sae_core.errors import ReportError
-from sae_core.naming import Cell, grid_cells
 
 log = logging.getLogger(__name__)
+
+F = TypeVar("F", Metrics, Analysis, Labels)
 
 
 REPORT_DIRNAME = "report"
@@ -42,15 +56,25 @@ class Entry:
 
 @dataclass
 class CellData:
-    """What one cell directory holds; a file that is absent or unreadable is None plus a note."""
+    """What one cell directory holds, read through `sae_core.rundir`; a file that is absent or unreadable
+    is None plus a note."""
 
     cell: Cell
     path: Path
     exists: bool
-    metrics: dict[str, Any] | None = None
-    analysis: dict[str, Any] | None = None
-    labels: dict[str, Any] | None = None
+    metrics: Metrics | None = None
+    analysis: Analysis | None = None
+    labels: Labels | None = None
     notes: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # A file's content given as a dict (a notebook, a test) is read through its model too.
+        if isinstance(self.metrics, dict):
+            self.metrics = parse(Metrics, self.metrics)
+        if isinstance(self.analysis, dict):
+            self.analysis = parse(Analysis, self.analysis)
+        if isinstance(self.labels, dict):
+            self.labels = parse(Labels, self.labels)
 
     def missing(self, what: str) -> Entry:
         if not self.exists:
@@ -89,9 +113,10 @@ def collect_cells(sweep_dir: str | Path, cfg: SweepConfig | None = None) -> list
         path = found.get(cell, root / cell.name)
         data = CellData(cell, path, exists=path.is_dir())
         if data.exists:
-            data.metrics = _read_json(path / "metrics.json", "metrics.json", data.notes)
-            data.analysis = _read_json(path / "analysis.json", "analysis.json", data.notes)
-            data.labels = _read_json(path / "labels.json", "labels.json", data.notes)
+            run = RunDir(path)
+            data.metrics = _read_run_file(read_metrics, run, run.metrics, data.notes)
+            data.analysis = _read_run_file(read_analysis, run, run.analysis, data.notes)
+            data.labels = _read_run_file(read_labels, run, run.labels, data.notes)
         cells.append(data)
     return cells
 
@@ -100,7 +125,7 @@ def store_provenance(cells: list[CellData]) -> list[dict[str, Any]]:
     """Per store the cells were trained on (metrics.json's `store`), what its manifest says it was read
     from: model, data source and library versions. A store written before manifests recorded the
     source has `source` None; one that is gone has `found` False."""
-    stores = sorted({str(c.metrics["store"]) for c in cells if c.metrics and c.metrics.get("store")})
+    stores = sorted({c.metrics.store for c in cells if c.metrics is not None and c.metrics.store})
     out = []
     for store in stores:
         manifest = _read_json(Path(store) / "manifest.json", "manifest.json", {})
@@ -122,6 +147,23 @@ def store_provenance(cells: list[CellData]) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def _read_run_file(
+    reader: Callable[[RunDir], F | None], run: RunDir, path: Path, notes: dict[str, str]
+) -> F | None:
+    """A run file through its `sae_core.rundir` reader; absent or unreadable is None plus a note (the
+    error's one line is logged: it names the file and what to do)."""
+    what = path.name
+    try:
+        found = reader(run)
+    except RunFileError as exc:
+        log.warning("report: %s", exc)
+        notes[what] = f"missing (unreadable {what})"
+        return None
+    if found is None:
+        notes[what] = f"missing (no {what})"
+    return found
 
 
 def _read_json(path: Path, what: str, notes: dict[str, str]) -> dict[str, Any] | None:
@@ -151,12 +193,15 @@ def _number(value: Any) -> float | None:
 
 
 def figure_from(data: CellData, source: str, *keys: str, scale: float = 1.0) -> Entry:
-    doc = {"analysis.json": data.analysis, "metrics.json": data.metrics}[source]
+    doc: BaseModel | None = {"analysis.json": data.analysis, "metrics.json": data.metrics}[source]
     if doc is None:
         return data.missing(source)
     value: Any = doc
     for key in keys:
-        value = value.get(key) if isinstance(value, dict) else None
+        if isinstance(value, BaseModel):
+            value = getattr(value, key, None)
+        else:
+            value = value.get(key) if isinstance(value, dict) else None
     number = _number(value)
     if number is None:
         return Entry(None, f"missing ({'.'.join(keys)} absent)")
@@ -171,7 +216,7 @@ def training_dead_pct(data: CellData) -> Entry:
     """metrics.json's training-window figure (an old run's `dead_fraction_train` only where it was not
     wrong, see `dead_figures`); analysis.json's copy when metrics.json is gone."""
     if data.metrics is None:
-        copied = (data.analysis or {}).get("dead_split") is not None  # written by the corrected code
+        copied = data.analysis is not None and data.analysis.dead_split is not None  # the corrected code
         if copied:
             fallback = figure_from(data, "analysis.json", "training_dead_fraction", scale=100.0)
             if fallback.value is not None:
@@ -205,7 +250,7 @@ def unit_notes(cells: list[CellData]) -> list[str]:
     analysed = [(c, c.analysis) for c in cells if c.analysis is not None]
     if not analysed:
         return []
-    scales = sorted({units_text(a.get("activation_units")) for _, a in analysed})
+    scales = sorted({units_text(a.activation_units) for _, a in analysed})
     notes = [
         f"Units: the dead threshold, `analysis.min_activations` (firings above that threshold), every "
         f"activation value and explained variance are in the {' / '.join(scales)} (an analysis written "
@@ -217,7 +262,7 @@ def unit_notes(cells: list[CellData]) -> list[str]:
         said = disagreement_text(analysis)
         if said:
             notes.append(f"{data.cell.name}: {said}")
-        shortfall = (analysis.get("selection") or {}).get("shortfall")
+        shortfall = (analysis.selection or {}).get("shortfall")
         if shortfall:
             notes.append(f"{data.cell.name}: the selection holds {shortfall}.")
     return notes
@@ -227,7 +272,7 @@ def dead_pct_caption(cells: list[CellData]) -> str:
     """The analysis dead % title with the threshold and token set the cells' analysis.json name, e.g.
     `dead % (>0.07, all tokens)`; `mixed` when cells disagree."""
     analysed = [c.analysis for c in cells if c.analysis is not None]
-    thresholds = {_number(a.get("dead_threshold")) for a in analysed}
+    thresholds = {_number(a.dead_threshold) for a in analysed}
     sets = {dead_token_set(a) for a in analysed}
     threshold = thresholds.pop() if len(thresholds) == 1 else None
     token_set = sets.pop() if len(sets) == 1 else ("mixed" if sets else None)
@@ -237,8 +282,8 @@ def dead_pct_caption(cells: list[CellData]) -> str:
 def ce_recovered(data: CellData) -> Entry:
     if data.analysis is None:
         return data.missing("analysis.json")
-    if data.analysis.get("ce_loss") is None:
-        note = data.analysis.get("ce_loss_note")
+    if data.analysis.ce_loss is None:
+        note = data.analysis.ce_loss_note
         return Entry(None, f"skipped ({note})" if note else "skipped")
     return figure_from(data, "analysis.json", "ce_loss", "recovered")
 
@@ -247,15 +292,14 @@ def monosemanticity_pct(data: CellData) -> Entry:
     labels = data.labels
     if labels is None:
         return data.missing("labels.json")
-    if labels.get("skipped_reason"):
-        return Entry(None, f"skipped ({labels['skipped_reason']})")
-    rate = _number(labels.get("monosemanticity_rate"))
-    found = labels.get("selection")
-    selection: dict[str, Any] = found if isinstance(found, dict) else {}
-    if rate is None and selection.get("selected") == 0:
-        return Entry(None, f"skipped (no feature selected: {selection.get('shortfall') or 'none qualified'})")
+    if labels.skipped_reason:
+        return Entry(None, f"skipped ({labels.skipped_reason})")
+    rate = _number(labels.monosemanticity_rate)
+    selection = labels.selection
+    if rate is None and selection is not None and selection.selected == 0:
+        return Entry(None, f"skipped (no feature selected: {selection.shortfall or 'none qualified'})")
     if rate is None:
-        failed = labels.get("failed")
+        failed = labels.failed
         return Entry(None, f"failed ({failed} labels failed)" if failed else "missing (no rate)")
     return Entry(rate * 100.0)
 
@@ -264,11 +308,11 @@ def monosemanticity_conservative_pct(data: CellData) -> Entry:
     """The rate counting failed labels as polysemantic; from the counts when labels.json predates the key."""
     plain = monosemanticity_pct(data)
     labels = data.labels
-    if labels is None or labels.get("skipped_reason"):
+    if labels is None or labels.skipped_reason:
         return plain
-    rate = _number(labels.get("monosemanticity_rate_conservative"))
+    rate = _number(labels.monosemanticity_rate_conservative)
     if rate is None:
-        labelled, poly, failed = (_number(labels.get(k)) for k in ("labelled", "polysemantic", "failed"))
+        labelled, poly, failed = (_number(v) for v in (labels.labelled, labels.polysemantic, labels.failed))
         if labelled is None or poly is None or failed is None or labelled + failed == 0:
             return plain if plain.value is None else Entry(None, "missing (no conservative rate)")
         rate = 1.0 - (poly + failed) / (labelled + failed)
@@ -289,12 +333,10 @@ def neurons_resampled(data: CellData) -> Entry:
 def _events(data: CellData) -> list[dict[str, Any]] | Entry:
     if data.metrics is None:
         return data.missing("metrics.json")
-    events = data.metrics.get("resample_events")
-    if not isinstance(events, list):
+    events = data.metrics.resample_events
+    if events is None:
         return Entry(None, "missing (resample_events absent)")
-    return [
-        {"step": e.get("step"), "neurons": int(e.get("neurons") or 0)} for e in events if isinstance(e, dict)
-    ]
+    return [{"step": e.step, "neurons": int(e.neurons or 0)} for e in events]
 
 
 CELL_METRICS: dict[str, tuple[str, Any, str]] = {

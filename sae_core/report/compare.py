@@ -124,13 +124,11 @@ def computed_on(cells: list[CellData], dead_caption: str) -> str:
     """One paragraph naming the token sets behind L0, explained variance, CE loss recovered, dead % and
     monosemantic % (read from the cells' analysis.json and labels.json)."""
     analyses = [c.analysis for c in cells if c.analysis is not None]
-    splits = sorted({str(a.get("split")) for a in analyses if a.get("split")})
-    tokens = sorted(
-        {int(a["tokens_analyzed"]) for a in analyses if isinstance(a.get("tokens_analyzed"), int)}
-    )
-    ce = [a["ce_loss"] for a in analyses if isinstance(a.get("ce_loss"), dict)]
-    docs = sorted({int(x["documents"]) for x in ce if isinstance(x.get("documents"), int)})
-    ce_tokens = sorted({int(x["tokens"]) for x in ce if isinstance(x.get("tokens"), int)})
+    splits = sorted({a.split for a in analyses if a.split})
+    tokens = sorted({a.tokens_analyzed for a in analyses if a.tokens_analyzed is not None})
+    ce = [a.ce_loss for a in analyses if a.ce_loss is not None]
+    docs = sorted({x.documents for x in ce if x.documents is not None})
+    ce_tokens = sorted({x.tokens for x in ce if x.tokens is not None})
     split = "/".join(splits) or "analysis"
     return (
         f"L0 (mean active features per token) and explained variance: on the {split} split "

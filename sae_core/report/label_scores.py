@@ -56,18 +56,22 @@ def label_rows(cells: list[CellData]) -> list[list[str]]:
     rows = []
     for data in cells:
         labels = data.labels
-        if not isinstance(labels, dict) or labels.get("skipped_reason") or "labelled" not in labels:
+        if labels is None or labels.skipped_reason or "labelled" not in labels.model_fields_set:
             continue
-        found_health = labels.get("health")
-        health: dict[str, Any] = found_health if isinstance(found_health, dict) else {}
-        rows.append(_row(data.cell.name, labels, "scores", labels.get("labelled", 0), health))
-        groups = labels.get("groups") if isinstance(labels.get("groups"), dict) else {}
-        sample = groups.get("sample") if isinstance(groups, dict) else None
+        health = labels.health or {}
+        main = {
+            "monosemanticity_rate": labels.monosemanticity_rate,
+            "monosemanticity_rate_conservative": labels.monosemanticity_rate_conservative,
+            "scores": labels.scores,
+            "failed": labels.failed,
+        }
+        rows.append(_row(data.cell.name, main, "scores", labels.labelled or 0, health))
+        sample = (labels.groups or {}).get("sample")
         if isinstance(sample, dict):  # labeling.scope: sample, its own row
             figures = {
-                "monosemanticity_rate": labels.get("rate_sample"),
-                "monosemanticity_rate_conservative": labels.get("rate_sample_conservative"),
-                "scores_sample": labels.get("scores_sample"),
+                "monosemanticity_rate": labels.rate_sample,
+                "monosemanticity_rate_conservative": labels.rate_sample_conservative,
+                "scores_sample": labels.scores_sample,
                 "failed": sample.get("failed"),
             }
             row = _row(

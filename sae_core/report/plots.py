@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 
 from sae_core.io import atomic_write_bytes
 from sae_core.naming import format_l1
+from sae_core.rundir import RunDir
 
 if TYPE_CHECKING:
     from sae_core.report.cells import CellData
@@ -222,7 +223,7 @@ def log_ticks(low: float, high: float, at_least: int = 4) -> list[float]:
 
 
 def _read_log(data: CellData) -> Any:
-    path = data.path / "train_log.parquet"
+    path = RunDir(data.path).train_log
     if not path.is_file():
         return None
     try:
@@ -288,10 +289,10 @@ def _resample_steps(data: CellData, df: Any) -> np.ndarray:
         rows = df[(df["kind"] == "resample") & (df["neurons_resampled"].fillna(0) > 0)]
         if len(rows):
             return rows["step"].to_numpy(float)
-    events = data.metrics.get("resample_events") if data.metrics else None
-    if not isinstance(events, list):
+    events = data.metrics.resample_events if data.metrics else None
+    if events is None:
         return np.array([])
-    return np.array([e["step"] for e in events if e.get("neurons", 0) > 0 and "step" in e], dtype=float)
+    return np.array([e.step for e in events if (e.neurons or 0) > 0 and e.step is not None], dtype=float)
 
 
 def _density(cells: list[CellData]) -> Figure | None:

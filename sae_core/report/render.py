@@ -11,12 +11,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-from sae_core.dead_figures import TRAINING_CAPTION
 from sae_core.encoding import html_attr, html_text
 from sae_core.naming import format_l1
 from sae_core.report import label_scores
 from sae_core.report.cells import CELL_METRICS, CellData, Entry, format_entry
 from sae_core.report.token_checks import JUMP, NEIGHBOURS
+from sae_core.rundir import TRAINING_CAPTION
 
 ARCHITECTURES_TITLE = "Architectures compared"
 

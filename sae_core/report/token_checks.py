@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sae_core.report.cells import CellData
+from sae_core.rundir import Analysis
 
 JUMP_EV = 0.5
 """|ΔEV| between neighbouring cells above which the pair is flagged whatever their L0."""
@@ -42,8 +43,8 @@ def left_out_lines(cells: list[CellData]) -> list[str]:
     """One line per store the cells were analysed on: rows left out of each split, per rule."""
     by_store: dict[str, dict[str, Any]] = {}
     for c in cells:
-        if c.analysis and c.analysis.get("left_out"):
-            by_store.setdefault(str(c.analysis.get("store")), c.analysis["left_out"])
+        if c.analysis is not None and c.analysis.left_out:
+            by_store.setdefault(str(c.analysis.store), c.analysis.left_out)
     lines = []
     for store, splits in sorted(by_store.items()):
         rules: dict[str, str] = {}
@@ -96,7 +97,7 @@ def ev_flags(cells: list[CellData]) -> list[str]:
 
 
 def carriers_text(cell: CellData) -> str:
-    carriers = (cell.analysis or {}).get("error_carriers") or {}
+    carriers = (cell.analysis.error_carriers if cell.analysis is not None else None) or {}
     rows = carriers.get("rows") or []
     if not rows:
         return "Its analysis.json names no error carriers (analysed before they were recorded)."
@@ -112,7 +113,7 @@ def carriers_text(cell: CellData) -> str:
 
 def _neighbour_pairs(cells: list[CellData]) -> list[tuple[CellData, CellData]]:
     pairs: list[tuple[CellData, CellData]] = []
-    present = [c for c in cells if c.analysis]
+    present = [c for c in cells if c.analysis is not None]
     for along, fixed in ((_sparsity, lambda c: c.cell.expansion), (lambda c: c.cell.expansion, _sparsity)):
         pairs += _adjacent(present, along, fixed)
     return pairs
@@ -139,8 +140,8 @@ def _sparsity(c: CellData) -> float:
     return float(cell.l1)
 
 
-def _number(analysis: dict[str, Any] | None, key: str) -> float | None:
-    value = (analysis or {}).get(key)
+def _number(analysis: Analysis | None, key: str) -> float | None:
+    value = getattr(analysis, key, None) if analysis is not None else None
     return float(value) if isinstance(value, int | float) else None
 
 

@@ -25,8 +25,9 @@ import torch
 
 from sae_core.errors import TrainingError
 from sae_core.io import atomic_write_with
+from sae_core.rundir import CHECKPOINT
 
-CHECKPOINT_NAME = "checkpoint.pt"
+CHECKPOINT_NAME = CHECKPOINT
 FORMAT_VERSION = 1
 
 # Training keys that do not change the trained weights: a run may resume with different values.

@@ -19,9 +19,10 @@ from typing import Any
 from sae_core.config import KEY_DUMP, SweepConfig
 from sae_core.device import resolve_device
 from sae_core.errors import TrainingError
-from sae_core.io import atomic_write_json, atomic_write_with, read_json
+from sae_core.io import atomic_write_json, atomic_write_with
 from sae_core.naming import Cell
 from sae_core.progress import Progress
+from sae_core.rundir import METRICS_FORMAT, RunDir, trained_metrics
 from sae_core.saes.export import SAELENS_DIR, export_saelens, fold_input_scale, save_pth
 from sae_core.training.checkpoint import CHECKPOINT_NAME, config_hash, load_checkpoint, resume_identity
 from sae_core.version import code_version
@@ -170,6 +171,7 @@ def finish_cell(run: CellRun, result: dict[str, Any]) -> dict[str, Any]:
     d_hidden = trainer.sae.d_hidden
     data = trainer.data
     metrics = {
+        "format": METRICS_FORMAT,
         "cell": cell.name,
         "d_in": data.d_model,
         "d_hidden": d_hidden,
@@ -200,8 +202,8 @@ def finish_cell(run: CellRun, result: dict[str, Any]) -> dict[str, Any]:
         **export_metadata(cell),
         **({"activation_normalization": norm} if norm else {}),
     )  # fmt: skip
-    write_train_log(out_dir / "train_log.parquet", trainer.state.log_rows)
-    atomic_write_json(out_dir / "metrics.json", metrics)  # last: its presence marks the run complete
+    write_train_log(RunDir(out_dir).train_log, trainer.state.log_rows)
+    atomic_write_json(RunDir(out_dir).metrics, metrics)  # last: its presence marks the run complete
     (out_dir / CHECKPOINT_NAME).unlink(missing_ok=True)
     for cb in run.callbacks:
         cb.on_end(metrics)
@@ -221,13 +223,14 @@ def cell_identity(cell: Cell, cfg: SweepConfig, data: Any) -> dict[str, Any]:
 
 
 def completed_run(out_dir: Path, cell: Cell, chash: str) -> dict[str, Any] | None:
-    """The metrics.json dict of a completed run of config hash `chash` in `out_dir`, else None."""
-    metrics_file = out_dir / "metrics.json"
-    if not metrics_file.is_file() or not (out_dir / cell.weights_filename).is_file():
+    """The metrics.json dict of a completed run of config hash `chash` in `out_dir`, else None (a
+    metrics.json that cannot be read is a RunFileError naming it)."""
+    run = RunDir(out_dir)
+    if not run.metrics.is_file() or not run.weights(cell.weights_filename).is_file():
         return None
-    metrics = read_json(metrics_file)
-    if metrics.get("completed") is True and metrics.get("config_hash") == chash:
-        return metrics
+    metrics = trained_metrics(run, cell.weights_filename, chash)
+    if metrics is not None:
+        return metrics.to_json()
     log.info("%s: %s holds a run of another config or store; training again", cell.name, out_dir)
     return None
 
@@ -250,4 +253,4 @@ def load_train_log(run_dir: str | Path) -> Any:
     """`train_log.parquet` of a run directory as a pandas DataFrame."""
     import pandas as pd
 
-    return pd.read_parquet(Path(run_dir) / "train_log.parquet")
+    return pd.read_parquet(RunDir(Path(run_dir)).train_log)

@@ -1,4 +1,5 @@
-"""The three dead figures a run reports, read back by every consumer (report, tasks, tracking, model card).
+"""The three dead figures a run reports, read back by every consumer (report, tasks, tracking, model card),
+from the typed run files (`sae_core.rundir.models`).
 
 - `training_dead_fraction` (metrics.json): fired in no training step of the last `training.resample_every`
   steps at the end of training, a resampling reset not counting as a firing.
@@ -19,7 +20,10 @@ window) and refused with the reason otherwise, never passed off as the corrected
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sae_core.rundir.models import Analysis, Metrics
 
 LEGACY_TRAINING_KEY = "dead_fraction_train"
 
@@ -35,26 +39,22 @@ def _number(value: Any) -> float | None:
     return float(value)
 
 
-def training_dead_fraction(metrics: dict[str, Any] | None) -> tuple[float | None, str | None]:
+def training_dead_fraction(metrics: Metrics | None) -> tuple[float | None, str | None]:
     """(metrics.json's training-window dead fraction, None) or (None, why it is not available)."""
-    if not metrics:
+    if metrics is None:
         return None, "missing (no metrics.json)"
-    if "training_dead_fraction" in metrics:
-        value = _number(metrics["training_dead_fraction"])
+    if "training_dead_fraction" in metrics.model_fields_set:
+        value = _number(metrics.training_dead_fraction)
         return (value, None) if value is not None else (None, "missing (training_dead_fraction not a number)")
-    legacy = _number(metrics.get(LEGACY_TRAINING_KEY))
+    legacy = _number(metrics.dead_fraction_train)
     if legacy is None:
         return None, "missing (training_dead_fraction absent)"
-    steps = _number(metrics.get("steps"))
-    window = _number((metrics.get("training") or {}).get("resample_every"))
-    events = metrics.get("resample_events") or []
+    steps = _number(metrics.steps)
+    window = _number((metrics.training or {}).get("resample_every"))
+    events = metrics.resample_events or []
     if steps is None or window is None:
         return None, f"missing (old {LEGACY_TRAINING_KEY} without steps/resample_every; retrain)"
-    late = [
-        e.get("step")
-        for e in events
-        if isinstance(e, dict) and (e.get("neurons") or 0) > 0 and (e.get("step") or 0) > steps - window
-    ]
+    late = [e.step for e in events if (e.neurons or 0) > 0 and (e.step or 0) > steps - window]
     if late:
         return None, (
             f"missing (old {LEGACY_TRAINING_KEY} counted neurons reset at step {late[-1]} as alive; retrain)"
@@ -62,13 +62,10 @@ def training_dead_fraction(metrics: dict[str, Any] | None) -> tuple[float | None
     return legacy, None
 
 
-def dead_token_set(analysis: dict[str, Any] | None) -> str | None:
+def dead_token_set(analysis: Analysis | None) -> str | None:
     """analysis.json's dead-% token set (`test`, `all`, …); an analysis written before `dead_split`
     counted on its analysed split."""
-    if not analysis:
-        return None
-    value = analysis.get("dead_split") or analysis.get("split")
-    return str(value) if value else None
+    return analysis.dead_token_set if analysis is not None else None
 
 
 def dead_caption(threshold: float | None, token_set: str | None) -> str:
@@ -95,11 +92,10 @@ def normalised_units(scale: float) -> str:
     return f"{NORMALISED} (x·s, s={scale:.4g})"
 
 
-def run_units(metrics: dict[str, Any] | None) -> str:
+def run_units(metrics: Metrics | None) -> str:
     """The units a run's SAE activations are in, from its metrics.json `normalization` (raw without)."""
-    norm = (metrics or {}).get("normalization") or {}
-    scale = norm.get("scale") if isinstance(norm, dict) else None
-    return normalised_units(float(scale)) if isinstance(scale, int | float) else RAW_UNITS
+    scale = metrics.normalization.scale if metrics is not None and metrics.normalization else None
+    return normalised_units(float(scale)) if scale is not None else RAW_UNITS
 
 
 def units_text(units: str | None) -> str:
@@ -118,20 +114,20 @@ def threshold_text(threshold: float | None, units: str | None) -> str:
     return f"{thr} ({units_text(units)})"
 
 
-def disagreement_text(analysis: dict[str, Any]) -> str | None:
+def disagreement_text(analysis: Analysis) -> str | None:
     """The words the report prints when never-fired and dead % disagree: features fire (> 0) on the
     tokens but never above the dead threshold, so the threshold, not the SAE, makes them dead."""
-    below = _number(analysis.get("below_threshold_only_count"))
-    d_hidden = _number(analysis.get("d_hidden"))
+    below = _number(analysis.below_threshold_only_count)
+    d_hidden = _number(analysis.d_hidden)
     if not below or not d_hidden:
         return None
-    threshold = _number(analysis.get("dead_threshold"))
-    max_act = _number(analysis.get("max_activation"))
+    threshold = _number(analysis.dead_threshold)
+    max_act = _number(analysis.max_activation)
     largest = f"; the largest activation of any feature is {max_act:.3g}" if max_act is not None else ""
     return (
         f"{int(below):,} of {int(d_hidden):,} features ({pct(below / d_hidden)}) fire (> 0) on the "
-        f"{analysis.get('never_fired_split') or analysis.get('split') or 'analysed'} tokens but never "
-        f"{threshold_text(threshold, analysis.get('activation_units'))}: they count as dead only "
+        f"{analysis.never_fired_split or analysis.split or 'analysed'} tokens but never "
+        f"{threshold_text(threshold, analysis.activation_units)}: they count as dead only "
         f"because of the threshold{largest}. Compare `analysis.dead_threshold` with the activations' "
         "scale before reading dead % or the selection."
     )
