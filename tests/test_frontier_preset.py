@@ -37,7 +37,7 @@ def test_frontier_preset_is_shipped_with_the_four_architectures():
     for section in ("model", "data", "extraction"):
         assert getattr(cfg, section) == getattr(demo, section), section
     names = [c.name for c in grid_cells(cfg.grid)]
-    assert len(names) == 20 and "4x_topk16_auxk" in names and "4x_jumprelu0.01_sampling" in names
+    assert len(names) == 20 and "4x_topk16_auxk" in names and "4x_jumprelu0.001_sampling" in names
 
 
 def test_frontier_short_run_trains_reports_and_exports_every_architecture(

@@ -257,11 +257,12 @@ def test_report_flags_negative_and_jumping_ev_with_its_carriers_and_counts_left_
 
 
 def test_report_flags_an_error_that_is_mostly_a_constant_offset():
-    offset = _cell(0.004, 0.3, 0.2, carriers=False)
-    assert offset.analysis is not None
-    offset.analysis["error_mean_share"] = 0.49
-    (flag,) = ev_flags([offset])
+    def offset_cell(share: float) -> CellData:
+        base = _cell(0.004, 0.3, 0.2, carriers=False)
+        analysis = {**base.analysis.model_dump(exclude_none=True), "error_mean_share": share}  # type: ignore[union-attr]
+        return CellData(base.cell, path=None, exists=True, analysis=analysis)  # type: ignore[arg-type]
+
+    (flag,) = ev_flags([offset_cell(0.49)])
     assert flag.startswith("4x_0.004_nosampling: 49.0 % of Σ‖x − x̂‖² is a constant offset")
     assert "training.b_dec_init: mean" in flag
-    offset.analysis["error_mean_share"] = 0.1
-    assert ev_flags([offset]) == []
+    assert ev_flags([offset_cell(0.1)]) == []

@@ -162,6 +162,8 @@ class Analysis(_Versioned):
     l1: float | None = None
     cosine_similarity: float | None = None
     l2_ratio: float | None = None
+    error_mean_share: float | None = None
+    """Share of Σ‖x − x̂‖² that is the error's mean (a constant offset); absent before it was recorded."""
     ce_loss: CeLoss | None = None
     ce_loss_note: str | None = None
     ce_loss_tokens: str | None = None
