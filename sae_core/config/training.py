@@ -87,7 +87,11 @@ class TrainingConfig(Section):
     first step, the study). 5 % recovered known features better at strong λ (docs/results.md)."""
 
     b_dec_init: Literal["zeros", "mean", "geometric_median"] = "zeros"
-    """Initial decoder bias: zeros (the study) or the mean / geometric median of training activations."""
+    """Initial decoder bias: zeros (the study) or the mean / geometric median of training activations.
+    Adam moves b_dec by ~lr a step, so on a model whose residual stream has a large mean (SmolLM2: ‖x̄‖²
+    ≈ the variance) a short run leaves it near zeros and a sparse cell pays ‖b_dec − x̄‖² on every token
+    (analysis.json's `error_mean_share`; EV −0.97 for a near-empty cell): `mean` there (the `smollm2`
+    and `frontier` presets)."""
 
     shuffle: bool = True
     """Shuffle training tokens each epoch. False reads the split in store order, so each batch holds
