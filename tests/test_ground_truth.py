@@ -25,7 +25,7 @@ from benchmarks.ground_truth import (
     true_l0,
 )
 
-pytestmark = pytest.mark.usefixtures("single_thread")
+pytestmark = [pytest.mark.usefixtures("single_thread"), pytest.mark.slow]  # a 269 s fixture
 
 STEPS, BATCH, LR = 500, 512, 1e-3  # ~8 epochs of 32k tokens; EV ~0.85 at λ = 0.3
 L1_SWEEP = (0.3, 1.0)  # SAELens units; each side is mapped to its own loss (see the benchmark)
