@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Protocol, TypeVar
 import torch
 from torch import nn
 
-from sae_core.saes.relu import InitScheme, SparseAutoencoder, StepStats, explained_variance_from_error
+from sae_core.saes.common import InitScheme, StepStats, explained_variance_from_error, initial_weights
 from sae_core.saes.state_keys import PARAM_NAMES, check_state_keys
 
 SaeT = TypeVar("SaeT", bound="AutogradSae")
@@ -76,15 +76,15 @@ class AutogradSae(nn.Module):
         encoder_norm: float = 0.1,
     ) -> None:
         super().__init__()
-        # The study's SAE draws the initial weights, so every architecture starts from exactly the
-        # weights relu would for the same seed and `training.init` (a like-for-like comparison).
-        start = SparseAutoencoder(d_in, d_hidden, seed=seed, init=init, encoder_norm=encoder_norm)
+        # The study's draw (`common.initial_weights`, relu's too), so every architecture starts from exactly
+        # the weights relu would for the same seed and `training.init` (a like-for-like comparison).
+        w_enc, w_dec = initial_weights(d_in, d_hidden, seed=seed, init=init, encoder_norm=encoder_norm)
         self.d_in = d_in
         self.d_hidden = d_hidden
-        self.W_enc = nn.Parameter(start.W_enc.detach().clone())
-        self.b_enc = nn.Parameter(start.b_enc.detach().clone())
-        self.W_dec = nn.Parameter(start.W_dec.detach().clone())
-        self.b_dec = nn.Parameter(start.b_dec.detach().clone())
+        self.W_enc = nn.Parameter(w_enc)
+        self.b_enc = nn.Parameter(torch.zeros(d_hidden))
+        self.W_dec = nn.Parameter(w_dec)
+        self.b_dec = nn.Parameter(torch.zeros(d_in))
 
     # ---- inference ----------------------------------------------------------------------------------
 

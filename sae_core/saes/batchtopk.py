@@ -16,7 +16,7 @@ import torch
 
 from sae_core.saes.auxk import AuxkWeighting
 from sae_core.saes.base import AutogradSae, TrainLoss
-from sae_core.saes.relu import InitScheme, StepStats
+from sae_core.saes.common import InitScheme, StepStats
 from sae_core.saes.sparse_step import sparse_step_grads
 from sae_core.saes.topk import AUXK_COEFFICIENT, TopKSAE
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from sae_core.saes.auxk import AuxkWeighting, auxk_loss, auxk_weight
 from sae_core.saes.base import AutogradSae, TrainLoss
-from sae_core.saes.relu import InitScheme, StepStats
+from sae_core.saes.common import InitScheme, StepStats
 from sae_core.saes.sparse_step import sparse_step_grads
 
 AUXK_COEFFICIENT = 1 / 32

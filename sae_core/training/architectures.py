@@ -14,8 +14,8 @@ from sae_core.errors import TrainingError
 from sae_core.naming import Cell
 from sae_core.saes.auxk import window_steps
 from sae_core.saes.base import AutogradSae
+from sae_core.saes.common import StepStats, normalize_decoder
 from sae_core.saes.registry import architecture_class, check_strategy
-from sae_core.saes.relu import StepStats, normalize_decoder
 
 
 def build_architecture(
