@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -29,7 +29,7 @@ from sae_core.saes.common import normalize_decoder as normalize_decoder
 from sae_core.saes.common import project_decoder_grad as project_decoder_grad
 from sae_core.saes.common import tied_init as tied_init
 from sae_core.saes.state_keys import PARAM_NAMES as PARAM_NAMES
-from sae_core.saes.state_keys import check_state_keys
+from sae_core.saes.state_keys import check_state_keys, tensors_of
 
 L1Scaling = Literal["seed", "sum"]
 
@@ -75,11 +75,16 @@ class SparseAutoencoder(nn.Module):
 
     @classmethod
     def from_state_dict(cls, state: dict[str, torch.Tensor]) -> SparseAutoencoder:
-        check_state_keys(state, "relu")  # a topk/batchtopk/jumprelu .pth is refused, naming which it is
+        check_state_keys(state, "relu")  # another architecture's .pth is refused, naming which it is
         d_in, d_hidden = state["W_enc"].shape
         sae = cls(d_in, d_hidden, seed=0)  # the init is overwritten by the state below
-        sae.load_state_dict({k: v.float() for k, v in state.items()})
+        sae.load_state_dict({k: v.float() for k, v in tensors_of(state).items()})
         return sae
+
+    @classmethod
+    def from_saelens(cls, cfg: dict[str, Any], state: dict[str, torch.Tensor]) -> SparseAutoencoder:
+        """SAELens `standard` computes exactly this SAE, with the same tensors."""
+        return cls.from_state_dict(state)
 
     @classmethod
     def from_pth(cls, path: str | Path, device: str | torch.device = "cpu") -> SparseAutoencoder:

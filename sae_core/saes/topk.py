@@ -161,6 +161,10 @@ class TopKSAE(AutogradSae):
     def options_from_state(cls, state: dict[str, torch.Tensor]) -> dict[str, Any]:
         return {"k": int(state["k"])}
 
+    @classmethod
+    def from_saelens(cls, cfg: dict[str, Any], state: dict[str, torch.Tensor]) -> TopKSAE:
+        return cls.from_state_dict({**state, "k": torch.tensor(int(cfg["k"]))})
+
     def saelens_export(self) -> tuple[str, dict[str, Any], dict[str, torch.Tensor]]:
         # SAELens' inference TopK: topk of the pre-activations, then ReLU; no rescaling by decoder norms
         # (ours are unit norm anyway).
