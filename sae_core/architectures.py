@@ -21,7 +21,8 @@ STUDY_STRATEGIES = ("nosampling", "sampling")
 """What every architecture takes; `auxk` needs a TopK-style selection of the dead latents' top k."""
 
 PTH_ARCHITECTURE_KEY = "architecture"
-"""The `.pth` key naming an architecture that records its name (a str: `weights_only` loads it)."""
+"""The `.pth` key naming an architecture that records its name: the name's UTF-8 bytes as a uint8
+tensor (`saes.state_keys.name_tensor`), so the file stays a dict of tensors that `weights_only` loads."""
 
 
 @dataclass(frozen=True)

@@ -118,7 +118,7 @@ class Cell:
             value = int(text) if spec.sparsity.integer else float(text)
             if spec.sparsity.field == "l1":
                 return cls(expansion, value, strategy, spec.name)
-            return cls(expansion, 0.0, strategy, spec.name, **{spec.sparsity.field: value})
+            return cls(expansion, 0.0, strategy, spec.name, **{spec.sparsity.field: value})  # type: ignore[arg-type]
         except ValueError as exc:
             raise ValueError(f"cell: not a cell name like 8x_0.0001_sampling (got {name!r})") from exc
 
@@ -144,6 +144,6 @@ def grid_cells(grid: GridConfig) -> list[Cell]:
             if field == "l1":
                 cells.append(Cell(e, value, s, arch))
             else:
-                cells.append(Cell(e, 0.0, s, arch, **{field: value}))
+                cells.append(Cell(e, 0.0, s, arch, **{field: value}))  # type: ignore[arg-type]
     relu = [c for c in cells if c.architecture == "relu"]
     return relu + [c for c in cells if c.architecture != "relu"]

@@ -32,7 +32,8 @@ from sae_core.architectures import PTH_ARCHITECTURE_KEY, SPECS
 from sae_core.errors import TrainingError
 from sae_core.io import atomic_write_json, atomic_write_with, read_json
 from sae_core.saes.base import AutogradSae, Sae
-from sae_core.saes.registry import ARCHITECTURES, load_any
+from sae_core.saes.registry import ARCHITECTURES, load_any, load_sae
+from sae_core.saes.state_keys import name_tensor
 
 SAELENS_DIR = "saelens"
 SAELENS_CFG = "cfg.json"
@@ -81,7 +82,7 @@ def save_pth(sae: Sae, path: str | Path) -> Path:
         for k, v in sae.state_dict().items()
     }
     if SPECS[sae.architecture].records_name:
-        state[PTH_ARCHITECTURE_KEY] = sae.architecture
+        state[PTH_ARCHITECTURE_KEY] = name_tensor(sae.architecture)
     atomic_write_with(path, lambda tmp: torch.save(state, tmp))
     return Path(path)
 
@@ -97,13 +98,17 @@ def weights_path(run_dir: str | Path) -> Path:
 
 
 def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[Sae, dict[str, Any]]:
-    """The trained SAE (of whichever architecture its `.pth` holds) and the `metrics.json` of a completed
-    run directory."""
+    """The trained SAE and the `metrics.json` of a completed run directory: the architecture its
+    metrics.json names (`architecture`), else (older runs) the one its `.pth` records."""
     run_dir = Path(run_dir)
     metrics_file = run_dir / "metrics.json"
     if not metrics_file.is_file():
         raise TrainingError(f"run dir: {run_dir} has no metrics.json (training not finished?)")
-    return load_any(weights_path(run_dir), device=device), read_json(metrics_file)
+    metrics = read_json(metrics_file)
+    named = metrics.get("architecture")
+    if isinstance(named, str):
+        return load_sae(weights_path(run_dir), named, device=device), metrics
+    return load_any(weights_path(run_dir), device=device), metrics
 
 
 def hook_name_for_layer(layer: int, num_layers: int | None) -> str:
