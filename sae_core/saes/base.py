@@ -210,6 +210,17 @@ class AutogradSae(nn.Module):
         return {k: getattr(self, k).detach().to("cpu", torch.float32).contiguous() for k in PARAM_NAMES}
 
 
+def overrides(sae: object, owner: type, names: tuple[str, ...]) -> bool:
+    """Whether `sae`'s class redefines any of `names` below `owner` (a hand-written step written for
+    `owner`'s loss would then silently ignore the subclass's)."""
+    return any(getattr(type(sae), n) is not getattr(owner, n) for n in names)
+
+
+LOSS_METHODS = ("training_loss", "extra_loss", "train_activate", "activate", "decode", "pre_activation")
+"""What a hand-written step (`sparse_step`) re-implements: a subclass redefining one trains through
+autograd instead (`AutogradSae.step_grads`, which calls them)."""
+
+
 class ColumnView:
     """The features `index` of `sae`: `encode` is the whole SAE's encode restricted to those columns.
     (Relu can be cut to a smaller SAE; a TopK or JumpReLU latent's activation depends on the other

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from sae_core.saes.auxk import AuxkWeighting, auxk_loss, auxk_weight
-from sae_core.saes.base import AutogradSae, TrainLoss
+from sae_core.saes.base import LOSS_METHODS, AutogradSae, TrainLoss, overrides
 from sae_core.saes.common import InitScheme, StepStats
 from sae_core.saes.sparse_step import sparse_step_grads
 
@@ -134,6 +134,10 @@ class TopKSAE(AutogradSae):
     ) -> StepStats:
         """The hand-written step on the k kept latents per token (`sparse_step`); `training_loss`
         through autograd is its reference."""
+        if overrides(self, TopKSAE, LOSS_METHODS):  # the sparse step would ignore the subclass's loss
+            return AutogradSae.step_grads(
+                self, x, dead=dead, full_stats=full_stats, exceed_threshold=exceed_threshold
+            )
         stats, _ = sparse_step_grads(
             self, x, "token", dead=dead, full_stats=full_stats, exceed_threshold=exceed_threshold
         )
