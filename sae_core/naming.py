@@ -13,10 +13,13 @@ import re
 from dataclasses import dataclass
 from itertools import product
 
+from sae_core.architectures import SPECS, ArchitectureSpec
 from sae_core.config import GridConfig
-from sae_core.config.architectures import ARCHITECTURE_NAMES, STRATEGIES_BY_ARCHITECTURE, TOPK_FAMILY
 
-_SPARSITY = re.compile(r"^(batchtopk|topk|jumprelu)(.+)$")
+_PREFIXES = sorted((s.cell_prefix for s in SPECS.values() if s.cell_prefix), key=len, reverse=True)
+_SPARSITY = re.compile(rf"^({'|'.join(map(re.escape, _PREFIXES))})(.+)$")
+"""A cell name's sparsity part: an architecture's prefix (the longest first) and its value."""
+_BY_PREFIX = {s.cell_prefix: s for s in SPECS.values()}
 
 
 def format_l1(l1: float) -> str:
@@ -41,38 +44,47 @@ class Cell:
             raise ValueError(f"expansion: must be > 0 (got {self.expansion})")
         if self.l1 < 0:
             raise ValueError(f"l1: must be >= 0 (got {self.l1})")
-        if self.architecture not in ARCHITECTURE_NAMES:
+        spec = SPECS.get(self.architecture)
+        if spec is None:
             raise ValueError(
-                f"architecture: unknown architecture {self.architecture!r} "
-                f"(known: {list(ARCHITECTURE_NAMES)})"
+                f"architecture: unknown architecture {self.architecture!r} (known: {list(SPECS)})"
             )
-        allowed = STRATEGIES_BY_ARCHITECTURE[self.architecture]
-        if self.strategy not in allowed:
+        if self.strategy not in spec.strategies:
             raise ValueError(
                 f"strategy: {self.strategy!r} is not available for architecture {self.architecture!r} "
-                f"(it takes {allowed})"
+                f"(it takes {spec.strategies})"
             )
-        topk = self.architecture in TOPK_FAMILY
-        if topk != (self.k is not None):
-            raise ValueError(
-                f"k: set for topk and batchtopk cells only (got {self.k} for {self.architecture})"
-            )
-        if topk and (isinstance(self.k, bool) or not isinstance(self.k, int) or self.k <= 0):
+        field = spec.sparsity.field
+        for name in ("k", "l0"):
+            if (field == name) != (getattr(self, name) is not None):
+                takers = [a for a, s in SPECS.items() if s.sparsity.field == name]
+                raise ValueError(
+                    f"{name}: set for {' and '.join(takers)} cells only "
+                    f"(got {getattr(self, name)} for {self.architecture})"
+                )
+        if field == "k" and (isinstance(self.k, bool) or not isinstance(self.k, int) or self.k <= 0):
             raise ValueError(f"k: must be an integer > 0 (got {self.k!r})")
-        if (self.architecture == "jumprelu") != (self.l0 is not None):
-            raise ValueError(f"l0: set for jumprelu cells only (got {self.l0} for {self.architecture})")
         if self.l0 is not None and not self.l0 >= 0:
             raise ValueError(f"l0: must be >= 0 (got {self.l0})")
-        if self.architecture != "relu" and self.l1 != 0:
+        if field != "l1" and self.l1 != 0:
             raise ValueError(f"l1: a {self.architecture} cell has no λ, it must be 0 (got {self.l1})")
+
+    @property
+    def spec(self) -> ArchitectureSpec:
+        """The registry's entry for the cell's architecture."""
+        return SPECS[self.architecture]
+
+    @property
+    def sparsity_value(self) -> float:
+        """The cell's sparsity parameter as a number (λ, k or the L0 coefficient)."""
+        return float(getattr(self, self.spec.sparsity.field))
 
     @property
     def sparsity_label(self) -> str:
         """The middle part of the name: λ (`0.0001`), `topk32`, `batchtopk32`, `jumprelu0.001`."""
-        if self.architecture == "relu":
-            return format_l1(self.l1)
-        value = self.k if self.k is not None else format_l1(self.l0 or 0.0)
-        return f"{self.architecture}{value}"
+        spec = self.spec
+        value = getattr(self, spec.sparsity.field)
+        return f"{spec.cell_prefix}{value if spec.sparsity.integer else format_l1(value)}"
 
     @property
     def name(self) -> str:
@@ -101,12 +113,12 @@ class Cell:
             exp, sparsity, strategy = name.split("_")
             expansion = int(exp.removesuffix("x"))
             other = _SPARSITY.match(sparsity)
-            if other is None:
-                return cls(expansion, float(sparsity), strategy)
-            architecture, value = other.groups()
-            if architecture == "jumprelu":
-                return cls(expansion, 0.0, strategy, architecture, l0=float(value))
-            return cls(expansion, 0.0, strategy, architecture, k=int(value))
+            spec = _BY_PREFIX[other.group(1) if other else ""]
+            text = other.group(2) if other else sparsity
+            value = int(text) if spec.sparsity.integer else float(text)
+            if spec.sparsity.field == "l1":
+                return cls(expansion, value, strategy, spec.name)
+            return cls(expansion, 0.0, strategy, spec.name, **{spec.sparsity.field: value})  # type: ignore[arg-type]
         except ValueError as exc:
             raise ValueError(f"cell: not a cell name like 8x_0.0001_sampling (got {name!r})") from exc
 
@@ -124,21 +136,14 @@ def grid_cells(grid: GridConfig) -> list[Cell]:
     then its sparsity, then strategy), each with the listed strategies it takes."""
     cells: list[Cell] = []
     for arch in grid.architectures:
-        strategies = [s for s in grid.strategies if s in STRATEGIES_BY_ARCHITECTURE[arch]]
-        if arch == "relu":
-            cells += [
-                Cell(e, float(l1), s)
-                for e, l1, s in product(grid.expansion_factors, grid.l1_coefficients, strategies)
-            ]
-        elif arch in TOPK_FAMILY:
-            cells += [
-                Cell(e, 0.0, s, arch, k=int(k))
-                for e, k, s in product(grid.expansion_factors, grid.k_values, strategies)
-            ]
-        else:
-            cells += [
-                Cell(e, 0.0, s, arch, l0=float(c))
-                for e, c, s in product(grid.expansion_factors, grid.l0_coefficients, strategies)
-            ]
+        spec = SPECS[arch]
+        strategies = [s for s in grid.strategies if s in spec.strategies]
+        field, values = spec.sparsity.field, getattr(grid, spec.sparsity.axis)
+        for e, v, s in product(grid.expansion_factors, values, strategies):
+            value = int(v) if spec.sparsity.integer else float(v)
+            if field == "l1":
+                cells.append(Cell(e, value, s, arch))
+            else:
+                cells.append(Cell(e, 0.0, s, arch, **{field: value}))  # type: ignore[arg-type]
     relu = [c for c in cells if c.architecture == "relu"]
     return relu + [c for c in cells if c.architecture != "relu"]

@@ -120,7 +120,7 @@ def train_cache_key(cfg: SweepConfig, cell: Cell, store_path: str | Path) -> str
     from sae_core.store import store_fingerprint  # the store's one identity (torch: imported late)
 
     settings = sections(cfg, "training")
-    if cell.architecture != "relu":  # a relu cell's key reads the study's sections only
+    if cell.spec.section is not None:  # a relu cell's key reads the study's sections only
         settings["saes"] = sections(cfg, "saes")["saes"][cell.architecture]
     return "train-" + stable_hash(
         cell.name,

@@ -9,6 +9,18 @@ from typing import Annotated, Any
 import typer
 
 from flows.cli.app import ConfigOpt, PresetOpt, SetOpt, app, resolve_config
+from sae_core.architectures import SPECS
+
+_OPTION = {"l1": "--l1", "k": "--k", "l0": "--l0"}
+"""The option each sparsity field (`Sparsity.field`) is given with."""
+
+
+def _takers(field: str) -> str:
+    return ", ".join(n for n, s in SPECS.items() if s.sparsity.field == field)
+
+
+_ARCHITECTURE_HELP = "; ".join(f"`{n}` ({_OPTION[s.sparsity.field]}): {s.summary}" for n, s in SPECS.items())
+_AUXK_TAKERS = "/".join(n for n, s in SPECS.items() if "auxk" in s.strategies)
 
 
 @app.command("train")
@@ -21,14 +33,16 @@ def train(
     l1: Annotated[float, typer.Option("--l1", help="Sparsity penalty λ (see training.l1_scaling).")] = 1e-4,
     strategy: Annotated[
         str,
-        typer.Option(help="`sampling` (resample dead neurons), `nosampling`, or `auxk` (topk/batchtopk)."),
+        typer.Option(help=f"`sampling` (resample dead neurons), `nosampling`, or `auxk` ({_AUXK_TAKERS})."),
     ] = "sampling",
     architecture: Annotated[
         str,
-        typer.Option(help="`relu` (the study's; uses --l1), `topk`/`batchtopk` (--k), `jumprelu` (--l0)."),
+        typer.Option(help=_ARCHITECTURE_HELP),
     ] = "relu",
-    k: Annotated[int | None, typer.Option("--k", help="Active latents per token (topk, batchtopk).")] = None,
-    l0: Annotated[float | None, typer.Option("--l0", help="L0 penalty coefficient (jumprelu).")] = None,
+    k: Annotated[int | None, typer.Option("--k", help=f"Active latents per token ({_takers('k')}).")] = None,
+    l0: Annotated[
+        float | None, typer.Option("--l0", help=f"L0 penalty coefficient ({_takers('l0')}).")
+    ] = None,
     preset: PresetOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
@@ -46,8 +60,9 @@ def train(
     cfg = standalone_threads(cfg, config, set_)
     check_writable(out)  # before training: a read-only --out was found at the first checkpoint
     try:
-        if architecture == "relu":
-            cell = Cell(expansion, float(l1), strategy)
+        field = SPECS[architecture].sparsity.field if architecture in SPECS else None
+        if field == "l1":
+            cell = Cell(expansion, float(l1), strategy, architecture)
         else:  # λ is relu's: another architecture's cell has l1 = 0 and its own sparsity
             cell = Cell(expansion, 0.0, strategy, architecture, k=k, l0=l0)
     except ValueError as exc:

@@ -2,26 +2,26 @@
 are grid axes). Field names are the architecture's constructor keywords in `sae_core.saes`, so a section
 builds its SAE as `TopKSAE(d_in, m, k=k, **section.model_dump())`.
 
-`SaesConfig` gathers them as the sweep's `saes` section; `grid.architectures` picks which are trained.
+Which architectures exist, and which section is whose, is the registry's (`sae_core.architectures`):
+`SaesConfig`, the sweep's `saes` section, has one field per architecture whose spec names a section
+here, and `grid.architectures` picks which are trained.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, create_model
 
+from sae_core.architectures import SPECS
 from sae_core.config.base import Section
 
-ARCHITECTURE_NAMES = ("relu", "topk", "batchtopk", "jumprelu")
-"""Must equal `sae_core.saes.registry.ARCHITECTURES` (a test holds them together; config imports no stage)."""
-TOPK_FAMILY = ("topk", "batchtopk")
-"""The architectures whose sparsity is k (`grid.k_values`) and that take the `auxk` strategy."""
-STRATEGIES_BY_ARCHITECTURE: dict[str, tuple[str, ...]] = {
-    name: ("nosampling", "sampling", "auxk") if name in TOPK_FAMILY else ("nosampling", "sampling")
-    for name in ARCHITECTURE_NAMES
-}
-"""Must equal `sae_core.saes.registry.STRATEGIES_BY_ARCHITECTURE`."""
+ARCHITECTURE_NAMES = tuple(SPECS)
+"""Every architecture's name, from the registry."""
+TOPK_FAMILY = tuple(name for name, s in SPECS.items() if s.sparsity.field == "k")
+"""The architectures whose sparsity is k (`grid.k_values`)."""
+STRATEGIES_BY_ARCHITECTURE: dict[str, tuple[str, ...]] = {name: s.strategies for name, s in SPECS.items()}
+"""The dead-latent strategies each architecture takes (`auxk`: the TopK family)."""
 
 
 class TopKConfig(Section):
@@ -99,12 +99,36 @@ class JumpReLUConfig(Section):
     """c in the `tanh` form (SAELens' default 4); unused by `step`."""
 
 
-class SaesConfig(Section):
-    topk: TopKConfig = Field(default_factory=TopKConfig)
-    """TopK cells (`grid.architectures` containing `topk`)."""
+def _sections() -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    for name, spec in SPECS.items():
+        if spec.section is None:
+            continue
+        section = globals().get(spec.section)
+        if not (isinstance(section, type) and issubclass(section, Section)):
+            raise TypeError(f"architecture {name!r}: its section {spec.section!r} is not a Section here")
+        doc = f"{name} cells (`grid.architectures` containing `{name}`): {spec.summary}."
+        fields[name] = (section, Field(default_factory=section, description=doc))
+    return fields
 
-    batchtopk: BatchTopKConfig = Field(default_factory=BatchTopKConfig)
-    """BatchTopK cells."""
 
-    jumprelu: JumpReLUConfig = Field(default_factory=JumpReLUConfig)
-    """JumpReLU cells."""
+if TYPE_CHECKING:
+
+    class SaesConfig(Section):
+        """One section per architecture that has settings (built from the registry at import)."""
+
+        def __getattr__(self, name: str) -> Any: ...
+
+else:
+    SaesConfig = create_model(
+        "SaesConfig",
+        __base__=Section,
+        __doc__="One section per architecture that has settings (`sae_core.architectures`).",
+        __module__=__name__,
+        **_sections(),
+    )
+
+
+def section_of(saes: SaesConfig, architecture: str) -> Section | None:
+    """`saes.<architecture>`, or None for an architecture without settings (relu)."""
+    return getattr(saes, architecture) if SPECS[architecture].section is not None else None

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import math
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from sae_core.config.architectures import ARCHITECTURE_NAMES, STRATEGIES_BY_ARCHITECTURE, TOPK_FAMILY
-from sae_core.config.base import Section
+from sae_core.architectures import STRATEGY_NAMES
+from sae_core.config.architectures import ARCHITECTURE_NAMES, STRATEGIES_BY_ARCHITECTURE
 
-Architecture = Literal["relu", "topk", "batchtopk", "jumprelu"]
-StrategyName = Literal["nosampling", "sampling", "auxk"]
+if TYPE_CHECKING:
+    Architecture = str
+    StrategyName = str
+else:  # the registry's names, as a Literal (the JSON schema's enum, the UI's choices)
+    Architecture = Literal[ARCHITECTURE_NAMES]
+    StrategyName = Literal[STRATEGY_NAMES]
+from sae_core.config.base import Section
 
 
 def _study_architectures() -> list[Architecture]:
@@ -37,11 +42,12 @@ class GridConfig(Section):
     Each architecture's cells take the listed strategies it has."""
 
     architectures: list[Architecture] = Field(default_factory=_study_architectures, min_length=1)
-    """SAE architectures: `relu` (the study's ReLU-L1; sparsity axis `l1_coefficients`), `topk` and
-    `batchtopk` (axis `k_values`), `jumprelu` (axis `l0_coefficients`). Settings in the `saes` section."""
+    """SAE architectures (`sae_core.architectures`): `relu` (the study's ReLU-L1; sparsity axis
+    `l1_coefficients`), `topk`, `batchtopk` and the other TopK-family ones (axis `k_values`), `jumprelu`
+    (axis `l0_coefficients`). Settings in the `saes` section."""
 
     k_values: list[int] = Field(default_factory=lambda: [32], min_length=1)
-    """Active latents per token k of the `topk` and `batchtopk` cells (each must be below the width)."""
+    """Active latents per token k of the TopK-family cells (`topk`, `batchtopk`, …; each below the width)."""
 
     l0_coefficients: list[float] = Field(default_factory=lambda: [1e-3], min_length=1)
     """L0 penalty coefficients of the `jumprelu` cells, in our loss's units: beside the reconstruction
@@ -152,11 +158,9 @@ class GridConfig(Section):
     def _every_strategy_has_an_architecture(self) -> GridConfig:
         for strategy in self.strategies:
             if not any(strategy in STRATEGIES_BY_ARCHITECTURE[a] for a in self.architectures):
+                takers = [a for a, allowed in STRATEGIES_BY_ARCHITECTURE.items() if strategy in allowed]
                 raise ValueError(
-                    f"grid.strategies: {strategy!r} is only for {list(TOPK_FAMILY)}, and grid.architectures "
+                    f"grid.strategies: {strategy!r} is only for {takers}, and grid.architectures "
                     f"is {self.architectures}"
                 )
         return self
-
-
-assert set(ARCHITECTURE_NAMES) == set(get_args(Architecture))  # the Literal and the names agree

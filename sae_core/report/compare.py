@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sae_core.architectures import SPECS, STRATEGY_NAMES
 from sae_core.config.architectures import STRATEGIES_BY_ARCHITECTURE
 from sae_core.naming import Cell, format_l1
 from sae_core.report.cells import (
@@ -18,10 +19,11 @@ from sae_core.report.cells import (
     never_fired_pct,
 )
 
-ARCHITECTURE_ORDER = ("relu", "topk", "batchtopk", "jumprelu")
-STRATEGY_ORDER = ("nosampling", "sampling", "auxk")
+ARCHITECTURE_ORDER = tuple(SPECS)
+"""The registry's order (`sae_core.architectures`)."""
+STRATEGY_ORDER = STRATEGY_NAMES
 
-SPARSITY_NAMES = {"relu": "λ", "topk": "k", "batchtopk": "k", "jumprelu": "L0 coeff"}
+SPARSITY_NAMES = {name: s.sparsity.label for name, s in SPECS.items()}
 """What each architecture's sparsity parameter is called in the report."""
 
 NOT_FOR_ARCHITECTURE = "n/a"
@@ -35,22 +37,21 @@ def compares_architectures(cells: list[CellData]) -> bool:
 
 def sparsity_value(cell: Cell) -> float:
     """The cell's sparsity parameter as a number (λ, k or the L0 coefficient)."""
-    if cell.architecture == "relu":
-        return cell.l1
-    return float(cell.k) if cell.k is not None else float(cell.l0 or 0.0)
+    return cell.sparsity_value
 
 
 def sparsity_text(cell: Cell) -> str:
     """`λ=0.01`, `k=32`, `L0 coeff=0.001`."""
-    value = str(cell.k) if cell.k is not None else format_l1(sparsity_value(cell))
-    return f"{SPARSITY_NAMES[cell.architecture]}={value}"
+    sparsity = cell.spec.sparsity
+    value = getattr(cell, sparsity.field)
+    return f"{sparsity.label}={value if sparsity.integer else format_l1(value)}"
 
 
 def _arch_key(cell: Cell) -> tuple[int, float]:
-    # relu rows by λ largest first (the study's order), the others by their parameter as given
+    # sparsest first: penalties (relu's λ: the study's order) largest first, k smallest first
     order = ARCHITECTURE_ORDER.index(cell.architecture)
     value = sparsity_value(cell)
-    return order, -value if cell.architecture in ("relu", "jumprelu") else value
+    return order, -value if cell.spec.sparsity.larger_is_sparser else value
 
 
 def _by_sparsity_table(cells: list[CellData], title: str, reader: Any) -> dict[str, Any]:
@@ -139,11 +140,20 @@ def computed_on(cells: list[CellData], dead_caption: str) -> str:
         "which does not depend on the threshold or on shrinkage. "
         "Monosemantic %: of the labelled selected features (top and bottom by selectivity), "
         "1 − polysemantic / labelled. "
-        "Sparsity parameter: λ (relu's L1 coefficient), k (topk/batchtopk: active latents per token; "
-        "batchtopk keeps k·B per batch in training and uses its learned threshold at inference) or the "
-        "L0 coefficient (jumprelu). n/a: a strategy the architecture does not take (auxk is for "
-        "topk and batchtopk only)."
+        f"Sparsity parameter: {_sparsity_sentence()}. "
+        "n/a: a strategy the architecture does not take (auxk is for "
+        f"{' and '.join(a for a, s in STRATEGIES_BY_ARCHITECTURE.items() if 'auxk' in s)} only)."
     )
+
+
+def _sparsity_sentence() -> str:
+    """`λ (relu: the L1 penalty coefficient), k (topk/batchtopk: active latents per token), …`."""
+    by_label: dict[str, list[str]] = {}
+    units: dict[str, str] = {}
+    for name, spec in SPECS.items():
+        by_label.setdefault(spec.sparsity.label, []).append(name)
+        units[spec.sparsity.label] = spec.sparsity.units
+    return ", ".join(f"{label} ({'/'.join(archs)}: {units[label]})" for label, archs in by_label.items())
 
 
 def _counts(values: list[int]) -> str:

@@ -11,6 +11,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from sae_core.architectures import SPECS
 from sae_core.io import atomic_write_bytes
 from sae_core.report.cells import CellData, ce_recovered, figure_from
 from sae_core.report.compare import ARCHITECTURE_ORDER, STRATEGY_ORDER, compares_architectures
@@ -23,7 +24,8 @@ FRONTIER_PLOTS = (
 )
 """(file, y-axis label, title) of each frontier plot."""
 
-_COLORS = {"relu": "#cc3311", "topk": "#0077bb", "batchtopk": "#009988", "jumprelu": "#ee7733"}
+_COLORS = {name: s.color for name, s in SPECS.items()}
+"""Each architecture's colour, from the registry (`sae_core.architectures`)."""
 _STYLES = {
     "nosampling": {"linestyle": "--", "marker": "s"},
     "sampling": {"linestyle": "-", "marker": "o"},

@@ -6,7 +6,7 @@ All four keep the study's parameters and layout (`W_enc [d, m]`, `b_enc [m]`, `W
 decoder rows (the trainer projects the rows' gradients and renormalises them after every step, for every
 architecture: TopK (Gao et al.) and JumpReLU (Rajamanoharan et al.) train with the same constraint). They
 differ only in the activation that turns pre-activations into `h`, in the sparsity term of the loss and
-in the few extra tensors their state dict holds (`state_keys.EXTRA_KEYS`).
+in the few extra tensors their state dict holds (their spec's `extra_keys`, `sae_core.architectures`).
 
 `relu.SparseAutoencoder` implements the same interface with its hand-written fused step; the others get
 their step from autograd here.
@@ -21,8 +21,8 @@ from typing import Any, ClassVar, Protocol, TypeVar
 import torch
 from torch import nn
 
-from sae_core.saes.relu import InitScheme, SparseAutoencoder, StepStats, explained_variance_from_error
-from sae_core.saes.state_keys import PARAM_NAMES, check_state_keys
+from sae_core.saes.common import InitScheme, StepStats, explained_variance_from_error, initial_weights
+from sae_core.saes.state_keys import PARAM_NAMES, check_state_keys, tensors_of
 
 SaeT = TypeVar("SaeT", bound="AutogradSae")
 
@@ -76,15 +76,15 @@ class AutogradSae(nn.Module):
         encoder_norm: float = 0.1,
     ) -> None:
         super().__init__()
-        # The study's SAE draws the initial weights, so every architecture starts from exactly the
-        # weights relu would for the same seed and `training.init` (a like-for-like comparison).
-        start = SparseAutoencoder(d_in, d_hidden, seed=seed, init=init, encoder_norm=encoder_norm)
+        # The study's draw (`common.initial_weights`, relu's too), so every architecture starts from exactly
+        # the weights relu would for the same seed and `training.init` (a like-for-like comparison).
+        w_enc, w_dec = initial_weights(d_in, d_hidden, seed=seed, init=init, encoder_norm=encoder_norm)
         self.d_in = d_in
         self.d_hidden = d_hidden
-        self.W_enc = nn.Parameter(start.W_enc.detach().clone())
-        self.b_enc = nn.Parameter(start.b_enc.detach().clone())
-        self.W_dec = nn.Parameter(start.W_dec.detach().clone())
-        self.b_dec = nn.Parameter(start.b_dec.detach().clone())
+        self.W_enc = nn.Parameter(w_enc)
+        self.b_enc = nn.Parameter(torch.zeros(d_hidden))
+        self.W_dec = nn.Parameter(w_dec)
+        self.b_dec = nn.Parameter(torch.zeros(d_in))
 
     # ---- inference ----------------------------------------------------------------------------------
 
@@ -185,15 +185,21 @@ class AutogradSae(nn.Module):
     @classmethod
     def from_state_dict(cls: type[SaeT], state: dict[str, torch.Tensor]) -> SaeT:
         check_state_keys(state, cls.architecture)
+        state = tensors_of(state)  # without the recorded name
         d_in, d_hidden = state["W_enc"].shape
         sae = cls(d_in, d_hidden, seed=0, **cls.options_from_state(state))  # the weights come next
-        sae.load_state_dict({k: v if k == "k" else v.float() for k, v in state.items()})
+        sae.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
         return sae
 
     @classmethod
     def from_pth(cls: type[SaeT], path: str | Path, device: str | torch.device = "cpu") -> SaeT:
         state = torch.load(Path(path), map_location=device, weights_only=True)
         return cls.from_state_dict(state).to(device)
+
+    @classmethod
+    def from_saelens(cls: type[SaeT], cfg: dict[str, Any], state: dict[str, torch.Tensor]) -> SaeT:
+        """The SAE a SAELens export of this inference form holds (`cfg.json`, its weights)."""
+        return cls.from_state_dict(state)
 
     def saelens_export(self) -> tuple[str, dict[str, Any], dict[str, torch.Tensor]]:
         """SAELens' architecture name, its extra cfg fields and the weights it loads for this SAE."""
@@ -202,6 +208,17 @@ class AutogradSae(nn.Module):
     def params(self) -> dict[str, torch.Tensor]:
         """The study's four parameters, detached, float32, on the CPU."""
         return {k: getattr(self, k).detach().to("cpu", torch.float32).contiguous() for k in PARAM_NAMES}
+
+
+def overrides(sae: object, owner: type, names: tuple[str, ...]) -> bool:
+    """Whether `sae`'s class redefines any of `names` below `owner` (a hand-written step written for
+    `owner`'s loss would then silently ignore the subclass's)."""
+    return any(getattr(type(sae), n) is not getattr(owner, n) for n in names)
+
+
+LOSS_METHODS = ("training_loss", "extra_loss", "train_activate", "activate", "decode", "pre_activation")
+"""What a hand-written step (`sparse_step`) re-implements: a subclass redefining one trains through
+autograd instead (`AutogradSae.step_grads`, which calls them)."""
 
 
 class ColumnView:

@@ -15,8 +15,8 @@ from typing import Any
 import torch
 
 from sae_core.saes.auxk import AuxkWeighting
-from sae_core.saes.base import AutogradSae, TrainLoss
-from sae_core.saes.relu import InitScheme, StepStats
+from sae_core.saes.base import LOSS_METHODS, AutogradSae, TrainLoss, overrides
+from sae_core.saes.common import InitScheme, StepStats
 from sae_core.saes.sparse_step import sparse_step_grads
 from sae_core.saes.topk import AUXK_COEFFICIENT, TopKSAE
 
@@ -94,6 +94,10 @@ class BatchTopKSAE(TopKSAE):
     ) -> StepStats:
         """The hand-written step on the k·B kept entries of the batch (`sparse_step`), then θ's update
         from the kept activations; `training_loss` through autograd is its reference."""
+        if overrides(self, BatchTopKSAE, LOSS_METHODS):  # the sparse step would ignore the subclass's loss
+            return AutogradSae.step_grads(
+                self, x, dead=dead, full_stats=full_stats, exceed_threshold=exceed_threshold
+            )
         stats, kept = sparse_step_grads(
             self, x, "batch", dead=dead, full_stats=full_stats, exceed_threshold=exceed_threshold
         )

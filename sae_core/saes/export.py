@@ -28,13 +28,12 @@ from typing import Any, TypeVar
 
 import torch
 
+from sae_core.architectures import PTH_ARCHITECTURE_KEY, SPECS
 from sae_core.errors import TrainingError
 from sae_core.io import atomic_write_json, atomic_write_with, read_json
 from sae_core.saes.base import AutogradSae, Sae
-from sae_core.saes.jumprelu import JumpReLUSAE
-from sae_core.saes.registry import load_any
-from sae_core.saes.relu import SparseAutoencoder
-from sae_core.saes.topk import TopKSAE
+from sae_core.saes.registry import ARCHITECTURES, load_any, load_sae
+from sae_core.saes.state_keys import name_tensor
 
 SAELENS_DIR = "saelens"
 SAELENS_CFG = "cfg.json"
@@ -70,12 +69,20 @@ def fold_input_scale(sae: FoldedT, scale: float) -> FoldedT:
     return folded
 
 
+SAELENS_LOADERS: dict[str, str] = {s.saelens_architecture: n for n, s in SPECS.items() if s.saelens_native}
+"""SAELens architecture → ours that computes it (`standard` relu, `topk`, `jumprelu`), from the registry."""
+
+
 def save_pth(sae: Sae, path: str | Path) -> Path:
-    """The state dict, float tensors as float32 (topk's integer `k` stays an integer)."""
-    state = {
+    """The state dict, float tensors as float32 (topk's integer `k` stays an integer), with the
+    architecture's name at `PTH_ARCHITECTURE_KEY` where its spec records it (every one but relu, whose
+    `.pth` stays the study's four tensors)."""
+    state: dict[str, Any] = {
         k: v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype).contiguous()
         for k, v in sae.state_dict().items()
     }
+    if SPECS[sae.architecture].records_name:
+        state[PTH_ARCHITECTURE_KEY] = name_tensor(sae.architecture)
     atomic_write_with(path, lambda tmp: torch.save(state, tmp))
     return Path(path)
 
@@ -91,13 +98,17 @@ def weights_path(run_dir: str | Path) -> Path:
 
 
 def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[Sae, dict[str, Any]]:
-    """The trained SAE (of whichever architecture its `.pth` holds) and the `metrics.json` of a completed
-    run directory."""
+    """The trained SAE and the `metrics.json` of a completed run directory: the architecture its
+    metrics.json names (`architecture`), else (older runs) the one its `.pth` records."""
     run_dir = Path(run_dir)
     metrics_file = run_dir / "metrics.json"
     if not metrics_file.is_file():
         raise TrainingError(f"run dir: {run_dir} has no metrics.json (training not finished?)")
-    return load_any(weights_path(run_dir), device=device), read_json(metrics_file)
+    metrics = read_json(metrics_file)
+    named = metrics.get("architecture")
+    if isinstance(named, str):
+        return load_sae(weights_path(run_dir), named, device=device), metrics
+    return load_any(weights_path(run_dir), device=device), metrics
 
 
 def hook_name_for_layer(layer: int, num_layers: int | None) -> str:
@@ -209,22 +220,20 @@ def export_saelens(
 
 
 def load_saelens_export(path: str | Path) -> Sae:
-    """Our SAE from a SAELens `standard`, `topk` or `jumprelu` export (no SAELens needed). A batchtopk
-    export comes back as the jumprelu SAE SAELens sees (the same encode and decode)."""
+    """Our SAE from a SAELens `standard`, `topk` or `jumprelu` export (`SAELENS_LOADERS`; no SAELens
+    needed). A batchtopk export comes back as the jumprelu SAE SAELens sees (the same encode and decode)."""
     from safetensors.torch import load_file
 
     path = Path(path)
     cfg = read_json(path / SAELENS_CFG)
     state = load_file(str(path / SAELENS_WEIGHTS))
     architecture = cfg.get("architecture")
-    if architecture == "standard":
-        return SparseAutoencoder.from_state_dict(state)
-    if architecture == "topk":
-        if cfg.get("rescale_acts_by_decoder_norm"):
-            raise TrainingError("saelens export: rescale_acts_by_decoder_norm must be false (got true)")
-        return TopKSAE.from_state_dict({**state, "k": torch.tensor(int(cfg["k"]))})
-    if architecture == "jumprelu":
-        return JumpReLUSAE.from_state_dict(state)
-    raise TrainingError(
-        f"saelens export: architecture must be standard, topk or jumprelu (got {architecture!r})"
-    )
+    if cfg.get("rescale_acts_by_decoder_norm"):
+        raise TrainingError("saelens export: rescale_acts_by_decoder_norm must be false (got true)")
+    ours = SAELENS_LOADERS.get(str(architecture))
+    if ours is None:
+        raise TrainingError(
+            f"saelens export: architecture must be {', '.join(SAELENS_LOADERS)} (got {architecture!r})"
+        )
+    loaded: Sae = ARCHITECTURES[ours].from_saelens(cfg, state)
+    return loaded

@@ -35,7 +35,7 @@ from typing import Any, Literal
 import torch
 
 from sae_core.saes.base import AutogradSae
-from sae_core.saes.relu import InitScheme
+from sae_core.saes.common import InitScheme
 
 SparsityLoss = Literal["step", "tanh"]
 

@@ -1,34 +1,33 @@
-"""Architecture names → classes, the dead-latent strategies each accepts, and loading a `.pth` as the
-architecture it claims to be."""
+"""Architecture names → classes (each spec's `sae_class` in `sae_core.architectures`), the dead-latent
+strategies each accepts, and loading a `.pth` as the architecture it records."""
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from sae_core.architectures import SPECS
 from sae_core.saes.base import Sae
-from sae_core.saes.batchtopk import BatchTopKSAE
-from sae_core.saes.jumprelu import JumpReLUSAE
-from sae_core.saes.relu import SparseAutoencoder
-from sae_core.saes.state_keys import architecture_of_keys, check_state_keys
-from sae_core.saes.topk import TopKSAE
+from sae_core.saes.state_keys import architecture_of_state, check_state_keys
 
-ARCHITECTURES: dict[str, type[Any]] = {
-    "relu": SparseAutoencoder,
-    "topk": TopKSAE,
-    "batchtopk": BatchTopKSAE,
-    "jumprelu": JumpReLUSAE,
-}
-"""Every architecture by its name in configs, cell names and files."""
 
-STRATEGIES_BY_ARCHITECTURE: dict[str, tuple[str, ...]] = {
-    "relu": ("nosampling", "sampling"),
-    "topk": ("nosampling", "sampling", "auxk"),
-    "batchtopk": ("nosampling", "sampling", "auxk"),
-    "jumprelu": ("nosampling", "sampling"),
-}
+def _import_class(path: str) -> type[Any]:
+    module, _, name = path.partition(":")
+    cls: type[Any] = getattr(importlib.import_module(module), name)
+    return cls
+
+
+ARCHITECTURES: dict[str, type[Any]] = {name: _import_class(s.sae_class) for name, s in SPECS.items()}
+"""Every architecture by its name in configs, cell names and files (from the registry)."""
+
+for _name, _cls in ARCHITECTURES.items():
+    if getattr(_cls, "architecture", None) != _name:
+        raise TypeError(f"architecture {_name!r}: {_cls.__name__}.architecture must be {_name!r}")
+
+STRATEGIES_BY_ARCHITECTURE: dict[str, tuple[str, ...]] = {name: s.strategies for name, s in SPECS.items()}
 """`auxk` (Gao et al.'s auxiliary loss) is defined for the TopK family only."""
 
 
@@ -67,9 +66,10 @@ def load_sae(path: str | Path, architecture: str, device: str | torch.device = "
 
 
 def load_any(path: str | Path, device: str | torch.device = "cpu") -> Sae:
-    """The `.pth` at `path` as the architecture its keys name (`state_keys`)."""
+    """The `.pth` at `path` as the architecture it records (`state_keys`: its name; relu: the study's four
+    tensors; files older than the name: their keys)."""
     state = torch.load(Path(path), map_location=device, weights_only=True)
-    architecture = architecture_of_keys(state)
+    architecture = architecture_of_state(state)
     if architecture is None:
         raise ValueError(f"{path}: not the state dict of any architecture (got keys {sorted(state)})")
     return ARCHITECTURES[architecture].from_state_dict(state).to(device)

@@ -12,20 +12,26 @@ L1 gradient and writes the weight gradients in place.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from sae_core.saes.state_keys import PARAM_NAMES as PARAM_NAMES  # re-exported: it lived here
-from sae_core.saes.state_keys import check_state_keys
+# Re-exported: these lived here before `common` held what every architecture shares.
+from sae_core.saes.common import InitScheme as InitScheme
+from sae_core.saes.common import StepStats as StepStats
+from sae_core.saes.common import explained_variance_from_error as explained_variance_from_error
+from sae_core.saes.common import initial_weights
+from sae_core.saes.common import normalize_decoder as normalize_decoder
+from sae_core.saes.common import project_decoder_grad as project_decoder_grad
+from sae_core.saes.common import tied_init as tied_init
+from sae_core.saes.state_keys import PARAM_NAMES as PARAM_NAMES
+from sae_core.saes.state_keys import check_state_keys, tensors_of
 
 L1Scaling = Literal["seed", "sum"]
-InitScheme = Literal["seed", "tied"]
 
 
 class SparseAutoencoder(nn.Module):
@@ -51,16 +57,7 @@ class SparseAutoencoder(nn.Module):
             raise ValueError(f"d_in and d_hidden must be > 0 (got {d_in}, {d_hidden})")
         self.d_in = d_in
         self.d_hidden = d_hidden
-        gen = torch.Generator().manual_seed(seed) if seed is not None else None
-        if init == "seed":
-            # The study's initialisation: Gaussian encoder scaled by 1/sqrt(d), decoder by 1/sqrt(m), zero
-            # biases (decoder rows become unit-norm after the first step, as in its code).
-            w_enc = torch.randn(d_in, d_hidden, generator=gen) / math.sqrt(d_in)
-            w_dec = torch.randn(d_hidden, d_in, generator=gen) / math.sqrt(d_hidden)
-        elif init == "tied":
-            w_dec, w_enc = tied_init(d_in, d_hidden, encoder_norm, gen)
-        else:
-            raise ValueError(f"training.init: must be seed or tied (got {init!r})")
+        w_enc, w_dec = initial_weights(d_in, d_hidden, seed=seed, init=init, encoder_norm=encoder_norm)
         self.W_enc = nn.Parameter(w_enc)
         self.b_enc = nn.Parameter(torch.zeros(d_hidden))
         self.W_dec = nn.Parameter(w_dec)
@@ -78,35 +75,22 @@ class SparseAutoencoder(nn.Module):
 
     @classmethod
     def from_state_dict(cls, state: dict[str, torch.Tensor]) -> SparseAutoencoder:
-        check_state_keys(state, "relu")  # a topk/batchtopk/jumprelu .pth is refused, naming which it is
+        check_state_keys(state, "relu")  # another architecture's .pth is refused, naming which it is
         d_in, d_hidden = state["W_enc"].shape
         sae = cls(d_in, d_hidden, seed=0)  # the init is overwritten by the state below
-        sae.load_state_dict({k: v.float() for k, v in state.items()})
+        sae.load_state_dict({k: v.float() for k, v in tensors_of(state).items()})
         return sae
+
+    @classmethod
+    def from_saelens(cls, cfg: dict[str, Any], state: dict[str, torch.Tensor]) -> SparseAutoencoder:
+        """SAELens `standard` computes exactly this SAE, with the same tensors."""
+        return cls.from_state_dict(state)
 
     @classmethod
     def from_pth(cls, path: str | Path, device: str | torch.device = "cpu") -> SparseAutoencoder:
         """Load a `.pth` state dict with the study's keys (`W_enc`, `b_enc`, `W_dec`, `b_dec`)."""
         state = torch.load(Path(path), map_location=device, weights_only=True)
         return cls.from_state_dict(state).to(device)
-
-
-def tied_init(
-    d_in: int, d_hidden: int, encoder_norm: float, gen: torch.Generator | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Decoder rows: random unit-norm directions; encoder: the decoder's transpose × `encoder_norm`.
-
-    Each feature then starts reading along the direction it writes, so it begins as a matched filter
-    for its own direction instead of an unrelated random one, and the decoder row and encoder column
-    co-adapt from step 0 (the untied Gaussian start recovered ground-truth features far worse, see
-    docs/results.md "Ground truth"). The decoder norm itself is irrelevant here: rows are renormalised
-    to unit norm after every step, so only the encoder's scale matters.
-    """
-    if not math.isfinite(encoder_norm) or encoder_norm <= 0:
-        raise ValueError(f"training.init_encoder_norm: must be > 0 (got {encoder_norm})")
-    w_dec = torch.randn(d_hidden, d_in, generator=gen)
-    w_dec /= w_dec.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    return w_dec, w_dec.t().contiguous() * encoder_norm
 
 
 def l1_factor(scaling: L1Scaling, d_hidden: int) -> float:
@@ -133,36 +117,6 @@ def sae_loss(
     mse = (x_hat - x).pow(2).mean()
     l1 = h.abs().sum(dim=-1).mean() * l1_factor(scaling, h.shape[-1])
     return LossParts(loss=mse + l1_coef * l1, mse=mse, l1=l1)
-
-
-@torch.no_grad()
-def project_decoder_grad(sae: SparseAutoencoder) -> None:
-    """Remove from each decoder row's gradient its component along the row (the row's norm is fixed)."""
-    grad, w = sae.W_dec.grad, sae.W_dec
-    if grad is None:
-        return
-    coef = (grad * w).sum(dim=1, keepdim=True) / (w * w).sum(dim=1, keepdim=True).clamp_min(1e-12)
-    grad.sub_(coef * w)
-
-
-@torch.no_grad()
-def normalize_decoder(sae: SparseAutoencoder) -> None:
-    """Renormalise decoder rows to unit L2 norm (after every optimizer step)."""
-    sae.W_dec.div_(sae.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12))
-
-
-@dataclass
-class StepStats:
-    """Tensors (no host sync) describing one training step; `fired` is a per-feature bool (> 0 on some
-    token), `exceeded` the same above `exceed_threshold` when the step was asked for it."""
-
-    loss: torch.Tensor
-    mse: torch.Tensor
-    l1: torch.Tensor
-    fired: torch.Tensor
-    l0: torch.Tensor | None = None
-    explained_variance: torch.Tensor | None = None
-    exceeded: torch.Tensor | None = None
 
 
 def _ensure_grad(p: nn.Parameter) -> torch.Tensor:
@@ -232,13 +186,6 @@ def fused_step_grads(
         stats.l0 = (h > 0).sum(dim=1, dtype=torch.float32).mean()
         stats.explained_variance = explained_variance_from_error(x, g_out, scale=batch * d / 2.0)
     return stats
-
-
-def explained_variance_from_error(x: torch.Tensor, err: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
-    """`1 − Σ‖x − x̂‖² / Σ‖x − mean(x)‖²` over the batch; `err` is `(x̂ − x) / scale`."""
-    resid = (err * scale).pow(2).sum()
-    total = (x - x.mean(dim=0, keepdim=True)).pow(2).sum().clamp_min(1e-12)
-    return 1.0 - resid / total
 
 
 def autograd_step_grads(

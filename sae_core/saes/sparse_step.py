@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from sae_core.saes.auxk import auxk_weight
-from sae_core.saes.relu import StepStats, explained_variance_from_error
+from sae_core.saes.common import StepStats, explained_variance_from_error
 
 _SUM = 0  # embedding_bag's mode code for "sum"
 _NO_PADDING = -1

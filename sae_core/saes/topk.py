@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from sae_core.saes.auxk import AuxkWeighting, auxk_loss, auxk_weight
-from sae_core.saes.base import AutogradSae, TrainLoss
-from sae_core.saes.relu import InitScheme, StepStats
+from sae_core.saes.base import LOSS_METHODS, AutogradSae, TrainLoss, overrides
+from sae_core.saes.common import InitScheme, StepStats
 from sae_core.saes.sparse_step import sparse_step_grads
 
 AUXK_COEFFICIENT = 1 / 32
@@ -134,6 +134,10 @@ class TopKSAE(AutogradSae):
     ) -> StepStats:
         """The hand-written step on the k kept latents per token (`sparse_step`); `training_loss`
         through autograd is its reference."""
+        if overrides(self, TopKSAE, LOSS_METHODS):  # the sparse step would ignore the subclass's loss
+            return AutogradSae.step_grads(
+                self, x, dead=dead, full_stats=full_stats, exceed_threshold=exceed_threshold
+            )
         stats, _ = sparse_step_grads(
             self, x, "token", dead=dead, full_stats=full_stats, exceed_threshold=exceed_threshold
         )
@@ -160,6 +164,10 @@ class TopKSAE(AutogradSae):
     @classmethod
     def options_from_state(cls, state: dict[str, torch.Tensor]) -> dict[str, Any]:
         return {"k": int(state["k"])}
+
+    @classmethod
+    def from_saelens(cls, cfg: dict[str, Any], state: dict[str, torch.Tensor]) -> TopKSAE:
+        return cls.from_state_dict({**state, "k": torch.tensor(int(cfg["k"]))})
 
     def saelens_export(self) -> tuple[str, dict[str, Any], dict[str, torch.Tensor]]:
         # SAELens' inference TopK: topk of the pre-activations, then ReLU; no rescaling by decoder norms

@@ -10,12 +10,13 @@ from typing import Any
 import torch
 
 from sae_core.config import SaesConfig, TrainingConfig
+from sae_core.config.architectures import section_of
 from sae_core.errors import TrainingError
 from sae_core.naming import Cell
 from sae_core.saes.auxk import window_steps
 from sae_core.saes.base import AutogradSae
+from sae_core.saes.common import StepStats, normalize_decoder
 from sae_core.saes.registry import architecture_class, check_strategy
-from sae_core.saes.relu import StepStats, normalize_decoder
 
 
 def build_architecture(
@@ -112,27 +113,30 @@ def normalize_after_step(sae: Any) -> None:
 
 
 def cell_options(cell: Cell, saes: SaesConfig, d_hidden: int) -> dict[str, Any]:
-    """Constructor keywords of `cell`'s architecture: its sparsity (k or the L0 coefficient) and its
-    `saes` section; `{}` for relu. A k not below the width names `grid.k_values`."""
-    if cell.architecture == "relu":
-        return {}
-    settings = getattr(saes, cell.architecture).model_dump()
-    if cell.k is not None:
-        if cell.k >= d_hidden:
-            raise TrainingError(
-                f"grid.k_values: k must be below the SAE's width, {d_hidden} latents for {cell.name} "
-                f"(got {cell.k})"
-            )
-        return {"k": cell.k, **settings}
-    return {"l0_coefficient": cell.l0, **settings}
+    """Constructor keywords of `cell`'s architecture: its sparsity (the spec's `sparsity.keyword`: k or
+    the L0 coefficient) and its `saes` section; `{}` for relu. A k not below the width names
+    `grid.k_values`."""
+    sparsity = cell.spec.sparsity
+    section = section_of(saes, cell.architecture)
+    settings = section.model_dump() if section is not None else {}
+    if sparsity.keyword is None:
+        return settings
+    value = getattr(cell, sparsity.field)
+    if sparsity.field == "k" and value >= d_hidden:
+        raise TrainingError(
+            f"grid.{sparsity.axis}: k must be below the SAE's width, {d_hidden} latents for {cell.name} "
+            f"(got {value})"
+        )
+    return {sparsity.keyword: value, **settings}
 
 
 def cell_settings(cell: Cell, saes: SaesConfig) -> dict[str, Any]:
     """What a cell's resume identity and cache key add for its architecture (nothing for relu, so a
     relu cell's keys are the study's)."""
-    if cell.architecture == "relu":
+    section = section_of(saes, cell.architecture)
+    if section is None:
         return {}
-    return {"saes": {cell.architecture: getattr(saes, cell.architecture).model_dump(mode="json")}}
+    return {"saes": {cell.architecture: section.model_dump(mode="json")}}
 
 
 def export_metadata(cell: Cell) -> dict[str, Any]:

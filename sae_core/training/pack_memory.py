@@ -2,9 +2,9 @@
 what the device has, and the split of a pack that does not fit.
 
 A cell's estimate (float32, bytes): parameters, their gradients and Adam's two moments (4 × the parameter
-count), the step's work arrays (relu's fused step holds two [batch, m] arrays and a [batch, d] one; the
-autograd steps of the other architectures keep about four [batch, m] for the backward; a captured step
-keeps them in its graph's pool), the firing counters (two int64 per feature). The validation and
+count), the step's work arrays (each architecture's spec says how many: relu's fused step holds two
+[batch, m] arrays, the autograd steps of the others about four for the backward; a captured step keeps
+them in its graph's pool), the firing counters (two int64 per feature). The validation and
 final-evaluation encodes ([chunk, m], chunk = min(val_tokens, 8192)) run one cell at a time: the budget
 reserves them once, for the widest cell. The training data is loaded before the plan and shared by the
 pack, so on CUDA it is already out of the free memory the plan reads.
@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from sae_core.architectures import SPECS
+
 log = logging.getLogger(__name__)
 
 HEADROOM = 0.9
@@ -30,8 +32,9 @@ EVAL_CHUNK = 8192
 def cell_bytes(d: int, m: int, batch: int, architecture: str, val_tokens: int) -> int:
     """Estimated device bytes one cell holds through a pack's training (see the module docstring);
     `val_tokens` is not held: the evaluations run one cell at a time (`evaluation_bytes`)."""
-    params = 2 * d * m + m + d + (m if architecture == "jumprelu" else 0)
-    work = (2 if architecture == "relu" else 4) * batch * m + 3 * batch * d
+    memory = SPECS[architecture].memory  # the registry's terms (`sae_core.architectures.Memory`)
+    params = 2 * d * m + m + d + memory.extra_params_per_latent * m
+    work = memory.work_arrays * batch * m + memory.work_rows_per_batch * batch * d
     return 4 * (4 * params + work) + 16 * m
 
 

@@ -173,6 +173,7 @@ def finish_cell(run: CellRun, result: dict[str, Any]) -> dict[str, Any]:
     metrics = {
         "format": METRICS_FORMAT,
         "cell": cell.name,
+        "architecture": cell.architecture,  # by name: loading reads it (`saes.export.load_run`)
         "d_in": data.d_model,
         "d_hidden": d_hidden,
         "store": run.store_path,
