@@ -227,3 +227,18 @@ register(
         memory=Memory(extra_params_per_latent=1),
     )
 )
+register(
+    ArchitectureSpec(
+        name="matryoshka",
+        summary="Matryoshka BatchTopK (Bussmann et al. 2025): nested dictionaries, a loss per prefix",
+        sae_class="sae_core.saes.matryoshka:MatryoshkaBatchTopKSAE",
+        sparsity=_K,
+        cell_prefix="matryoshka",
+        strategies=_TOPK_STRATEGIES,
+        section="MatryoshkaConfig",
+        extra_keys=("k", "topk_threshold", "group_sizes"),
+        saelens_extra=("threshold",),
+        color="#aa3377",
+        memory=Memory(work_arrays=5, work_rows_per_batch=4),
+    )
+)

@@ -99,6 +99,12 @@ class JumpReLUConfig(Section):
     """c in the `tanh` form (SAELens' default 4); unused by `step`."""
 
 
+class MatryoshkaConfig(BatchTopKConfig):
+    group_fractions: list[float] = Field(default_factory=lambda: [0.0625, 0.0625, 0.125, 0.25, 0.5])
+    """The nested dictionaries' groups as shares of the width (each > 0, summing to 1): prefix i is
+    groups 0..i and gets its own reconstruction loss (Bussmann et al. 2025)."""
+
+
 def _sections() -> dict[str, Any]:
     fields: dict[str, Any] = {}
     for name, spec in SPECS.items():
