@@ -91,6 +91,8 @@ class Normalization(_Part):
 class Metrics(_Versioned):
     """metrics.json: a trained cell (written last by training; `completed` marks the run done)."""
 
+    architecture: str | None = None
+    """The architecture by its registry name (absent before it was recorded: relu, or read from the .pth)."""
     cell: str | None = None
     d_in: int | None = None
     d_hidden: int | None = None
