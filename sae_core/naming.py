@@ -27,6 +27,11 @@ def format_l1(l1: float) -> str:
     return str(float(l1))
 
 
+def _join(names: list[str]) -> str:
+    """`a`, `a and b`, `a, b and c`: a list as a sentence reads it."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
 @dataclass(frozen=True, order=True)
 class Cell:
     """One grid cell: an expansion factor, an L1 coefficient and a dead-neuron strategy; for the other
@@ -59,7 +64,7 @@ class Cell:
             if (field == name) != (getattr(self, name) is not None):
                 takers = [a for a, s in SPECS.items() if s.sparsity.field == name]
                 raise ValueError(
-                    f"{name}: set for {' and '.join(takers)} cells only "
+                    f"{name}: set for {_join(takers)} cells only "
                     f"(got {getattr(self, name)} for {self.architecture})"
                 )
         if field == "k" and (isinstance(self.k, bool) or not isinstance(self.k, int) or self.k <= 0):

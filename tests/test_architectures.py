@@ -181,7 +181,7 @@ def test_state_dict_round_trip_gives_identical_outputs(name, tmp_path):
     from sae_core.saes.registry import load_sae
 
     sae = build_sae(name, D, M, seed=1, **_options(name))
-    if name == "batchtopk":
+    if name in ("batchtopk", "matryoshka"):  # their inference threshold is estimated in training
         sae.training_loss(_x())
     torch.save(sae.state_dict(), tmp_path / "w.pth")
     loaded = load_sae(tmp_path / "w.pth", name)

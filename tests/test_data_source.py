@@ -206,7 +206,8 @@ def test_parquet_store_records_its_source_and_the_report_prints_it(
     (old_dir / "manifest.json").write_text(
         json.dumps({k: v for k, v in old.items() if k not in {"source", "versions"}})
     )
-    cells = [SimpleNamespace(metrics={"store": str(s)}) for s in (store, old_dir, tmp_path / "gone", store)]
+    stores = (store, old_dir, tmp_path / "gone", store)
+    cells = [SimpleNamespace(metrics=SimpleNamespace(store=str(s))) for s in stores]
     provenance = store_provenance(cells)  # type: ignore[arg-type]
     assert [p["store"] for p in provenance] == sorted({str(store), str(old_dir), str(tmp_path / "gone")})
     texts_by_store = {p["store"]: provenance_text(p) for p in provenance}
