@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from sae_core.architectures import SPECS
+from sae_core.saes.export import save_pth
 from sae_core.saes.registry import ARCHITECTURES, build_sae, check_strategy, load_sae
 from sae_core.saes.relu import SparseAutoencoder
 
@@ -62,8 +64,9 @@ def test_an_unknown_architecture_name_is_refused_with_the_known_ones():
 
 
 def _saved(name: str, path) -> None:
-    sae = build_sae(name, D, M, seed=0, **({"k": 4} if "topk" in name else {}))
-    torch.save(sae.state_dict(), path)
+    """As the Trainer writes it (`save_pth`: with the architecture's name where its spec records one)."""
+    sae = build_sae(name, D, M, seed=0, **({"k": 4} if SPECS[name].sparsity.field == "k" else {}))
+    save_pth(sae, path)
 
 
 @pytest.mark.parametrize("saved_as", list(ARCHITECTURES))

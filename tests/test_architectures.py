@@ -9,6 +9,7 @@ import inspect
 import pytest
 import torch
 
+from sae_core.architectures import SPECS
 from sae_core.config.architectures import ARCHITECTURE_NAMES, BatchTopKConfig, JumpReLUConfig, TopKConfig
 from sae_core.config.architectures import STRATEGIES_BY_ARCHITECTURE as config_strategies
 from sae_core.saes.batchtopk import BatchTopKSAE
@@ -27,7 +28,7 @@ def _x(n: int = 40, seed: int = 0) -> torch.Tensor:
 
 
 def _options(name: str) -> dict:
-    return {"k": 5} if "topk" in name else {}
+    return {"k": 5} if SPECS[name].sparsity.field == "k" else {}
 
 
 def test_every_architecture_starts_from_relus_weights_for_the_same_seed():
