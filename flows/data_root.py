@@ -13,7 +13,8 @@ from pathlib import Path
 from prefect.runtime import deployment
 
 from sae_core.config import SweepConfig, anchored_data_root, user_data_dir
-from tasks.common import run_logger, with_absolute_root
+from tasks.paths import with_absolute_root
+from tasks.progress import run_logger
 
 
 def in_deployed_run() -> bool:

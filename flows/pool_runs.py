@@ -27,7 +27,7 @@ from typing import Any
 from uuid import UUID
 
 from sae_core.config import SweepConfig
-from tasks.common import run_logger
+from tasks.progress import run_logger
 
 POLL_S = 2.0
 HEARTBEAT_EVENT = "prefect.flow-run.heartbeat"

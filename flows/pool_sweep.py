@@ -19,7 +19,7 @@ from prefect.runtime import flow_run
 
 from sae_core.config import SweepConfig
 from sae_core.naming import Cell
-from tasks.common import run_logger
+from tasks.progress import run_logger
 
 
 def _failed(cell: Cell, error: str) -> dict[str, Any]:
@@ -53,7 +53,7 @@ def run_pack_on_pool(store: str, cfg: SweepConfig, pack: list[Cell]) -> list[dic
     others go on."""
     from flows.pool_runs import run_stage_deployment
     from flows.train_cell import run_cell_chain
-    from tasks.common import analysis_complete, training_complete
+    from tasks.cache import analysis_complete, training_complete
     from tasks.train import pack_run_name
 
     names = [c.name for c in pack]

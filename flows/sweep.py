@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from tasks.common import apply_prefect_defaults
+from tasks.prefect_defaults import apply_prefect_defaults
 
 apply_prefect_defaults()
 
@@ -33,7 +33,8 @@ from sae_core.config import (  # noqa: E402
 )
 from sae_core.io import check_writable  # noqa: E402
 from sae_core.naming import Cell, grid_cells  # noqa: E402
-from tasks.common import data_root, run_logger, sweep_dir  # noqa: E402
+from tasks.paths import data_root, sweep_dir  # noqa: E402
+from tasks.progress import run_logger  # noqa: E402
 
 # The presets shipped in sae_core/presets, as a choice in the deployment's run form.
 PresetName = Literal[tuple(preset_names())]  # type: ignore[valid-type]
@@ -80,7 +81,7 @@ def _map_cells(fn: Any, cells: list[Cell], workers: int) -> list[dict[str, Any]]
 def _extract(cfg: SweepConfig) -> dict[str, Any]:
     """The activation store: extracted here (`placement: local`), or by a run of the `extract`
     deployment on the GPU pool (`placement: pool`), read back from the shared data_root."""
-    from tasks.common import store_complete
+    from tasks.cache import store_complete
     from tasks.extract import expected_store, run_extract
 
     if cfg.grid.placement == "local":

@@ -21,8 +21,8 @@ from sae_core.naming import Cell
 def run_cell_chain(store: str, cell: Cell, cfg: SweepConfig) -> dict[str, Any]:
     """The per-cell tasks in order; returns each stage's small result and the seconds of stage work."""
     from tasks.analyze import run_analyze
-    from tasks.common import stage_lock
     from tasks.label import label_cell
+    from tasks.locks import stage_lock
     from tasks.report import browse_cell
     from tasks.train import run_train
     from tasks.upload import upload_cell

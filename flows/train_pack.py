@@ -28,7 +28,8 @@ def run_pack_chain(store: str, cells: list[Cell], cfg: SweepConfig) -> dict[str,
     the cache entry the sweep's hits on) and its analysis. A cell that fails is recorded, the others go
     on. Returns `{"cells": {name: "completed" | "failed: <error>"}, "work_s": seconds}`."""
     from tasks.analyze import run_analyze
-    from tasks.common import run_logger, stage_lock
+    from tasks.locks import stage_lock
+    from tasks.progress import run_logger
     from tasks.train import run_train, run_train_packs
 
     status: dict[str, str] = {}

@@ -11,16 +11,9 @@ from prefect.runtime import task_run
 from sae_core.config import SweepConfig
 from sae_core.naming import Cell
 from sae_core.rundir import RAW_UNITS, Analysis, RunDir, dead_caption, parse, pct
-from tasks.common import (
-    PrefectProgress,
-    analysis_complete,
-    analyze_cache_key,
-    artifact_key,
-    call_stage,
-    retry_unless_user_error,
-    run_dir,
-    run_logger,
-)
+from tasks.cache import analysis_complete, analyze_cache_key, call_stage, retry_unless_user_error
+from tasks.paths import run_dir
+from tasks.progress import PrefectProgress, artifact_key, run_logger
 
 
 def _cache_key(context: Any, parameters: dict[str, Any]) -> str:

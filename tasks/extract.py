@@ -9,16 +9,9 @@ from prefect import task
 
 from sae_core.config import SweepConfig
 from sae_core.io import read_json
-from tasks.common import (
-    PrefectProgress,
-    artifact_key,
-    call_stage,
-    extract_cache_key,
-    retry_unless_user_error,
-    run_logger,
-    stage_lock,
-    store_complete,
-)
+from tasks.cache import call_stage, extract_cache_key, retry_unless_user_error, store_complete
+from tasks.locks import stage_lock
+from tasks.progress import PrefectProgress, artifact_key, run_logger
 
 
 def _cache_key(context: Any, parameters: dict[str, Any]) -> str:
@@ -65,7 +58,7 @@ def _build_demo_model(cfg: SweepConfig) -> None:
     """Build the demo GPT-2 on first use with its own progress artifact and log lines (the first demo's
     longest wait after extraction); extraction would otherwise build it silently while loading."""
     from sae_core.extraction import DEMO_MODEL, ensure_demo_model
-    from tasks.common import data_root
+    from tasks.paths import data_root
 
     if cfg.model.name == DEMO_MODEL:
         progress = PrefectProgress(artifact_key("demo-model"), "training the demo GPT-2", unit="steps")
@@ -74,7 +67,7 @@ def _build_demo_model(cfg: SweepConfig) -> None:
 
 def expected_store(cfg: SweepConfig) -> str:
     from sae_core.extraction import store_key
-    from tasks.common import data_root
+    from tasks.paths import data_root
 
     return str(data_root(cfg) / "activations" / store_key(cfg))
 

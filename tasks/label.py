@@ -32,7 +32,7 @@ from sae_core.labels import (
 )
 from sae_core.naming import Cell
 from sae_core.progress import Progress, no_progress
-from tasks.common import PrefectProgress, artifact_key, resolve_secret, result_storage
+from tasks.credentials import resolve_secret
 from tasks.label_requests import (
     MAX_BACKOFF_S,
     NO_KEY_PLACEHOLDER,
@@ -42,6 +42,8 @@ from tasks.label_requests import (
     label_logger,
 )
 from tasks.label_scores import score_cell
+from tasks.paths import result_storage
+from tasks.progress import PrefectProgress, artifact_key
 
 
 def skip_reason(lab: LabelingConfig, key: str | None) -> str | None:

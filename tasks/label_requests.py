@@ -11,7 +11,7 @@
 - Concurrency: a thread-pool task runner of `labeling.concurrency` workers per cell, plus a process-wide
   semaphore per endpoint, so cells labelled at the same time still respect the bound.
 - Cache: the task's cache key is (prompt version, model, examples hash) and results persist under
-  `data_root/.prefect/results` (`tasks.common.result_storage`), so a re-run (a new process included)
+  `data_root/.prefect/results` (`tasks.paths.result_storage`), so a re-run (a new process included)
   sends no request already answered. Failed attempts are not cached.
 - `response_format`: whether the endpoint accepts it is learned ONCE per process (a `SchemaSupport`
   per endpoint and model, shared by every cell and feature labelled here, labels and scores alike):

@@ -8,7 +8,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from sae_core.config import SweepConfig
-from tasks.common import artifact_key, run_logger
+from tasks.progress import artifact_key, run_logger
 
 
 @task(name="plan", task_run_name="plan-{cfg.name}", cache_policy=NO_CACHE)

@@ -32,7 +32,8 @@ from sae_core.report import (
     write_browsers,
 )
 from sae_core.serve import SERVE_URL_ENV, serve_base_url
-from tasks.common import PrefectProgress, artifact_key, data_root, run_logger, sweep_dir
+from tasks.paths import data_root, sweep_dir
+from tasks.progress import PrefectProgress, artifact_key, run_logger
 from tasks.summary import grid_legend, grid_table, markdown_table
 
 HUB = "https://huggingface.co"

@@ -22,7 +22,7 @@ from sae_core.rundir import (
     read_metrics,
     training_dead_fraction,
 )
-from tasks.common import run_dir
+from tasks.paths import run_dir
 
 MISSING = "missing"
 log = logging.getLogger(__name__)

@@ -17,17 +17,10 @@ from sae_core.config import SweepConfig
 from sae_core.errors import SaeSweepError
 from sae_core.naming import Cell
 from sae_core.rundir import Evaluation, Metrics, RunDir, parse, pct
-from tasks.common import (
-    PrefectProgress,
-    artifact_key,
-    call_stage,
-    retry_unless_user_error,
-    run_dir,
-    run_logger,
-    stage_lock,
-    train_cache_key,
-    training_complete,
-)
+from tasks.cache import call_stage, retry_unless_user_error, train_cache_key, training_complete
+from tasks.locks import stage_lock
+from tasks.paths import run_dir
+from tasks.progress import PrefectProgress, artifact_key, run_logger
 
 
 def _cache_key(context: Any, parameters: dict[str, Any]) -> str:

@@ -23,7 +23,9 @@ from sae_core.config import HUB_TOKENS, SweepConfig
 from sae_core.errors import UploadError
 from sae_core.io import sha256_file
 from sae_core.naming import Cell
-from tasks.common import resolve_secret, run_dir, run_logger
+from tasks.credentials import resolve_secret
+from tasks.paths import run_dir
+from tasks.progress import run_logger
 from tasks.summary import grid_legend, grid_rows, markdown_table
 
 TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}

@@ -18,7 +18,7 @@ def prefect_harness(tmp_path_factory) -> Iterator[str]:
     home = tmp_path_factory.mktemp("prefect-home")
     old = os.environ.get("PREFECT_HOME")
     os.environ["PREFECT_HOME"] = str(home)
-    from tasks.common import apply_prefect_defaults
+    from tasks.prefect_defaults import apply_prefect_defaults
 
     apply_prefect_defaults()
     from prefect.testing.utilities import prefect_test_harness

@@ -16,8 +16,8 @@ import pytest
 
 from sae_core.config import load_config
 from sae_core.naming import Cell
-from tasks.common import run_dir
 from tasks.extract import expected_store
+from tasks.paths import run_dir
 from tests.fixtures_stack import REPO, FileWitness
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -14,7 +14,7 @@ import pytest
 from flows.cli import main
 from sae_core.config import load_config
 from sae_core.naming import Cell
-from tasks.common import run_dir, sweep_dir
+from tasks.paths import run_dir, sweep_dir
 
 pytestmark = pytest.mark.slow
 

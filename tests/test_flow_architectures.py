@@ -7,7 +7,7 @@ import pytest
 
 from sae_core.config import load_config
 from sae_core.naming import Cell
-from tasks.common import run_dir, sweep_dir
+from tasks.paths import run_dir, sweep_dir
 
 pytestmark = pytest.mark.slow
 

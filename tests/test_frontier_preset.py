@@ -13,7 +13,7 @@ from sae_core.config import load_config, preset_names
 from sae_core.naming import grid_cells
 from sae_core.report.frontier import FRONTIER_PLOTS
 from sae_core.report.render import ARCHITECTURES_TITLE
-from tasks.common import run_dir, sweep_dir
+from tasks.paths import run_dir, sweep_dir
 
 pytestmark = pytest.mark.slow
 

@@ -315,7 +315,7 @@ def _told_what_was_wrong(body: dict) -> bool:
 
 def test_verdicts_repairs_and_the_conservative_rate(label_prefect, fake_llm, tmp_path, monkeypatch) -> None:
     from sae_core.naming import Cell, format_l1
-    from tasks.common import run_dir
+    from tasks.paths import run_dir
     from tasks.summary import grid_rows
 
     monkeypatch.setenv("OPENAI_API_KEY", KEY)

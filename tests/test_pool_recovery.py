@@ -15,7 +15,7 @@ import torch
 
 from sae_core.config import load_config
 from sae_core.naming import Cell, grid_cells
-from tasks.common import run_dir
+from tasks.paths import run_dir
 from tests.fixtures_stack import FileWitness
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -105,7 +105,7 @@ def test_a_packed_pool_sweep_survives_a_lost_worker(deployed, tmp_path, tiny_swe
     the pack runs persisted, each cell has its progress artifact, and the weights equal the same grid
     trained with local placement, bit for bit."""
     from sae_core.training import train_pack
-    from tasks.common import artifact_key
+    from tasks.progress import artifact_key
 
     stack = deployed
     second = stack.start(

@@ -11,7 +11,7 @@ from pathlib import Path
 from sae_core.config import load_config
 from sae_core.naming import Cell
 from sae_core.report.render import png_data_uri, ui_markdown
-from tasks.common import artifact_key, readable_number
+from tasks.progress import artifact_key, readable_number
 from tests.test_encoding import planted_elements
 from tests.test_report_data import fabricate_cell, fabricate_sweep
 

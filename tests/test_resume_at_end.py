@@ -85,7 +85,7 @@ def test_a_finished_cell_trains_zero_steps_and_changes_no_file(cell, sae_store, 
 def test_the_train_task_on_a_finished_cell_trains_zero_steps(cell, sae_store, prefect_client, tmp_path):
     from prefect import flow
 
-    from tasks.common import run_dir
+    from tasks.paths import run_dir
     from tasks.train import run_train
 
     cfg = small_config(epochs=1).model_copy(

@@ -11,7 +11,7 @@ from sae_core.config import load_config
 from sae_core.naming import Cell
 from sae_core.training.checkpoint import config_hash
 from sae_core.training.run_cell import cell_identity
-from tasks import common
+from tasks import cache, paths
 
 MAIN_KEYS = {
     "train": "train-72cf987f3b7cdfea949036e2e1224a99",
@@ -23,7 +23,7 @@ MAIN_KEYS = {
 
 
 def _keys(tmp_path, monkeypatch) -> dict[str, str]:
-    monkeypatch.setattr(common, "code_version", lambda: "fixed-code-version")
+    monkeypatch.setattr(cache, "code_version", lambda: "fixed-code-version")
     store = tmp_path / "store"
     store.mkdir()
     manifest = {
@@ -34,12 +34,12 @@ def _keys(tmp_path, monkeypatch) -> dict[str, str]:
         "model": {"name": "gpt2", "layer": 6, "d_model": 768},
     }  # fmt: skip
     (store / "manifest.json").write_text(json.dumps(manifest))
-    cfg = common.with_absolute_root(load_config("seed", None, {"data_root": "/nonexistent/sae-keys"}))
+    cfg = paths.with_absolute_root(load_config("seed", None, {"data_root": "/nonexistent/sae-keys"}))
     cell = Cell(4, 0.01, "sampling")
     return {
-        "train": common.train_cache_key(cfg, cell, store),
-        "analyze": common.analyze_cache_key(cfg, cell, store),
-        "extract": common.extract_cache_key(cfg),
+        "train": cache.train_cache_key(cfg, cell, store),
+        "analyze": cache.analyze_cache_key(cfg, cell, store),
+        "extract": cache.extract_cache_key(cfg),
         "run_config_hash": config_hash(cell_identity(cell, cfg, _Data())),
     }
 
@@ -60,5 +60,5 @@ def test_seed_cache_keys_are_those_main_computed(tmp_path, monkeypatch):
 def test_a_normalised_preset_changes_its_train_key_on_purpose(tmp_path, monkeypatch):
     seed_train = _keys(tmp_path, monkeypatch)["train"]
     overrides = {"data_root": "/nonexistent/sae-keys", "training.normalize_activations": "expected_norm"}
-    cfg = common.with_absolute_root(load_config("seed", None, overrides))
-    assert common.train_cache_key(cfg, Cell(4, 0.01, "sampling"), tmp_path / "store") != seed_train
+    cfg = paths.with_absolute_root(load_config("seed", None, overrides))
+    assert cache.train_cache_key(cfg, Cell(4, 0.01, "sampling"), tmp_path / "store") != seed_train

@@ -22,7 +22,8 @@ import pytest
 
 from sae_core.config import load_config
 from sae_core.naming import Cell
-from tasks.common import run_dir, training_complete
+from tasks.cache import training_complete
+from tasks.paths import run_dir
 from tests.fixtures_llm import write_analysis
 from tests.fixtures_stack import REPO
 

@@ -18,7 +18,7 @@ from sae_core.naming import Cell
 from sae_core.store import ActivationStore, store_fingerprint
 from sae_core.training import TrainCallback, train_cell
 from sae_core.training.checkpoint import CHECKPOINT_NAME, config_hash
-from tasks import analyze, common, train
+from tasks import analyze, paths, train
 from tests.fixtures_sae import make_store, small_config
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -32,7 +32,7 @@ def _cfg(tmp_path: Path):
         batch_size=32, epochs=2, checkpoint_every=5, resample_every=10, resample_pool_tokens=1024,
         log_every=5, val_every=10, val_tokens=64,
     )  # fmt: skip
-    return common.with_absolute_root(cfg.model_copy(update={"data_root": str(tmp_path / "data")}))
+    return paths.with_absolute_root(cfg.model_copy(update={"data_root": str(tmp_path / "data")}))
 
 
 class _Starts(TrainCallback):

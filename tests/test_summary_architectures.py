@@ -8,7 +8,7 @@ import json
 
 from sae_core.config import load_config
 from sae_core.naming import grid_cells
-from tasks.common import run_dir, sweep_dir
+from tasks.paths import run_dir, sweep_dir
 from tasks.summary import grid_legend, grid_table
 from tasks.upload import model_card
 from tests.test_report_data import fabricate_cell

@@ -16,7 +16,7 @@ from huggingface_hub.hf_api import RepoFile
 from sae_core.config import load_config
 from sae_core.naming import Cell
 from tasks import upload
-from tasks.common import run_dir
+from tasks.paths import run_dir
 
 LFS_SUFFIXES = (".pth", ".safetensors", ".parquet")  # what the Hub's default .gitattributes sends to LFS
 

@@ -29,7 +29,7 @@ def extract(
     from sae_core.extraction import extract_activations
     from sae_core.io import check_writable
     from sae_core.progress import TqdmProgress
-    from tasks.common import data_root
+    from tasks.paths import data_root
 
     check_writable(data_root(cfg))
     with TqdmProgress("extracting", unit="doc") as bar:

@@ -31,8 +31,9 @@ def label(
     if not run.is_dir():
         raise LabelingError(f"--run: no such run directory {str(run)!r}")
 
-    from tasks.common import apply_prefect_defaults, with_absolute_root
     from tasks.credentials import check_label_key
+    from tasks.paths import with_absolute_root
+    from tasks.prefect_defaults import apply_prefect_defaults
 
     check_label_key(cfg)  # this process's allow-list, before any server starts
 

@@ -20,8 +20,9 @@ def run(preset: PresetOpt = None, config: ConfigOpt = None, set_: SetOpt = None)
     """Run the sweep (extract, train every cell, analyse, label, upload, report) as a Prefect flow."""
     cfg = resolve_config(preset, config, set_, command="run")  # fail fast, before any server starts
     from sae_core.io import check_writable
-    from tasks.common import apply_prefect_defaults, data_root
     from tasks.credentials import check_credentials
+    from tasks.paths import data_root
+    from tasks.prefect_defaults import apply_prefect_defaults
 
     if cfg.grid.placement == "local":  # pool workers check their own allow-lists
         check_credentials(cfg)  # this process's allow-list, before any server starts
@@ -40,7 +41,7 @@ def run(preset: PresetOpt = None, config: ConfigOpt = None, set_: SetOpt = None)
         # The config replaces the preset; the run is named after the config's name.
         state = sae_sweep(preset=preset or "demo", config=cfg.model_dump(mode="json"), return_state=True)
 
-    from tasks.common import sweep_dir
+    from tasks.paths import sweep_dir
 
     report = sweep_dir(cfg) / "report" / "report.html"
     if state.is_completed():

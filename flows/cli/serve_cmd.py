@@ -25,7 +25,7 @@ def serve(
 ) -> None:
     """Serve the config's data_root read-only (GET/HEAD only, no hidden files) until Ctrl-C."""
     from sae_core.serve import make_server
-    from tasks.common import data_root
+    from tasks.paths import data_root
 
     root = data_root(resolve_config(preset, config, set_, command="serve"))
     server = make_server(root, host, port)

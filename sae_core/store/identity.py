@@ -1,6 +1,6 @@
 """A store's identity: one fingerprint of everything a reader of the store can observe, the one key every
 cache, resume identity and completed-run check uses (training's `config_hash`, the train and analyze
-task keys of `tasks.common`).
+task keys of `tasks.cache`).
 
 Observable means: which rows a reader yields and what they mean — the shards' checksums and row counts,
 the split totals (`drop_first_token` changes them without touching a shard: 340 vs 323 training tokens
