@@ -2,7 +2,7 @@
 one. Plain data (no torch, no pydantic, no sae_core import), so every layer reads it: config (the
 `grid.architectures` names, the `saes` sections, which strategies each takes), naming (cell names),
 saes (the class, the state-dict keys, the SAELens form), training (the memory estimate), the report (the
-sparsity's label, the order of rows, the plot colour) and the CLI. `tests/test_registry.py` walks it and
+sparsity's label, the order of rows, the plot colour) and the CLI. `tests/saes/test_registry.py` walks it and
 checks that every table derived from it covers every architecture.
 
 Adding an architecture is its module under `sae_core/saes/` (the class: activation, loss, training step,

@@ -26,8 +26,8 @@ from sae_core.extraction.extract import extract_activations, store_path
 from sae_core.io import atomic_write_json, atomic_write_with, read_json
 from sae_core.store import ActivationStore
 from sae_core.training.checkpoint import save_checkpoint
-from tests.test_analysis import config as analysis_config
-from tests.test_analysis import make_sae, write_run
+from tests.analysis.test_analysis import config as analysis_config
+from tests.analysis.test_analysis import make_sae, write_run
 
 
 def _mount_tmpfs(where: Path, options: str) -> bool:
@@ -239,7 +239,7 @@ def test_read_only_run_and_sweep_fail_analysis_and_report_before_any_work(tmp_pa
     after the passes over the store."""
     from sae_core.analysis.driver import analyze_run
     from tests.fixtures_sae import make_store
-    from tests.test_report_data import fabricate_sweep
+    from tests.report.test_report_data import fabricate_sweep
 
     root = tmp_path / "ro"
     if not _mount_tmpfs(root, "size=64m"):

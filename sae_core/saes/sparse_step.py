@@ -16,7 +16,7 @@ k_aux per token), as an `embedding_bag` over the decoder or encoder rows:
 The loss is relu's units (MSE averaged over batch × d) plus `auxk_coefficient` × the AuxK term on the
 window's dead latents (`auxk.auxk_loss`'s definition, no ReLU on the selected pre-activations) × its
 weight (`auxk.auxk_weight`). The
-gradients equal autograd's on the dense formulation (tests/test_sparse_step.py, float64).
+gradients equal autograd's on the dense formulation (tests/saes/test_sparse_step.py, float64).
 
 The two backward kernels are ATen's own embedding_bag backward ops (CPU and CUDA); ATen names them
 with a leading underscore, so the tests are what tells a PyTorch upgrade that changed them.

@@ -4,7 +4,7 @@ A sweep's cells share the store, the batch size, the token budget and the data s
 same batch at every step. A pack reads that batch once and hands it to each cell's own `Trainer` in turn
 (own parameters, Adam, resampling, checkpoints, callbacks, run dir): on a GPU the cells' small matmuls
 queue back to back instead of one cell's leaving it idle; the result of each cell is exactly the one it
-gets alone (the same operations on the same tensors; bit-identical on a CPU, `tests/test_pack.py`).
+gets alone (the same operations on the same tensors; bit-identical on a CPU, `tests/training/test_pack.py`).
 
 Per cell, as alone: a completed run of the same config is not trained again (a pack trains only its
 missing cells); a checkpoint is resumed — cells at different steps share the batch stream from the

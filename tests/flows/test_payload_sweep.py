@@ -16,7 +16,7 @@ import pytest
 
 from sae_core.config import load_config
 from tests.fixtures_llm import _feature_user, answer
-from tests.test_browser import CHROMIUM, Chromium
+from tests.report.test_browser import CHROMIUM, Chromium
 from tests.test_encoding import planted_elements
 
 # What the corpus plants: each payload would, rendered raw, load a remote image, run a script or make a

@@ -13,7 +13,7 @@ from sae_core.naming import Cell
 from sae_core.report.build import build_report
 from sae_core.report.frontier import FRONTIER_PLOTS
 from sae_core.report.render import ARCHITECTURES_TITLE, ui_markdown
-from tests.test_report_data import fabricate_cell, fabricate_sweep
+from tests.report.test_report_data import fabricate_cell, fabricate_sweep
 
 GRID = {
     "grid.expansion_factors": [2, 4],

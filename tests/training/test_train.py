@@ -255,7 +255,7 @@ def test_wandb_offline_writes_a_local_run_and_disabled_never_imports_it(sae_stor
         f"{str(tmp_path / 'off')!r}); "
         "assert 'wandb' not in sys.modules, 'wandb imported in disabled mode'"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parent.parent)
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -11,7 +11,7 @@ from sae_core.naming import grid_cells
 from tasks.paths import run_dir, sweep_dir
 from tasks.summary import grid_legend, grid_table
 from tasks.upload import model_card
-from tests.test_report_data import fabricate_cell
+from tests.report.test_report_data import fabricate_cell
 
 GRID = {
     "grid.expansion_factors": [4],

@@ -10,7 +10,7 @@ import torch
 from sae_core.config import load_config
 from sae_core.naming import Cell
 from tasks.paths import run_dir
-from tests.test_flow import task_states
+from tests.flows.test_flow import task_states
 
 pytestmark = pytest.mark.slow
 

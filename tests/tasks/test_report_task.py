@@ -12,8 +12,8 @@ from sae_core.config import load_config
 from sae_core.naming import Cell
 from sae_core.report.render import png_data_uri, ui_markdown
 from tasks.progress import artifact_key, readable_number
+from tests.report.test_report_data import fabricate_cell, fabricate_sweep
 from tests.test_encoding import planted_elements
-from tests.test_report_data import fabricate_cell, fabricate_sweep
 
 PAYLOAD = (
     "<script>alert(1)</script> <img src=x onerror=alert(1)> ![x](http://127.0.0.1:9/x.png) "

@@ -14,7 +14,7 @@ from sae_core.errors import ReportError
 from sae_core.naming import Cell, grid_cells
 from sae_core.report.build import build_report
 from sae_core.report.cells import load_published
-from tests.test_report_data import fabricate_cell, fabricate_sweep
+from tests.report.test_report_data import fabricate_cell, fabricate_sweep
 
 
 @pytest.fixture(scope="module")

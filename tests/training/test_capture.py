@@ -1,7 +1,7 @@
 """`training.capture` (CUDA graphs): the captured update equals the eager one, step by step and over a run
 with resampling between replays; the warm-up before the capture leaves no trace. CUDA-only: run by
 benchmarks/gpu/check.sh on a device (`-k cuda`); skipped with the reason elsewhere. (On a CPU the option
-is a config error: tests/test_pack.py.)"""
+is a config error: tests/training/test_pack.py.)"""
 
 from __future__ import annotations
 

@@ -103,7 +103,7 @@ import os, signal, sys
 import torch
 from pathlib import Path
 from tests.fixtures_sae import small_config
-from tests.test_pack import CELLS, _dirs
+from tests.training.test_pack import CELLS, _dirs
 from sae_core.training import TrainCallback, train_pack
 
 torch.set_num_threads(1)
@@ -121,7 +121,7 @@ train_pack(sys.argv[1], CELLS, small_config(), _dirs(Path(sys.argv[2])), callbac
 def test_a_killed_pack_resumes_every_cell_from_its_own_checkpoint(sae_store, solo, tmp_path):
     proc = subprocess.run(
         [sys.executable, "-c", KILL_SCRIPT, str(sae_store), str(tmp_path)],
-        cwd=Path(__file__).parent.parent, capture_output=True, text=True,
+        cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True,
     )  # fmt: skip
     assert proc.returncode == -9, proc.stderr
     # The first cell had written its step-50 checkpoint when the process died, the others their step 25.

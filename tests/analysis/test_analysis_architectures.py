@@ -13,7 +13,7 @@ from sae_core.analysis.driver import analyze_run
 from sae_core.saes.batchtopk import BatchTopKSAE
 from sae_core.saes.jumprelu import JumpReLUSAE
 from sae_core.saes.topk import TopKSAE
-from tests.test_analysis import D, M, config, data, store_path, write_run  # noqa: F401 (fixtures)
+from tests.analysis.test_analysis import D, M, config, data, store_path, write_run  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

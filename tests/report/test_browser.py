@@ -22,9 +22,9 @@ import pytest
 from sae_core.errors import ReportError
 from sae_core.naming import Cell
 from sae_core.report.browser import write_browser
-from tests.test_report_data import fabricate_cell
+from tests.report.test_report_data import fabricate_cell
 
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
 
 

@@ -25,7 +25,7 @@ import pytest
 
 from flows import gpu_workers
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ENTRYPOINT = ROOT / "docker" / "entrypoint.sh"
 
 FAKE_WORKER = """

@@ -8,7 +8,7 @@ from pathlib import Path
 from sae_core.naming import Cell
 from sae_core.report.plots import frontier_figure, log_ticks
 
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 # A demo-like grid: L0 within one decade, each sampling cell a hair away from its nosampling twin.
 POINTS = {

@@ -9,7 +9,7 @@ import pytest
 from sae_core.analysis import evaluation
 from sae_core.analysis.evaluation import ce_loss_recovered
 from sae_core.analysis.lm_cache import borrowed_lm, cache_key, cached_keys, clear_lm_cache
-from tests.test_evaluation import D_MODEL, identity_sae, zero_sae
+from tests.analysis.test_evaluation import D_MODEL, identity_sae, zero_sae
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from fixtures_sae import small_config, superposition
 
 from sae_core.analysis.driver import analyze_run
 from sae_core.errors import TrainingError
@@ -27,6 +26,7 @@ from sae_core.training.normalize import (
     normalized,
     store_normalization,
 )
+from tests.fixtures_sae import small_config, superposition
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -48,7 +48,7 @@ def test_the_sweeps_artifacts_render_in_the_ui(deployed):
     """The report artifact used to carry plots as file:// links the UI could not open: open the sweep's
     markdown report and grid table in the real UI (headless Chromium) and check that the plots are
     images the page shows and the tables are tables."""
-    from tests.test_browser import CHROMIUM, Chromium
+    from tests.report.test_browser import CHROMIUM, Chromium
 
     if CHROMIUM is None:
         pytest.skip("Chromium is not installed (apt-get install -y chromium); the UI rendering is untested")

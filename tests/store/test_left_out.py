@@ -22,7 +22,7 @@ from sae_core.report.token_checks import ev_flags, left_out_lines
 from sae_core.store import ActivationStore, store_fingerprint, write_store
 from sae_core.store.left_out import LeftOutRules, kept_rows, row_keys
 from sae_core.training.data import open_store_data
-from tests.test_analysis import config, make_data, make_sae, write_run
+from tests.analysis.test_analysis import config, make_data, make_sae, write_run
 
 SINK_RULE = LeftOutRules(sink_norm_multiple=10.0)
 SINK_SCALE = 100.0
@@ -216,7 +216,7 @@ def test_ce_splice_leaves_left_out_positions_clean_and_uncounted(tiny_gpt2, tiny
     from transformers import AutoTokenizer
 
     from sae_core.analysis.evaluation import ce_loss_recovered
-    from tests.test_evaluation import D_MODEL, identity_sae
+    from tests.analysis.test_evaluation import D_MODEL, identity_sae
 
     tok = AutoTokenizer.from_pretrained(str(tiny_gpt2))
     docs = [np.array(tok(t)["input_ids"][:40]) for t in tiny_texts[:4]]
