@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,8 @@ class CellRun:
     config_hash: str
     store_path: str
     store: Any
+    architecture_settings: dict[str, Any] = field(default_factory=dict)
+    """The cell's `saes.<architecture>` section as a dict (empty for relu): training_config.json's."""
 
 
 def train_cell(
@@ -101,6 +103,7 @@ def prepare_cell(
     """`cell` ready to train on the opened store (`data`, `store`): a `CellRun`, resumed from its
     checkpoint when one of the same config exists; or the `metrics.json` dict of a completed run of the
     same config (nothing to train)."""
+    from sae_core.config.architectures import section_of
     from sae_core.training.architectures import cell_options
     from sae_core.training.callbacks import ProgressCallback
     from sae_core.training.tracking import WandbCallback
@@ -149,7 +152,9 @@ def prepare_cell(
         log.info("%s: resuming from %s at step %d", cell.name, ckpt_path, trainer.state.step)
     elif ckpt_path.exists():  # overwritten by this run's first checkpoint
         log.info("%s: %s was trained on another store; training again", cell.name, ckpt_path)
-    return CellRun(cell, out_dir, trainer, tracker, all_callbacks, chash, str(store_path), store)
+    section = section_of(cfg.saes, cell.architecture)
+    settings = section.model_dump(mode="json") if section is not None else {}
+    return CellRun(cell, out_dir, trainer, tracker, all_callbacks, chash, str(store_path), store, settings)
 
 
 def _train_left_out(store: Any) -> dict[str, Any]:
@@ -165,6 +170,7 @@ def finish_cell(run: CellRun, result: dict[str, Any]) -> dict[str, Any]:
     h(x·s) and x̂(x·s)/s without knowing s."""
     from sae_core.training.architectures import export_metadata
     from sae_core.training.normalize import input_scale, normalization_record
+    from sae_core.training.release_record import TRAINING_CONFIG_NAME, training_config_record
 
     cell, out_dir, trainer = run.cell, run.out_dir, run.trainer
     training = trainer.cfg
@@ -203,6 +209,9 @@ def finish_cell(run: CellRun, result: dict[str, Any]) -> dict[str, Any]:
         **export_metadata(cell),
         **({"activation_normalization": norm} if norm else {}),
     )  # fmt: skip
+    manifest = getattr(run.store, "manifest", None)
+    record = training_config_record(cell, metrics, manifest, run.architecture_settings)
+    atomic_write_json(out_dir / SAELENS_DIR / TRAINING_CONFIG_NAME, record)
     write_train_log(RunDir(out_dir).train_log, trainer.state.log_rows)
     atomic_write_json(RunDir(out_dir).metrics, metrics)  # last: its presence marks the run complete
     (out_dir / CHECKPOINT_NAME).unlink(missing_ok=True)
