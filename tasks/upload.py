@@ -24,7 +24,7 @@ from sae_core.errors import UploadError
 from sae_core.io import sha256_file
 from sae_core.naming import Cell
 from tasks.credentials import resolve_secret
-from tasks.paths import run_dir
+from tasks.paths import run_dir, sweep_dir
 from tasks.progress import run_logger
 from tasks.summary import grid_legend, grid_rows, markdown_table
 
@@ -99,13 +99,29 @@ OTHER_ARCHITECTURES_NAMING = (
 
 
 def model_card(cfg: SweepConfig) -> str:
+    """The repo's README: a row per SAE trained so far and how to load one, then the study's names and
+    grid (rebuilt at every cell's upload, so it lists what the repo holds)."""
+    from sae_core.report import card_legend, card_rows, collect_cells, loading_snippet
+
+    cells = collect_cells(sweep_dir(cfg), cfg)
+    rows = card_rows(cells)
+    first = rows[0]["SAE (folder)"].strip("`").split("/")[1] if rows else "<cell>"
     table = grid_legend(cfg) + "\n\n" + markdown_table(grid_rows(cfg))
     return (
         "---\nlibrary_name: saelens\ntags:\n- sparse-autoencoder\n- interpretability\n---\n\n"
         f"# Sparse autoencoders: {cfg.model.name}, layer {cfg.model.layer}\n\n"
-        f"Sweep `{cfg.name}` trained with sae-sweep on `{cfg.data.dataset}`.\n"
-        "Weights follow the study's naming, `model_weights_<expansion>x_<λ>_<strategy>.pth` (state dict "
-        "`W_enc [d, m]`, `b_enc`, `W_dec [m, d]`, `b_dec`); SAELens exports live in `saelens/<cell>/`.\n"
+        f"Sweep `{cfg.name}` trained with sae-sweep on `{cfg.data.dataset}`. Each `saelens/<cell>/` folder "
+        "holds a SAELens SAE (`cfg.json`, `sae_weights.safetensors`, `sparsity.safetensors`) and "
+        "`training_config.json`: the tokens trained, the optimisation, the data source and the residual "
+        "stream it reads.\n\n## The SAEs\n\n"
+        + card_legend(cells)
+        + "\n\n"
+        + markdown_table(rows)
+        + "\n## Loading\n\n"
+        + loading_snippet(cfg.upload.repo_id, first)
+        + "\n## The study's files\n\n"
+        "Weights also follow the study's naming, `model_weights_<expansion>x_<λ>_<strategy>.pth` (state dict "
+        "`W_enc [d, m]`, `b_enc`, `W_dec [m, d]`, `b_dec`), beside the SAELens folders.\n"
         + (OTHER_ARCHITECTURES_NAMING if cfg.grid.architectures != ["relu"] else "")
         + "\n## The grid\n\n"
         + table

@@ -3,6 +3,7 @@ tables.json) and the static feature browser of each cell."""
 
 from sae_core.report.browser import BROWSER_INPUTS, write_browser, write_browsers
 from sae_core.report.build import build_report
+from sae_core.report.card import card_legend, card_rows, loading_snippet
 from sae_core.report.cells import CELL_METRICS, REPORT_DIRNAME, collect_cells
 from sae_core.report.compare import sparsity_text
 from sae_core.report.render import ui_markdown
@@ -12,7 +13,10 @@ __all__ = [
     "CELL_METRICS",
     "REPORT_DIRNAME",
     "build_report",
+    "card_legend",
+    "card_rows",
     "collect_cells",
+    "loading_snippet",
     "sparsity_text",
     "ui_markdown",
     "write_browser",

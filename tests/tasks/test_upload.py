@@ -122,6 +122,13 @@ def test_one_commit_per_cell_with_the_conventional_layout(cfg):
     card = files["README.md"].decode()
     assert "| 0.01 | 2x | missing / 25.0 | missing |" in card  # dead % without / with resampling; Δ missing
     assert "dead % (>0.07, test tokens)" in card  # the token set the figures were counted on
+    # The card opens with a row per SAE, its figures the run's own, then how to load one.
+    assert card.index("## The SAEs") < card.index("## Loading") < card.index("## The grid")
+    row = next(line for line in card.splitlines() if line.startswith("| `saelens/2x_0.01_sampling/`"))
+    cols = [c.strip() for c in row.strip("|").split("|")]
+    assert cols[1:8] == ["relu", "2x", "λ = 0.01", "sampling", "3.5", "0.800", "skipped"]
+    assert cols[9] == "25.0" and cols[11] == "n/a"  # dead %; no scores: labelling was skipped
+    assert 'SAE.load_from_disk(f"{path}/saelens/2x_0.01_sampling"' in card
 
 
 def test_identical_reupload_makes_no_commit_and_a_change_commits_only_it(cfg):
