@@ -204,6 +204,41 @@ def push_cell(
     return with_retries(attempt, attempts=attempts, base_delay=base_delay)
 
 
+def preflight(out: Path, cell: Cell, export: Path | None = None) -> list[str]:
+    """`sae_core.analysis.check_run` on the cell's SAELens export (or the folder `export`, the Hub's copy):
+    the result's lines; an UploadError naming every failure when a check fails."""
+    from sae_core.analysis import check_run
+
+    result = check_run(out, export=export)
+    if not result.ok:
+        failures = "; ".join(f.message for f in result.findings if f.level == "fail")
+        where = "the Hub's copy of" if export is not None else "the export of"
+        raise UploadError(
+            f"upload: {where} {cell.name} fails the preflight ({failures}); "
+            f"`sae-sweep check {out}` shows the figures"
+        )
+    return result.lines()
+
+
+def verify_upload(api: Any, repo_id: str, out: Path, cell: Cell, revision: str | None) -> list[str]:
+    """Download what the repo now holds for the cell, through the client that uploaded it: the `.pth` must
+    be the local file byte for byte, and the SAELens folder must pass the preflight as the local one did
+    (loaded with SAELens, on the store's test tokens, against the run's `.pth` and analysis.json)."""
+    import tempfile
+
+    files = planned_files(out, cell)
+    prefix = f"saelens/{cell.name}/"
+    wanted = [p for p in files if p.startswith(prefix)] + [cell.weights_filename]
+    with tempfile.TemporaryDirectory(prefix="sae-sweep-verify-") as tmp:
+        for path in wanted:
+            got = api.hf_hub_download(repo_id=repo_id, filename=path, revision=revision, local_dir=tmp)
+            if path == cell.weights_filename and sha256_file(got) != sha256_file(files[path]):
+                raise UploadError(
+                    f"upload: the Hub's {path} in {repo_id} differs from {files[path]}; upload again"
+                )
+        return preflight(out, cell, export=Path(tmp) / "saelens" / cell.name)
+
+
 def _run_name() -> str:
     return f"upload-{Cell.parse(task_run.parameters['cell']).task_name}"
 
@@ -226,15 +261,23 @@ def upload_cell(cell: str, cfg: SweepConfig, base_delay: float = 2.0) -> dict[st
         logger.info("upload of %s skipped: %s", cell, reason)
         return {"status": "skipped", "reason": reason}
     start = time.perf_counter()
+    out = run_dir(cfg, the_cell)
+    for line in preflight(out, the_cell):  # a broken export never leaves the machine
+        logger.info("preflight %s", line)
+    api = make_hf_api(token)
     result = push_cell(
-        make_hf_api(token),
+        api,
         cfg.upload.repo_id,
-        run_dir(cfg, the_cell),
+        out,
         the_cell,
         model_card(cfg),
         private=cfg.upload.private,
         base_delay=base_delay,
     )
+    revision = result.get("commit")
+    for line in verify_upload(api, cfg.upload.repo_id, out, the_cell, revision):
+        logger.info("after upload, preflight %s", line)
+    result["verified"] = True
     result["work_s"] = time.perf_counter() - start
     if result["status"] == "unchanged":
         logger.info("upload of %s: the Hub already has identical files, no commit", cell)

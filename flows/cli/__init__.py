@@ -26,6 +26,7 @@ _COMMAND_MODULES = [
     "flows.cli.extract_cmd",
     "flows.cli.train_cmd",
     "flows.cli.analyze_cmd",
+    "flows.cli.check_cmd",
     "flows.cli.label_cmd",
     "flows.cli.report_cmd",
     "flows.cli.serve_cmd",

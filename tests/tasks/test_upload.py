@@ -1,5 +1,6 @@
 """The Hub upload against a fake HfApi that behaves like the Hub's tree (no network): one commit per
-cell, none for identical files, retries on transient errors only, and the token never recorded."""
+cell, none for identical files, retries on transient errors only, the token never recorded, and the
+preflight before the upload and again on what the Hub gives back (a real trained and analysed cell)."""
 
 from __future__ import annotations
 
@@ -54,6 +55,13 @@ class FakeHub:
                 lfs = {"size": len(data), "oid": hashlib.sha256(data).hexdigest(), "pointerSize": 134}
             out.append(RepoFile(path=path, size=len(data), oid=upload.git_blob_id(data), lfs=lfs))
         return out
+
+    def hf_hub_download(self, *, repo_id: str, filename: str, revision=None, local_dir=None) -> str:
+        """As HfApi's: the file written under `local_dir` at its repo path; its path."""
+        target = Path(local_dir) / filename
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(self.repos[repo_id][filename])
+        return str(target)
 
     def create_commit(self, repo_id: str, operations, *, commit_message: str):
         self.calls += 1
@@ -164,10 +172,85 @@ def test_missing_weights_is_an_upload_error(cfg):
         upload.push_cell(FakeHub(), "me/saes", run_dir(cfg, CELL), CELL, "card")
 
 
-def test_task_skips_without_repo_or_token_and_never_records_the_token(cfg, prefect_client, monkeypatch):
+@pytest.fixture
+def trained_cfg(tmp_path, sae_store):
+    """A config whose CELL is trained and analysed for real on the synthetic store (no CE loss)."""
+    from sae_core.analysis import analyze_run
+    from sae_core.training import train_cell
+    from tests.fixtures_sae import small_config
+
+    cfg = small_config(epochs=1)
+    cfg = cfg.model_copy(
+        update={
+            "data_root": str(tmp_path / "data"),
+            "upload": cfg.upload.model_copy(update={"repo_id": "me/saes"}),
+            "analysis": cfg.analysis.model_copy(update={"ce_loss_documents": 0}),
+        }
+    )
+    train_cell(sae_store, CELL, cfg, run_dir(cfg, CELL))
+    analyze_run(sae_store, run_dir(cfg, CELL), cfg)
+    return cfg
+
+
+def _scaled_decoder(path: Path) -> bytes:
+    from safetensors.torch import load, save
+
+    state = load(path.read_bytes())
+    state["W_dec"] = state["W_dec"] * 1.5
+    return save(state)
+
+
+def test_a_broken_export_never_leaves_the_machine(trained_cfg, prefect_client, monkeypatch):
     from prefect import flow
 
-    out = write_cell(cfg, CELL)
+    from sae_core.errors import UploadError
+
+    weights = run_dir(trained_cfg, CELL) / "saelens" / "sae_weights.safetensors"
+    weights.write_bytes(_scaled_decoder(weights))
+    hubs: list[FakeHub] = []
+    monkeypatch.setattr(upload, "make_hf_api", lambda token: hubs.append(FakeHub(token)) or hubs[-1])
+    monkeypatch.setenv("HF_TOKEN", "hf_test")
+
+    @flow(name="upload-broken")
+    def run(config):
+        return upload.upload_cell(CELL.name, config, base_delay=0.001)
+
+    with pytest.raises(
+        UploadError, match=r"the export of 2x_0.01_sampling fails the preflight \(decoder rows"
+    ):
+        run(trained_cfg)
+    assert not hubs or not hubs[-1].commits  # nothing was pushed
+
+
+def test_the_hubs_copy_is_downloaded_and_checked_after_the_upload(trained_cfg):
+    from sae_core.errors import UploadError
+
+    out = run_dir(trained_cfg, CELL)
+    hub = FakeHub()
+    pushed = upload.push_cell(hub, "me/saes", out, CELL, "card")
+    lines = upload.verify_upload(hub, "me/saes", out, CELL, pushed["commit"])
+    assert lines[0].startswith("ok: ") and "SAELens" in lines[0] and "/saelens/2x_0.01_sampling" in lines[0]
+    # A copy the Hub serves corrupted (a scaled decoder; a truncated .pth) fails after the upload.
+    remote = hub.repos["me/saes"]
+    good = remote["saelens/2x_0.01_sampling/sae_weights.safetensors"]
+    remote["saelens/2x_0.01_sampling/sae_weights.safetensors"] = _scaled_decoder(
+        out / "saelens" / "sae_weights.safetensors"
+    )
+    with pytest.raises(UploadError, match=r"the Hub's copy of 2x_0.01_sampling fails the preflight"):
+        upload.verify_upload(hub, "me/saes", out, CELL, pushed["commit"])
+    remote["saelens/2x_0.01_sampling/sae_weights.safetensors"] = good
+    remote[CELL.weights_filename] = remote[CELL.weights_filename][:-10]
+    with pytest.raises(UploadError, match=r"the Hub's model_weights_2x_0.01_sampling.pth in me/saes differs"):
+        upload.verify_upload(hub, "me/saes", out, CELL, pushed["commit"])
+
+
+def test_task_skips_without_repo_or_token_and_never_records_the_token(
+    trained_cfg, prefect_client, monkeypatch
+):
+    from prefect import flow
+
+    cfg = trained_cfg
+    out = run_dir(cfg, CELL)
     hubs: list[FakeHub] = []
     monkeypatch.setattr(upload, "make_hf_api", lambda token: hubs.append(FakeHub(token)) or hubs[-1])
     no_repo = cfg.model_copy(update={"upload": cfg.upload.model_copy(update={"repo_id": None})})
@@ -183,7 +266,7 @@ def test_task_skips_without_repo_or_token_and_never_records_the_token(cfg, prefe
     assert skipped["status"] == "skipped" and "HF_TOKEN" in skipped["reason"]
     monkeypatch.setenv("HF_TOKEN", secret)
     state = run(cfg, return_state=True)
-    assert state.result()["status"] == "committed"
+    assert state.result()["status"] == "committed" and state.result()["verified"]
     assert hubs[-1].token == secret and out.exists()
     assert secret not in hubs[-1].repos["me/saes"]["README.md"].decode()
 
