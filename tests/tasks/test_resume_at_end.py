@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from sae_core.architectures import SPECS
 from sae_core.naming import Cell
 from sae_core.training import TrainCallback, train_cell
 from sae_core.training.checkpoint import CHECKPOINT_NAME
@@ -24,7 +25,12 @@ CELLS = [
     Cell(2, 0.0, "auxk", "topk", k=4),
     Cell(2, 0.0, "sampling", "batchtopk", k=4),
     Cell(2, 0.0, "sampling", "jumprelu", l0=0.01),
+    Cell(2, 0.0, "auxk", "matryoshka", k=4),
 ]
+
+
+def test_every_architecture_is_resumed():
+    assert {c.architecture for c in CELLS} == set(SPECS)
 
 
 class _Counts(TrainCallback):
