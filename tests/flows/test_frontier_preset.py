@@ -1,4 +1,4 @@
-"""The `frontier` preset end to end, cut short (issue 13 item 8): the four architectures with the strategies
+"""The `frontier` preset end to end, cut short (issue 13 item 8): the five architectures with the strategies
 each takes, through the real Prefect flow on the tiny model; every cell trains, the report compares the
 architectures, and every cell's SAELens export loads in SAELens with our encode and decode."""
 
@@ -9,6 +9,7 @@ import json
 import pytest
 import torch
 
+from sae_core.architectures import SPECS
 from sae_core.config import load_config, preset_names
 from sae_core.naming import grid_cells
 from sae_core.report.frontier import FRONTIER_PLOTS
@@ -22,22 +23,24 @@ SHORT = {
     "grid.l1_coefficients": [0.01],
     "grid.k_values": [4],
     "grid.l0_coefficients": [0.01],
-    # sampling runs resampling on every architecture, auxk the TopK family's loss: 6 cells
+    # sampling runs resampling on every architecture, auxk the TopK family's loss: 8 cells
     "grid.strategies": ["sampling", "auxk"],
 }
 
 
-def test_frontier_preset_is_shipped_with_the_four_architectures():
+def test_frontier_preset_is_shipped_with_every_architecture():
     cfg = load_config("frontier")
     assert "frontier" in preset_names()
-    assert cfg.grid.architectures == ["relu", "topk", "batchtopk", "jumprelu"]
+    assert cfg.grid.architectures == ["relu", "topk", "batchtopk", "jumprelu", "matryoshka"]
+    assert set(cfg.grid.architectures) == set(SPECS)
     assert cfg.grid.strategies == ["nosampling", "sampling", "auxk"]
     demo = load_config("demo")
     # the demo's model, corpus and extraction: its activation store is the demo's
     for section in ("model", "data", "extraction"):
         assert getattr(cfg, section) == getattr(demo, section), section
     names = [c.name for c in grid_cells(cfg.grid)]
-    assert len(names) == 20 and "4x_topk16_auxk" in names and "4x_jumprelu0.001_sampling" in names
+    assert len(names) == 26 and "4x_matryoshka48_auxk" in names and "4x_topk16_auxk" in names
+    assert "4x_jumprelu0.001_sampling" in names
 
 
 def test_frontier_short_run_trains_reports_and_exports_every_architecture(
@@ -54,7 +57,7 @@ def test_frontier_short_run_trains_reports_and_exports_every_architecture(
     cells = grid_cells(cfg.grid)
     assert sorted(c.name for c in cells) == sorted(
         ["2x_0.01_sampling", "2x_jumprelu0.01_sampling"]
-        + [f"2x_{a}4_{s}" for a in ("topk", "batchtopk") for s in ("sampling", "auxk")]
+        + [f"2x_{a}4_{s}" for a in ("topk", "batchtopk", "matryoshka") for s in ("sampling", "auxk")]
     )
     assert "model_weights_2x_topk4_auxk.pth" in {c.weights_filename for c in cells}
     state = sae_sweep(preset="frontier", overrides=overrides, return_state=True)
@@ -84,8 +87,8 @@ def test_frontier_short_run_trains_reports_and_exports_every_architecture(
     doc = json.loads((report / "tables.json").read_text())
     arch = doc["architectures"]
     rows = arch["tables"]["dead_pct_by_architecture"]["rows"]
-    assert [r["architecture"] for r in rows] == ["relu", "topk", "batchtopk", "jumprelu"]
-    assert {r["architecture"] for r in doc["cells"]} == {"relu", "topk", "batchtopk", "jumprelu"}
+    assert [r["architecture"] for r in rows] == ["relu", "topk", "batchtopk", "jumprelu", "matryoshka"]
+    assert {r["architecture"] for r in doc["cells"]} == set(SPECS)
     md = (report / "report.md").read_text()
     assert f"## {ARCHITECTURES_TITLE}" in md
     for file, _, _ in FRONTIER_PLOTS:
