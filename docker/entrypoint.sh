@@ -8,7 +8,8 @@
 #   SAE_SWEEP_GPUS           GPUs to use, e.g. "0,2", or "none" for one CPU worker (default: every GPU
 #                            nvidia-smi lists; one CPU worker where there is no nvidia-smi)
 #   SAE_SWEEP_WORKER_NAME    worker name prefix (default: the RunPod pod id or the host name); -gpu<i> added
-#   SAE_SWEEP_WORKER_LIMIT   flow runs at once per worker (default: 1 — one cell per GPU)
+#   SAE_SWEEP_WORKER_LIMIT   flow runs at once per worker (default: 1 — one run per GPU;
+#                            flows/gpu_workers.py DEFAULT_WORKER_LIMIT)
 #   SAE_SWEEP_WAIT_S         seconds to wait for the API to answer before giving up (default: 120)
 #   SAE_SWEEP_WORKER_COMMAND replaces `prefect worker start` (tests); its arguments stay the same
 #

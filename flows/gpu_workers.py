@@ -2,7 +2,8 @@
 
 `docker/entrypoint.sh` runs `python -m flows.gpu_workers` once the Prefect API answers. It lists the
 GPUs (`SAE_SWEEP_GPUS="0,2"` or `none` when set, else `nvidia-smi`; none: one CPU worker), starts
-`prefect worker start --pool $SAE_SWEEP_POOL --type process --name <name>-gpu<i> --limit 1` for each with
+`prefect worker start --pool $SAE_SWEEP_POOL --type process --name <name>-gpu<i> --limit 1` (the limit:
+`SAE_SWEEP_WORKER_LIMIT`, default `DEFAULT_WORKER_LIMIT`) for each with
 `CUDA_VISIBLE_DEVICES=<i>`, and then:
 
 - forwards SIGTERM / SIGINT to every worker and exits 0 once they have all stopped (`docker stop`);
@@ -32,6 +33,11 @@ import sys
 from collections.abc import Mapping
 
 DEFAULT_COMMAND = "prefect worker start"
+DEFAULT_WORKER_LIMIT = 1
+"""Flow runs at once per worker (`--limit`) unless `SAE_SWEEP_WORKER_LIMIT` says otherwise: one run per
+GPU (a second run on the same GPU would share its memory and its compute), and one sweep at a time on the
+compose CPU worker. The RunPod launcher and the docs use this figure; `tests/test_deploy_files.py` checks
+that compose and the entrypoint agree with it."""
 _GPU_ID = re.compile(r"^(\d+|GPU-[0-9A-Za-z-]+|MIG-[0-9A-Za-z/-]+)$")
 
 
@@ -83,7 +89,7 @@ def _positive(env: Mapping[str, str], key: str, default: str) -> str:
 def worker_commands(env: Mapping[str, str]) -> list[tuple[list[str], dict[str, str]]]:
     """(argv, environment) of each worker to start."""
     pool = env.get("SAE_SWEEP_POOL", "gpu")
-    limit = _positive(env, "SAE_SWEEP_WORKER_LIMIT", "1")
+    limit = _positive(env, "SAE_SWEEP_WORKER_LIMIT", str(DEFAULT_WORKER_LIMIT))
     base = env.get("SAE_SWEEP_WORKER_NAME") or env.get("RUNPOD_POD_ID") or socket.gethostname()
     program = shlex.split(env.get("SAE_SWEEP_WORKER_COMMAND") or DEFAULT_COMMAND)
     gpus = visible_gpus(env)

@@ -143,6 +143,8 @@ def run_stage_deployment(
             flow_run_name=run_name,
             timeout=0,
             as_subflow=True,
+            # Where the pool's runs go: grid.work_queue (None: the deployment's own queue).
+            work_queue_name=cfg.grid.work_queue,
         )
         outcome = watch(child.id, cfg.grid.lost_after_s, poll_s)
         if outcome.state == "COMPLETED":

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
+from flows.gpu_workers import DEFAULT_WORKER_LIMIT
 from sae_core.config import HUB_TOKENS, LABELING_KEYS, allowed_envs
 from sae_core.errors import SaeSweepError
 
@@ -122,7 +123,9 @@ def worker_env(req: PodRequest) -> dict[str, str]:
         raise DeployError(
             f"--api-url: a pod cannot reach {host}; use an address reachable from RunPod (got {api_url!r})"
         )
-    env = {"PREFECT_API_URL": api_url, "SAE_SWEEP_POOL": req.pool, "SAE_SWEEP_WORKER_LIMIT": "1"}
+    # Stated, not left to the image: a pod running an older image gets the same one run per GPU.
+    limit = str(DEFAULT_WORKER_LIMIT)
+    env = {"PREFECT_API_URL": api_url, "SAE_SWEEP_POOL": req.pool, "SAE_SWEEP_WORKER_LIMIT": limit}
     names = [*PREFECT_ENV, *ALLOW_LIST_ENV, *secret_names(req)]
     env.update({name: os.environ[name] for name in names if os.environ.get(name)})
     if host not in CLOUD_HOSTS and not env.get("PREFECT_API_AUTH_STRING"):

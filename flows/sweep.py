@@ -8,9 +8,7 @@ Prefect Secret blocks named in the config.
 
 from __future__ import annotations
 
-import contextvars
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -18,9 +16,11 @@ from tasks.prefect_defaults import apply_prefect_defaults
 
 apply_prefect_defaults()
 
-from prefect import flow  # noqa: E402
+from prefect import flow, task  # noqa: E402
+from prefect.cache_policies import NO_CACHE  # noqa: E402
 from prefect.runtime import flow_run  # noqa: E402
 from prefect.states import Failed  # noqa: E402
+from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
 from flows.data_root import lasting_root  # noqa: E402
 from flows.train_cell import run_cell_chain  # noqa: E402
@@ -60,22 +60,45 @@ def _sweep_run_name() -> str:
     return f"{label}-{when.astimezone(UTC):%Y%m%d-%H%M%S}"
 
 
-def _guarded(fn: Any, cell: Cell) -> dict[str, Any]:
-    """Run one cell; a failure is recorded, not raised, so the other cells go on."""
-    try:
-        return fn(cell)
-    except Exception as exc:
-        run_logger().error("cell %s failed: %s: %s", cell.name, type(exc).__name__, exc)
-        return {"cell": cell.name, "status": "failed", "error": f"{type(exc).__name__}: {exc}", "work_s": 0.0}
+# Not cached itself (its stages are, each by content) and never retried as a whole (each stage retries
+# its own transient errors): a cell's train, analyze, label, browse and upload task runs are its children.
+@task(name="cell", task_run_name="cell-{cell.task_name}", cache_policy=NO_CACHE, retries=0)
+def cell_task(store: str, cell: Cell, cfg: SweepConfig) -> dict[str, Any]:
+    """One grid cell of a local sweep, start to finish (`flows.train_cell.run_cell_chain`)."""
+    return run_cell_chain(store, cell, cfg)
 
 
-def _map_cells(fn: Any, cells: list[Cell], workers: int) -> list[dict[str, Any]]:
-    if workers <= 1:
-        return [_guarded(fn, cell) for cell in cells]
-    # Each thread runs in a copy of the flow run's context, so its tasks belong to this flow run.
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cell") as pool:
-        futures = [pool.submit(contextvars.copy_context().run, _guarded, fn, cell) for cell in cells]
-        return [f.result() for f in futures]
+def _failed(cell: Cell, exc: BaseException) -> dict[str, Any]:
+    run_logger().error("cell %s failed: %s: %s", cell.name, type(exc).__name__, exc)
+    return {"cell": cell.name, "status": "failed", "error": f"{type(exc).__name__}: {exc}", "work_s": 0.0}
+
+
+def run_cells(store: str, cells: list[Cell], cfg: SweepConfig) -> list[dict[str, Any]]:
+    """Every cell as a `cell` task run, in grid order, `grid.max_concurrency` at once through Prefect's
+    thread-pool task runner. A failed cell is recorded, not raised: the others go on.
+
+    At 1 the cells run one after another in the flow's own thread, as task runs called, not submitted:
+    SIGTERM or Ctrl-C then interrupts the cell where it is (`flows/cli/stopping.py`), where a worker
+    thread would train on, unseen, until the hard stop. Above 1, a runner of their own, not the flow's:
+    the bound is the config's, and what a cell submits (the labelling requests) goes to runners of its
+    own, so it never waits for a slot its cell holds."""
+    if cfg.grid.max_concurrency <= 1:
+        outcomes = []
+        for cell in cells:
+            try:
+                outcomes.append(cell_task(store, cell, cfg))
+            except Exception as exc:
+                outcomes.append(_failed(cell, exc))
+        return outcomes
+    with ThreadPoolTaskRunner(max_workers=cfg.grid.max_concurrency) as runner:
+        futures = [runner.submit(cell_task, {"store": store, "cell": cell, "cfg": cfg}) for cell in cells]
+        outcomes = []
+        for cell, future in zip(cells, futures, strict=True):
+            try:
+                outcomes.append(future.result())
+            except Exception as exc:
+                outcomes.append(_failed(cell, exc))
+        return outcomes
 
 
 def _extract(cfg: SweepConfig) -> dict[str, Any]:
@@ -151,7 +174,7 @@ def sae_sweep(
         from tasks.train import run_train_packs
 
         pack_s = run_train_packs(store, cells, cfg)  # grid.pack: the cells' training, shared batches
-        outcomes = _map_cells(lambda c: run_cell_chain(store, c, cfg), cells, cfg.grid.max_concurrency)
+        outcomes = run_cells(store, cells, cfg)
     else:
         from flows.pool_sweep import run_grid_on_pool
 

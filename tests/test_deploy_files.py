@@ -182,3 +182,31 @@ def test_the_shipped_server_requires_a_password():
     deploy = (REPO / "docs" / "deploy.md").read_text()
     assert "PREFECT_SERVER_API_AUTH_STRING" in deploy and "PREFECT_API_AUTH_STRING" in deploy
     assert "## Security model" in deploy
+
+
+def test_one_default_worker_limit_everywhere(monkeypatch):
+    """Compose said 2, RunPod and the code 1: now one constant, and every place that starts a worker
+    agrees with it (compose leaves the variable unset, so the image's default holds)."""
+    import re
+
+    from flows import gpu_workers, runpod
+
+    limit = gpu_workers.DEFAULT_WORKER_LIMIT
+    assert limit == 1  # one run per GPU
+    # The entrypoint's default: the supervisor's, when SAE_SWEEP_WORKER_LIMIT is unset.
+    [(argv, _)] = gpu_workers.worker_commands({"SAE_SWEEP_GPUS": "none", "SAE_SWEEP_WORKER_NAME": "w"})
+    assert argv[argv.index("--limit") + 1] == str(limit)
+    documented = re.search(r"SAE_SWEEP_WORKER_LIMIT .*\(default: (\d+)", ENTRYPOINT.read_text())
+    assert documented and documented.group(1) == str(limit)
+    # compose: no override (or, if one comes back, the same figure).
+    services = yaml.safe_load((REPO / "docker" / "compose.yaml").read_text())["services"]
+    for name, service in services.items():
+        assert service.get("environment", {}).get("SAE_SWEEP_WORKER_LIMIT", str(limit)) == str(limit), name
+    # RunPod: the pods' environment states it.
+    monkeypatch.setenv("PREFECT_API_AUTH_STRING", "u:p")
+    env = runpod.worker_env(runpod.PodRequest(api_url="http://prefect.example.org:4200/api"))
+    assert env["SAE_SWEEP_WORKER_LIMIT"] == str(limit)
+    # The docs' hand-started workers: `--limit` is the same figure wherever they give one.
+    for doc in ("README.md", "docs/deploy.md"):
+        limits = set(re.findall(r"prefect worker start [^`\n]*--limit (\d+)", (REPO / doc).read_text()))
+        assert limits <= {str(limit)}, (doc, limits)

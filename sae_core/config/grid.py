@@ -90,6 +90,14 @@ class GridConfig(Section):
     """Deployment (`flow-name/deployment-name`) that extracts the activation store when `placement` is
     `pool` (on the `gpu` pool: the model runs on a GPU, the store lands on the shared `data_root`)."""
 
+    work_queue: str | None = None
+    """With `placement: pool`, the work queue of the deployments' pool that the sweep's runs of
+    `extract_deployment`, `pack_deployment` and `cell_deployment` go to (`run_deployment`'s
+    `work_queue_name`), e.g. a queue of the `gpu` pool that only one GPU type's workers poll
+    (`prefect worker start --pool gpu --work-queue a100`); Prefect creates a queue the pool lacks, and
+    only workers polling it take its runs. None (the default): each deployment's own queue, the pool's
+    `default` queue. Where a cell runs, not what it computes: no cache key reads it."""
+
     cell_retries: int = Field(2, ge=0)
     """With `placement: pool`, how many more times a cell's, a pack's (or the extraction's) flow run is
     submitted when its run crashed or its worker was lost; the new run resumes from each cell's last

@@ -103,6 +103,7 @@ def test_demo_sweep_caches_recomputes_and_isolates_failures(
     assert trained and re.search(r"dead % \(training window\) \d+\.\d%\)$", trained[-1]), logs
     first_states = task_states(prefect_client, first.state_details.flow_run_id)
     assert first_states["train-2x-0.01-sampling"] == "Completed"
+    assert first_states["cell-2x-0.01-sampling"] == first_states["cell-2x-0.01-nosampling"] == "Completed"
 
     # Second run of the same config: every stage with a cache is a hit, nothing is trained.
     log_mtimes = {c: (run_dir(cfg, c) / "train_log.parquet").stat().st_mtime_ns for c in CELLS}
@@ -140,6 +141,74 @@ def test_demo_sweep_caches_recomputes_and_isolates_failures(
     assert "1 of 2 cells failed: 2x_0.01_nosampling" in capsys.readouterr().err
     assert (run_dir(bad_cfg, CELLS[1]) / CELLS[1].weights_filename).is_file()
     assert (sweep_dir(bad_cfg) / "report" / "report.md").is_file()
+
+
+@pytest.mark.parametrize("bound", [1, 2])
+def test_cells_run_as_task_runs_bounded_by_max_concurrency(prefect_client, monkeypatch, bound):
+    """Each cell is a `cell-<cell>` task run of Prefect's thread-pool runner, at most
+    `grid.max_concurrency` at once; a failing cell is recorded and the others go on; a stage a cell
+    runs is a task run of its own, the cell's child."""
+    import threading
+
+    from prefect import flow, task
+    from prefect.cache_policies import NO_CACHE
+
+    import flows.sweep as sweep
+
+    cells = [Cell(2, 0.01, "nosampling"), Cell(2, 0.01, "sampling"), Cell(4, 0.01, "nosampling")]
+    cfg = load_config("demo", None, {"grid.max_concurrency": bound})
+    lock = threading.Lock()
+    running = [0]
+    peak = [0]
+
+    @task(task_run_name="stage-{name}", cache_policy=NO_CACHE)
+    def stage(name: str) -> None:
+        time.sleep(0.1)
+
+    def chain(store, cell, cfg):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        deadline = time.monotonic() + 10
+        while cells.index(cell) < bound and peak[0] < bound and time.monotonic() < deadline:
+            time.sleep(0.01)  # the first `bound` cells wait for each other: the peak is the bound, no less
+        try:
+            stage(cell.task_name)
+            if cell == cells[1]:
+                raise RuntimeError("disk full")
+            return {"cell": cell.name, "status": "completed", "work_s": 1.0}
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(sweep, "run_cell_chain", chain)
+
+    @flow
+    def parent():
+        return sweep.run_cells("store", cells, cfg)
+
+    state = parent(return_state=True)
+    outcomes = state.result()
+    assert [o["cell"] for o in outcomes] == [c.name for c in cells]  # grid order, whatever finished first
+    assert [o["status"] for o in outcomes] == ["completed", "failed", "completed"]
+    assert outcomes[1] == {
+        "cell": cells[1].name, "status": "failed", "error": "RuntimeError: disk full", "work_s": 0.0
+    }  # fmt: skip
+    assert peak[0] == bound
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    runs = prefect_client.read_task_runs(
+        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+    )
+    by_name = {run.name: run for run in runs}
+    assert {n: r.state.name for n, r in by_name.items() if n.startswith("cell-")} == {
+        "cell-2x-0.01-nosampling": "Completed",
+        "cell-2x-0.01-sampling": "Failed",
+        "cell-4x-0.01-nosampling": "Completed",
+    }
+    for cell in cells:
+        parents = {i.id for i in by_name[f"stage-{cell.task_name}"].task_inputs.get("__parents__", [])}
+        assert parents == {by_name[f"cell-{cell.task_name}"].id}, cell
 
 
 def test_run_refuses_a_bad_config_before_starting_prefect(capsys):

@@ -57,3 +57,25 @@ def test_a_run_queued_behind_a_busy_pool_is_never_lost_and_a_silent_claimed_one_
         assert outcomes["queued"].state == "COMPLETED"
         assert watch(silent.id, 0.5, poll_s=0.1).state == "LOST"
         assert client.read_flow_run(silent.id).state.type.value == "CRASHED"
+
+
+@pytest.mark.parametrize("queue", [None, "a100"])
+def test_stage_runs_go_to_the_work_queue_grid_names(monkeypatch, queue):
+    """`grid.work_queue` places every pool run (extraction, packs, cells); None: the deployment's queue."""
+    import uuid
+
+    import prefect.deployments
+
+    import flows.pool_runs as pool_runs
+
+    calls: list[dict] = []
+
+    def fake_run_deployment(**kwargs):
+        calls.append(kwargs)
+        return type("Run", (), {"id": uuid.uuid4()})()
+
+    monkeypatch.setattr(prefect.deployments, "run_deployment", fake_run_deployment)
+    monkeypatch.setattr(pool_runs, "watch", lambda run_id, *_: pool_runs.Outcome(run_id, "r", "COMPLETED"))
+    cfg = load_config("demo", None, {"grid.placement": "pool", "grid.work_queue": queue})
+    pool_runs.run_stage_deployment(cfg, "extract/extract", {}, key="k", run_name="extract", what="extraction")
+    assert [c["work_queue_name"] for c in calls] == [queue] and calls[0]["name"] == "extract/extract"

@@ -66,6 +66,7 @@ def test_train_key_follows_training_cell_store_content_and_code(cfg, store, tmp_
         ("analysis.dead_threshold", 0.5),
         ("labeling.model", "x"),
         ("grid.placement", "pool"),
+        ("grid.work_queue", "a100"),  # where a cell runs, not what it computes
         ("grid.expansion_factors", [2, 4, 8]),
         ("upload.repo_id", "a/b"),
     ]:
