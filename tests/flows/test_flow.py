@@ -1,5 +1,6 @@
-"""The demo sweep through Prefect (the session's test harness): every cell's files, skipped labels, the
-report and the artifacts; a second run is all cache hits; deleted outputs are recomputed; a failing
+"""The demo sweep through Prefect (the session's test harness), with relu and TopK cells (nosampling,
+sampling, auxk): every cell's files, skipped labels, the report and the artifacts, the study's λ tables
+holding the relu cells only; a second run is all cache hits; deleted outputs are recomputed; a failing
 cell does not sink the others and the final state names it."""
 
 from __future__ import annotations
@@ -19,6 +20,13 @@ from tasks.paths import run_dir, sweep_dir
 pytestmark = pytest.mark.slow
 
 CELLS = [Cell(2, 0.01, "nosampling"), Cell(2, 0.01, "sampling")]
+TOPK_CELLS = [Cell(2, 0.0, s, "topk", k=4) for s in ("nosampling", "sampling", "auxk")]
+ALL_CELLS = CELLS + TOPK_CELLS
+ARCHITECTURES = {
+    "grid.architectures": ["relu", "topk"],
+    "grid.strategies": ["nosampling", "sampling", "auxk"],
+    "grid.k_values": [4],
+}
 
 
 def task_states(client, flow_run_id) -> dict[str, str]:
@@ -56,20 +64,25 @@ def test_demo_sweep_caches_recomputes_and_isolates_failures(
 ):
     from flows.sweep import sae_sweep
 
-    overrides = tiny_sweep_factory(tmp_path / "data")
+    relu_only = tiny_sweep_factory(tmp_path / "data")
+    overrides = {**relu_only, **ARCHITECTURES}
     cfg = load_config("demo", None, overrides)
 
     first = sae_sweep(preset="demo", overrides=overrides, return_state=True)
     assert first.is_completed(), first.message
     summary = first.result()
-    assert summary["failed"] == [] and set(summary["cells"]) == {c.name for c in CELLS}
-    for cell in CELLS:
+    assert summary["failed"] == [] and set(summary["cells"]) == {c.name for c in ALL_CELLS}
+    for cell in ALL_CELLS:
         out = run_dir(cfg, cell)
         assert (out / cell.weights_filename).is_file()  # model_weights_2x_0.01_sampling.pth, …
         assert (out / "saelens" / "cfg.json").is_file() and (out / "analysis.json").is_file()
         assert (out / "labels.json").is_file()  # skipped: no endpoint configured
     report = sweep_dir(cfg) / "report"
     assert (report / "report.md").is_file() and (report / "report.html").is_file()
+    report_md = (report / "report.md").read_text()
+    assert "2x_topk4_auxk" in report_md  # the per-cell table lists every cell
+    # the study's λ tables hold the relu cells only: no λ = 0 row (a topk cell has no λ)
+    assert not [line for line in report_md.splitlines() if line.startswith("| 0.0 |")]
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
     listed = prefect_client.read_artifacts(
@@ -81,7 +94,7 @@ def test_demo_sweep_caches_recomputes_and_isolates_failures(
     assert sorted(a.key for a in listed if a.type != "progress") == ["grid-demo", "plan-demo", "report-demo"]
     plan = {a.key: a for a in listed}["plan-demo"]
     assert plan.created == min(a.created for a in listed)  # before extraction's progress, even
-    assert "# Plan of sweep `demo`" in plan.data and "2 cells in 2 packs" in plan.data
+    assert "# Plan of sweep `demo`" in plan.data and re.search(r"5 cells in \d+ packs", plan.data)
     progress = {a.key: a for a in listed if a.type == "progress"}
     assert "train-demo-2x-1e-2-sampling" in progress and "analyze-demo-2x-1e-2-nosampling" in progress
     assert all(a.data == 100.0 for a in progress.values())
@@ -106,15 +119,15 @@ def test_demo_sweep_caches_recomputes_and_isolates_failures(
     assert first_states["cell-2x-0.01-sampling"] == first_states["cell-2x-0.01-nosampling"] == "Completed"
 
     # Second run of the same config: every stage with a cache is a hit, nothing is trained.
-    log_mtimes = {c: (run_dir(cfg, c) / "train_log.parquet").stat().st_mtime_ns for c in CELLS}
+    log_mtimes = {c: (run_dir(cfg, c) / "train_log.parquet").stat().st_mtime_ns for c in ALL_CELLS}
     second = sae_sweep(preset="demo", overrides=overrides, return_state=True)
     assert second.is_completed(), second.message
     states = task_states(prefect_client, second.state_details.flow_run_id)
     cached = {
         name: state for name, state in states.items() if name.startswith(("extract", "train", "analyze"))
     }
-    assert len(cached) == 5 and set(cached.values()) == {"Cached"}, states
-    assert {c: (run_dir(cfg, c) / "train_log.parquet").stat().st_mtime_ns for c in CELLS} == log_mtimes
+    assert len(cached) == 1 + 2 * len(ALL_CELLS) and set(cached.values()) == {"Cached"}, states
+    assert {c: (run_dir(cfg, c) / "train_log.parquet").stat().st_mtime_ns for c in ALL_CELLS} == log_mtimes
 
     # `sae-sweep run` goes through the same flow (cached now) and says where the report is.
     sets = [f"{key}={json.dumps(value)}" for key, value in overrides.items()]
@@ -132,7 +145,7 @@ def test_demo_sweep_caches_recomputes_and_isolates_failures(
     assert (run_dir(cfg, gone) / gone.weights_filename).is_file()
 
     # A cell that cannot be written fails alone; the report still comes; the final state names it.
-    broken = {**overrides, "name": "broken"}
+    broken = {**relu_only, "name": "broken"}  # the two relu cells
     bad_cfg = load_config("demo", None, broken)
     run_dir(bad_cfg, CELLS[0]).parent.mkdir(parents=True)
     run_dir(bad_cfg, CELLS[0]).write_text("a file where the run dir should be")
