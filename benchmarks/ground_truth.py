@@ -352,7 +352,7 @@ def saelens_sweep(
 ) -> list[Result]:
     """SAELens's same architecture over the same sparsity values: the same k (topk, batchtopk,
     matryoshka with our groups as its widths), or for jumprelu the same sparsity form over
-    `--saelens-l0-coefficients` (SAELens units; default: ours mapped by `saelens_l0_coefficient`)."""
+    `--saelens-l0-coefficients` (SAELens units; empty: ours mapped by `saelens_l0_coefficient`)."""
     d = truth.train.shape[1]
     runs: list[tuple[dict[str, Any], str]] = []
     if architecture == "jumprelu":
@@ -409,11 +409,15 @@ def main() -> None:
         "--k", type=int, nargs="+", default=None, help="topk/batchtopk k (default: ≈ true L0)"
     )
     parser.add_argument(
-        "--l0-coefficients", type=float, nargs="+", default=[5e-3, 1e-2, 2e-2], help="jumprelu's (our units)"
+        "--l0-coefficients",
+        type=float,
+        nargs="+",
+        default=[0.02, 0.035, 0.04, 0.041, 0.042],
+        help="jumprelu's (our units)",
     )
     parser.add_argument(
-        "--saelens-l0-coefficients", type=float, nargs="+", default=None,
-        help="SAELens jumprelu's (its units; default: --l0-coefficients mapped, c·d/s²)",
+        "--saelens-l0-coefficients", type=float, nargs="*", default=[0.2, 0.4, 0.5, 0.6, 0.7],
+        help="SAELens jumprelu's, its units (ours ≙ c·d/s²); the flag alone: --l0-coefficients mapped",
     )  # fmt: skip
     parser.add_argument("--jumprelu-loss", choices=["step", "tanh"], default="tanh", help="both sides'")
     args = parser.parse_args()
