@@ -1,27 +1,46 @@
-"""Feature recovery on ground truth: our SAE against SAELens's standard SAE on SAELens's synthetic data.
+"""Feature recovery on ground truth: each of our SAE architectures against SAELens's same architecture
+on SAELens's synthetic data.
 
 SAELens's generator (`sae_lens.synthetic`) makes `n_features` unit directions in `d` dimensions
 (orthogonalised as far as superposition allows) that fire independently with probabilities drawn
 uniformly from [min_p, max_p] and magnitudes ~ N(1, magnitude_std) clipped at 0. ONE fixed token set is
-drawn; both SAEs (m = expansion × d latents) train on it for the same steps and batch size, each over
-a small λ sweep. Recovery is the mean correlation coefficient (MCC: |cosine| of decoder rows against
-the true directions, Hungarian-matched, SAELens's `mean_correlation_coefficient`, the same function
-for both); L0 and explained variance are measured on held-out tokens by the same code for both.
+drawn; every SAE (m = expansion × d latents) trains on it for the same steps, batch size and Adam lr.
+Recovery is the mean correlation coefficient (MCC: |cosine| of decoder rows against the true
+directions, Hungarian-matched, SAELens's `mean_correlation_coefficient`, the same function for all);
+L0 and explained variance are measured on held-out tokens by the same code for all. SAELens's SAEs are
+measured as their inference SAE (`save_inference_model`, loaded back by `SAE.load_from_disk`), as ours
+are (BatchTopK and Matryoshka: the threshold estimated in training on both sides).
 
-λ is given in SAELens's units (the coefficient on Σ_j h_j‖W_dec,j‖ beside the per-token *summed*
-squared error) and mapped to ours: our MSE is averaged over d, so λ_ours = λ·m/d under
-`l1_scaling: seed` (L1 averaged over m) and λ/d under `sum`. Adam is invariant to the loss's overall
-scale, so the same learning rate means the same thing on both sides.
+relu: SAELens's `StandardTrainingSAE` against ours through `train_sae` (`--variants`), over a λ sweep
+given in SAELens's units (the coefficient on Σ_j h_j‖W_dec,j‖ beside the per-token *summed* squared
+error) and mapped to ours: our MSE is averaged over d, so λ_ours = λ·m/d under `l1_scaling: seed` (L1
+averaged over m) and λ/d under `sum`. Adam is invariant to the loss's overall scale, so the same
+learning rate means the same thing on both sides. The mapping leaves out our input scale s
+(`normalize_activations: expected_norm`, below): on x·s the MSE grows by s² and the L1 by s, so at one
+λ our penalty is s× weaker and our L0 higher; the default sweep runs to λ = 8 so that both sides have
+a run near the true L0 (SAELens near λ = 2.5, ours near 7, a ratio ≈ s).
 
-Our other architectures (`--architectures`, default topk batchtopk jumprelu) train on the same tokens
-through the same Trainer and `TrainingConfig()` defaults: topk/batchtopk at k near the data's true L0
-(Σ of the firing probabilities, 6.78 here → k = 7 and 10), jumprelu over L0 coefficients (our units;
-`--jumprelu-loss`, default tanh: the step form's thresholds barely move in these few Adam steps, see
-docs/results.md). The last table is each setting's run whose held-out L0 is nearest the true L0.
+topk, batchtopk, jumprelu, matryoshka (`--architectures`, default all four): ours through the same
+Trainer and `TrainingConfig()` defaults (`nosampling`), and SAELens's `TopKTrainingSAE`,
+`BatchTopKTrainingSAE`, `JumpReLUTrainingSAE`, `MatryoshkaBatchTopKTrainingSAE` at their configs'
+defaults (decoder init norm 0.1, `rescale_acts_by_decoder_norm`, AuxK coefficient 1 after 1,000 steps
+of silence, …) with their own `SAETrainer`, at the same sparsity where the units coincide:
+- topk, batchtopk, matryoshka: the same k near the data's true L0 (Σ of the firing probabilities,
+  6.78 here → k = 7 and 10); matryoshka with our `group_fractions` default's groups on both sides
+  (SAELens's `matryoshka_widths` = their cumulative sums: 16, 32, 64, 128, 256 at m = 256).
+- jumprelu: the same sparsity form (`--jumprelu-loss`, default tanh: the step form's thresholds barely
+  move in these few Adam steps, see docs/results.md), each side's L0 coefficient in its own units and
+  swept until each side has a run near the true L0. Ours weighs the term against the MSE averaged over
+  d on inputs scaled by s (`normalize_activations: expected_norm`, s = √d / E‖x‖ ≈ 2.85 here), SAELens
+  against the summed squared error on raw inputs, so c_SAELens = c_ours·d/s² (`saelens_l0_coefficient`;
+  the rows print the SAELens value's equivalent in ours). The thresholds' init and bandwidth are each
+  side's defaults (ours 1e-3 in scaled units, SAELens 0.01 and 0.05 in raw units).
+The last table is, per architecture, the run of ours and of SAELens whose held-out L0 is nearest the
+true L0, with a verdict line each.
 
-    PYTHONPATH=$PWD python benchmarks/ground_truth.py                  # ~10 min on one core
+    PYTHONPATH=$PWD python benchmarks/ground_truth.py --threads 1        # ~15 min on one core
     PYTHONPATH=$PWD python benchmarks/ground_truth.py --variants study defaults no-l1-warmup gmed beta0
-    PYTHONPATH=$PWD python benchmarks/ground_truth.py --quick          # the test's size (~40 s)
+    PYTHONPATH=$PWD python benchmarks/ground_truth.py --quick            # the test's size (~80 s)
 
 Needs the `interop` extra (sae-lens).
 """
@@ -395,7 +414,12 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-4, help="Adam lr, the same for both")
     parser.add_argument("--expansion", type=int, default=4)
     parser.add_argument(
-        "--l1", type=float, nargs="+", default=[0.1, 0.3, 1.0, 2.0, 3.0], help="λ sweep, SAELens units"
+        "--l1",
+        type=float,
+        nargs="+",
+        default=[0.1, 0.3, 1.0, 2.0, 2.5, 3.0, 6.0, 7.0, 8.0],
+        help="λ sweep, SAELens units (the true L0 near 2.5 for SAELens, near 7 for ours: `ours_lambda` "
+        "ignores our input scale s, so at one λ our L1 is ~s× weaker)",
     )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--magnitude-std", type=float, default=0.5, help="spread of firing magnitudes")
