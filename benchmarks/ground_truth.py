@@ -38,7 +38,7 @@ of silence, …) with their own `SAETrainer`, at the same sparsity where the uni
 The last table is, per architecture, the run of ours and of SAELens whose held-out L0 is nearest the
 true L0, with a verdict line each.
 
-    PYTHONPATH=$PWD python benchmarks/ground_truth.py --threads 1        # ~15 min on one core
+    PYTHONPATH=$PWD python benchmarks/ground_truth.py --threads 1        # 12–20 min, one shared core
     PYTHONPATH=$PWD python benchmarks/ground_truth.py --variants study defaults no-l1-warmup gmed beta0
     PYTHONPATH=$PWD python benchmarks/ground_truth.py --quick            # the test's size (~80 s)
 
@@ -156,9 +156,9 @@ def run_architecture(
     options: dict[str, Any],
     **training: Any,
 ) -> Result:
-    """One of our other architectures (topk, batchtopk, jumprelu) through the same Trainer, started
-    from the same `TrainingConfig()` init as relu; `options` its constructor keywords (k, the L0
-    coefficient, …). The `l1` column of the result holds its sparsity parameter."""
+    """One of our other architectures (topk, batchtopk, jumprelu, matryoshka) through the same Trainer,
+    started from the same `TrainingConfig()` init as relu; `options` its constructor keywords (k, the L0
+    coefficient, the matryoshka groups, …). The `l1` column of the result holds its sparsity parameter."""
     d = truth.train.shape[1]
     cfg = TrainingConfig(
         lr=lr, batch_size=batch, epochs=None, max_tokens=batch * steps, seed=0, device="cpu",
