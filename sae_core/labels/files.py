@@ -24,10 +24,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sae_core.errors import LabelingError
-from sae_core.io import atomic_write_json, atomic_write_with, read_json
+from sae_core.io import atomic_write_json, atomic_write_with
 from sae_core.labels.prompt import LabelExample
 from sae_core.labels.scoring import ScoringWindow
-from sae_core.rundir import LABELS_FORMAT, RunDir
+from sae_core.rundir import LABELS_FORMAT, RunDir, RunFileError, read_selected
 
 log = logging.getLogger(__name__)
 
@@ -92,17 +92,15 @@ def load_label_inputs(run_dir: str | Path, examples_per_prompt: int = 25) -> Lab
     examples_path = run / "features" / "examples.parquet"
     if not selected_path.is_file():
         raise LabelingError(f"{selected_path}: missing — run the analysis stage on this run first")
-    try:
-        selected = read_json(selected_path)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise LabelingError(f"{selected_path}: not valid JSON ({exc})") from None
+    selected = read_selected(run)  # a RunFileError naming the file when it is not a selection
+    assert selected is not None
     order: dict[int, list[str]] = {}
     for group in ("top", "bottom", "sample"):
-        ids = selected.get(group) if isinstance(selected, dict) else None
+        ids = getattr(selected, group)
         if group == "sample" and ids is None:  # labeling.scope: selected (the default)
             continue
-        if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
-            raise LabelingError(f"{selected_path}: '{group}' must be a list of feature ids (got {ids!r})")
+        if ids is None:
+            raise LabelingError(f"{selected_path}: '{group}' is missing — analyse the cell again")
         for fid in ids:
             order.setdefault(int(fid), []).append(group)
     if not order:
@@ -245,19 +243,18 @@ def selection_counts(run_dir: str | Path) -> dict[str, Any] | None:
     """The analysis's selection as labels.json carries it: how many features were asked for, how many
     qualified and were selected, and why fewer (selected.json's `shortfall`; None when full). None
     when selected.json is absent or unreadable (labels then say nothing about the selection)."""
-    path = Path(run_dir) / "features" / "selected.json"
     try:
-        doc = read_json(path) if path.is_file() else None
-    except (ValueError, UnicodeDecodeError):
+        doc = read_selected(Path(run_dir))
+    except RunFileError:
         return None
-    if not isinstance(doc, dict):
+    if doc is None:
         return None
-    ids = [i for g in ("top", "bottom") for i in (doc.get(g) or []) if isinstance(i, int)]
+    ids = [*(doc.top or []), *(doc.bottom or [])]
     return {
-        "asked": doc.get("asked"),
+        "asked": doc.asked,
         "selected": len(set(ids)),
-        "eligible": doc.get("eligible"),
-        "shortfall": doc.get("shortfall"),
+        "eligible": doc.eligible,
+        "shortfall": doc.shortfall,
     }
 
 

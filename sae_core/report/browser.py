@@ -37,10 +37,12 @@ from sae_core.rundir import (
     Labels,
     RunDir,
     RunFileError,
+    Selected,
     dead_caption,
     dead_token_set,
     read_analysis,
     read_labels,
+    read_selected,
     units_text,
 )
 
@@ -134,7 +136,7 @@ def browser_data(run_dir: Path) -> dict[str, Any]:
 
     analysis = _optional(read_analysis, RunDir(run_dir)) or Analysis()
     labels_summary = _optional(read_labels, RunDir(run_dir))
-    selected = _json(run_dir / "features" / "selected.json") or {}
+    selected = _selected(run_dir)
     ids = stats.column("feature_id").to_numpy(zero_copy_only=False).astype(np.int64)
     features = {
         "id": ids.tolist(),
@@ -149,7 +151,7 @@ def browser_data(run_dir: Path) -> dict[str, Any]:
     if "hist" in stats.column_names:
         # An all-zero histogram (dead features) is sent as 0 to keep the page small.
         hist = [h if h and any(h) else 0 for h in stats.column("hist").to_pylist()]
-    groups = {str(i): g for g in ("top", "bottom") for i in selected.get(g, []) or []}
+    groups = {str(i): g for g in ("top", "bottom") for i in getattr(selected, g) or []}
     return {
         "cell": _cell_name(run_dir, analysis),
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -162,8 +164,8 @@ def browser_data(run_dir: Path) -> dict[str, Any]:
         "examples": _examples(run_dir / "features" / "examples.parquet"),
         "nb": _neighbors(run_dir / "features" / "neighbors.parquet"),
         "corr": _correlated(run_dir / "features" / "correlation.json"),
-        "dup": {str(k): int(v) for k, v in (selected.get("duplicate_of") or {}).items()},
-        "dup_rule": selected.get("duplicate_rule"),
+        "dup": {str(k): int(v) for k, v in (selected.duplicate_of or {}).items()},
+        "dup_rule": selected.duplicate_rule,
     }
 
 
@@ -182,6 +184,11 @@ def _optional(reader: Any, run: RunDir) -> Any:
     except RunFileError as exc:
         log.warning("browser: %s", exc)
         return None
+
+
+def _selected(run_dir: Path) -> Selected:
+    """features/selected.json through its reader; an empty selection when it is absent or unreadable."""
+    return _optional(read_selected, RunDir(run_dir)) or Selected()
 
 
 def _json(path: Path) -> dict[str, Any] | None:
@@ -359,9 +366,9 @@ def every_feature_examples(features: Path, skip: set[str]) -> dict[str, Any]:
         key = str(f)
         if key not in skip:
             parts.setdefault(key, []).append(f"{a:.4g} {d} {p}")
-    window = _json(features / "selected.json") or {}
+    window = _selected(features.parent).context_window
     return {
-        "w": int(window.get("context_window", 10)),
+        "w": int(window if window is not None else 10),
         "vocab": vocab.column("token").to_pylist(),
         "docs": documents,
         "ax": {key: "|".join(rows) for key, rows in parts.items()},

@@ -6,7 +6,6 @@ composes (numbers, cell names, its own notes), its table cells with pipes and ne
 from __future__ import annotations
 
 import base64
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from sae_core.naming import format_l1
 from sae_core.report import label_scores
 from sae_core.report.cells import CELL_METRICS, CellData, Entry, format_entry
 from sae_core.report.token_checks import JUMP, NEIGHBOURS
-from sae_core.rundir import TRAINING_CAPTION
+from sae_core.rundir import TRAINING_CAPTION, RunFileError, read_selected
 
 ARCHITECTURES_TITLE = "Architectures compared"
 
@@ -166,14 +165,13 @@ def _duplicates(cells: list[CellData]) -> tuple[list[str], str | None]:
     `duplicate_of`, written by the analysis), as `cell: #b ≈ #a` lines, and the rule that flagged them."""
     lines, rule = [], None
     for c in cells:
-        path = c.path / "features" / "selected.json"
         try:
-            selected = json.loads(path.read_text()) if path.is_file() else {}
-        except (OSError, ValueError):
+            selected = read_selected(c.path)
+        except RunFileError:
             continue
-        pairs = selected.get("duplicate_of") if isinstance(selected, dict) else None
-        if pairs:
-            rule = selected.get("duplicate_rule") or rule
+        pairs = selected.duplicate_of if selected is not None else None
+        if selected is not None and pairs:
+            rule = selected.duplicate_rule or rule
             shown = ", ".join(f"#{f} ≈ #{r}" for f, r in sorted(pairs.items(), key=lambda p: int(p[0])))
             lines.append(f"{c.cell.name}: {shown}")
     return lines, rule

@@ -34,10 +34,12 @@ from sae_core.rundir.models import (
     Normalization,
     ResampleEvent,
     RunFileError,
+    Selected,
     parse,
     read_analysis,
     read_labels,
     read_metrics,
+    read_selected,
 )
 from sae_core.rundir.paths import (
     ANALYSIS,
@@ -77,6 +79,7 @@ __all__ = [
     "ResampleEvent",
     "RunDir",
     "RunFileError",
+    "Selected",
     "dead_caption",
     "dead_token_set",
     "disagreement_text",
@@ -89,6 +92,7 @@ __all__ = [
     "read_analysis",
     "read_labels",
     "read_metrics",
+    "read_selected",
     "run_units",
     "selection_shortfall",
     "threshold_text",

@@ -1,5 +1,5 @@
-"""Typed models of a run directory's JSON files — metrics.json (training), analysis.json (analysis),
-labels.json (labelling) — and their one reader each.
+"""Typed models of a run directory's JSON files — metrics.json (training), analysis.json and
+features/selected.json (analysis), labels.json (labelling) — and their one reader each.
 
 Every key the writers write is a field (`sae_core.training.run_cell.finish_cell`,
 `sae_core.analysis.driver.analyze_run`, `sae_core.labels.files.write_labels`). Each file carries its
@@ -32,6 +32,8 @@ ANALYSIS_FORMAT = 2
 LABELS_FORMAT = 2
 """labels.json: 1 = no `format` key (older labels, perhaps without the conservative rates); 2 = `format`
 written."""
+SELECTED_FORMAT = 1
+"""features/selected.json: 1 (no `format` key written yet)."""
 
 
 class RunFileError(SaeSweepError):
@@ -232,12 +234,39 @@ class Labels(_Versioned):
 # ---------------------------------------------------------------------------------------------
 # Reading
 
+
+class Selected(_Versioned):
+    """features/selected.json: the analysis's selection (`sae_core.analysis.driver.analyze_run`)."""
+
+    top: list[int] | None = None
+    bottom: list[int] | None = None
+    sample: list[int] | None = None
+    """labeling.scope: sample — the random group (absent otherwise)."""
+    sample_rule: str | None = None
+    min_activations: int | None = None
+    min_activations_counted_on: str | None = None
+    threshold: float | None = None
+    top_k_features: int | None = None
+    eligible: int | None = None
+    asked: int | None = None
+    shortfall: str | None = None
+    activation_units: str | None = None
+    selectivity: str | None = None
+    split: str | None = None
+    tokens_analyzed: int | None = None
+    duplicate_of: dict[str, int] | None = None
+    """A selected feature (its id as a string) → the earlier one whose direction it repeats."""
+    duplicate_rule: str | None = None
+    context_window: int | None = None
+
+
 M = TypeVar("M", bound=_Versioned)
 
 _FILES: dict[type[_Versioned], tuple[str, int, str]] = {
     Metrics: ("metrics.json", METRICS_FORMAT, "delete it and train the cell again (sae-sweep train)"),
     Analysis: ("analysis.json", ANALYSIS_FORMAT, "delete it and analyse the cell again (sae-sweep analyze)"),
     Labels: ("labels.json", LABELS_FORMAT, "delete it and label the cell again (sae-sweep label)"),
+    Selected: ("features/selected.json", SELECTED_FORMAT, "analyse the cell again (sae-sweep analyze)"),
 }
 
 
@@ -298,3 +327,8 @@ def read_analysis(run: RunDir | str | Path) -> Analysis | None:
 def read_labels(run: RunDir | str | Path) -> Labels | None:
     """The run's labels.json (None when absent; RunFileError when unreadable)."""
     return _read(Labels, _run(run).labels)
+
+
+def read_selected(run: RunDir | str | Path) -> Selected | None:
+    """The run's features/selected.json (None when absent; RunFileError when unreadable)."""
+    return _read(Selected, _run(run).selected)

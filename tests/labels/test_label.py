@@ -31,6 +31,7 @@ from sae_core.labels.files import (
 )
 from sae_core.labels.prompt import LABEL_SCHEMA, MalformedAnswer
 from sae_core.labels.scoring_prompt import parse_matches
+from sae_core.rundir import RunFileError
 from tests.fixtures_llm import Reply, answer, error, hang, write_analysis
 
 KEY = "sk-unit-test-4f7c1e9a2b6d8f0a3c5e"
@@ -378,7 +379,10 @@ def test_bad_inputs_name_the_path(tmp_path) -> None:
         load_label_inputs(tmp_path)
     run = write_analysis(tmp_path / "run", {5: ("top", "Paris")})
     (run / "features" / "selected.json").write_text('{"top": "5", "bottom": []}')
-    with pytest.raises(LabelingError, match="'top' must be a list"):
+    with pytest.raises(RunFileError, match=r"selected\.json: not a valid features/selected\.json \(top: "):
+        load_label_inputs(run)
+    (run / "features" / "selected.json").write_text('{"bottom": []}')
+    with pytest.raises(LabelingError, match=r"selected\.json: 'top' is missing"):
         load_label_inputs(run)
     (run / "features" / "selected.json").write_text('{"top": [5], "bottom": []}')
     table = pq.read_table(run / "features" / "examples.parquet").drop_columns(["context_text"])
