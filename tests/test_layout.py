@@ -23,7 +23,7 @@ ALLOWED = {
     "rundir": set(),  # a run directory's paths, checks and file models: read by every later stage
     "store": set(),
     "extraction": {"config", "store"},
-    "saes": set(),
+    "saes": {"rundir"},  # `load_run` reads a run dir's metrics.json through its one reader
     "training": {"config", "store", "saes", "rundir"},
     "analysis": {"config", "store", "saes", "extraction", "rundir"},
     "labels": {"config", "rundir"},

@@ -100,14 +100,15 @@ def weights_path(run_dir: str | Path) -> Path:
 def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[Sae, dict[str, Any]]:
     """The trained SAE and the `metrics.json` of a completed run directory: the architecture its
     metrics.json names (`architecture`), else (older runs) the one its `.pth` records."""
+    from sae_core.rundir import read_metrics
+
     run_dir = Path(run_dir)
-    metrics_file = run_dir / "metrics.json"
-    if not metrics_file.is_file():
+    read = read_metrics(run_dir)  # a RunFileError naming the file when it is not a metrics.json
+    if read is None:
         raise TrainingError(f"run dir: {run_dir} has no metrics.json (training not finished?)")
-    metrics = read_json(metrics_file)
-    named = metrics.get("architecture")
-    if isinstance(named, str):
-        return load_sae(weights_path(run_dir), named, device=device), metrics
+    metrics = read.to_json()
+    if read.architecture is not None:
+        return load_sae(weights_path(run_dir), read.architecture, device=device), metrics
     return load_any(weights_path(run_dir), device=device), metrics
 
 
