@@ -103,7 +103,7 @@ def model_card(cfg: SweepConfig) -> str:
     grid (rebuilt at every cell's upload, so it lists what the repo holds)."""
     from sae_core.report import card_legend, card_rows, collect_cells, loading_snippet
 
-    cells = collect_cells(sweep_dir(cfg), cfg)
+    cells = collect_cells(sweep_dir(cfg), cfg) if sweep_dir(cfg).is_dir() else []  # none trained yet
     rows = card_rows(cells)
     first = rows[0]["SAE (folder)"].strip("`").split("/")[1] if rows else "<cell>"
     table = grid_legend(cfg) + "\n\n" + markdown_table(grid_rows(cfg))
