@@ -101,7 +101,7 @@ OTHER_ARCHITECTURES_NAMING = (
 def model_card(cfg: SweepConfig) -> str:
     """The repo's README: a row per SAE trained so far and how to load one, then the study's names and
     grid (rebuilt at every cell's upload, so it lists what the repo holds)."""
-    from sae_core.report import card_legend, card_rows, collect_cells, loading_snippet
+    from sae_core.report import card_legend, card_notes, card_rows, collect_cells, loading_snippet
 
     cells = collect_cells(sweep_dir(cfg), cfg) if sweep_dir(cfg).is_dir() else []  # none trained yet
     rows = card_rows(cells)
@@ -116,7 +116,7 @@ def model_card(cfg: SweepConfig) -> str:
         "stream it reads.\n\n## The SAEs\n\n"
         + card_legend(cells)
         + "\n\n"
-        + markdown_table(rows)
+        + markdown_table(rows, card_notes(cells))
         + "\n## Loading\n\n"
         + loading_snippet(cfg.upload.repo_id, first)
         + "\n## The study's files\n\n"

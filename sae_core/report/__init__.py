@@ -3,7 +3,7 @@ tables.json) and the static feature browser of each cell."""
 
 from sae_core.report.browser import BROWSER_INPUTS, write_browser, write_browsers
 from sae_core.report.build import build_report
-from sae_core.report.card import card_legend, card_rows, loading_snippet
+from sae_core.report.card import card_legend, card_notes, card_rows, loading_snippet
 from sae_core.report.cells import CELL_METRICS, REPORT_DIRNAME, collect_cells
 from sae_core.report.compare import sparsity_text
 from sae_core.report.render import ui_markdown
@@ -14,6 +14,7 @@ __all__ = [
     "REPORT_DIRNAME",
     "build_report",
     "card_legend",
+    "card_notes",
     "card_rows",
     "collect_cells",
     "loading_snippet",

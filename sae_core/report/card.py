@@ -9,6 +9,8 @@ balanced accuracy of the features labelled monosemantic, each with the number of
 
 from __future__ import annotations
 
+from typing import Any
+
 from sae_core.architectures import SPECS
 from sae_core.report.cells import (
     CellData,
@@ -67,16 +69,33 @@ def _scores(data: CellData) -> str:
 def _mono(data: CellData) -> str:
     plain, conservative = monosemanticity_pct(data), monosemanticity_conservative_pct(data)
     if plain.value is None:
-        return format_entry(plain, "{:.1f}")
+        # the reason is said once under the table (`card_notes`), not in every row
+        return "skipped" if (plain.note or "").startswith("skipped") else format_entry(plain, "{:.1f}")
     labelled = data.labels.labelled if data.labels is not None else None
     rest = f" ({conservative.value:.1f})" if conservative.value is not None else ""
     return f"{plain.value:.1f}{rest}, of {labelled} labelled" if labelled else f"{plain.value:.1f}{rest}"
 
 
+_STRATEGY_ORDER = {"nosampling": 0, "sampling": 1, "auxk": 2}
+
+
+def _order(data: CellData) -> tuple[Any, ...]:
+    """Registry order of architectures, then width, sparsity value and strategy."""
+    cell = data.cell
+    spec = SPECS[cell.architecture].sparsity
+    value = getattr(cell, spec.field)
+    return (
+        list(SPECS).index(cell.architecture),
+        cell.expansion,
+        value,
+        _STRATEGY_ORDER.get(cell.strategy, 9),
+    )
+
+
 def card_rows(cells: list[CellData]) -> list[dict[str, str]]:
     """One row per trained cell (cells not run yet are left out: the grid table below lists them)."""
     rows = []
-    for data in cells:
+    for data in sorted(cells, key=_order):
         if data.metrics is None:
             continue
         figures: dict[str, Entry] = {
@@ -86,7 +105,7 @@ def card_rows(cells: list[CellData]) -> list[dict[str, str]]:
             "never fired %": never_fired_pct(data),
             "dead %": dead_pct(data),
         }
-        formats = {"L0": "{:.1f}", "explained var.": "{:.3f}", "CE loss recovered": "{:.3f}"}
+        formats = {"L0": "{:.1f}", "explained var.": "{:.4f}", "CE loss recovered": "{:.4f}"}
         row = {
             "SAE (folder)": f"`saelens/{data.cell.name}/`",
             "architecture": data.cell.architecture,
@@ -99,6 +118,21 @@ def card_rows(cells: list[CellData]) -> list[dict[str, str]]:
         row["detection / fuzzing (monosemantic)"] = _scores(data)
         rows.append(row)
     return rows
+
+
+def card_notes(cells: list[CellData]) -> list[str]:
+    """Why labels were skipped, once per distinct reason (the rows say `skipped`)."""
+    reasons: dict[str, list[str]] = {}
+    for data in cells:
+        if data.metrics is None:
+            continue
+        note = monosemanticity_pct(data).note or ""
+        if monosemanticity_pct(data).value is None and note.startswith("skipped"):
+            reasons.setdefault(note, []).append(data.cell.name)
+    return [
+        f"Labels {note} for {len(names)} of the SAEs." if len(names) > 1 else f"Labels {note} for {names[0]}."
+        for note, names in reasons.items()
+    ]
 
 
 def card_legend(cells: list[CellData]) -> str:

@@ -134,8 +134,9 @@ def test_one_commit_per_cell_with_the_conventional_layout(cfg):
     assert card.index("## The SAEs") < card.index("## Loading") < card.index("## The grid")
     row = next(line for line in card.splitlines() if line.startswith("| `saelens/2x_0.01_sampling/`"))
     cols = [c.strip() for c in row.strip("|").split("|")]
-    assert cols[1:8] == ["relu", "2x", "λ = 0.01", "sampling", "3.5", "0.800", "skipped"]
-    assert cols[9] == "25.0" and cols[11] == "n/a"  # dead %; no scores: labelling was skipped
+    assert cols[1:8] == ["relu", "2x", "λ = 0.01", "sampling", "3.5", "0.8000", "skipped"]
+    assert cols[9] == "25.0" and cols[10] == "skipped" and cols[11] == "n/a"  # dead %; no labels, no scores
+    assert "Labels skipped (no key) for 2x_0.01_sampling." in card  # the reason, once, under the table
     assert 'SAE.load_from_disk(f"{path}/saelens/2x_0.01_sampling"' in card
 
 
