@@ -105,7 +105,7 @@ def model_card(cfg: SweepConfig) -> str:
 
     cells = collect_cells(sweep_dir(cfg), cfg) if sweep_dir(cfg).is_dir() else []  # none trained yet
     rows = card_rows(cells)
-    first = rows[0]["SAE (folder)"].strip("`").split("/")[1] if rows else "<cell>"
+    first = next((c.cell.name for c in cells if c.metrics is not None), "<cell>")
     table = grid_legend(cfg) + "\n\n" + markdown_table(grid_rows(cfg))
     return (
         "---\nlibrary_name: saelens\ntags:\n- sparse-autoencoder\n- interpretability\n---\n\n"

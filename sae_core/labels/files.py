@@ -90,10 +90,9 @@ def load_label_inputs(run_dir: str | Path, examples_per_prompt: int = 25) -> Lab
     run = Path(run_dir)
     selected_path = run / "features" / "selected.json"
     examples_path = run / "features" / "examples.parquet"
-    if not selected_path.is_file():
-        raise LabelingError(f"{selected_path}: missing — run the analysis stage on this run first")
     selected = read_selected(run)  # a RunFileError naming the file when it is not a selection
-    assert selected is not None
+    if selected is None:
+        raise LabelingError(f"{selected_path}: missing — run the analysis stage on this run first")
     order: dict[int, list[str]] = {}
     for group in ("top", "bottom", "sample"):
         ids = getattr(selected, group)

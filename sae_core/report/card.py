@@ -126,9 +126,9 @@ def card_notes(cells: list[CellData]) -> list[str]:
     for data in cells:
         if data.metrics is None:
             continue
-        note = monosemanticity_pct(data).note or ""
-        if monosemanticity_pct(data).value is None and note.startswith("skipped"):
-            reasons.setdefault(note, []).append(data.cell.name)
+        rate = monosemanticity_pct(data)
+        if rate.value is None and (rate.note or "").startswith("skipped"):
+            reasons.setdefault(rate.note or "", []).append(data.cell.name)
     return [
         f"Labels {note} for {len(names)} of the SAEs." if len(names) > 1 else f"Labels {note} for {names[0]}."
         for note, names in reasons.items()

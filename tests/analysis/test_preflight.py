@@ -133,7 +133,7 @@ def test_the_command_passes_a_good_run_and_names_a_missing_store(trained, tmp_pa
     assert main(["check", str(run), "--activations", metrics["store"], "--tokens", "500"]) == 0
 
 
-def test_decoder_rows_with_the_normalisation_folded_in_pass(trained):
+def test_released_decoder_rows_have_norm_one_over_s_when_normalised(trained):
     """The demo preset normalises (expected_norm): the released decoder rows have norm 1/s."""
     from safetensors.torch import load_file
 
